@@ -1,0 +1,32 @@
+# Everything a user needs: `make repro` builds the study, `make test` checks the code.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup repro test check-lock clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+repro: setup
+	dvc repro
+
+test: setup
+	python -m pytest
+
+# Fails when dvc.lock no longer matches code and params (the committed report would be stale).
+check-lock: setup
+	@out=$$(dvc repro --dry --allow-missing 2>&1); status=$$?; \
+	if [ $$status -ne 0 ] || printf '%s' "$$out" | grep -q "Running stage"; then \
+		printf '%s\n' "$$out"; echo "dvc.lock is stale: run 'make repro' and commit dvc.lock and reports/"; exit 1; \
+	fi; echo "dvc.lock matches code and params"
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,32 @@
+"""How every stage starts and ends: known problems become one clear message, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from stages.lib.params import ParamsError
+
+
+class StageError(Exception):
+    """A problem the user can fix; its message says how."""
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    try:
+        main(sys.argv[1:])
+    except ParamsError as err:
+        print(err, file=sys.stderr)
+        raise SystemExit(2) from None
+    except StageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("interrupted: outputs were left as they were before this stage; rerun `dvc repro`", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def arch_name(argv: list[str], stage: str) -> str:
+    if len(argv) != 1:
+        raise StageError(f"usage: python -m stages.{stage} <arch>")
+    return argv[0]

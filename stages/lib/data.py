@@ -1,0 +1,74 @@
+"""The split and the prepared arrays every training stage reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from stages.lib.atomic import atomic_path
+from stages.lib.idx import parse_idx
+from stages.lib.params import IDX_FILES
+from stages.lib.paths import PREPARED_DIR, RAW_DIR
+
+PARTS = ("train", "val", "test")
+
+
+class Split(NamedTuple):
+    x: np.ndarray  # uint8 images, (n, 28, 28)
+    y: np.ndarray  # uint8 labels, (n,)
+
+
+class DataError(Exception):
+    pass
+
+
+def read_raw(raw_dir: Path = RAW_DIR) -> tuple[Split, Split]:
+    """The original (train, test) sets from the four IDX files."""
+    arrays = [parse_idx((raw_dir / name).read_bytes(), str(raw_dir / name)) for name in IDX_FILES]
+    x_train, y_train, x_test, y_test = arrays
+    for x, y, part in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if len(x) != len(y):
+            raise DataError(f"{raw_dir}: {part} has {len(x)} images but {len(y)} labels")
+    return Split(x_train, y_train), Split(x_test, y_test)
+
+
+def split_train_val(train: Split, val_size: int) -> tuple[Split, Split]:
+    """Validation = the first ``val_size`` training images, as in the reference study."""
+    if not 0 < val_size < len(train.x):
+        raise DataError(
+            f"params.yaml: data.val_size: must leave training images (got {val_size}; "
+            f"expected 1 to {len(train.x) - 1} for {len(train.x)} training images)"
+        )
+    return Split(train.x[val_size:], train.y[val_size:]), Split(train.x[:val_size], train.y[:val_size])
+
+
+def save_prepared(parts: dict[str, Split], folder: Path) -> None:
+    # .npy, not .npz: np.savez stamps the zip entries with the time, so the bytes
+    # (and DVC's hash) would change on every run.
+    for part, split in parts.items():
+        for kind, array in (("x", split.x), ("y", split.y)):
+            with atomic_path(folder / f"{kind}_{part}.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+
+
+def load_prepared(folder: Path = PREPARED_DIR) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each part as (float32 images in [0, 1], int32 labels)."""
+    out = {}
+    for part in PARTS:
+        paths = [folder / f"{kind}_{part}.npy" for kind in ("x", "y")]
+        try:
+            x, y = (np.load(p, allow_pickle=False) for p in paths)
+        except (OSError, ValueError, EOFError) as err:
+            raise DataError(
+                f"{folder}: cannot read {part} arrays ({err}); restore them with "
+                "`dvc checkout data/prepared` or rebuild with `dvc repro -f split`"
+            ) from None
+        if x.ndim != 3 or x.dtype != np.uint8 or y.shape != (len(x),):
+            raise DataError(
+                f"{folder}: {part} arrays have shapes {x.shape}/{y.shape} and dtype {x.dtype}, expected "
+                "(n, 28, 28) uint8 images and (n,) labels; rebuild with `dvc repro -f split`"
+            )
+        out[part] = (x.astype(np.float32) / 255.0, y.astype(np.int32))
+    return out

@@ -1,0 +1,216 @@
+"""Everything that needs TensorFlow: building, sweeping, training, saving and loading models.
+
+Only stages that train or evaluate import this module, and only after params.yaml
+has been validated, so a typo never waits for TensorFlow to start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep stage logs readable
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from stages.lib.atomic import atomic_path  # noqa: E402
+from stages.lib.lr_finder import Stopper, exponential_lrs  # noqa: E402
+from stages.lib.params import Arch, LrRangeParams, TrainParams  # noqa: E402
+
+NUM_CLASSES = 10
+EVAL_BATCH_SIZE = 1000  # only speed depends on it: loss and accuracy are means over all images
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed entry date: same weights, same bytes
+
+
+class ModelFileError(Exception):
+    pass
+
+
+def set_seed(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def build_model(arch: Arch, seed: int, image_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
+    """Flatten -> Dense(h, activation) per hidden layer -> Dense(10, softmax), seeded init."""
+    set_seed(seed)
+    layers = [keras.Input(image_shape), keras.layers.Flatten(name="flatten")]
+    layers += [keras.layers.Dense(h, activation=arch.activation, name=f"hidden_{i}") for i, h in enumerate(arch.hidden)]
+    layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax", name="output"))
+    return keras.Sequential(layers, name=arch.name)
+
+
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """Batches straight from memory, reshuffled each epoch when a seed is given."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+class BatchLossRecorder(keras.metrics.Metric):
+    """Keeps the real loss of every batch of the epoch.
+
+    Keras 3 hands batch callbacks the running mean of the epoch, and with
+    steps_per_execution > 1 only every n-th batch; this metric runs inside the
+    train step, so it sees each batch's own loss whatever the callback cadence.
+    """
+
+    def __init__(self, capacity: int, name: str = "batch_loss"):
+        super().__init__(name=name)
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy()
+        self.losses = self.add_variable(shape=(capacity,), initializer="zeros", name="losses")
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        loss = self.loss_fn(y_true, y_pred)
+        index = keras.ops.reshape(self.count, (1, 1))
+        self.losses.assign(keras.ops.scatter_update(self.losses, index, keras.ops.reshape(loss, (1,))))
+        self.count.assign_add(1)
+
+    def result(self):
+        return self.losses[keras.ops.maximum(self.count - 1, 0)]
+
+
+class RangeTestCallback(keras.callbacks.Callback):
+    """Collects the recorder's losses and stops the sweep once the loss diverges."""
+
+    def __init__(self, recorder: BatchLossRecorder, stopper: Stopper):
+        super().__init__()
+        self.recorder = recorder
+        self.stopper = stopper
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self.stop_step: int | None = None
+        self.stop_reason: str | None = None
+        self._seen = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._seen = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        count = int(self.recorder.count.numpy())
+        new = self.recorder.losses.numpy()[self._seen:count]
+        self._seen = count
+        for loss in new:
+            if self.stop_step is not None:
+                return  # batches run after the stop within one execution are not kept
+            smoothed, reason = self.stopper.update(float(loss))
+            self.losses.append(float(loss))
+            self.smoothed.append(smoothed)
+            if reason:
+                self.stop_step, self.stop_reason = len(self.losses) - 1, reason
+                self.model.stop_training = True
+
+
+@dataclass
+class Sweep:
+    lrs: np.ndarray
+    losses: np.ndarray  # real per-batch training loss
+    smoothed: np.ndarray
+    stop_step: int | None  # first diverged row; rows from here on are not used to pick
+    stop_reason: str | None
+
+
+def range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, p: LrRangeParams, seed: int,
+               steps_per_execution: int = 1) -> Sweep:
+    """SGD with the rate growing by ``factor`` every batch; the schedule lives in the optimizer."""
+    steps_per_epoch = -(-len(x) // p.batch_size)
+    schedule = keras.optimizers.schedules.ExponentialDecay(p.start_lr, decay_steps=1, decay_rate=p.factor)
+    recorder = BatchLossRecorder(steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=schedule),
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=[recorder],
+                  steps_per_execution=steps_per_execution)
+    callback = RangeTestCallback(recorder, Stopper(p.smoothing, p.stop_factor))
+    model.fit(batches(x, y, p.batch_size, shuffle_seed=seed), epochs=p.epochs, callbacks=[callback],
+              shuffle=False, verbose=0)  # the dataset shuffles itself
+    n = len(callback.losses)
+    return Sweep(exponential_lrs(p.start_lr, p.factor, n), np.array(callback.losses),
+                 np.array(callback.smoothed), callback.stop_step, callback.stop_reason)
+
+
+def train(model: keras.Model, lr: float, data: dict, p: TrainParams, seed: int, log_dir: Path,
+          steps_per_execution: int = 1) -> tuple[list[dict], int]:
+    """Plain SGD at ``lr`` with early stopping on val_loss; the model ends at its best epoch.
+
+    Returns one row per epoch and the best epoch's index.
+    """
+    (x_train, y_train), (x_val, y_val) = data["train"], data["val"]
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=p.patience, restore_best_weights=True)
+    board = keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0, write_graph=False)
+    history = model.fit(batches(x_train, y_train, p.batch_size, shuffle_seed=seed), epochs=p.epochs,
+                        validation_data=batches(x_val, y_val, EVAL_BATCH_SIZE),
+                        callbacks=[stopper, board], shuffle=False, verbose=2)  # the dataset shuffles itself
+    rows = [
+        {"epoch": epoch, **{key: float(values[epoch]) for key, values in history.history.items()}, "lr": lr}
+        for epoch in range(len(history.epoch))
+    ]
+    best = int(np.argmin([row["val_loss"] for row in rows]))
+    return rows, best
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Save a .keras file whose bytes depend only on the model, not on when it was saved."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".save.") as work:
+        raw = Path(work) / "model.keras"
+        model.save(raw)
+        with atomic_path(path) as tmp:
+            normalize_keras_archive(raw, tmp)
+
+
+def normalize_keras_archive(src: Path, dst: Path) -> None:
+    """Copy a .keras zip minus what changes from save to save of the same model.
+
+    That is: zip entry dates, the save date in metadata.json, and the memory
+    addresses Keras uses as shared_object_id in config.json (renumbered 0, 1, ...).
+    """
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                meta.pop("date_saved", None)
+                data = json.dumps(meta, sort_keys=True).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_renumber_shared_ids(json.loads(data), {}), sort_keys=True).encode()
+            entry = zipfile.ZipInfo(info.filename, date_time=ZIP_EPOCH)
+            entry.compress_type = info.compress_type
+            entry.external_attr = 0o644 << 16
+            zout.writestr(entry, data)
+
+
+def _renumber_shared_ids(node, ids: dict):
+    if isinstance(node, dict):
+        return {
+            key: ids.setdefault(value, len(ids)) if key == "shared_object_id" else _renumber_shared_ids(value, ids)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_renumber_shared_ids(item, ids) for item in node]
+    return node
+
+
+def load_model(path: Path) -> keras.Model:
+    """Load with Keras safe mode: a model file from a shared remote cannot run code here."""
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
+        raise ModelFileError(
+            f"{path}: cannot load model ({type(err).__name__}: {err}); restore it with "
+            f"`dvc checkout {path}` or retrain with `dvc repro -f train@{Path(path).stem}`"
+        ) from None
+
+
+def count_params(model: keras.Model) -> int:
+    return int(model.count_params())

@@ -1,0 +1,312 @@
+"""Read and validate params.yaml: the one place that knows its schema.
+
+Runs before TensorFlow is imported, so a typo costs a fraction of a second, and
+reports every problem at once as
+``params.yaml: <key>: <what is wrong> (got <value>; expected <allowed>)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.lib.lr_finder import RULES
+
+PARAMS_FILE = Path("params.yaml")
+ARCH_NAME = re.compile(r"[A-Za-z0-9_-]+")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+ACTIVATIONS = ("relu", "elu", "selu", "gelu", "tanh", "sigmoid", "swish", "leaky_relu")
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+SOURCE_KINDS = ("url", "npm", "local")
+
+
+class ParamsError(Exception):
+    """All problems found in params.yaml, one line each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # one of SOURCE_KINDS
+    location: str  # URL, npm package spec, or local path
+    sha256: str | None = None  # of the downloaded archive, when known
+
+
+@dataclass(frozen=True)
+class DataParams:
+    val_size: int
+    sources: tuple[Source, ...]
+    sha256: dict[str, str]
+
+
+@dataclass(frozen=True)
+class LrRangeParams:
+    start_lr: float
+    factor: float
+    batch_size: int
+    epochs: int
+    stop_factor: float
+    smoothing: float
+    rule: str
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int
+    batch_size: int
+    patience: int
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    tie_margin: float
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    hidden: tuple[int, ...]
+    activation: str = "relu"
+    lr: float | None = None  # fixed rate: skips the range test's pick
+    rule: str | None = None  # overrides lr_range.rule for this arch
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    data: DataParams
+    lr_range: LrRangeParams
+    train: TrainParams
+    report: ReportParams
+    archs: dict[str, Arch]
+
+    def arch(self, name: str) -> Arch:
+        if name not in self.archs:
+            raise ParamsError(
+                [f"params.yaml: archs: no architecture named {name!r} (expected one of {', '.join(self.archs)})"]
+            )
+        return self.archs[name]
+
+    def rule_for(self, arch: Arch) -> str:
+        return arch.rule or self.lr_range.rule
+
+
+class _Checker:
+    """Collects problems while reading a nested mapping."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, key: str, what: str, got: Any, expected: str) -> None:
+        self.problems.append(f"params.yaml: {key}: {what} (got {got!r}; expected {expected})")
+
+    def section(self, parent: dict, key: str, known: tuple[str, ...]) -> dict | None:
+        """A top-level section, or None (reported) when it is missing or not a mapping."""
+        if key not in parent:
+            self.fail(key, "missing section", None, f"a mapping with keys {', '.join(known)}")
+            return None
+        value = parent[key]
+        if not isinstance(value, dict):
+            self.fail(key, "not a mapping", value, f"a mapping with keys {', '.join(known)}")
+            return None
+        self.unknown_keys(value, key, known)
+        return value
+
+    def unknown_keys(self, mapping: dict, path: str, known: tuple[str, ...]) -> None:
+        for key in mapping:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(known)}"
+                self.fail(f"{path}.{key}" if path else str(key), "unknown key", key, hint)
+
+    def number(self, mapping: dict, key: str, path: str, *, integer: bool, low: float,
+               low_open: bool = False, high: float | None = None, high_open: bool = True,
+               default: Any = ..., ) -> Any:
+        full = f"{path}.{key}" if path else key
+        if key not in mapping:
+            if default is not ...:
+                return default
+            self.fail(full, "missing", None, self._range_text(integer, low, low_open, high, high_open))
+            return None
+        value = mapping[key]
+        kind_ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not kind_ok:
+            self.fail(full, "wrong type", value, self._range_text(integer, low, low_open, high, high_open))
+            return None
+        too_low = value <= low if low_open else value < low
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high or not math.isfinite(value):
+            self.fail(full, "out of range", value, self._range_text(integer, low, low_open, high, high_open))
+            return None
+        return value if integer else float(value)
+
+    @staticmethod
+    def _range_text(integer: bool, low: float, low_open: bool, high: float | None, high_open: bool) -> str:
+        kind = "an integer" if integer else "a number"
+        text = f"{kind} {'>' if low_open else '>='} {low:g}"
+        if high is not None:
+            text += f" and {'<' if high_open else '<='} {high:g}"
+        return text
+
+    def choice(self, mapping: dict, key: str, path: str, allowed: tuple[str, ...], default: Any = ...) -> Any:
+        full = f"{path}.{key}" if path else key
+        if key not in mapping:
+            if default is not ...:
+                return default
+            self.fail(full, "missing", None, f"one of {', '.join(allowed)}")
+            return None
+        value = mapping[key]
+        if value not in allowed:
+            self.fail(full, "unknown value", value, f"one of {', '.join(allowed)}")
+            return None
+        return value
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate the parsed YAML; raise ParamsError listing every problem."""
+    c = _Checker()
+    top_keys = ("seed", "data", "lr_range", "train", "report", "archs")
+    if not isinstance(raw, dict):
+        c.fail("(top level)", "not a mapping", raw, f"a mapping with sections {', '.join(top_keys)}")
+        raise ParamsError(c.problems)
+    c.unknown_keys(raw, "", top_keys)
+    seed = c.number(raw, "seed", "", integer=True, low=0)
+
+    d = c.section(raw, "data", ("val_size", "sources", "sha256"))
+    data = DataParams(
+        val_size=c.number(d, "val_size", "data", integer=True, low=1),
+        sources=_sources(c, d.get("sources")),
+        sha256=_sha256(c, d.get("sha256")),
+    ) if d is not None else None
+
+    lr = c.section(raw, "lr_range", ("start_lr", "factor", "batch_size", "epochs", "stop_factor", "smoothing", "rule"))
+    lr_range = LrRangeParams(
+        start_lr=c.number(lr, "start_lr", "lr_range", integer=False, low=0, low_open=True),
+        factor=c.number(lr, "factor", "lr_range", integer=False, low=1, low_open=True),
+        batch_size=c.number(lr, "batch_size", "lr_range", integer=True, low=1),
+        epochs=c.number(lr, "epochs", "lr_range", integer=True, low=1),
+        stop_factor=c.number(lr, "stop_factor", "lr_range", integer=False, low=1, low_open=True),
+        smoothing=c.number(lr, "smoothing", "lr_range", integer=False, low=0, high=1),
+        rule=c.choice(lr, "rule", "lr_range", tuple(RULES)),
+    ) if lr is not None else None
+
+    t = c.section(raw, "train", ("epochs", "batch_size", "patience"))
+    train = TrainParams(
+        epochs=c.number(t, "epochs", "train", integer=True, low=1),
+        batch_size=c.number(t, "batch_size", "train", integer=True, low=1),
+        patience=c.number(t, "patience", "train", integer=True, low=0),
+    ) if t is not None else None
+
+    r = c.section(raw, "report", ("tie_margin",))
+    report = ReportParams(
+        tie_margin=c.number(r, "tie_margin", "report", integer=False, low=0, high=1),
+    ) if r is not None else None
+
+    archs = _archs(c, raw.get("archs"))
+    if c.problems:
+        raise ParamsError(c.problems)
+    return Params(seed=seed, data=data, lr_range=lr_range, train=train, report=report, archs=archs)
+
+
+def _sources(c: _Checker, value: Any) -> tuple[Source, ...]:
+    expected = "a non-empty list of {url: ...}, {npm: ...} or {local: ...} entries"
+    if not isinstance(value, list) or not value:
+        c.fail("data.sources", "missing or empty" if not value else "not a list", value, expected)
+        return ()
+    sources = []
+    for i, entry in enumerate(value):
+        path = f"data.sources[{i}]"
+        kinds = [k for k in SOURCE_KINDS if isinstance(entry, dict) and k in entry]
+        if len(kinds) != 1:
+            c.fail(path, "needs exactly one of url, npm, local", entry, expected)
+            continue
+        kind = kinds[0]
+        c.unknown_keys(entry, path, (kind, "sha256") if kind == "url" else (kind,))
+        location = entry[kind]
+        if not isinstance(location, str) or not location.strip():
+            c.fail(f"{path}.{kind}", "not a non-empty string", location, "a URL, an npm package spec or a path")
+            continue
+        if kind == "url" and not location.startswith(("http://", "https://")):
+            c.fail(f"{path}.url", "not an http(s) URL", location, "http://... or https://...")
+            continue
+        digest = entry.get("sha256")
+        if digest is not None and not (isinstance(digest, str) and SHA256.fullmatch(digest)):
+            c.fail(f"{path}.sha256", "not a sha256 digest", digest, "64 lowercase hex characters")
+            continue
+        sources.append(Source(kind, location, digest))
+    return tuple(sources)
+
+
+def _sha256(c: _Checker, value: Any) -> dict[str, str]:
+    expected = f"a mapping of {', '.join(IDX_FILES)} to sha256 digests"
+    if not isinstance(value, dict):
+        c.fail("data.sha256", "missing or not a mapping", value, expected)
+        return {}
+    c.unknown_keys(value, "data.sha256", IDX_FILES)
+    for name in IDX_FILES:
+        digest = value.get(name)
+        if not (isinstance(digest, str) and SHA256.fullmatch(digest)):
+            c.fail(f"data.sha256.{name}", "missing or not a sha256 digest", digest, "64 lowercase hex characters")
+    return {name: value[name] for name in IDX_FILES if name in value}
+
+
+def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
+    if not isinstance(value, dict) or not value:
+        c.fail("archs", "missing, empty or not a mapping", value,
+               "at least one entry like base: {hidden: [300, 100]}")
+        return {}
+    archs = {}
+    for name, spec in value.items():
+        path = f"archs.{name}"
+        if not isinstance(name, str) or not ARCH_NAME.fullmatch(name):
+            c.fail(path, "unsafe architecture name", name, "letters, digits, _ and - only")
+            continue
+        if not isinstance(spec, dict):
+            c.fail(path, "not a mapping", spec, "a mapping like {hidden: [300, 100]}")
+            continue
+        c.unknown_keys(spec, path, ("hidden", "activation", "lr", "rule"))
+        hidden = spec.get("hidden")
+        if not isinstance(hidden, list) or not hidden or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
+        ):
+            c.fail(f"{path}.hidden", "not a list of positive layer sizes", hidden, "a non-empty list of integers > 0, like [300, 100]")
+            continue
+        activation = c.choice(spec, "activation", path, ACTIVATIONS, default="relu")
+        lr = c.number(spec, "lr", path, integer=False, low=0, low_open=True, default=None)
+        rule = c.choice(spec, "rule", path, tuple(RULES), default=None)
+        archs[name] = Arch(name, tuple(hidden), activation, lr, rule)
+    return archs
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError([f"{path}: not found (run from the project root)"]) from None
+    except yaml.YAMLError as err:
+        raise ParamsError([f"{path}: not valid YAML: {err}"]) from None
+    return parse_params(raw)
+
+
+def load_params_or_exit(path: Path = PARAMS_FILE) -> Params:
+    """For stage entry points: print every problem and exit 2."""
+    try:
+        return load_params(path)
+    except ParamsError as err:
+        print(err, file=sys.stderr)
+        raise SystemExit(2) from None

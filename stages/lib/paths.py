@@ -1,0 +1,40 @@
+"""Where each stage writes, per architecture (dvc.yaml spells the same paths)."""
+
+from pathlib import Path
+
+RAW_DIR = Path("data/raw")
+PREPARED_DIR = Path("data/prepared")
+MODELS = Path("models")
+REPORTS = Path("reports")
+
+
+def model_file(arch: str) -> Path:
+    return MODELS / f"{arch}.keras"
+
+
+def tensorboard_dir(arch: str) -> Path:
+    return MODELS / "logs" / arch
+
+
+def lr_range_csv(arch: str) -> Path:
+    return REPORTS / "lr_range" / f"{arch}.csv"
+
+
+def lr_range_json(arch: str) -> Path:
+    return REPORTS / "lr_range" / f"{arch}.json"
+
+
+def history_csv(arch: str) -> Path:
+    return REPORTS / "history" / f"{arch}.csv"
+
+
+def train_json(arch: str) -> Path:
+    return REPORTS / "train" / f"{arch}.json"
+
+
+def metrics_json(arch: str) -> Path:
+    return REPORTS / "metrics" / f"{arch}.json"
+
+
+REPORT_MD = REPORTS / "report.md"
+FIGURES = REPORTS / "figures"

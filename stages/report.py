@@ -1,0 +1,44 @@
+"""Stage report: reports/report.md and reports/figures/ for the archs params.yaml lists."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+
+from stages.lib import paths
+from stages.lib.atomic import write_text
+from stages.lib.cli import StageError, run
+from stages.lib.figures import lr_range_figure
+from stages.lib.params import load_params
+from stages.lib.report import ArchResult, render_report
+
+LR_FIGURE = "lr_range.png"
+
+
+def read_curve(path) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: np.array([float(row[key]) for row in rows]) for key in ("lr", "loss", "smoothed_loss")}
+
+
+def main(argv: list[str]) -> None:
+    params = load_params()
+    results, curves = [], {}
+    for name, arch in params.archs.items():
+        try:
+            metrics = json.loads(paths.metrics_json(name).read_text())
+            lr_range = json.loads(paths.lr_range_json(name).read_text())
+            curves[name] = read_curve(paths.lr_range_csv(name))
+        except FileNotFoundError as err:
+            raise StageError(f"{err.filename} is missing: run `dvc repro evaluate@{name}` first") from None
+        results.append(ArchResult(name, arch.hidden, arch.activation, metrics, lr_range))
+    lr_range_figure(curves, {r.name: r.metrics["lr"] for r in results}, paths.FIGURES / LR_FIGURE)
+    markdown = render_report(params, results, lr_figure=f"figures/{LR_FIGURE}")
+    write_text(paths.REPORT_MD, markdown)
+    print(f"report: {paths.REPORT_MD} with {len(results)} architecture(s)")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,66 @@
+"""Stage train@<arch>: a fresh, identically initialised model trained with SGD at its rate.
+
+The rate is the arch's fixed ``lr`` if params give one, else the pick of the
+configured rule from reports/lr_range/<arch>.json. Keeps the best epoch.
+
+Usage: python -m stages.train <arch>
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from stages.lib import paths
+from stages.lib.atomic import atomic_dir, write_csv, write_json
+from stages.lib.cli import StageError, arch_name, run
+from stages.lib.data import DataError, load_prepared
+from stages.lib.params import Arch, Params, load_params
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")
+
+
+def chosen_rate(params: Params, arch: Arch, lr_range: dict) -> tuple[float, str]:
+    """(rate, how it was chosen)."""
+    if arch.lr is not None:
+        return arch.lr, "fixed in params"
+    rule = params.rule_for(arch)
+    pick = lr_range["picks"][rule]
+    if "error" in pick:
+        raise StageError(f"{arch.name}: rule {rule} could not pick a rate: {pick['error']}")
+    return pick["lr"], rule
+
+
+def main(argv: list[str]) -> None:
+    name = arch_name(argv, "train")
+    params = load_params()
+    arch = params.arch(name)
+    lr, how = chosen_rate(params, arch, json.loads(paths.lr_range_json(name).read_text()))
+    from stages.lib import keras_model  # TensorFlow only once params are known good
+
+    try:
+        data = load_prepared()
+    except DataError as err:
+        raise StageError(str(err)) from None
+    model = keras_model.build_model(arch, params.seed)
+    started = time.perf_counter()
+    with atomic_dir(paths.tensorboard_dir(name)) as log_dir:
+        rows, best = keras_model.train(model, lr, data, params.train, params.seed, log_dir)
+    seconds = time.perf_counter() - started
+    keras_model.save_model(model, paths.model_file(name))
+
+    write_csv(paths.history_csv(name), HISTORY_COLUMNS,
+              [[row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[1:]] for row in rows])
+    write_json(paths.train_json(name), {
+        "arch": name,
+        "lr": lr,
+        "lr_chosen_by": how,
+        "epochs_run": len(rows),
+        "best_epoch": best,
+        "seconds": round(seconds, 2),
+    })
+    print(f"train@{name}: lr {lr:.4g} ({how}), {len(rows)} epoch(s), best val_loss at epoch {best + 1}")
+
+
+if __name__ == "__main__":
+    run(main)

