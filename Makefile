@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test check-lock clean
+.PHONY: setup repro test check-lock lr-study clean
 
 setup: $(VENV)/.installed
 
@@ -30,3 +30,8 @@ check-lock: setup
 
 clean:
 	rm -rf $(VENV)
+
+# Opt-in: train every arch at a grid of fixed rates and at every rule's pick (reports/lr_study.json).
+lr-study: repro
+	python -m studies.lr_study
+	dvc repro

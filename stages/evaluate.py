@@ -24,10 +24,7 @@ def main(argv: list[str]) -> None:
         model = keras_model.load_model(paths.model_file(name))
     except (DataError, keras_model.ModelFileError) as err:
         raise StageError(str(err)) from None
-    scores = {
-        part: model.evaluate(keras_model.batches(*data[part], keras_model.EVAL_BATCH_SIZE), return_dict=True, verbose=0)
-        for part in ("val", "test")
-    }
+    scores = {part: keras_model.evaluate(model, *data[part]) for part in ("val", "test")}
     trained = json.loads(paths.train_json(name).read_text())
     swept = json.loads(paths.lr_range_json(name).read_text())
     metrics = {

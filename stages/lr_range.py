@@ -29,7 +29,7 @@ def main(argv: list[str]) -> None:
         raise StageError(str(err)) from None
     model = keras_model.build_model(arch, params.seed)
     started = time.perf_counter()
-    sweep = keras_model.range_test(model, x, y, params.lr_range, params.seed)
+    sweep = keras_model.range_test(model, x, y, params.lr_range, params.seed, params.compute)
     seconds = time.perf_counter() - started
 
     usable = slice(0, sweep.stop_step)

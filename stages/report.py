@@ -10,11 +10,12 @@ import numpy as np
 from stages.lib import paths
 from stages.lib.atomic import write_text
 from stages.lib.cli import StageError, run
-from stages.lib.figures import lr_range_figure
+from stages.lib.figures import lr_range_figure, lr_rules_figure
 from stages.lib.params import load_params
 from stages.lib.report import ArchResult, render_report
 
 LR_FIGURE = "lr_range.png"
+RULES_FIGURE = "lr_range_rules.png"
 
 
 def read_curve(path) -> dict[str, np.ndarray]:
@@ -35,7 +36,11 @@ def main(argv: list[str]) -> None:
             raise StageError(f"{err.filename} is missing: run `dvc repro evaluate@{name}` first") from None
         results.append(ArchResult(name, arch.hidden, arch.activation, metrics, lr_range))
     lr_range_figure(curves, {r.name: r.metrics["lr"] for r in results}, paths.FIGURES / LR_FIGURE)
-    markdown = render_report(params, results, lr_figure=f"figures/{LR_FIGURE}")
+    lr_rules_figure(curves, {r.name: r.lr_range for r in results}, {r.name: r.metrics["lr_chosen_by"] for r in results},
+                    paths.FIGURES / RULES_FIGURE)
+    study = json.loads(paths.LR_STUDY_JSON.read_text()) if paths.LR_STUDY_JSON.exists() else None
+    markdown = render_report(params, results, lr_figure=f"figures/{LR_FIGURE}",
+                             rules_figure=f"figures/{RULES_FIGURE}", study=study)
     write_text(paths.REPORT_MD, markdown)
     print(f"report: {paths.REPORT_MD} with {len(results)} architecture(s)")
 

@@ -45,7 +45,7 @@ def main(argv: list[str]) -> None:
     model = keras_model.build_model(arch, params.seed)
     started = time.perf_counter()
     with atomic_dir(paths.tensorboard_dir(name)) as log_dir:
-        rows, best = keras_model.train(model, lr, data, params.train, params.seed, log_dir)
+        rows, best = keras_model.train(model, lr, data, params.train, params.seed, params.compute, log_dir)
     seconds = time.perf_counter() - started
     keras_model.save_model(model, paths.model_file(name))
 

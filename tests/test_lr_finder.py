@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from stages.lib.lr_finder import (
+    flat_center,
     MIN_POINTS,
     RULES,
     SKIP_END,
@@ -42,7 +43,7 @@ def lrs() -> np.ndarray:
 
 def test_constants_the_rules_rely_on():
     assert (SKIP_START, SKIP_END, MIN_POINTS) == (10, 5, 10)
-    assert set(RULES) == {"min_halved", "min_div10", "steepest", "valley"}
+    assert set(RULES) == {"min_halved", "min_div10", "steepest", "valley", "flat_center"}
 
 
 # --- schedule and smoothing -------------------------------------------------------------------
@@ -303,3 +304,22 @@ def test_suggest_all_reports_an_error_for_every_rule_when_too_few_points(lrs):
 def test_suggest_all_all_nan(lrs):
     picks = suggest_all(lrs, np.full(N, np.nan), stop_step=None)
     assert all("error" in pick for pick in picks.values())
+
+
+def test_flat_center_picks_the_middle_of_the_flat_bottom_not_the_noisy_minimum():
+    lrs = exponential_lrs(1e-3, 1.1, 60)
+    losses = np.full(60, 2.0)
+    losses[25:42] = 1.05  # the flat bottom: rows 25..41, all within 10 % of the minimum
+    losses[27] = 1.0  # the minimum sits near the left edge
+    got = flat_center(lrs, losses)
+    assert got.index == 33  # (25 + 41) / 2 on the log-rate axis
+    assert got.lr == pytest.approx(1e-3 * 1.1**33, rel=1e-12)
+    assert min_halved(lrs, losses).index == 27
+
+
+def test_flat_center_ignores_rows_just_outside_the_tolerance():
+    lrs = exponential_lrs(1e-3, 1.1, 60)
+    losses = np.full(60, 2.0)
+    losses[20:31] = 1.0
+    losses[31:40] = 1.1001  # more than 10 % above the minimum: not part of the bottom
+    assert flat_center(lrs, losses).index == 25

@@ -342,3 +342,30 @@ def test_empty_section_reports_its_missing_keys(raw, section, first_key):
 def test_arch_name_with_trailing_newline_is_unsafe(raw):
     raw["archs"]["base\n"] = {"hidden": [10]}
     assert_line(only_problem(raw), "archs.base\n", "base\n", "unsafe architecture name")
+
+
+# --- compute and lr_study --------------------------------------------------------------------
+
+def test_compute_and_lr_study_are_parsed(raw):
+    params = parse_params(raw)
+    assert params.compute.jit_compile is True
+    assert params.compute.steps_per_execution == 32
+    assert params.lr_study.grid == (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_jit_compile_must_be_a_boolean(raw, value):
+    raw["compute"]["jit_compile"] = value
+    assert_line(only_problem(raw), "compute.jit_compile", value, "true or false")
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5])
+def test_steps_per_execution_at_least_one(raw, value):
+    raw["compute"]["steps_per_execution"] = value
+    assert_line(only_problem(raw), "compute.steps_per_execution", value)
+
+
+@pytest.mark.parametrize("grid", [[], [0.1, 0], [0.1, "0.2"], 0.1, [float("inf")]])
+def test_lr_study_grid_is_a_list_of_positive_rates(raw, grid):
+    raw["lr_study"]["grid"] = grid
+    assert_line(only_problem(raw), "lr_study.grid", grid, "positive rates")

@@ -12,6 +12,7 @@ from stages.lib.params import parse_params
 from stages.lib.report import ArchResult, conclusion, render_report
 
 FIGURE = "figures/lr_range.png"
+RULES_FIGURE = "figures/lr_range_rules.png"
 RULE_NAMES = ("min_halved", "min_div10", "steepest", "valley")
 
 
@@ -56,7 +57,7 @@ def conclusion_lines(markdown: str) -> list[str]:
 def test_table_has_one_row_per_arch_sorted_by_test_accuracy(params):
     results = [result(**BASE, acc=0.9701), result(**DEEP3, acc=0.9755), result(**DEEP4, acc=0.9688),
                result(**WIDE3, acc=0.9732)]
-    md = render_report(params, results, lr_figure=FIGURE)
+    md = render_report(params, results, lr_figure=FIGURE, rules_figure=RULES_FIGURE)
     rows = results_table(md)
     assert [row[0] for row in rows] == ["deep3", "wide3", "base", "deep4"]
     assert rows[0][1] == "300 → 200 → 100"
@@ -67,7 +68,7 @@ def test_table_has_one_row_per_arch_sorted_by_test_accuracy(params):
 
 
 def test_figure_link_and_header_facts(params):
-    md = render_report(params, [result(**BASE, acc=0.97)], lr_figure=FIGURE)
+    md = render_report(params, [result(**BASE, acc=0.97)], lr_figure=FIGURE, rules_figure=RULES_FIGURE)
     assert f"![LR range test curves]({FIGURE})" in md
     assert md.startswith("# Which network learns best")
     assert "55,000 training, 5,000 validation and 10,000 test images" in md
@@ -80,7 +81,7 @@ def test_conclusion_names_best_and_smallest_within_the_margin(params):
     # wide3 is within the margin too, deep4 is 1 point below -> not close.
     results = [result(**BASE, acc=0.9720), result(**DEEP3, acc=0.9750), result(**DEEP4, acc=0.9650),
                result(**WIDE3, acc=0.9740)]
-    lines = conclusion_lines(render_report(params, results, lr_figure=FIGURE))
+    lines = conclusion_lines(render_report(params, results, lr_figure=FIGURE, rules_figure=RULES_FIGURE))
     assert lines[0] == "- Best test accuracy: **deep3**, 97.50 % (316,810 parameters)."
     assert lines[1].startswith("- Smallest network within 0.5 points of it: **base**, 97.20 % (0.30 points lower)")
     assert "266,610 parameters (1.2x fewer)" in lines[1]
@@ -98,7 +99,7 @@ def test_a_smaller_arch_outside_the_margin_is_not_chosen(params):
 
 def test_conclusion_when_the_best_is_also_the_smallest(params):
     results = [result(**BASE, acc=0.9800), result(**DEEP3, acc=0.9790), result(**WIDE3, acc=0.9700)]
-    lines = conclusion_lines(render_report(params, results, lr_figure=FIGURE))
+    lines = conclusion_lines(render_report(params, results, lr_figure=FIGURE, rules_figure=RULES_FIGURE))
     assert lines[0] == "- Best test accuracy: **base**, 98.00 % (266,610 parameters)."
     assert lines[1] == "- No smaller network comes within 0.5 points of it."
     assert lines[2] == "- Also within 0.5 points of the best: deep3."
@@ -114,7 +115,7 @@ def test_conclusion_with_a_single_arch(params):
 def test_archs_absent_from_the_results_do_not_appear(params):
     assert set(params.archs) == {"base", "deep3", "deep4", "wide3"}
     results = [result(**BASE, acc=0.97), result(**DEEP3, acc=0.98)]
-    md = render_report(params, results, lr_figure=FIGURE)
+    md = render_report(params, results, lr_figure=FIGURE, rules_figure=RULES_FIGURE)
     assert "deep4" not in md and "wide3" not in md
     assert [row[0] for row in results_table(md)] == ["deep3", "base"]
 
@@ -124,7 +125,7 @@ def test_lr_range_table(params):
              "steepest": {"lr": 0.0123456, "step": 600}, "valley": {"lr": 0.03, "step": 650}}
     results = [result(**BASE, acc=0.97, chosen="steepest", lr=0.0123456, picks=picks),
                result(**DEEP3, acc=0.98, activation="tanh", chosen="fixed in params", lr=0.1)]
-    md = render_report(params, results, lr_figure=FIGURE)
+    md = render_report(params, results, lr_figure=FIGURE, rules_figure=RULES_FIGURE)
     section = md.split("## LR range tests", 1)[1]
     header = next(line for line in section.splitlines() if line.startswith("| arch"))
     for rule in RULE_NAMES:
@@ -143,3 +144,42 @@ def test_a_gap_of_exactly_the_tie_margin_counts_as_within(params):
     results = [result(**DEEP3, acc=0.9800), result(**BASE, acc=0.9750)]
     lines = conclusion(results, 0.005)
     assert lines[1].startswith("- Smallest network within 0.5 points of it: **base**")
+
+
+# --- the lr_study section --------------------------------------------------------------------
+
+def study_for(params, archs: dict) -> dict:
+    from stages.lib.report import study_settings
+    return {"settings": study_settings(params), "grid": [0.1, 0.3], "archs": archs}
+
+
+def study_entry(hidden, runs: dict[float, float], picks: dict) -> dict:
+    return {"hidden": list(hidden), "activation": "relu", "picks": picks,
+            "runs": [{"lr": lr, "test_accuracy": acc, "test_loss": 0.1} for lr, acc in runs.items()]}
+
+
+def test_lr_study_section_shows_grid_best_and_each_rules_gap(params):
+    picks = {"min_halved": {"lr": 0.05, "step": 1}, "flat_center": {"lr": 0.2, "step": 2},
+             "steepest": {"error": "too few points"}}
+    study = study_for(params, {"base": study_entry((300, 100), {0.05: 0.95, 0.1: 0.96, 0.2: 0.9655, 0.3: 0.967},
+                                                   picks)})
+    md = render_report(params, [result(**BASE, acc=0.95)], lr_figure=FIGURE, rules_figure=RULES_FIGURE, study=study)
+    section = md.split("## How good are the picked rates?", 1)[1]
+    grid_row = next(line for line in section.splitlines() if line.startswith("| base | 96.00"))
+    assert grid_row == "| base | 96.00 % | **96.70 %** |"
+    rule_row = [line for line in section.splitlines() if line.startswith("| base |")][1]
+    assert "0.05 → 95.00 % (-1.70)" in rule_row
+    assert "0.2 → 96.55 % (-0.15)" in rule_row
+    assert "n/a" in rule_row
+    # archs of params missing from the study are named as missing, not given invented rows
+    assert not any(line.startswith("| deep3") for line in section.splitlines())
+    assert "deep3" in next(line for line in section.splitlines() if "rerun `make lr-study`" in line)
+
+
+def test_lr_study_section_flags_a_stale_study(params):
+    picks = {"min_halved": {"lr": 0.1, "step": 1}}
+    study = study_for(params, {"base": study_entry((256, 128), {0.1: 0.95, 0.3: 0.96}, picks)})
+    md = render_report(params, [result(**BASE, acc=0.95)], lr_figure=FIGURE, rules_figure=RULES_FIGURE, study=study)
+    section = md.split("## How good are the picked rates?", 1)[1]
+    assert "stale" in section and "base" in section.split("stale", 1)[1].splitlines()[0]
+    assert "96.00 %" not in section

@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 from stages.lib.atomic import atomic_path  # noqa: E402
 from stages.lib.lr_finder import Stopper, exponential_lrs  # noqa: E402
-from stages.lib.params import Arch, LrRangeParams, TrainParams  # noqa: E402
+from stages.lib.params import Arch, ComputeParams, LrRangeParams, TrainParams  # noqa: E402
 
 NUM_CLASSES = 10
 EVAL_BATCH_SIZE = 1000  # only speed depends on it: loss and accuracy are means over all images
@@ -119,14 +119,14 @@ class Sweep:
 
 
 def range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, p: LrRangeParams, seed: int,
-               steps_per_execution: int = 1) -> Sweep:
+               compute: ComputeParams) -> Sweep:
     """SGD with the rate growing by ``factor`` every batch; the schedule lives in the optimizer."""
     steps_per_epoch = -(-len(x) // p.batch_size)
     schedule = keras.optimizers.schedules.ExponentialDecay(p.start_lr, decay_steps=1, decay_rate=p.factor)
     recorder = BatchLossRecorder(steps_per_epoch)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=schedule),
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=[recorder],
-                  steps_per_execution=steps_per_execution)
+                  steps_per_execution=compute.steps_per_execution, jit_compile=compute.jit_compile)
     callback = RangeTestCallback(recorder, Stopper(p.smoothing, p.stop_factor))
     model.fit(batches(x, y, p.batch_size, shuffle_seed=seed), epochs=p.epochs, callbacks=[callback],
               shuffle=False, verbose=0)  # the dataset shuffles itself
@@ -135,8 +135,8 @@ def range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, p: LrRangeParam
                  np.array(callback.smoothed), callback.stop_step, callback.stop_reason)
 
 
-def train(model: keras.Model, lr: float, data: dict, p: TrainParams, seed: int, log_dir: Path,
-          steps_per_execution: int = 1) -> tuple[list[dict], int]:
+def train(model: keras.Model, lr: float, data: dict, p: TrainParams, seed: int, compute: ComputeParams,
+          log_dir: Path | None = None) -> tuple[list[dict], int]:
     """Plain SGD at ``lr`` with early stopping on val_loss; the model ends at its best epoch.
 
     Returns one row per epoch and the best epoch's index.
@@ -144,18 +144,25 @@ def train(model: keras.Model, lr: float, data: dict, p: TrainParams, seed: int, 
     (x_train, y_train), (x_val, y_val) = data["train"], data["val"]
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"],
-                  steps_per_execution=steps_per_execution)
-    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=p.patience, restore_best_weights=True)
-    board = keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0, write_graph=False)
+                  steps_per_execution=compute.steps_per_execution, jit_compile=compute.jit_compile)
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=p.patience, restore_best_weights=True)]
+    if log_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0, write_graph=False))
     history = model.fit(batches(x_train, y_train, p.batch_size, shuffle_seed=seed), epochs=p.epochs,
                         validation_data=batches(x_val, y_val, EVAL_BATCH_SIZE),
-                        callbacks=[stopper, board], shuffle=False, verbose=2)  # the dataset shuffles itself
+                        callbacks=callbacks, shuffle=False, verbose=2)  # the dataset shuffles itself
     rows = [
         {"epoch": epoch, **{key: float(values[epoch]) for key, values in history.history.items()}, "lr": lr}
         for epoch in range(len(history.epoch))
     ]
     best = int(np.argmin([row["val_loss"] for row in rows]))
     return rows, best
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Loss and accuracy over all of (x, y)."""
+    scores = model.evaluate(batches(x, y, EVAL_BATCH_SIZE), return_dict=True, verbose=0)
+    return {key: float(value) for key, value in scores.items()}
 
 
 def save_model(model: keras.Model, path: Path) -> None:

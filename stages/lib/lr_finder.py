@@ -15,6 +15,8 @@ import numpy as np
 SKIP_START = 10
 SKIP_END = 5
 MIN_POINTS = 10
+# flat_center: how far above the minimum a loss still counts as "the bottom".
+FLAT_TOLERANCE = 0.10
 
 
 class NotEnoughPoints(ValueError):
@@ -125,11 +127,25 @@ def valley(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
     return Suggestion(float(lr[i]), int(index[i]))
 
 
+def flat_center(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
+    """Geometric middle of the flat bottom: the rates whose loss is within 10 % of the minimum.
+
+    Along a wide, flat valley the minimum wanders with the noise; the middle of
+    the valley does not, and stays clear of the divergence at its right end.
+    """
+    lr, loss, index = _usable(lrs, losses)
+    bottom = np.flatnonzero(loss <= loss.min() * (1 + FLAT_TOLERANCE))
+    middle = 0.5 * (np.log(lr[bottom[0]]) + np.log(lr[bottom[-1]]))
+    i = int(np.argmin(np.abs(np.log(lr) - middle)))
+    return Suggestion(float(lr[i]), int(index[i]))
+
+
 RULES: dict[str, Callable[[np.ndarray, np.ndarray], Suggestion]] = {
     "min_halved": min_halved,
     "min_div10": min_div10,
     "steepest": steepest,
     "valley": valley,
+    "flat_center": flat_center,
 }
 
 

@@ -73,6 +73,18 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class ComputeParams:
+    """How the math runs, not what it computes (XLA gave bit-identical losses here)."""
+    jit_compile: bool
+    steps_per_execution: int
+
+
+@dataclass(frozen=True)
+class LrStudyParams:
+    grid: tuple[float, ...]  # fixed rates the opt-in study trains every arch with
+
+
+@dataclass(frozen=True)
 class ReportParams:
     tie_margin: float
 
@@ -92,6 +104,8 @@ class Params:
     data: DataParams
     lr_range: LrRangeParams
     train: TrainParams
+    compute: ComputeParams
+    lr_study: LrStudyParams
     report: ReportParams
     archs: dict[str, Arch]
 
@@ -163,6 +177,12 @@ class _Checker:
             text += f" and {'<' if high_open else '<='} {high:g}"
         return text
 
+    def flag(self, mapping: dict, key: str, path: str) -> Any:
+        if not isinstance(mapping.get(key), bool):
+            self.fail(f"{path}.{key}", "missing or not true/false", mapping.get(key), "true or false")
+            return None
+        return mapping[key]
+
     def choice(self, mapping: dict, key: str, path: str, allowed: tuple[str, ...], default: Any = ...) -> Any:
         full = f"{path}.{key}" if path else key
         if key not in mapping:
@@ -180,7 +200,7 @@ class _Checker:
 def parse_params(raw: Any) -> Params:
     """Validate the parsed YAML; raise ParamsError listing every problem."""
     c = _Checker()
-    top_keys = ("seed", "data", "lr_range", "train", "report", "archs")
+    top_keys = ("seed", "data", "lr_range", "train", "compute", "lr_study", "report", "archs")
     if not isinstance(raw, dict):
         c.fail("(top level)", "not a mapping", raw, f"a mapping with sections {', '.join(top_keys)}")
         raise ParamsError(c.problems)
@@ -212,6 +232,15 @@ def parse_params(raw: Any) -> Params:
         patience=c.number(t, "patience", "train", integer=True, low=0),
     ) if t is not None else None
 
+    cp = c.section(raw, "compute", ("jit_compile", "steps_per_execution"))
+    compute = ComputeParams(
+        jit_compile=c.flag(cp, "jit_compile", "compute"),
+        steps_per_execution=c.number(cp, "steps_per_execution", "compute", integer=True, low=1),
+    ) if cp is not None else None
+
+    st = c.section(raw, "lr_study", ("grid",))
+    lr_study = LrStudyParams(grid=_rates(c, st.get("grid"), "lr_study.grid")) if st is not None else None
+
     r = c.section(raw, "report", ("tie_margin",))
     report = ReportParams(
         tie_margin=c.number(r, "tie_margin", "report", integer=False, low=0, high=1),
@@ -220,7 +249,17 @@ def parse_params(raw: Any) -> Params:
     archs = _archs(c, raw.get("archs"))
     if c.problems:
         raise ParamsError(c.problems)
-    return Params(seed=seed, data=data, lr_range=lr_range, train=train, report=report, archs=archs)
+    return Params(seed=seed, data=data, lr_range=lr_range, train=train, compute=compute, lr_study=lr_study,
+                  report=report, archs=archs)
+
+
+def _rates(c: _Checker, value: Any, key: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in value
+    ):
+        c.fail(key, "not a list of positive rates", value, "a non-empty list of numbers > 0, like [0.05, 0.1]")
+        return ()
+    return tuple(float(v) for v in value)
 
 
 def _sources(c: _Checker, value: Any) -> tuple[Source, ...]:

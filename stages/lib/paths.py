@@ -38,3 +38,4 @@ def metrics_json(arch: str) -> Path:
 
 REPORT_MD = REPORTS / "report.md"
 FIGURES = REPORTS / "figures"
+LR_STUDY_JSON = REPORTS / "lr_study.json"

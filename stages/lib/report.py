@@ -44,11 +44,69 @@ def conclusion(results: list[ArchResult], tie_margin: float) -> list[str]:
     return lines
 
 
+def study_settings(params: Params) -> dict:
+    """What the opt-in study's numbers depend on besides the arch; a mismatch makes them stale."""
+    t = params.train
+    return {"seed": params.seed, "epochs": t.epochs, "batch_size": t.batch_size, "patience": t.patience}
+
+
+def lr_study_section(params: Params, study: dict) -> list[str]:
+    """Tables from reports/lr_study.json: test accuracy at fixed rates and at every rule's pick."""
+    lines = [
+        "## How good are the picked rates?",
+        "",
+        "`make lr-study` trains every arch again, same seed and training, at a grid of fixed rates and at "
+        "every rule's pick. Test accuracy:",
+        "",
+    ]
+    current = study_settings(params)
+    fresh = {
+        name: entry for name, entry in study["archs"].items()
+        if name in params.archs and study["settings"] == current
+        and tuple(entry["hidden"]) == params.archs[name].hidden and entry["activation"] == params.archs[name].activation
+    }
+    missing = [name for name in params.archs if name not in fresh]
+    if missing:
+        lines += [f"_Not shown, study missing or stale for current params (rerun `make lr-study`): "
+                  f"{', '.join(missing)}._", ""]
+    if not fresh:
+        return lines
+    grid = study["grid"]
+    lines += ["| arch | " + " | ".join(f"{lr:g}" for lr in grid) + " |", "|---|" + "---:|" * len(grid)]
+    best = {}
+    for name, entry in fresh.items():
+        acc = {run["lr"]: run["test_accuracy"] for run in entry["runs"]}
+        best[name] = max(acc[lr] for lr in grid)
+        cells = [f"**{pct(acc[lr])}**" if acc[lr] == best[name] else pct(acc[lr]) for lr in grid]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    rules = list(next(iter(fresh.values()))["picks"])
+    lines += [
+        "",
+        "Each rule's pick, and its test accuracy minus the grid's best (points); the rule training uses is marked ✓:",
+        "",
+        "| arch | " + " | ".join(f"`{rule}`" + (" ✓" if rule == params.lr_range.rule else "") for rule in rules) + " |",
+        "|---|" + "---|" * len(rules),
+    ]
+    for name, entry in fresh.items():
+        acc = {run["lr"]: run["test_accuracy"] for run in entry["runs"]}
+        cells = []
+        for rule in rules:
+            pick = entry["picks"][rule]
+            if "lr" not in pick:
+                cells.append("n/a")
+                continue
+            gap = 100 * (acc[pick["lr"]] - best[name])
+            cells.append(f"{pick['lr']:.3g} → {pct(acc[pick['lr']])} ({gap:+.2f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _pick_cell(r: ArchResult) -> str:
     return f"{r.metrics['lr']:.3g} ({r.metrics['lr_chosen_by']})"
 
 
-def render_report(params: Params, results: list[ArchResult], lr_figure: str) -> str:
+def render_report(params: Params, results: list[ArchResult], lr_figure: str, rules_figure: str,
+                  study: dict | None = None) -> str:
     m0 = results[0].metrics
     lr, tr = params.lr_range, params.train
     lines = [
@@ -88,6 +146,11 @@ def render_report(params: Params, results: list[ArchResult], lr_figure: str) -> 
         "Loss of every batch (faint) and its smoothed curve against the rate, log scale; the marker is the "
         "rate training used. Rows after the stop are not used to pick.",
         "",
+        f"![Each rule's pick on each curve]({rules_figure})",
+        "",
+        "Per architecture: where the sweep stopped and where each rule points; the rule training used is "
+        "drawn larger, outlined.",
+        "",
         "| arch | batches | stopped because | lowest smoothed loss | at rate | " + " | ".join(
             f"`{rule}`" for rule in results[0].lr_range["picks"]) + " |",
         "|---|---:|---|---:|---:|" + "---:|" * len(results[0].lr_range["picks"]),
@@ -102,4 +165,6 @@ def render_report(params: Params, results: list[ArchResult], lr_figure: str) -> 
             f"| {r.name} | {s['steps']} | {s['stop_reason']} | "
             f"{s['min_smoothed_loss']:.4f} | {s['lr_at_min']:.3g} | " + " | ".join(picks) + " |"
         )
-    return "\n".join(lines) + "\n"
+    if study is not None:
+        lines += ["", *lr_study_section(params, study)]
+    return "\n".join(lines).rstrip("\n") + "\n"
