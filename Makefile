@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test check-lock lr-study clean
+.PHONY: setup repro test check-lock lr-study compare clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,12 @@ clean:
 	rm -rf $(VENV)
 
 # Opt-in: train every arch at a grid of fixed rates and at every rule's pick (reports/lr_study.json).
-lr-study: repro
-	python -m studies.lr_study
+lr-study: setup
+	dvc repro lr_range
+	python -m scripts.lr_study
 	dvc repro
+
+# Markdown comparison of the workspace with a branch: `make compare REV=main > comparison.md`
+REV ?= main
+compare: setup
+	@python -m scripts.compare $(REV)

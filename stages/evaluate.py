@@ -24,26 +24,27 @@ def main(argv: list[str]) -> None:
         model = keras_model.load_model(paths.model_file(name))
     except (DataError, keras_model.ModelFileError) as err:
         raise StageError(str(err)) from None
-    scores = {part: keras_model.evaluate(model, *data[part]) for part in ("val", "test")}
     trained = json.loads(paths.train_json(name).read_text())
-    swept = json.loads(paths.lr_range_json(name).read_text())
     metrics = {
-        "test_accuracy": round(float(scores["test"]["accuracy"]), 6),
-        "test_loss": round(float(scores["test"]["loss"]), 6),
-        "val_accuracy": round(float(scores["val"]["accuracy"]), 6),
-        "val_loss": round(float(scores["val"]["loss"]), 6),
+        "failed": trained["failed"],
         "params": keras_model.count_params(model),
         "lr": trained["lr"],
         "lr_chosen_by": trained["lr_chosen_by"],
         "epochs_run": trained["epochs_run"],
         "best_epoch": trained["best_epoch"],
-        "lr_range_seconds": swept["seconds"],
-        "train_seconds": trained["seconds"],
         "n_train": len(data["train"][0]),
         "n_test": len(data["test"][0]),
     }
+    for part in ("val", "test"):
+        # A failed run has no result: no accuracy is written rather than a meaningless one.
+        scores = None if trained["failed"] else keras_model.evaluate(model, *data[part])
+        for key in ("accuracy", "loss"):
+            metrics[f"{part}_{key}"] = None if scores is None else round(scores[key], 6)
     write_json(paths.metrics_json(name), metrics)
-    print(f"evaluate@{name}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")
+    if trained["failed"]:
+        print(f"evaluate@{name}: not evaluated, training failed: {trained['failed']}")
+    else:
+        print(f"evaluate@{name}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")
 
 
 if __name__ == "__main__":

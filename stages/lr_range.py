@@ -46,8 +46,8 @@ def main(argv: list[str]) -> None:
         "min_smoothed_loss": None if best is None else float(sweep.smoothed[best]),
         "lr_at_min": None if best is None else float(sweep.lrs[best]),
         "picks": suggest_all(sweep.lrs, sweep.smoothed, sweep.stop_step),
-        "seconds": round(seconds, 2),
     })
+    write_json(paths.timing_json(name, "lr_range"), {"seconds": round(seconds, 2)})
     print(f"lr_range@{name}: {len(sweep.lrs)} batches in {seconds:.1f} s; stop: {sweep.stop_reason or 'none'}")
 
 

@@ -30,6 +30,8 @@ def main(argv: list[str]) -> None:
     for name, arch in params.archs.items():
         try:
             metrics = json.loads(paths.metrics_json(name).read_text())
+            for stage in ("lr_range", "train"):
+                metrics[f"{stage}_seconds"] = json.loads(paths.timing_json(name, stage).read_text())["seconds"]
             lr_range = json.loads(paths.lr_range_json(name).read_text())
             curves[name] = read_curve(paths.lr_range_csv(name))
         except FileNotFoundError as err:
@@ -38,11 +40,15 @@ def main(argv: list[str]) -> None:
     lr_range_figure(curves, {r.name: r.metrics["lr"] for r in results}, paths.FIGURES / LR_FIGURE)
     lr_rules_figure(curves, {r.name: r.lr_range for r in results}, {r.name: r.metrics["lr_chosen_by"] for r in results},
                     paths.FIGURES / RULES_FIGURE)
-    study = json.loads(paths.LR_STUDY_JSON.read_text()) if paths.LR_STUDY_JSON.exists() else None
+    study = json.loads(paths.LR_STUDY_JSON.read_text())
     markdown = render_report(params, results, lr_figure=f"figures/{LR_FIGURE}",
                              rules_figure=f"figures/{RULES_FIGURE}", study=study)
     write_text(paths.REPORT_MD, markdown)
     print(f"report: {paths.REPORT_MD} with {len(results)} architecture(s)")
+    failures = [f"{r.name}: {r.metrics['failed']}" for r in results if r.metrics["failed"]]
+    if failures:
+        # The report is written (read it), but the pipeline must not look green.
+        raise StageError("training failed for:\n  " + "\n  ".join(failures))
 
 
 if __name__ == "__main__":

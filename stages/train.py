@@ -45,21 +45,26 @@ def main(argv: list[str]) -> None:
     model = keras_model.build_model(arch, params.seed)
     started = time.perf_counter()
     with atomic_dir(paths.tensorboard_dir(name)) as log_dir:
-        rows, best = keras_model.train(model, lr, data, params.train, params.seed, params.compute, log_dir)
+        run = keras_model.train(model, lr, data, params.train, params.seed, params.compute, log_dir)
     seconds = time.perf_counter() - started
+    # Saved even when training failed: evaluate and DVC expect the file; the metrics say it failed.
     keras_model.save_model(model, paths.model_file(name))
 
     write_csv(paths.history_csv(name), HISTORY_COLUMNS,
-              [[row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[1:]] for row in rows])
+              [[row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[1:]] for row in run.rows])
     write_json(paths.train_json(name), {
         "arch": name,
         "lr": lr,
         "lr_chosen_by": how,
-        "epochs_run": len(rows),
-        "best_epoch": best,
-        "seconds": round(seconds, 2),
+        "epochs_run": len(run.rows),
+        "best_epoch": run.best_epoch,
+        "failed": run.failure,
     })
-    print(f"train@{name}: lr {lr:.4g} ({how}), {len(rows)} epoch(s), best val_loss at epoch {best + 1}")
+    write_json(paths.timing_json(name, "train"), {"seconds": round(seconds, 2)})
+    if run.failure:
+        print(f"train@{name}: FAILED: {run.failure}")
+    else:
+        print(f"train@{name}: lr {lr:.4g} ({how}), {len(run.rows)} epoch(s), kept epoch {run.best_epoch + 1}")
 
 
 if __name__ == "__main__":

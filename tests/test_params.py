@@ -65,7 +65,7 @@ def test_real_params_parse(real_raw):
     assert p.lr_range.start_lr == 0.001 and p.lr_range.factor == 1.005
     assert p.lr_range.batch_size == 32 and p.lr_range.epochs == 1
     assert p.lr_range.stop_factor == 4.0 and isinstance(p.lr_range.stop_factor, float)
-    assert p.lr_range.smoothing == 0.98 and p.lr_range.rule == "min_halved"
+    assert p.lr_range.smoothing == 0.98 and p.lr_range.rule == "flat_center"
     assert (p.train.epochs, p.train.batch_size, p.train.patience) == (1, 32, 20)
     assert p.report.tie_margin == 0.005
     assert p.archs == {
@@ -75,7 +75,7 @@ def test_real_params_parse(real_raw):
         "wide3": Arch("wide3", (800, 700, 600)),
     }
     assert all(a.activation == "relu" and a.lr is None and a.rule is None for a in p.archs.values())
-    assert p.rule_for(p.arch("deep3")) == "min_halved"
+    assert p.rule_for(p.arch("deep3")) == "flat_center"
 
 
 def test_load_params_reads_the_real_file():
@@ -348,15 +348,8 @@ def test_arch_name_with_trailing_newline_is_unsafe(raw):
 
 def test_compute_and_lr_study_are_parsed(raw):
     params = parse_params(raw)
-    assert params.compute.jit_compile is True
     assert params.compute.steps_per_execution == 32
     assert params.lr_study.grid == (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-
-
-@pytest.mark.parametrize("value", ["yes", 1, None])
-def test_jit_compile_must_be_a_boolean(raw, value):
-    raw["compute"]["jit_compile"] = value
-    assert_line(only_problem(raw), "compute.jit_compile", value, "true or false")
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5])

@@ -183,3 +183,29 @@ def test_lr_study_section_flags_a_stale_study(params):
     section = md.split("## How good are the picked rates?", 1)[1]
     assert "stale" in section and "base" in section.split("stale", 1)[1].splitlines()[0]
     assert "96.00 %" not in section
+
+
+# --- failed archs ----------------------------------------------------------------------------
+
+def failed_result(**arch) -> ArchResult:
+    r = result(**arch, acc=0.0)
+    metrics = {**r.metrics, "failed": "training loss became nan in epoch 1", "test_accuracy": None,
+               "test_loss": None, "val_accuracy": None, "val_loss": None}
+    return ArchResult(r.name, r.hidden, r.activation, metrics, r.lr_range)
+
+
+def test_a_failed_arch_is_shown_as_failed_and_left_out_of_the_ranking(params):
+    results = [failed_result(**WIDE3), result(**BASE, acc=0.9651), result(**DEEP3, acc=0.9702)]
+    md = render_report(params, results, lr_figure=FIGURE, rules_figure=RULES_FIGURE)
+    rows = results_table(md)
+    assert [row[0] for row in rows] == ["deep3", "base", "wide3"]
+    assert "**failed**: training loss became nan in epoch 1" in rows[-1]
+    assert "nan %" not in md.lower() and "None" not in md
+    lines = conclusion_lines(md)
+    assert lines[0].startswith("- Best test accuracy: **deep3**")
+    assert any(line.startswith("- **wide3 failed**: training loss became nan") for line in lines)
+
+
+def test_when_every_arch_failed_the_conclusion_says_so(params):
+    md = render_report(params, [failed_result(**BASE)], lr_figure=FIGURE, rules_figure=RULES_FIGURE)
+    assert "- No architecture produced a result." in conclusion_lines(md)

@@ -19,6 +19,11 @@ def save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
+def on_curve(curve: dict[str, np.ndarray], lr: float) -> float:
+    """The smoothed loss at ``lr`` (log-interpolated), to put a pick's marker on its curve."""
+    return float(np.interp(np.log(lr), np.log(curve["lr"]), curve["smoothed_loss"]))
+
+
 def lr_range_figure(curves: dict[str, dict[str, np.ndarray]], picked: dict[str, float], path: Path) -> None:
     """All archs' range-test curves on one log-x plot, the rate each trained with marked."""
     fig, ax = plt.subplots(figsize=(8, 4.8))
@@ -27,7 +32,7 @@ def lr_range_figure(curves: dict[str, dict[str, np.ndarray]], picked: dict[str, 
         ax.plot(c["lr"], c["loss"], color=color, alpha=0.18, linewidth=0.6)
         ax.plot(c["lr"], c["smoothed_loss"], color=color, linewidth=1.6, label=name)
         lr = picked[name]
-        ax.plot([lr], [np.interp(np.log(lr), np.log(c["lr"]), c["smoothed_loss"])], marker="o",
+        ax.plot([lr], [on_curve(c, lr)], marker="o",
                 markersize=8, markeredgecolor="black", color=color, linestyle="none")
     finite = np.concatenate([c["smoothed_loss"][np.isfinite(c["smoothed_loss"])] for c in curves.values()])
     if len(finite):
@@ -66,7 +71,7 @@ def lr_rules_figure(curves: dict[str, dict[str, np.ndarray]], sweeps: dict[str, 
             if "lr" not in pick:
                 continue
             chosen = rule == used[name]
-            ax.plot([pick["lr"]], [c["smoothed_loss"][pick["step"]]], marker=marker, linestyle="none",
+            ax.plot([pick["lr"]], [on_curve(c, pick["lr"])], marker=marker, linestyle="none",
                     markersize=11 if chosen else 7, markeredgecolor="black" if chosen else "none",
                     markeredgewidth=1.5, label=f"{rule} (used)" if chosen else rule)
         finite = c["smoothed_loss"][np.isfinite(c["smoothed_loss"])]

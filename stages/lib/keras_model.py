@@ -126,7 +126,7 @@ def range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, p: LrRangeParam
     recorder = BatchLossRecorder(steps_per_epoch)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=schedule),
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=[recorder],
-                  steps_per_execution=compute.steps_per_execution, jit_compile=compute.jit_compile)
+                  steps_per_execution=compute.steps_per_execution)
     callback = RangeTestCallback(recorder, Stopper(p.smoothing, p.stop_factor))
     model.fit(batches(x, y, p.batch_size, shuffle_seed=seed), epochs=p.epochs, callbacks=[callback],
               shuffle=False, verbose=0)  # the dataset shuffles itself
@@ -135,17 +135,27 @@ def range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, p: LrRangeParam
                  np.array(callback.smoothed), callback.stop_step, callback.stop_reason)
 
 
+@dataclass
+class Training:
+    rows: list[dict]  # one per epoch: loss, accuracy, val_loss, val_accuracy, lr
+    best_epoch: int | None  # the epoch whose weights the model ends with; None if none was finite
+    failure: str | None  # why the run has no usable result, or None
+
+
 def train(model: keras.Model, lr: float, data: dict, p: TrainParams, seed: int, compute: ComputeParams,
-          log_dir: Path | None = None) -> tuple[list[dict], int]:
+          log_dir: Path | None = None) -> Training:
     """Plain SGD at ``lr`` with early stopping on val_loss; the model ends at its best epoch.
 
-    Returns one row per epoch and the best epoch's index.
+    A NaN or infinite loss stops training at once and is reported as the failure.
     """
     (x_train, y_train), (x_val, y_val) = data["train"], data["val"]
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"],
-                  steps_per_execution=compute.steps_per_execution, jit_compile=compute.jit_compile)
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=p.patience, restore_best_weights=True)]
+                  steps_per_execution=compute.steps_per_execution)
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=p.patience, restore_best_weights=True),
+    ]
     if log_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0, write_graph=False))
     history = model.fit(batches(x_train, y_train, p.batch_size, shuffle_seed=seed), epochs=p.epochs,
@@ -155,8 +165,22 @@ def train(model: keras.Model, lr: float, data: dict, p: TrainParams, seed: int, 
         {"epoch": epoch, **{key: float(values[epoch]) for key, values in history.history.items()}, "lr": lr}
         for epoch in range(len(history.epoch))
     ]
-    best = int(np.argmin([row["val_loss"] for row in rows]))
-    return rows, best
+    return Training(rows, best_epoch(rows), training_failure(rows, lr))
+
+
+def best_epoch(rows: list[dict]) -> int | None:
+    """The epoch EarlyStopping keeps: lowest finite val_loss (NaN epochs never count)."""
+    val_losses = np.array([row["val_loss"] for row in rows], dtype=np.float64)
+    finite = np.isfinite(val_losses)
+    return int(np.argmin(np.where(finite, val_losses, np.inf))) if finite.any() else None
+
+
+def training_failure(rows: list[dict], lr: float) -> str | None:
+    for row in rows:
+        if not (np.isfinite(row["loss"]) and np.isfinite(row["val_loss"])):
+            return (f"loss became {row['loss']:g} (val_loss {row['val_loss']:g}) in epoch {row['epoch'] + 1} "
+                    f"at rate {lr:.4g}: the rate is too high for this network")
+    return None
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -74,8 +74,7 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class ComputeParams:
-    """How the math runs, not what it computes (XLA gave bit-identical losses here)."""
-    jit_compile: bool
+    """How the math runs, not what it computes: same numbers whatever the value."""
     steps_per_execution: int
 
 
@@ -177,12 +176,6 @@ class _Checker:
             text += f" and {'<' if high_open else '<='} {high:g}"
         return text
 
-    def flag(self, mapping: dict, key: str, path: str) -> Any:
-        if not isinstance(mapping.get(key), bool):
-            self.fail(f"{path}.{key}", "missing or not true/false", mapping.get(key), "true or false")
-            return None
-        return mapping[key]
-
     def choice(self, mapping: dict, key: str, path: str, allowed: tuple[str, ...], default: Any = ...) -> Any:
         full = f"{path}.{key}" if path else key
         if key not in mapping:
@@ -232,9 +225,8 @@ def parse_params(raw: Any) -> Params:
         patience=c.number(t, "patience", "train", integer=True, low=0),
     ) if t is not None else None
 
-    cp = c.section(raw, "compute", ("jit_compile", "steps_per_execution"))
+    cp = c.section(raw, "compute", ("steps_per_execution",))
     compute = ComputeParams(
-        jit_compile=c.flag(cp, "jit_compile", "compute"),
         steps_per_execution=c.number(cp, "steps_per_execution", "compute", integer=True, low=1),
     ) if cp is not None else None
 

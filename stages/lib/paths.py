@@ -32,6 +32,12 @@ def train_json(arch: str) -> Path:
     return REPORTS / "train" / f"{arch}.json"
 
 
+def timing_json(arch: str, stage: str) -> Path:
+    """Wall time of one stage's work; kept apart so that a rerun with the same result changes
+    nothing downstream stages read."""
+    return REPORTS / "timings" / f"{arch}.{stage}.json"
+
+
 def metrics_json(arch: str) -> Path:
     return REPORTS / "metrics" / f"{arch}.json"
 

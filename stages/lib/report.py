@@ -20,14 +20,23 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
+def failed(result: ArchResult) -> str | None:
+    """Why the arch has no result (its metrics say so), or None."""
+    return result.metrics.get("failed")
+
+
 def conclusion(results: list[ArchResult], tie_margin: float) -> list[str]:
-    """Best arch by test accuracy, and the smallest arch within ``tie_margin`` of it."""
+    """Best arch by test accuracy, and the smallest arch within ``tie_margin`` of it; failed archs apart."""
+    lines = [f"- **{r.name} failed**: {failed(r)}." for r in results if failed(r)]
+    results = [r for r in results if not failed(r)]
+    if not results:
+        return lines + ["- No architecture produced a result."]
     best = max(results, key=lambda r: r.metrics["test_accuracy"])
     best_acc = best.metrics["test_accuracy"]
     # The tolerance keeps a gap of exactly tie_margin inside despite float rounding.
     close = [r for r in results if best_acc - r.metrics["test_accuracy"] <= tie_margin + 1e-9]
     smallest = min(close, key=lambda r: r.metrics["params"])
-    lines = [f"- Best test accuracy: **{best.name}**, {pct(best_acc)} ({best.metrics['params']:,} parameters)."]
+    lines.insert(0, f"- Best test accuracy: **{best.name}**, {pct(best_acc)} ({best.metrics['params']:,} parameters).")
     if smallest is best:
         lines.append(f"- No smaller network comes within {100 * tie_margin:.2g} points of it.")
     else:
@@ -73,11 +82,13 @@ def lr_study_section(params: Params, study: dict) -> list[str]:
         return lines
     grid = study["grid"]
     lines += ["| arch | " + " | ".join(f"{lr:g}" for lr in grid) + " |", "|---|" + "---:|" * len(grid)]
+    # A run that failed (NaN loss) has no test_accuracy.
+    accuracy = {name: {run["lr"]: run.get("test_accuracy") for run in entry["runs"]} for name, entry in fresh.items()}
     best = {}
-    for name, entry in fresh.items():
-        acc = {run["lr"]: run["test_accuracy"] for run in entry["runs"]}
-        best[name] = max(acc[lr] for lr in grid)
-        cells = [f"**{pct(acc[lr])}**" if acc[lr] == best[name] else pct(acc[lr]) for lr in grid]
+    for name, acc in accuracy.items():
+        best[name] = max((acc[lr] for lr in grid if acc[lr] is not None), default=None)
+        cells = ["failed" if acc[lr] is None else f"**{pct(acc[lr])}**" if acc[lr] == best[name] else pct(acc[lr])
+                 for lr in grid]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     rules = list(next(iter(fresh.values()))["picks"])
     lines += [
@@ -88,15 +99,16 @@ def lr_study_section(params: Params, study: dict) -> list[str]:
         "|---|" + "---|" * len(rules),
     ]
     for name, entry in fresh.items():
-        acc = {run["lr"]: run["test_accuracy"] for run in entry["runs"]}
         cells = []
         for rule in rules:
             pick = entry["picks"][rule]
-            if "lr" not in pick:
-                cells.append("n/a")
-                continue
-            gap = 100 * (acc[pick["lr"]] - best[name])
-            cells.append(f"{pick['lr']:.3g} → {pct(acc[pick['lr']])} ({gap:+.2f})")
+            acc = accuracy[name].get(pick.get("lr"))
+            if acc is None:
+                cells.append("n/a" if "lr" not in pick else f"{pick['lr']:.3g} → failed")
+            elif best[name] is None:
+                cells.append(f"{pick['lr']:.3g} → {pct(acc)}")
+            else:
+                cells.append(f"{pick['lr']:.3g} → {pct(acc)} ({100 * (acc - best[name]):+.2f})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -124,12 +136,14 @@ def render_report(params: Params, results: list[ArchResult], lr_figure: str, rul
         "| arch | hidden layers | params | learning rate (picked by) | val accuracy | test accuracy | test loss | range test s | train s |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(results, key=lambda r: -r.metrics["test_accuracy"]):
+    for r in sorted(results, key=lambda r: (bool(failed(r)), -(r.metrics["test_accuracy"] or 0))):
         m = r.metrics
         layers = " → ".join(str(h) for h in r.hidden) + ("" if r.activation == "relu" else f" ({r.activation})")
+        scores = (f"— | **failed**: {failed(r)} | —" if failed(r) else
+                  f"{pct(m['val_accuracy'])} | **{pct(m['test_accuracy'])}** | {m['test_loss']:.4f}")
         lines.append(
-            f"| {r.name} | {layers} | {m['params']:,} | {_pick_cell(r)} | {pct(m['val_accuracy'])} | "
-            f"**{pct(m['test_accuracy'])}** | {m['test_loss']:.4f} | {m['lr_range_seconds']:.1f} | {m['train_seconds']:.1f} |"
+            f"| {r.name} | {layers} | {m['params']:,} | {_pick_cell(r)} | {scores} | "
+            f"{m['lr_range_seconds']:.1f} | {m['train_seconds']:.1f} |"
         )
     lines += [
         "",
@@ -161,10 +175,8 @@ def render_report(params: Params, results: list[ArchResult], lr_figure: str, rul
             "n/a" if "error" in p else (f"**{p['lr']:.3g}**" if rule == r.metrics["lr_chosen_by"] else f"{p['lr']:.3g}")
             for rule, p in s["picks"].items()
         ]
-        lines.append(
-            f"| {r.name} | {s['steps']} | {s['stop_reason']} | "
-            f"{s['min_smoothed_loss']:.4f} | {s['lr_at_min']:.3g} | " + " | ".join(picks) + " |"
-        )
+        lowest = "— | —" if s["min_smoothed_loss"] is None else f"{s['min_smoothed_loss']:.4f} | {s['lr_at_min']:.3g}"
+        lines.append(f"| {r.name} | {s['steps']} | {s['stop_reason']} | {lowest} | " + " | ".join(picks) + " |")
     if study is not None:
         lines += ["", *lr_study_section(params, study)]
     return "\n".join(lines).rstrip("\n") + "\n"

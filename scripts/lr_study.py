@@ -39,7 +39,11 @@ def main(argv: list[str]) -> None:
         for lr in rates:
             started = time.perf_counter()
             model = keras_model.build_model(arch, params.seed)
-            keras_model.train(model, lr, data, params.train, params.seed, params.compute)
+            run = keras_model.train(model, lr, data, params.train, params.seed, params.compute)
+            if run.failure:
+                runs.append({"lr": lr, "failed": run.failure})
+                print(f"lr_study: {name} at lr {lr:.4g}: failed: {run.failure}", flush=True)
+                continue
             test = keras_model.evaluate(model, *data["test"])
             runs.append({"lr": lr, "test_accuracy": round(test["accuracy"], 6), "test_loss": round(test["loss"], 6)})
             print(f"lr_study: {name} at lr {lr:.4g}: test accuracy {test['accuracy']:.4f} "

@@ -1,0 +1,95 @@
+"""Compare the workspace with a git revision, as Markdown for a pull request.
+
+Usage: python -m scripts.compare [REV]   (default: main; `make compare REV=...`)
+
+Shows the changed metrics per arch, the changed params, and the report's results
+table of both sides. Reads only committed files (metrics, params, report), so no
+DVC cache is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from stages.lib import paths
+
+SHOWN_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "params", "lr", "lr_chosen_by")
+
+
+def metrics_rows(diff: dict) -> list[str]:
+    """Markdown rows from `dvc metrics diff --json`, per-arch metrics only."""
+    rows = []
+    for path, metrics in sorted(diff.items()):
+        if Path(path).parent != paths.metrics_json("x").parent:
+            continue
+        arch = Path(path).stem
+        for key in SHOWN_METRICS:
+            if key not in metrics:
+                continue
+            change = metrics[key]
+            delta = change.get("diff")
+            delta_text = f"{delta:+.4g}" if isinstance(delta, (int, float)) else ""
+            rows.append(f"| {arch} | {key} | {_cell(change.get('old'))} | {_cell(change.get('new'))} | {delta_text} |")
+    return rows
+
+
+def params_rows(diff: dict) -> list[str]:
+    """Markdown rows from `dvc params diff --json`."""
+    return [
+        f"| `{key}` | {_cell(change.get('old'))} | {_cell(change.get('new'))} |"
+        for file_changes in diff.values() for key, change in sorted(file_changes.items())
+    ]
+
+
+def results_table(markdown: str | None) -> str:
+    if markdown is None:
+        return "_no report at this revision_"
+    section = markdown.split("## Results", 1)[-1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return "\n".join(lines) if lines else "_no results table_"
+
+
+def render(rev: str, metrics_diff: dict, params_diff: dict, old_report: str | None, new_report: str | None) -> str:
+    out = [f"# Workspace vs `{rev}`", "", "## Metrics that changed", ""]
+    rows = metrics_rows(metrics_diff)
+    out += (["| arch | metric | " + rev + " | workspace | change |", "|---|---|---:|---:|---:|", *rows]
+            if rows else ["_none_"])
+    out += ["", "## Params that changed", ""]
+    rows = params_rows(params_diff)
+    out += ["| param | " + rev + " | workspace |", "|---|---|---|", *rows] if rows else ["_none_"]
+    out += ["", f"## Results at `{rev}`", "", results_table(old_report),
+            "", "## Results in the workspace", "", results_table(new_report)]
+    return "\n".join(out) + "\n"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def _dvc_json(*args: str) -> dict:
+    done = subprocess.run(["dvc", *args, "--json"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"dvc {' '.join(args)} failed:\n{done.stderr}")
+    return json.loads(done.stdout or "{}")
+
+
+def _report_at(rev: str) -> str | None:
+    done = subprocess.run(["git", "show", f"{rev}:{paths.REPORT_MD}"], capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else None
+
+
+def main(argv: list[str]) -> None:
+    rev = argv[0] if argv else "main"
+    new = paths.REPORT_MD.read_text() if paths.REPORT_MD.exists() else None
+    print(render(rev, _dvc_json("metrics", "diff", rev), _dvc_json("params", "diff", rev), _report_at(rev), new), end="")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,312 @@
+"""stages.lib.keras_model in-process, on tiny models and a few hundred tiny fake digits.
+
+What the study's numbers rest on: the range test really applies start_lr * factor**step
+at every batch, records each batch's own loss (not Keras' running mean) whatever
+steps_per_execution is, stops on divergence, leaves the model that is trained
+afterwards untouched; training keeps its best epoch; saved models are byte-stable
+and a damaged model file fails with a message saying how to restore it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import tiny_mnist
+from stages.lib import keras_model as km
+from stages.lib.lr_finder import exponential_lrs, smooth
+from stages.lib.params import Arch, ComputeParams, LrRangeParams, TrainParams
+
+SEED = 7
+ARCH = Arch("tiny", (8,))
+BATCH = 8
+N_TRAIN = 300
+STEPS = -(-N_TRAIN // BATCH)  # 38 batches per epoch, the last one partial
+PLAIN = ComputeParams(steps_per_execution=1)
+
+
+def sweep_params(start_lr: float = 0.01, factor: float = 1.05, *, epochs: int = 1, stop_factor: float = 4.0,
+                 smoothing: float = 0.98) -> LrRangeParams:
+    return LrRangeParams(start_lr=start_lr, factor=factor, batch_size=BATCH, epochs=epochs,
+                         stop_factor=stop_factor, smoothing=smoothing, rule="min_halved")
+
+
+def compute(steps_per_execution: int) -> ComputeParams:
+    return ComputeParams(steps_per_execution=steps_per_execution)
+
+
+@pytest.fixture(scope="module")
+def xy() -> tuple[np.ndarray, np.ndarray]:
+    arrays = tiny_mnist(n_train=N_TRAIN, n_test=50)
+    return arrays["x_train"].astype(np.float32) / 255.0, arrays["y_train"].astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def split(xy) -> dict:
+    x, y = xy
+    return {"train": (x[50:], y[50:]), "val": (x[:50], y[:50])}
+
+
+class Probe(keras.callbacks.Callback):
+    """What the optimizer is about to use at each batch callback, and what Keras logs after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.begins: list[tuple[int, int, float]] = []  # (batch, optimizer.iterations, learning rate)
+        self.logged: list[float] = []  # Keras' logs["loss"] at on_train_batch_end
+
+    def on_train_batch_begin(self, batch, logs=None):
+        opt = self.model.optimizer
+        self.begins.append((batch, int(opt.iterations), float(opt.learning_rate)))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.logged.append(float(logs["loss"]))
+
+
+def probed(model: keras.Model) -> Probe:
+    """Add a Probe to the callbacks of the model's next fit (range_test takes none of its own)."""
+    probe, fit = Probe(), model.fit
+
+    def fit_with_probe(*args, callbacks=(), **kwargs):
+        return fit(*args, callbacks=[*callbacks, probe], **kwargs)
+
+    model.fit = fit_with_probe
+    return probe
+
+
+def weights_equal(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def quiet_train(*args, **kwargs):
+    with contextlib.redirect_stdout(io.StringIO()):  # train() fits with verbose=2
+        return km.train(*args, **kwargs)
+
+
+# --- the rate schedule ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spe", [1, 4])
+def test_optimizer_applies_start_lr_times_factor_pow_step_at_every_batch(xy, spe):
+    x, y = xy
+    p = sweep_params(0.01, 1.05, epochs=2)  # 76 batches, rates 0.01 .. 0.4: no divergence
+    model = km.build_model(ARCH, SEED)
+    probe = probed(model)
+    sweep = km.range_test(model, x, y, p, SEED, compute(spe))
+
+    total = 2 * STEPS
+    assert sweep.stop_step is None
+    assert int(model.optimizer.iterations) == total  # every batch of both epochs ran once
+    # Batch callbacks fire once per execution: at batches 0, spe, 2 spe, ... of each epoch.
+    expected_steps = [epoch * STEPS + b for epoch in range(2) for b in range(0, STEPS, spe)]
+    assert [it for _, it, _ in probe.begins] == expected_steps
+    assert [b for b, _, _ in probe.begins] == [b for _ in range(2) for b in range(0, STEPS, spe)]
+    applied = np.array([lr for _, _, lr in probe.begins])
+    np.testing.assert_allclose(applied, exponential_lrs(0.01, 1.05, total)[expected_steps], rtol=1e-5)
+
+    # The rates the sweep reports are the ones the optimizer used, one per recorded batch.
+    assert len(sweep.losses) == total
+    np.testing.assert_array_equal(sweep.lrs, exponential_lrs(0.01, 1.05, total))
+    np.testing.assert_allclose(sweep.lrs[expected_steps], applied, rtol=1e-5)
+
+
+# --- the recorded losses -------------------------------------------------------------------
+
+
+def test_sweep_records_each_batch_own_loss_not_the_running_mean(xy):
+    x, y = xy
+    p = sweep_params(1e-9, 1.000001)  # the weights barely move during the sweep
+    model = km.build_model(ARCH, SEED)
+    probe = probed(model)
+    sweep = km.range_test(model, x, y, p, SEED, PLAIN)
+
+    initial = km.build_model(ARCH, SEED)  # same initial weights, same global seed for the shuffle
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    expected = np.array([float(loss_fn(yb, initial(xb, training=False)))
+                         for xb, yb in km.batches(x, y, BATCH, shuffle_seed=SEED)])
+    assert len(expected) == STEPS
+    np.testing.assert_allclose(sweep.losses, expected, rtol=0, atol=1e-4)
+
+    # Keras' own per-batch log is the running mean of the epoch, which the sweep must not record.
+    running_mean = np.cumsum(expected) / np.arange(1, STEPS + 1)
+    np.testing.assert_allclose(probe.logged, running_mean, rtol=0, atol=1e-3)
+    assert np.max(np.abs(sweep.losses - running_mean)) > 0.05
+    assert np.ptp(expected) > 0.05  # the batches' own losses really differ from batch to batch
+
+    np.testing.assert_allclose(sweep.smoothed, smooth(sweep.losses, p.smoothing), rtol=1e-12)
+
+
+def test_losses_identical_whatever_steps_per_execution(xy):
+    x, y = xy
+    p = sweep_params(0.01, 1.05)
+    one = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, compute(1))
+    four = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, compute(4))
+    assert len(one.losses) == len(four.losses) == STEPS
+    np.testing.assert_array_equal(one.losses, four.losses)
+    np.testing.assert_array_equal(one.smoothed, four.smoothed)
+    assert one.stop_step is four.stop_step is None
+
+
+def test_two_sweeps_on_fresh_identical_models_are_identical(xy):
+    x, y = xy
+    p = sweep_params(0.01, 1.1)
+    first = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, PLAIN)
+    second = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, PLAIN)
+    assert len(first.losses) >= 20
+    np.testing.assert_array_equal(first.losses, second.losses)
+    np.testing.assert_array_equal(first.smoothed, second.smoothed)
+    assert (first.stop_step, first.stop_reason) == (second.stop_step, second.stop_reason)
+
+
+# --- stopping --------------------------------------------------------------------------------
+
+
+def test_sweep_stops_early_once_the_loss_diverges(xy):
+    x, y = xy
+    p = sweep_params(0.001, 1.5)  # the rate reaches ~1e3 by the end of the epoch
+    model = km.build_model(ARCH, SEED)
+    sweep = km.range_test(model, x, y, p, SEED, PLAIN)
+
+    assert sweep.stop_step is not None and sweep.stop_step < STEPS - 1
+    assert "above" in sweep.stop_reason and "best" in sweep.stop_reason
+    # No rows after the stop, and training itself stopped there.
+    assert len(sweep.lrs) == len(sweep.losses) == len(sweep.smoothed) == sweep.stop_step + 1
+    assert int(model.optimizer.iterations) == sweep.stop_step + 1
+    # It stopped on the first row where the rule holds, not before or after.
+    s = sweep.smoothed
+    assert s[-1] > p.stop_factor * np.min(s)
+    assert all(s[i] <= p.stop_factor * np.min(s[: i + 1]) for i in range(len(s) - 1))
+
+
+def test_divergence_stop_is_the_same_whatever_steps_per_execution(xy):
+    x, y = xy
+    p = sweep_params(0.001, 1.5)
+    one = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, compute(1))
+    four = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, compute(4))
+    assert one.stop_step is not None and one.stop_step % 4 != 3  # the stop falls inside an execution
+    assert four.stop_step == one.stop_step and four.stop_reason == one.stop_reason
+    np.testing.assert_array_equal(four.losses, one.losses)  # batches run after the stop are dropped
+    np.testing.assert_array_equal(four.lrs, one.lrs)
+
+
+def test_non_finite_loss_stops_the_sweep(xy):
+    x, y = xy
+    # The first update at 1e20 overflows the weights; a huge stop_factor leaves only the NaN rule.
+    # (A start_lr of 1e6 gives losses around 1e11 on this data, still finite.)
+    p = sweep_params(1e20, 1.2, stop_factor=1e300)
+    model = km.build_model(ARCH, SEED)
+    sweep = km.range_test(model, x, y, p, SEED, PLAIN)
+
+    assert sweep.stop_step is not None and "non-finite" in sweep.stop_reason
+    assert len(sweep.losses) == sweep.stop_step + 1 < STEPS
+    assert not np.isfinite(sweep.losses[-1])
+    assert np.all(np.isfinite(sweep.losses[:-1]))
+    assert int(model.optimizer.iterations) == sweep.stop_step + 1
+
+
+# --- the model trained afterwards --------------------------------------------------------------
+
+
+def test_sweep_does_not_change_the_model_built_for_training(xy):
+    x, y = xy
+    original = km.build_model(ARCH, SEED).get_weights()
+    assert weights_equal(km.build_model(ARCH, SEED).get_weights(), original)
+    assert not weights_equal(km.build_model(ARCH, SEED + 1).get_weights(), original)  # the seed matters
+
+    swept = km.build_model(ARCH, SEED)
+    km.range_test(swept, x, y, sweep_params(0.01, 1.05), SEED, PLAIN)
+    assert not weights_equal(swept.get_weights(), original)  # the sweep did train its copy
+
+    assert weights_equal(km.build_model(ARCH, SEED).get_weights(), original)
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def test_train_returns_one_row_per_epoch_and_keeps_the_best_epoch(split, tmp_path):
+    model = km.build_model(ARCH, SEED)
+    lr = 50.0  # far too high: validation loss is best after the first epoch and worse after
+    run = quiet_train(model, lr, split, TrainParams(epochs=3, batch_size=16, patience=20), SEED,
+                      PLAIN, tmp_path / "logs")
+    rows, best = run.rows, run.best_epoch
+    assert run.failure is None
+
+    assert [row["epoch"] for row in rows] == [0, 1, 2]
+    for row in rows:
+        assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr"} <= set(row)
+        assert row["lr"] == lr
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["val_accuracy"] <= 1
+    val_losses = [row["val_loss"] for row in rows]
+    assert best == int(np.argmin(val_losses))
+    assert best != len(rows) - 1 and val_losses[-1] > 1.05 * val_losses[best]  # restoring matters here
+
+    final = km.evaluate(model, *split["val"])
+    assert final["loss"] == pytest.approx(val_losses[best], rel=1e-5)
+    assert final["accuracy"] == pytest.approx(rows[best]["val_accuracy"], abs=1e-6)
+    assert any(p.is_file() for p in (tmp_path / "logs").rglob("*"))  # TensorBoard wrote its log
+
+
+def test_training_that_blows_up_to_nan_fails_and_keeps_the_last_finite_epoch(split):
+    model = km.build_model(ARCH, SEED)
+    run = quiet_train(model, 1e12, split, TrainParams(epochs=3, batch_size=16, patience=20), SEED, PLAIN)
+    val_losses = np.array([row["val_loss"] for row in run.rows])
+    if not np.isfinite(val_losses[0]):
+        pytest.fail(f"precondition: expected a finite first epoch, got {val_losses}")
+    assert len(run.rows) == 2 and not np.isfinite(run.rows[1]["loss"])  # stopped in the first NaN epoch
+    assert run.failure.startswith("loss became nan") and "in epoch 2" in run.failure
+    assert run.best_epoch == 0
+    assert km.evaluate(model, *split["val"])["loss"] == pytest.approx(val_losses[0], rel=1e-5)
+
+
+# --- saving and loading ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(split, tmp_path_factory):
+    model = km.build_model(ARCH, SEED)
+    quiet_train(model, 0.1, split, TrainParams(epochs=1, batch_size=16, patience=20), SEED, PLAIN)
+    path = tmp_path_factory.mktemp("saved") / "tiny.keras"
+    km.save_model(model, path)
+    return model, path
+
+
+def test_save_model_writes_the_same_bytes_for_the_same_model(trained, tmp_path):
+    model, first = trained
+    time.sleep(1.1)  # the raw .keras metadata holds the save date, to the second
+    second = tmp_path / "again.keras"
+    km.save_model(model, second)
+    assert first.read_bytes() == second.read_bytes()
+    assert not list(tmp_path.glob(".*"))  # no temporary files left beside the model
+
+
+def test_load_model_round_trips_predictions(trained, split):
+    model, path = trained
+    loaded = km.load_model(path)
+    x = split["val"][0]
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert weights_equal(loaded.get_weights(), model.get_weights())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "flipped", "empty"])
+def test_load_model_on_a_damaged_file_says_how_to_restore_it(trained, tmp_path, damage):
+    _, path = trained
+    data = path.read_bytes()
+    mid = len(data) // 2
+    broken = {
+        "truncated": data[:mid],
+        "garbage": b"not a zip file at all " * 50,
+        "flipped": data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + 64]) + data[mid + 64:],
+        "empty": b"",
+    }[damage]
+    bad = tmp_path / "tiny.keras"
+    bad.write_bytes(broken)
+    with pytest.raises(km.ModelFileError) as err:
+        km.load_model(bad)
+    message = str(err.value)
+    assert "dvc checkout" in message and "dvc repro" in message
+    assert str(bad) in message
