@@ -9,12 +9,11 @@ demand: `make lr-study`, after the pipeline has run.
 
 from __future__ import annotations
 
-import json
 import time
 
 from stages.lib import paths
 from stages.lib.atomic import write_json
-from stages.lib.cli import StageError, run
+from stages.lib.cli import StageError, read_json, run
 from stages.lib.data import DataError, load_prepared
 from stages.lib.params import load_params
 from stages.lib.report import study_settings
@@ -30,10 +29,7 @@ def main(argv: list[str]) -> None:
         raise StageError(str(err)) from None
     archs = {}
     for name, arch in params.archs.items():
-        try:
-            picks = json.loads(paths.lr_range_json(name).read_text())["picks"]
-        except FileNotFoundError:
-            raise StageError(f"{paths.lr_range_json(name)} is missing: run `dvc repro` first") from None
+        picks = read_json(paths.lr_range_json(name))["picks"]
         rates = sorted(set(params.lr_study.grid) | {p["lr"] for p in picks.values() if "lr" in p})
         runs = []
         for lr in rates:

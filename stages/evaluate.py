@@ -5,11 +5,10 @@ Usage: python -m stages.evaluate <arch>
 
 from __future__ import annotations
 
-import json
 
 from stages.lib import paths
 from stages.lib.atomic import write_json
-from stages.lib.cli import StageError, arch_name, run
+from stages.lib.cli import StageError, arch_name, read_json, run
 from stages.lib.data import DataError, load_prepared
 from stages.lib.params import load_params
 
@@ -24,7 +23,7 @@ def main(argv: list[str]) -> None:
         model = keras_model.load_model(paths.model_file(name))
     except (DataError, keras_model.ModelFileError) as err:
         raise StageError(str(err)) from None
-    trained = json.loads(paths.train_json(name).read_text())
+    trained = read_json(paths.train_json(name))
     metrics = {
         "failed": trained["failed"],
         "params": keras_model.count_params(model),

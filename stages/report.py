@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
+import shutil
 
 import numpy as np
 
 from stages.lib import paths
 from stages.lib.atomic import write_text
-from stages.lib.cli import StageError, run
+from stages.lib.cli import StageError, read_json, run
 from stages.lib.figures import lr_range_figure, lr_rules_figure
 from stages.lib.params import load_params
 from stages.lib.report import ArchResult, render_report
@@ -24,23 +24,28 @@ def read_curve(path) -> dict[str, np.ndarray]:
     return {key: np.array([float(row[key]) for row in rows]) for key in ("lr", "loss", "smoothed_loss")}
 
 
+def remove_stale_outputs(archs) -> None:
+    """Outputs of removed archs would otherwise linger in reports/ and models/ (and in git)."""
+    for path in paths.stale_outputs(archs):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        print(f"report: removed {path} (its arch is no longer in params.yaml)")
+
+
 def main(argv: list[str]) -> None:
     params = load_params()
+    remove_stale_outputs(params.archs)
     results, curves = [], {}
     for name, arch in params.archs.items():
-        try:
-            metrics = json.loads(paths.metrics_json(name).read_text())
-            for stage in ("lr_range", "train"):
-                metrics[f"{stage}_seconds"] = json.loads(paths.timing_json(name, stage).read_text())["seconds"]
-            lr_range = json.loads(paths.lr_range_json(name).read_text())
-            curves[name] = read_curve(paths.lr_range_csv(name))
-        except FileNotFoundError as err:
-            raise StageError(f"{err.filename} is missing: run `dvc repro evaluate@{name}` first") from None
+        metrics = read_json(paths.metrics_json(name))
+        for stage in ("lr_range", "train"):
+            metrics[f"{stage}_seconds"] = read_json(paths.timing_json(name, stage))["seconds"]
+        lr_range = read_json(paths.lr_range_json(name))
+        curves[name] = read_curve(paths.lr_range_csv(name))
         results.append(ArchResult(name, arch.hidden, arch.activation, metrics, lr_range))
     lr_range_figure(curves, {r.name: r.metrics["lr"] for r in results}, paths.FIGURES / LR_FIGURE)
     lr_rules_figure(curves, {r.name: r.lr_range for r in results}, {r.name: r.metrics["lr_chosen_by"] for r in results},
                     paths.FIGURES / RULES_FIGURE)
-    study = json.loads(paths.LR_STUDY_JSON.read_text())
+    study = read_json(paths.LR_STUDY_JSON)
     markdown = render_report(params, results, lr_figure=f"figures/{LR_FIGURE}",
                              rules_figure=f"figures/{RULES_FIGURE}", study=study)
     write_text(paths.REPORT_MD, markdown)

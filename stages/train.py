@@ -8,12 +8,11 @@ Usage: python -m stages.train <arch>
 
 from __future__ import annotations
 
-import json
 import time
 
 from stages.lib import paths
 from stages.lib.atomic import atomic_dir, write_csv, write_json
-from stages.lib.cli import StageError, arch_name, run
+from stages.lib.cli import StageError, arch_name, read_json, run
 from stages.lib.data import DataError, load_prepared
 from stages.lib.params import Arch, Params, load_params
 
@@ -35,7 +34,7 @@ def main(argv: list[str]) -> None:
     name = arch_name(argv, "train")
     params = load_params()
     arch = params.arch(name)
-    lr, how = chosen_rate(params, arch, json.loads(paths.lr_range_json(name).read_text()))
+    lr, how = chosen_rate(params, arch, read_json(paths.lr_range_json(name)))
     from stages.lib import keras_model  # TensorFlow only once params are known good
 
     try:

@@ -97,7 +97,7 @@ def test_missing_file_is_a_clear_data_error(tmp_path, parts, broken):
         load_prepared(tmp_path)
     message = str(info.value)
     assert "`dvc checkout data/prepared`" in message and "`dvc repro -f split`" in message
-    assert f"cannot read {broken[2:-4]} arrays" in message
+    assert f"{broken}: cannot be read" in message
 
 
 @pytest.mark.parametrize(
@@ -109,7 +109,7 @@ def test_corrupted_file_is_a_clear_data_error(tmp_path, parts, corrupt):
     save_prepared(parts, tmp_path)
     path = tmp_path / "x_val.npy"
     path.write_bytes(corrupt(path.read_bytes()))
-    with pytest.raises(DataError, match="cannot read val arrays.*`dvc checkout data/prepared`"):
+    with pytest.raises(DataError, match=r"x_val\.npy: .*`dvc checkout data/prepared`"):
         load_prepared(tmp_path)
 
 
@@ -137,7 +137,7 @@ def test_wrong_shapes_are_a_clear_data_error(tmp_path, parts, x, y):
     with pytest.raises(DataError) as info:
         load_prepared(tmp_path)
     message = str(info.value)
-    assert "test arrays have shapes" in message
+    assert "x_test.npy, y_test.npy: shapes" in message
     assert "`dvc repro -f split`" in message
 
 

@@ -145,6 +145,7 @@ def project(tmp_path_factory, tiny_data) -> Project:
     p.dvc("init", "-q")
     p.dvc("config", "core.analytics", "false")
     p.dvc("config", "core.check_update", "false")
+    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")  # the committed plot templates
     p.run("git", "add", "-A")
     p.run("git", "commit", "-q", "-m", "tiny study")
     # As `make lr-study` does: the report reads the study, which reads the range tests.
@@ -309,6 +310,12 @@ def test_removing_an_arch_drops_it_from_the_report(project, tmp_path):
     assert not STANDALONE_B.search(report), STANDALONE_B.search(report)
     assert len(table_rows(report, "a")) >= 2
     assert p.status() == {}
+    # No leftovers a later step (or a reader of reports/) could pick up.
+    for rel in ("models/b.keras", "models/logs/b", "reports/lr_range/b.csv", "reports/lr_range/b.json",
+                "reports/history/b.csv", "reports/train/b.json", "reports/metrics/b.json",
+                "reports/timings/b.train.json", "reports/timings/b.lr_range.json"):
+        assert not (p.root / rel).exists(), rel
+    assert (p.root / "models/a.keras").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -353,3 +360,79 @@ def test_training_that_diverges_is_reported_as_failed_and_fails_the_pipeline(pro
     assert "Best test accuracy: **a**" in report  # the other arch still reports
     assert "nan %" not in report.lower()
     assert "report" in json.dumps(p.status())  # not marked done: the next repro says so again
+
+
+# --- the DVC workflows users came for ---------------------------------------------------------
+
+
+def committed(p: Project, message: str) -> str:
+    """Commit everything; return the branch name."""
+    p.run("git", "add", "-A")
+    p.run("git", "commit", "-q", "-m", message)
+    return p.run("git", "rev-parse", "--abbrev-ref", "HEAD").strip()
+
+
+def arch_of(path: str) -> str:
+    return Path(path).name.split(".")[0]
+
+
+def test_branches_differing_in_one_arch_diff_only_that_arch(project, tmp_path):
+    p = project.copy(tmp_path / "project")
+    main = committed(p, "results")
+    p.run("git", "checkout", "-q", "-b", "wider")
+    params = p.params()
+    params["archs"]["a"]["hidden"] = [12]
+    p.write_params(params)
+    p.repro()
+    committed(p, "wider a")
+
+    metrics = json.loads(p.dvc("metrics", "diff", "--json", main, "wider"))
+    assert metrics, "no metric changed"
+    assert {arch_of(path) for path in metrics} == {"a"}, sorted(metrics)
+    assert "test_accuracy" in metrics["reports/metrics/a.json"] or "params" in metrics["reports/metrics/a.json"]
+    assert metrics["reports/metrics/a.json"]["params"]["new"] == 784 * 12 + 12 + 12 * 10 + 10
+
+    params_diff = json.loads(p.dvc("params", "diff", "--json", main, "wider"))
+    # dvc reports list values as their YAML text
+    assert params_diff == {"params.yaml": {"archs.a.hidden": {"old": "[8]", "new": "[12]"}}}
+
+    plots = json.loads(p.dvc("plots", "diff", "--json", main, "wider"))
+    assert not plots.get("errors"), plots.get("errors")
+    curve = plots["data"]["reports/lr_range/a.csv"][0]["content"]
+    assert curve["encoding"]["x"]["scale"] == {"type": "log"}  # the committed log-x template
+    assert {row["rev"] for row in curve["data"]["values"]} == {main, "wider"}
+
+    comparison = p.run(sys.executable, "-m", "scripts.compare", main)
+    assert "| `archs.a.hidden` | [8] | [12] |" in comparison
+    assert "| a | params | 6370 | 9550 |" in comparison
+    assert not re.search(r"^\| b \|.*\| (test_accuracy|params) \|", comparison, re.M)
+
+
+def test_exp_run_with_one_arch_changed_reruns_only_that_arch(project, tmp_path):
+    p = project.copy(tmp_path / "project")
+    committed(p, "results")
+    output = p.dvc("exp", "run", "-S", "archs.a.hidden=[5]")
+    assert sorted(ran(output)) == ["evaluate@a", "lr_range@a", "report", "train@a"], output
+    table = json.loads(p.dvc("exp", "show", "--json"))
+    assert "[5]" in json.dumps(table)
+
+
+def test_push_then_clone_and_pull_is_up_to_date_without_running_anything(project, tmp_path):
+    p = project.copy(tmp_path / "project")
+    p.dvc("remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    committed(p, "results and remote")
+    p.dvc("push")
+
+    clone = Project(tmp_path / "clone", p.env, "")
+    p.run("git", "clone", "-q", str(p.root), str(clone.root))
+    clone.dvc("pull")
+    assert clone.status() == {}
+    stages, output = clone.repro()
+    assert stages == [], output
+    assert (clone.root / "models/a.keras").read_bytes() == (p.root / "models/a.keras").read_bytes()
+
+    other = Project(tmp_path / "other", p.env, "")
+    p.run("git", "clone", "-q", str(p.root), str(other.root))
+    stages, output = other.repro("--pull")
+    assert stages == [], output
+    assert (other.root / "data/prepared/x_train.npy").is_file()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Callable
 
 from stages.lib.params import ParamsError
@@ -21,6 +23,11 @@ def run(main: Callable[[list[str]], None]) -> None:
     except StageError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    except FileNotFoundError as err:
+        print(f"error: {err.filename} is missing: restore it with `dvc checkout` or rebuild it with `dvc repro`",
+              file=sys.stderr)
+        raise SystemExit(1) from None
+
     except KeyboardInterrupt:
         print("interrupted: outputs were left as they were before this stage; rerun `dvc repro`", file=sys.stderr)
         raise SystemExit(130) from None
@@ -30,3 +37,14 @@ def arch_name(argv: list[str], stage: str) -> str:
     if len(argv) != 1:
         raise StageError(f"usage: python -m stages.{stage} <arch>")
     return argv[0]
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file an earlier stage wrote; a missing or damaged one says how to get it back."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise StageError(f"{path} is missing: restore it with `dvc checkout` or rebuild it with `dvc repro`") from None
+    except json.JSONDecodeError as err:
+        raise StageError(f"{path} is not valid JSON ({err}): rebuild it with `dvc repro -f` on the stage that "
+                         "writes it") from None

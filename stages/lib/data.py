@@ -57,18 +57,24 @@ def load_prepared(folder: Path = PREPARED_DIR) -> dict[str, tuple[np.ndarray, np
     """Each part as (float32 images in [0, 1], int32 labels)."""
     out = {}
     for part in PARTS:
-        paths = [folder / f"{kind}_{part}.npy" for kind in ("x", "y")]
-        try:
-            x, y = (np.load(p, allow_pickle=False) for p in paths)
-        except (OSError, ValueError, EOFError) as err:
-            raise DataError(
-                f"{folder}: cannot read {part} arrays ({err}); restore them with "
-                "`dvc checkout data/prepared` or rebuild with `dvc repro -f split`"
-            ) from None
+        x, y = (_load_npy(folder / f"{kind}_{part}.npy") for kind in ("x", "y"))
         if x.ndim != 3 or x.dtype != np.uint8 or y.shape != (len(x),):
             raise DataError(
-                f"{folder}: {part} arrays have shapes {x.shape}/{y.shape} and dtype {x.dtype}, expected "
-                "(n, 28, 28) uint8 images and (n,) labels; rebuild with `dvc repro -f split`"
+                f"{folder}/x_{part}.npy, y_{part}.npy: shapes {x.shape} and {y.shape}, dtype {x.dtype}; expected "
+                f"(n, 28, 28) uint8 images and (n,) labels: {_RESTORE}"
             )
         out[part] = (x.astype(np.float32) / 255.0, y.astype(np.int32))
     return out
+
+
+_RESTORE = "restore with `dvc checkout data/prepared` or rebuild with `dvc repro -f split`"
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":  # e.g. a git-lfs pointer or a half-copied file
+                raise DataError(f"{path}: not a .npy file: {_RESTORE}")
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: cannot be read ({err}): {_RESTORE}") from None

