@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -436,3 +437,24 @@ def test_push_then_clone_and_pull_is_up_to_date_without_running_anything(project
     stages, output = other.repro("--pull")
     assert stages == [], output
     assert (other.root / "data/prepared/x_train.npy").is_file()
+
+
+def test_queued_experiments_run_two_at_a_time(project, tmp_path):
+    p = project.copy(tmp_path / "project")
+    committed(p, "results")
+    for hidden in ("[5]", "[7]"):
+        p.dvc("exp", "run", "--queue", "-S", f"archs.a.hidden={hidden}")
+    p.dvc("queue", "start", "-j", "2")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = p.dvc("queue", "status")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    else:
+        pytest.fail(f"queue still busy after 600 s:\n{status}")
+
+    assert len(re.findall(r"\bSuccess\b", status)) == 2 and "Failed" not in status, status
+    shown = json.dumps(json.loads(p.dvc("exp", "show", "--json")))
+    for hidden in ([5], [7]):
+        assert f'"hidden": {json.dumps(hidden)}' in shown, shown[:2000]
