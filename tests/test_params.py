@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from stages.lib.params import Arch, ParamsError, load_params, load_params_or_exit, parse_params
+from stages.lib.params import Arch, ParamsError, load_params, parse_params
 
 REAL_PARAMS = ROOT / "params.yaml"
 LINE = re.compile(r"^params\.yaml: (?P<key>[^:]+): (?P<what>.+) \(got (?P<got>.*); expected (?P<expected>.+)\)$")
@@ -308,22 +308,6 @@ def only_problem_of_file(path):
         load_params(path)
     assert len(info.value.problems) == 1
     return info.value.problems[0]
-
-
-def test_load_params_or_exit_prints_every_problem_and_exits_2(tmp_path, raw, capsys):
-    raw["seed"] = -1
-    raw["train"]["epochs"] = 0
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(SystemExit) as info:
-        load_params_or_exit(path)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert "train.epochs: out of range (got 0;" in err
-    assert "seed: out of range (got -1;" in err
-
-
-# --- regressions -----------------------------------------------------------------
 
 
 def test_top_level_number_key_path_has_no_leading_dot(raw):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,12 +331,3 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
     except yaml.YAMLError as err:
         raise ParamsError([f"{path}: not valid YAML: {err}"]) from None
     return parse_params(raw)
-
-
-def load_params_or_exit(path: Path = PARAMS_FILE) -> Params:
-    """For stage entry points: print every problem and exit 2."""
-    try:
-        return load_params(path)
-    except ParamsError as err:
-        print(err, file=sys.stderr)
-        raise SystemExit(2) from None
