@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test check-lock lr-study compare clean
+.PHONY: setup repro test check-lock lr-study compare bench clean
 
 setup: $(VENV)/.installed
 
@@ -41,3 +41,7 @@ lr-study: setup
 REV ?= main
 compare: setup
 	@python -m scripts.compare $(REV)
+
+# The notebook way against `dvc repro -f`, same machine, same data (needs data/raw).
+bench: setup
+	python -m bench.run
