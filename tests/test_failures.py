@@ -809,3 +809,34 @@ def test_sigint_during_the_range_test(project):
     assert_interrupted(result)
     assert snapshot(project.root) == before
     assert temp_leftovers(project.root / "reports" / "lr_range", project.root / "reports" / "timings") == []
+
+
+# --- Ctrl-C that a C extension turned into another exception ---------------------------------
+
+
+def test_ctrl_c_during_a_c_extension_import_is_an_interrupt(capsys):
+    """TensorFlow's pybind11 modules turn a Ctrl-C during their import into
+    `ImportError: initialization failed` caused by the KeyboardInterrupt (seen in CI)."""
+    from stages.lib.cli import run
+
+    def main(argv):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as ctrl_c:
+            raise ImportError("initialization failed") from ctrl_c
+
+    with pytest.raises(SystemExit) as info:
+        run(main)
+    assert info.value.code == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted:") and "Traceback" not in err
+
+
+def test_other_errors_still_propagate(capsys):
+    from stages.lib.cli import run
+
+    def main(argv):
+        raise ImportError("a real missing module")
+
+    with pytest.raises(ImportError, match="a real missing module"):
+        run(main)

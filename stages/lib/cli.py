@@ -27,10 +27,27 @@ def run(main: Callable[[list[str]], None]) -> None:
         print(f"error: {err.filename} is missing: restore it with `dvc checkout` or rebuild it with `dvc repro`",
               file=sys.stderr)
         raise SystemExit(1) from None
-
+    except Exception as err:
+        # Ctrl-C inside a C extension's import (TensorFlow's) surfaces as an ImportError
+        # caused by the KeyboardInterrupt.
+        if not _caused_by_ctrl_c(err):
+            raise
+        _interrupted()
     except KeyboardInterrupt:
-        print("interrupted: outputs were left as they were before this stage; rerun `dvc repro`", file=sys.stderr)
-        raise SystemExit(130) from None
+        _interrupted()
+
+
+def _interrupted() -> None:
+    print("interrupted: outputs were left as they were before this stage; rerun `dvc repro`", file=sys.stderr)
+    raise SystemExit(130) from None
+
+
+def _caused_by_ctrl_c(err: BaseException | None) -> bool:
+    while err is not None:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def arch_name(argv: list[str], stage: str) -> str:
