@@ -19,15 +19,12 @@ No test uses the network: the only URL that is not on 127.0.0.1 has an unresolva
 from __future__ import annotations
 
 import copy
-import functools
-import http.server
 import os
 import re
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,27 +349,6 @@ def test_download_checksum_mismatch_names_file_source_and_both_sums(project, tmp
     assert name in line and project.sums[name] in line and actual in line, line
     assert line.index(project.sums[name]) < line.index(actual), line  # expected first, then actual
     assert_raw_as_before(project, before)
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):
-        pass
-
-
-@pytest.fixture
-def served(tmp_path):
-    """(folder served, base URL) of an HTTP server on 127.0.0.1."""
-    root = tmp_path / "www"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def test_download_archive_checksum_mismatch_names_archive_source_and_both_sums(project, served):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import gzip
-import http.server
 import io
 import os
 import stat
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -294,29 +291,6 @@ def test_npm_not_installed(tmp_path, monkeypatch, dest, work):
 
 
 # --- url (a local server on 127.0.0.1) ---------------------------------------------------------
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - keep test output clean
-        pass
-
-
-@pytest.fixture
-def served(tmp_path, monkeypatch):
-    """(folder served, base URL) of an HTTP server on 127.0.0.1 for this test only."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)  # 127.0.0.1 must be reached directly
-    root = tmp_path / "www"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def test_url_source_with_the_right_sha256(served, arrays, reference, dest, work):
