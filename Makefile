@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test check-lock lr-study compare bench clean
+.PHONY: setup repro test check-lock lr-study studies compare bench clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,14 @@ clean:
 lr-study: setup
 	dvc repro lr_range
 	python -m scripts.lr_study
+	dvc repro
+
+# Opt-in: the pipeline rerun per `studies:` entry of params.yaml (reports/studies/), then the report.
+# One study only: `make studies STUDY=five_seeds`.
+STUDY ?=
+studies: setup
+	dvc repro
+	python -m scripts.study $(STUDY)
 	dvc repro
 
 # Markdown comparison of the workspace with a branch: `make compare REV=main > comparison.md`

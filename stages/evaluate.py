@@ -1,49 +1,85 @@
-"""Stage evaluate@<arch>: the kept model on the test set, plus the run's facts, as metrics.
+"""Stage evaluate@<arch>: every seed's kept model on the validation and test sets, as metrics.
+
+Scores with numpy straight from the .keras weights (stages/lib/mlp.py): no TensorFlow
+start-up, and nothing in a model file is ever executed. Also writes the first seed's
+confusion matrix and most confidently wrong test digits for the report.
 
 Usage: python -m stages.evaluate <arch>
 """
 
 from __future__ import annotations
 
+import time
 
 from stages.lib import paths
 from stages.lib.atomic import write_json
 from stages.lib.cli import StageError, arch_name, read_json, run
-from stages.lib.data import DataError, load_prepared
+from stages.lib.data import DataError, load_prepared, part_size
+from stages.lib.mlp import ModelFileError, load_mlp
 from stages.lib.params import load_params
+from stages.lib.scoring import confident_errors, confusion_matrix, scores
+from stages.lib.stats import mean_std
+
+CONFIDENT_ERRORS = 8  # per arch, shown in the report
+
 
 def main(argv: list[str]) -> None:
     name = arch_name(argv, "evaluate")
-    params = load_params()
-    params.arch(name)
-    from stages.lib import keras_model  # TensorFlow only once params are known good
-
-    try:
-        data = load_prepared()
-        model = keras_model.load_model(paths.model_file(name))
-    except (DataError, keras_model.ModelFileError) as err:
-        raise StageError(str(err)) from None
+    load_params().arch(name)
     trained = read_json(paths.train_json(name))
+    try:
+        data = load_prepared(parts=("val", "test"))  # the 55,000 training images are not needed
+        n_train = part_size("train")
+        models = {r["seed"]: load_mlp(paths.model_file(name, r["seed"])) for r in trained["runs"]}
+    except (DataError, ModelFileError) as err:
+        raise StageError(str(err)) from None
+    first = next(iter(models.values()))
     metrics = {
         "failed": trained["failed"],
-        "params": keras_model.count_params(model),
+        "params": first.count_params(),
+        "size_bytes": paths.model_file(name, trained["runs"][0]["seed"]).stat().st_size,
         "lr": trained["lr"],
         "lr_chosen_by": trained["lr_chosen_by"],
-        "epochs_run": trained["epochs_run"],
-        "best_epoch": trained["best_epoch"],
-        "n_train": len(data["train"][0]),
-        "n_test": len(data["test"][0]),
+        "n_train": n_train,
+        "n_test": len(data["test"][1]),
+        "repeats": len(models),
     }
-    for part in ("val", "test"):
-        # A failed run has no result: no accuracy is written rather than a meaningless one.
-        scores = None if trained["failed"] else keras_model.evaluate(model, *data[part])
-        for key in ("accuracy", "loss"):
-            metrics[f"{part}_{key}"] = None if scores is None else round(scores[key], 6)
+    per_seed, seconds, errors = {}, 0.0, None
+    for run_info in trained["runs"]:
+        seed = run_info["seed"]
+        entry = {"epochs_run": run_info["epochs_run"], "best_epoch": run_info["best_epoch"]}
+        if not trained["failed"]:
+            # A failed arch has no result: no accuracy is written rather than a meaningless one.
+            for part in ("val", "test"):
+                started = time.perf_counter()
+                probs = models[seed].predict(data[part][0])
+                if part == "test":
+                    seconds += time.perf_counter() - started
+                for key, value in scores(probs, data[part][1]).items():
+                    entry[f"{part}_{key}"] = round(value, 6)
+            if errors is None:
+                labels = data["test"][1]
+                errors = {"seed": seed,
+                          "confusion": confusion_matrix(labels, probs.argmax(axis=1)).tolist(),
+                          "confident_errors": confident_errors(probs, labels, CONFIDENT_ERRORS)}
+        per_seed[str(seed)] = entry
+    for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss"):
+        values = [entry[key] for entry in per_seed.values() if key in entry]
+        mean, std = mean_std(values) if values else (None, None)
+        metrics[key] = None if mean is None else round(mean, 6)
+        if key == "test_accuracy":
+            metrics["test_accuracy_std"] = None if std is None else round(std, 6)
+    metrics["seeds"] = per_seed
     write_json(paths.metrics_json(name), metrics)
+    write_json(paths.errors_json(name), errors or {"seed": None, "confusion": None, "confident_errors": []})
+    thousands = len(data["test"][1]) * len(models) / 1000
+    write_json(paths.timing_json(name, "evaluate"),
+               {"inference_ms_per_1000_images": round(1000 * seconds / thousands, 2) if seconds else None})
     if trained["failed"]:
         print(f"evaluate@{name}: not evaluated, training failed: {trained['failed']}")
     else:
-        print(f"evaluate@{name}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")
+        spread = "" if metrics["test_accuracy_std"] is None else f" ± {metrics['test_accuracy_std']:.4f}"
+        print(f"evaluate@{name}: test accuracy {metrics['test_accuracy']:.4f}{spread} over {len(models)} seed(s)")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     from stages.lib import keras_model  # TensorFlow only once params are known good
 
     try:
-        x, y = load_prepared()["train"]
+        x, y = load_prepared(parts=("train",))["train"]
     except DataError as err:
         raise StageError(str(err)) from None
     model = keras_model.build_model(arch, params.seed)

@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from stages.lib import paths
 from stages.lib.atomic import write_text
 from stages.lib.cli import StageError, read_json, run
-from stages.lib.figures import lr_range_figure, lr_rules_figure
-from stages.lib.params import load_params
-from stages.lib.report import ArchResult, render_report
+from stages.lib.data import DataError, load_split
+from stages.lib.figures import (confident_errors_figure, confusion_figure, digit_grid_figure, learning_curves_figure,
+                                lr_range_figure, lr_rules_figure)
+from stages.lib.params import PARAMS_FILE, Params, ParamsError, apply_overrides, load_params, parse_params
+from stages.lib.report import ArchResult, Study, render_report, study_matches
 
-LR_FIGURE = "lr_range.png"
-RULES_FIGURE = "lr_range_rules.png"
+SAMPLE_DIGITS = 20
 
 
-def read_curve(path) -> dict[str, np.ndarray]:
+def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def read_curve(path: Path) -> dict[str, np.ndarray]:
+    rows = read_csv(path)
     return {key: np.array([float(row[key]) for row in rows]) for key in ("lr", "loss", "smoothed_loss")}
+
+
+def read_history(path: Path) -> list[dict]:
+    return [{key: int(value) if key in ("seed", "epoch") else float(value) for key, value in row.items()}
+            for row in read_csv(path)]
 
 
 def remove_stale_outputs(archs) -> None:
@@ -31,29 +43,87 @@ def remove_stale_outputs(archs) -> None:
         print(f"report: removed {path} (its arch is no longer in params.yaml)")
 
 
+def arch_result(params: Params, name: str, reports: Path = paths.REPORTS) -> ArchResult:
+    """An arch's metrics and range test from ``reports`` (this run's, or a study's copy), plus timings."""
+    arch = params.archs[name]
+    metrics = read_json(reports / paths.metrics_json(name).relative_to(paths.REPORTS))
+    timings = {stage: read_json(reports / paths.timing_json(name, stage).relative_to(paths.REPORTS))
+               for stage in ("lr_range", "train", "evaluate")}
+    metrics["lr_range_seconds"] = timings["lr_range"]["seconds"]
+    metrics["train_seconds_per_epoch"] = timings["train"]["seconds_per_epoch"]
+    metrics["inference_ms"] = timings["evaluate"]["inference_ms_per_1000_images"]
+    return ArchResult(name, arch.hidden, arch.activation, metrics, read_json(paths.lr_range_json(name)))
+
+
+def load_study(params: Params, raw: dict, name: str, overrides: dict) -> tuple[Study, dict[str, list[dict]]]:
+    """A study's results for the archs whose study params match the current ones (with its overrides)."""
+    folder = paths.STUDIES / name
+    expected = parse_params(apply_overrides(raw, overrides))
+    try:
+        made_with = load_params(folder / "params.yaml")
+    except ParamsError:
+        made_with = None  # missing or from an older schema: every arch is stale
+    fresh = [a for a in params.archs if made_with is not None and study_matches(expected, made_with, a)]
+    results = [arch_result(expected, a, folder) for a in fresh]
+    histories = {a: read_history(folder / paths.history_csv(a).relative_to(paths.REPORTS)) for a in fresh}
+    study = Study(name, overrides, results, [a for a in params.archs if a not in fresh], figure=None)
+    return study, histories
+
+
 def main(argv: list[str]) -> None:
     params = load_params()
+    raw = yaml.safe_load(PARAMS_FILE.read_text())
     remove_stale_outputs(params.archs)
-    results, curves = [], {}
-    for name, arch in params.archs.items():
-        metrics = read_json(paths.metrics_json(name))
-        for stage in ("lr_range", "train"):
-            metrics[f"{stage}_seconds"] = read_json(paths.timing_json(name, stage))["seconds"]
-        lr_range = read_json(paths.lr_range_json(name))
-        curves[name] = read_curve(paths.lr_range_csv(name))
-        results.append(ArchResult(name, arch.hidden, arch.activation, metrics, lr_range))
-    lr_range_figure(curves, {r.name: r.metrics["lr"] for r in results}, paths.FIGURES / LR_FIGURE)
+    try:
+        x_test, y_test = load_split("test")
+    except DataError as err:
+        raise StageError(str(err)) from None
+
+    results = [arch_result(params, name) for name in params.archs]
+    curves = {name: read_curve(paths.lr_range_csv(name)) for name in params.archs}
+    errors = {name: read_json(paths.errors_json(name)) for name in params.archs}
+    figures = {"lr_range": "lr_range.png", "lr_rules": "lr_range_rules.png", "digits": "digits.png"}
+    lr_range_figure(curves, {r.name: r.metrics["lr"] for r in results}, paths.FIGURES / figures["lr_range"])
     lr_rules_figure(curves, {r.name: r.lr_range for r in results}, {r.name: r.metrics["lr_chosen_by"] for r in results},
-                    paths.FIGURES / RULES_FIGURE)
-    study = read_json(paths.LR_STUDY_JSON)
-    markdown = render_report(params, results, lr_figure=f"figures/{LR_FIGURE}",
-                             rules_figure=f"figures/{RULES_FIGURE}", study=study)
+                    paths.FIGURES / figures["lr_rules"])
+    digit_grid_figure(x_test[:SAMPLE_DIGITS], y_test[:SAMPLE_DIGITS], paths.FIGURES / figures["digits"])
+    scored = {name: e for name, e in errors.items() if e["confusion"] is not None}  # failed archs have none
+    if scored:
+        figures |= {"confusion": "confusion.png", "errors": "confident_errors.png"}
+        confusion_figure({name: np.array(e["confusion"]) for name, e in scored.items()},
+                         paths.FIGURES / figures["confusion"])
+        confident_errors_figure({name: e["confident_errors"] for name, e in scored.items()}, x_test,
+                                paths.FIGURES / figures["errors"])
+    if params.train.epochs > 1:
+        figures["curves"] = "learning_curves.png"
+        learning_curves_figure({name: read_history(paths.history_csv(name)) for name in params.archs},
+                               paths.FIGURES / figures["curves"])
+
+    studies = []
+    for name, overrides in params.studies.items():
+        study, histories = load_study(params, raw, name, overrides)
+        if study.results and max(row["epoch"] for rows in histories.values() for row in rows) > 0:
+            figure = f"learning_curves_{name}.png"
+            learning_curves_figure(histories, paths.FIGURES / figure)
+            study = Study(study.name, study.overrides, study.results, study.stale, figure=f"figures/{figure}")
+        studies.append(study)
+    remove_unused_figures(set(figures.values()) | {Path(s.figure).name for s in studies if s.figure})
+
+    markdown = render_report(params, results, {key: f"figures/{name}" for key, name in figures.items()},
+                             studies, read_json(paths.LR_STUDY_JSON))
     write_text(paths.REPORT_MD, markdown)
-    print(f"report: {paths.REPORT_MD} with {len(results)} architecture(s)")
+    print(f"report: {paths.REPORT_MD} with {len(results)} architecture(s), {len(studies)} study section(s)")
     failures = [f"{r.name}: {r.metrics['failed']}" for r in results if r.metrics["failed"]]
     if failures:
         # The report is written (read it), but the pipeline must not look green.
         raise StageError("training failed for:\n  " + "\n  ".join(failures))
+
+
+def remove_unused_figures(used: set[str]) -> None:
+    """A figure the report no longer links (e.g. learning curves after going back to one epoch) goes."""
+    for path in paths.FIGURES.glob("*.png"):
+        if path.name not in used:
+            path.unlink()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Stage train@<arch>: a fresh, identically initialised model trained with SGD at its rate.
 
 The rate is the arch's fixed ``lr`` if params give one, else the pick of the
-configured rule from reports/lr_range/<arch>.json. Keeps the best epoch.
+configured rule from reports/lr_range/<arch>.json. One run per seed
+(``train.repeats``), each keeping its best epoch: models/<arch>/ and models/logs/<arch>/.
 
 Usage: python -m stages.train <arch>
 """
@@ -16,7 +17,7 @@ from stages.lib.cli import StageError, arch_name, read_json, run
 from stages.lib.data import DataError, load_prepared
 from stages.lib.params import Arch, Params, load_params
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")
+HISTORY_COLUMNS = ("seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")
 
 
 def chosen_rate(params: Params, arch: Arch, lr_range: dict) -> tuple[float, str]:
@@ -38,32 +39,37 @@ def main(argv: list[str]) -> None:
     from stages.lib import keras_model  # TensorFlow only once params are known good
 
     try:
-        data = load_prepared()
+        data = load_prepared(parts=("train", "val"))
     except DataError as err:
         raise StageError(str(err)) from None
-    model = keras_model.build_model(arch, params.seed)
-    started = time.perf_counter()
-    with atomic_dir(paths.tensorboard_dir(name)) as log_dir:
-        run = keras_model.train(model, lr, data, params.train, params.seed, params.compute, log_dir)
-    seconds = time.perf_counter() - started
-    # Saved even when training failed: evaluate and DVC expect the file; the metrics say it failed.
-    keras_model.save_model(model, paths.model_file(name))
+    runs, history, seconds = [], [], 0.0
+    with atomic_dir(paths.model_dir(name)) as folder, atomic_dir(paths.logs_dir(name)) as logs:
+        for seed in params.seeds:
+            model = keras_model.build_model(arch, seed)
+            started = time.perf_counter()
+            run = keras_model.train(model, lr, data, params.train, seed, params.compute,
+                                    paths.tensorboard_dir(name, seed, logs))
+            seconds += time.perf_counter() - started
+            # Saved even when training failed: evaluate and DVC expect the file; the metrics say it failed.
+            keras_model.save_model(model, paths.model_file(name, seed, folder))
+            runs.append({"seed": seed, "epochs_run": len(run.rows), "best_epoch": run.best_epoch,
+                         "failed": run.failure})
+            history += [[seed, row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[2:]] for row in run.rows]
+            print(f"train@{name} seed {seed}: " + (f"FAILED: {run.failure}" if run.failure else
+                  f"lr {lr:.4g} ({how}), {len(run.rows)} epoch(s), kept epoch {run.best_epoch + 1}"), flush=True)
 
-    write_csv(paths.history_csv(name), HISTORY_COLUMNS,
-              [[row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[1:]] for row in run.rows])
+    write_csv(paths.history_csv(name), HISTORY_COLUMNS, history)
+    failures = [f"seed {r['seed']}: {r['failed']}" for r in runs if r["failed"]]
     write_json(paths.train_json(name), {
         "arch": name,
         "lr": lr,
         "lr_chosen_by": how,
-        "epochs_run": len(run.rows),
-        "best_epoch": run.best_epoch,
-        "failed": run.failure,
+        "runs": runs,
+        "failed": "; ".join(failures) or None,  # one failed seed fails the arch: its rate is not safe
     })
-    write_json(paths.timing_json(name, "train"), {"seconds": round(seconds, 2)})
-    if run.failure:
-        print(f"train@{name}: FAILED: {run.failure}")
-    else:
-        print(f"train@{name}: lr {lr:.4g} ({how}), {len(run.rows)} epoch(s), kept epoch {run.best_epoch + 1}")
+    epochs = sum(r["epochs_run"] for r in runs)
+    write_json(paths.timing_json(name, "train"),
+               {"seconds": round(seconds, 2), "seconds_per_epoch": round(seconds / max(epochs, 1), 3)})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.lib.data import PARTS, DataError, Split, load_prepared, read_raw, save_prepared, split_train_val
+from stages.lib.data import (PARTS, DataError, Split, load_prepared, load_split, part_size, read_raw, save_prepared,
+                             split_train_val)
 from stages.lib.idx import IdxError, encode_idx
 from stages.lib.params import IDX_FILES
 
@@ -87,6 +88,22 @@ def test_load_prepared_scales_and_casts(tmp_path, parts):
         np.testing.assert_array_equal(y, parts[part].y)
     assert loaded["train"][0][0, 0, 0] == 1.0
     assert loaded["val"][0][0, 0, 0] == 0.0
+
+
+def test_a_stage_loads_only_the_parts_it_asks_for(tmp_path, parts):
+    save_prepared(parts, tmp_path)
+    (tmp_path / "x_train.npy").unlink()  # evaluate never needs it
+    loaded = load_prepared(tmp_path, parts=("val", "test"))
+    assert list(loaded) == ["val", "test"]
+    assert part_size("train", tmp_path) == 38
+
+
+def test_load_split_keeps_the_stored_uint8_images(tmp_path, parts):
+    save_prepared(parts, tmp_path)
+    x, y = load_split("test", tmp_path)
+    assert x.dtype == np.uint8
+    np.testing.assert_array_equal(x, parts["test"].x)
+    np.testing.assert_array_equal(y, parts["test"].y)
 
 
 @pytest.mark.parametrize("broken", ["x_train.npy", "y_test.npy"])

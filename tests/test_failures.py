@@ -10,17 +10,21 @@ Interrupts are made deterministic by patching the writer a stage uses (numpy.sav
 Path.write_bytes, shutil.rmtree) to raise KeyboardInterrupt at a chosen point, and the stage is
 then run through runpy exactly as `python -m` runs it. Two tests send a real SIGINT.
 
-TensorFlow takes seconds to import, so only three tests start it. Where a stage would import
-it only to reach code that has nothing to do with TensorFlow (reading data/prepared, writing a
-JSON or CSV file), `stages.lib.keras_model` is replaced by a small stand-in module.
+TensorFlow takes seconds to import, so only two stage runs start it. Where lr_range or train
+would import it only to reach code that has nothing to do with TensorFlow (reading data/prepared,
+writing a JSON or CSV file), `stages.lib.keras_model` is replaced by a small stand-in module.
+evaluate never imports TensorFlow (checked): it scores a real tiny .keras file, built once per
+module with stages.lib.keras_model in the test process, with numpy (stages.lib.mlp).
 No test uses the network: the only URL that is not on 127.0.0.1 has an unresolvable host.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,9 +40,11 @@ import yaml
 from conftest import ROOT, tiny_mnist, write_idx_folder
 from stages.lib.data import Split, save_prepared, split_train_val
 from stages.lib.idx import encode_idx, sha256_bytes
-from stages.lib.params import ParamsError, parse_params
+from stages.lib.params import Arch, ParamsError, parse_params
 
 ARCH = "base"
+HIDDEN = (8,)  # the arch in the test project's params.yaml
+SEED = 42  # params.yaml's seed: the first (and by default only) training seed
 VAL_SIZE = 50
 PREPARED_FILES = sorted(f"{kind}_{part}.npy" for part in ("train", "val", "test") for kind in ("x", "y"))
 PROBLEM_LINE = re.compile(
@@ -137,13 +143,40 @@ def project(tmp_path, real_params) -> Project:
     params["data"].update(val_size=VAL_SIZE, sha256=sums, sources=[{"local": str(source)}])
     params["lr_range"].update(batch_size=8, epochs=1, factor=1.15, start_lr=0.001)
     params["train"].update(epochs=1, batch_size=16)
-    params["archs"] = {ARCH: {"hidden": [8]}}
+    params["archs"] = {ARCH: {"hidden": list(HIDDEN)}}
     parse_params(copy.deepcopy(params))  # the starting point is valid
     root = tmp_path / "project"
     root.mkdir()
     proj = Project(root, params, stage_env(tmp_path), source, sums)
     proj.write_params()
     return proj
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[int, Path]:
+    """Real .keras files of the test project's arch, as train writes them, for seeds 42 and 43.
+
+    Built once per module in this process (the only TensorFlow import here); evaluate reads them
+    with numpy, so a test that uses them starts no TensorFlow.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from stages.lib import keras_model
+
+    folder = tmp_path_factory.mktemp("models")
+    files = {}
+    for seed in (SEED, SEED + 1):
+        files[seed] = folder / f"seed-{seed}.keras"
+        keras_model.save_model(keras_model.build_model(Arch(ARCH, HIDDEN), seed), files[seed])
+    return files
+
+
+def install_models(root: Path, tiny_models: dict[int, Path], seeds: tuple[int, ...] = (SEED,)) -> Path:
+    """models/<arch>/seed-<n>.keras for each seed, as train@<arch> leaves them; returns models/<arch>."""
+    folder = root / "models" / ARCH
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        shutil.copyfile(tiny_models[seed], folder / f"seed-{seed}.keras")
+    return folder
 
 
 def write_prepared(root: Path, seed: int) -> None:
@@ -172,14 +205,11 @@ def temp_leftovers(*folders: Path) -> list[str]:
 
 
 # Stands in for stages.lib.keras_model (which imports TensorFlow) where a test exercises
-# what a stage does around the model, not the model itself.
+# what lr_range or train does around the model, not the model itself. evaluate does not use it.
 FAKE_KERAS_MODEL = textwrap.dedent("""
     import sys, types
     import numpy as np
     import stages.lib
-
-    class ModelFileError(Exception):
-        pass
 
     class Sweep:
         def __init__(self, n=60):
@@ -190,10 +220,6 @@ FAKE_KERAS_MODEL = textwrap.dedent("""
             self.stop_reason = "stand-in sweep"
 
     fake = types.ModuleType("stages.lib.keras_model")
-    fake.ModelFileError = ModelFileError
-    fake.load_model = lambda path: object()
-    fake.count_params = lambda model: 123
-    fake.evaluate = lambda model, x, y: {"accuracy": 0.5, "loss": 1.25}
     fake.build_model = lambda arch, seed: object()
     fake.range_test = lambda *args, **kwargs: Sweep()
     sys.modules["stages.lib.keras_model"] = fake
@@ -445,13 +471,17 @@ def test_split_with_val_size_larger_than_the_data_is_a_params_error(project):
     assert not (project.root / "data" / "prepared").exists()
 
 
-# --- 1e. damaged models/<arch>.keras (real TensorFlow) and damaged data/prepared ---------------
+# --- 1e. evaluate on real model files; damaged models/<arch>/ and damaged data/prepared ---------
 
 
-def write_train_json(root: Path) -> None:
+def write_train_json(root: Path, seeds: tuple[int, ...] = (SEED,), failed: str | None = None) -> None:
+    """reports/train/<arch>.json as train@<arch> writes it: one run per seed, all failed if ``failed``."""
     path = root / "reports" / "train" / f"{ARCH}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text('{"lr": 0.1, "lr_chosen_by": "x", "epochs_run": 1, "best_epoch": 0, "failed": null}\n')
+    runs = [{"seed": seed, "epochs_run": 1, "best_epoch": None if failed else 0, "failed": failed} for seed in seeds]
+    arch_failed = "; ".join(f"seed {seed}: {failed}" for seed in seeds) if failed else None
+    path.write_text(json.dumps({"arch": ARCH, "lr": 0.1, "lr_chosen_by": "x", "runs": runs,
+                                "failed": arch_failed}) + "\n")
 
 
 def write_old_metrics(root: Path) -> Path:
@@ -461,72 +491,127 @@ def write_old_metrics(root: Path) -> Path:
     return path
 
 
-def test_evaluate_with_a_corrupted_model_file(project):
+def test_evaluate_scores_every_seed_without_tensorflow(project, tiny_models):
+    """Control for the evaluate tests below, and the promise that evaluate starts no TensorFlow."""
     write_prepared(project.root, seed=0)
-    write_train_json(project.root)
+    seeds = (SEED, SEED + 1)
+    write_train_json(project.root, seeds)
+    install_models(project.root, tiny_models, seeds)
+
+    result = project.stage("evaluate", ARCH, importtime=True)
+
+    result.assert_clean_exit(0)
+    assert_no_tensorflow(result)
+    assert any(m == "stages.lib.mlp" for m in result.imported), "evaluate no longer loads models with stages.lib.mlp?"
+    reports = project.root / "reports"
+    assert entries(reports / "metrics") == [f"{ARCH}.json"] and entries(reports / "errors") == [f"{ARCH}.json"]
+    assert entries(reports / "timings") == [f"{ARCH}.evaluate.json"]
+    metrics = json.loads((reports / "metrics" / f"{ARCH}.json").read_text())
+    assert metrics["failed"] is None and metrics["repeats"] == 2
+    assert metrics["params"] == 28 * 28 * HIDDEN[0] + HIDDEN[0] + HIDDEN[0] * 10 + 10
+    assert metrics["size_bytes"] == tiny_models[SEED].stat().st_size
+    assert (metrics["n_train"], metrics["n_test"]) == (300 - VAL_SIZE, 100)  # tiny_mnist's sizes
+    assert sorted(metrics["seeds"]) == [str(s) for s in seeds]
+    per_seed = [metrics["seeds"][str(s)]["test_accuracy"] for s in seeds]
+    assert all(0 <= a <= 1 for a in per_seed)
+    assert metrics["test_accuracy"] == pytest.approx(np.mean(per_seed), abs=1e-6)
+    assert metrics["test_accuracy_std"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-6)
+    errors = json.loads((reports / "errors" / f"{ARCH}.json").read_text())
+    assert errors["seed"] == SEED and np.array(errors["confusion"]).sum() == 100
+    timing = json.loads((reports / "timings" / f"{ARCH}.evaluate.json").read_text())
+    assert timing["inference_ms_per_1000_images"] > 0
+    assert temp_leftovers(*(reports / folder for folder in ("metrics", "errors", "timings"))) == []
+
+
+@pytest.mark.parametrize("damage", ["corrupted", "missing-second-seed"])
+def test_evaluate_with_a_corrupted_or_missing_model_file(project, tiny_models, damage):
+    write_prepared(project.root, seed=0)
+    write_train_json(project.root, (SEED, SEED + 1))
     metrics = write_old_metrics(project.root)
-    model = project.root / "models" / f"{ARCH}.keras"
-    model.parent.mkdir()
-    model.write_bytes(b"PK\x03\x04 this was a model before the disk filled up" * 20)
+    folder = install_models(project.root, tiny_models, (SEED, SEED + 1))
+    if damage == "corrupted":
+        bad = folder / f"seed-{SEED}.keras"
+        bad.write_bytes(b"PK\x03\x04 this was a model before the disk filled up" * 20)
+    else:
+        bad = folder / f"seed-{SEED + 1}.keras"
+        bad.unlink()
     before = snapshot(project.root)
 
-    result = project.stage("evaluate", ARCH)
+    result = project.stage("evaluate", ARCH, importtime=True)
 
     result.assert_clean_exit(1)
-    assert result.stderr.startswith(f"error: models/{ARCH}.keras: cannot load model"), result.stderr
-    assert f"`dvc checkout models/{ARCH}.keras`" in result.stderr
+    rel = bad.relative_to(project.root)
+    assert result.stderr.startswith(f"error: {rel}: cannot load model ("), result.stderr
+    assert f"`dvc checkout models/{ARCH}`" in result.stderr
     assert f"`dvc repro -f train@{ARCH}`" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert_no_tensorflow(result)
     assert snapshot(project.root) == before  # old metrics kept, nothing added
     assert metrics.read_text().endswith('"the previous run"}\n')
 
 
-def damage_prepared(folder: Path, how: str) -> str:
-    """Damage one file of data/prepared; return its name."""
-    if how == "truncated":
-        path = folder / "x_val.npy"
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    elif how == "garbage":
-        path = folder / "y_train.npy"
-        path.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
-    elif how == "empty":
-        path = folder / "y_test.npy"
-        path.write_bytes(b"")
-    else:  # wrong shape: flattened images
-        path = folder / "x_test.npy"
-        np.save(path, np.zeros((100, 784), np.uint8))
-    return path.name
-
-
+# Each stage reads only some parts of data/prepared (lr_range: train; train: train and val;
+# evaluate: val, test and the size of train): each kind of damage hits a file the stage reads.
+DAMAGED_FILE = {
+    "lr_range": {"truncated": "x_train.npy", "garbage": "y_train.npy", "empty": "y_train.npy",
+                 "wrong-shape": "x_train.npy"},
+    "train": {"truncated": "x_val.npy", "garbage": "y_train.npy", "empty": "y_val.npy", "wrong-shape": "x_train.npy"},
+    "evaluate": {"truncated": "x_val.npy", "garbage": "y_train.npy", "empty": "y_test.npy",
+                 "wrong-shape": "x_test.npy"},
+}
 PREPARED_DAMAGE = ["truncated", "garbage", "empty", "wrong-shape"]
 
 
-def run_on_damaged_prepared(project: Project, stage: str, how: str) -> tuple[Result, str]:
+def damage_prepared(folder: Path, how: str, name: str) -> None:
+    """Damage data/prepared/<name>."""
+    path = folder / name
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "garbage":
+        path.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # wrong shape: flattened images
+        assert name.startswith("x_"), name
+        n = len(np.load(path, allow_pickle=False))
+        np.save(path, np.zeros((n, 784), np.uint8))
+
+
+def run_on_damaged_prepared(project: Project, tiny_models: dict[int, Path], stage: str,
+                            how: str) -> tuple[Result, str]:
+    """Everything the stage needs is in place and fine, except one file of data/prepared."""
     write_prepared(project.root, seed=0)
-    name = damage_prepared(project.root / "data" / "prepared", how)
+    name = DAMAGED_FILE[stage][how]
+    damage_prepared(project.root / "data" / "prepared", how, name)
     write_train_json(project.root)
+    install_models(project.root, tiny_models)
     path = project.root / "reports" / "lr_range" / f"{ARCH}.json"
     path.parent.mkdir(parents=True)
     path.write_text('{"picks": {"flat_center": {"lr": 0.1, "step": 20}}}\n')
     before = snapshot(project.root)
-    result = project.script(FAKE_KERAS_MODEL, stage, ARCH)
+    # evaluate never imports keras_model: it runs as it is, TensorFlow-free.
+    result = project.stage(stage, ARCH) if stage == "evaluate" else project.script(FAKE_KERAS_MODEL, stage, ARCH)
     assert snapshot(project.root) == before  # no output written, none removed
     return result, name
 
 
-@pytest.mark.parametrize("how", PREPARED_DAMAGE)
-@pytest.mark.parametrize("stage", ["lr_range", "train", "evaluate"])
-def test_damaged_prepared_data_is_a_clear_error(project, stage, how):
-    result, _ = run_on_damaged_prepared(project, stage, how)
+def damage_cases(stages: list[str]) -> list:
+    return [pytest.param(stage, how, id=f"{stage}-{how}-{DAMAGED_FILE[stage][how]}")
+            for stage in stages for how in PREPARED_DAMAGE]
+
+
+@pytest.mark.parametrize("stage, how", damage_cases(["lr_range", "train", "evaluate"]))
+def test_damaged_prepared_data_is_a_clear_error(project, tiny_models, stage, how):
+    result, _ = run_on_damaged_prepared(project, tiny_models, stage, how)
     result.assert_clean_exit(1)
     assert result.stderr.startswith("error: data/prepared/"), result.stderr
     assert "`dvc repro -f split`" in result.stderr
     assert "`dvc checkout data/prepared`" in result.stderr
 
 
-@pytest.mark.parametrize("how", PREPARED_DAMAGE)
-def test_damaged_prepared_data_error_names_the_file(project, how):
-    result, name = run_on_damaged_prepared(project, "evaluate", how)
+@pytest.mark.parametrize("stage, how", damage_cases(["evaluate"]))
+def test_damaged_prepared_data_error_names_the_file(project, tiny_models, stage, how):
+    result, name = run_on_damaged_prepared(project, tiny_models, stage, how)
     result.assert_clean_exit(1)
     assert f"data/prepared/{name}" in result.stderr, result.stderr
 
@@ -552,30 +637,94 @@ def test_train_without_a_readable_lr_range_json(project, content):
     assert snapshot(project.root) == before
 
 
-def test_evaluate_without_the_train_json(project):
+def test_evaluate_without_the_train_json(project, tiny_models):
     write_prepared(project.root, seed=0)
+    install_models(project.root, tiny_models)
     metrics = write_old_metrics(project.root)
     before = snapshot(project.root)
 
-    result = project.script(FAKE_KERAS_MODEL, "evaluate", ARCH)
+    result = project.stage("evaluate", ARCH, importtime=True)
 
     result.assert_clean_exit(1)
     assert result.stderr.startswith(f"error: reports/train/{ARCH}.json is missing"), result.stderr
     assert "dvc" in result.stderr
+    assert_no_tensorflow(result)
     assert snapshot(project.root) == before
     assert "previous run" in metrics.read_text()
 
 
-def test_report_without_the_metrics_writes_nothing(project):
+REPORT_FIGURES = ["confident_errors.png", "confusion.png", "digits.png", "lr_range.png", "lr_range_rules.png"]
+
+
+def write_report_inputs(project: Project, tiny_models: dict[int, Path], failed: str | None = None) -> None:
+    """Everything the report stage reads, made by the real stages where that needs no TensorFlow
+    (lr_range with the stand-in, evaluate on the tiny model) and written by hand for train."""
+    root = project.root
+    write_prepared(root, seed=0)
+    project.script(FAKE_KERAS_MODEL, "lr_range", ARCH).assert_clean_exit(0)
+    write_train_json(root, failed=failed)
+    install_models(root, tiny_models)
+    reports = root / "reports"
+    (reports / "timings" / f"{ARCH}.train.json").write_text('{"seconds": 1.5, "seconds_per_epoch": 1.5}\n')
+    (reports / "history").mkdir()
+    (reports / "history" / f"{ARCH}.csv").write_text(
+        "seed,epoch,loss,accuracy,val_loss,val_accuracy,lr\n42,0,2.1,0.3,2.0,0.35,0.1\n")
+    (reports / "lr_study.json").write_text('{"archs": {}, "grid": [], "settings": {}}\n')
+    project.stage("evaluate", ARCH).assert_clean_exit(0)
+
+
+def test_report_with_every_input_writes_the_report(project, tiny_models):
+    """Control for the test below: these inputs are enough, and old unlinked figures go."""
+    write_report_inputs(project, tiny_models)
+    figures = project.root / "reports" / "figures"
+    figures.mkdir()
+    (figures / "learning_curves.png").write_bytes(b"from a run with more epochs")
+
+    result = project.stage("report")
+
+    result.assert_clean_exit(0)
+    report = (project.root / "reports" / "report.md").read_text()
+    assert any(line.startswith(f"| {ARCH} |") for line in report.splitlines()), report
+    assert entries(figures) == REPORT_FIGURES  # learning_curves.png is not linked with 1 epoch: removed
+    for name in REPORT_FIGURES:
+        assert f"(figures/{name})" in report, name
+        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_report_when_every_arch_failed_writes_the_report_and_fails(project, tiny_models):
+    """As when one of several archs fails (tests/test_pipeline.py), with none left to show."""
+    write_report_inputs(project, tiny_models, failed="loss became nan in epoch 1")
+    metrics = json.loads((project.root / "reports" / "metrics" / f"{ARCH}.json").read_text())
+    assert metrics["failed"] and metrics["test_accuracy"] is None
+
+    result = project.stage("report")
+
+    result.assert_clean_exit(1)
+    assert result.stderr.startswith("error: training failed for:\n"), result.stderr
+    assert f"{ARCH}: seed {SEED}: loss became nan" in result.stderr
+    report = (project.root / "reports" / "report.md").read_text()
+    assert "No architecture produced a result" in report and f"**{ARCH} failed**" in report
+
+
+@pytest.mark.parametrize("missing, message", [
+    (f"reports/metrics/{ARCH}.json", f"error: reports/metrics/{ARCH}.json is missing"),
+    (f"reports/timings/{ARCH}.evaluate.json", f"error: reports/timings/{ARCH}.evaluate.json is missing"),
+    (f"reports/errors/{ARCH}.json", f"error: reports/errors/{ARCH}.json is missing"),
+    ("data/prepared/x_test.npy", "error: data/prepared/x_test.npy: cannot be read"),
+], ids=["metrics", "evaluate-timings", "errors", "prepared-test"])
+def test_report_without_an_input_writes_nothing(project, tiny_models, missing, message):
+    write_report_inputs(project, tiny_models)
+    (project.root / missing).unlink()
     report = project.root / "reports" / "report.md"
-    report.parent.mkdir()
     report.write_text("# the previous report\n")
+    (project.root / "reports" / "figures").mkdir()
+    (project.root / "reports" / "figures" / "lr_range.png").write_bytes(b"the previous figure")
     before = snapshot(project.root)
 
     result = project.stage("report")
 
     result.assert_clean_exit(1)
-    assert result.stderr.startswith(f"error: reports/metrics/{ARCH}.json is missing"), result.stderr
+    assert result.stderr.startswith(message), result.stderr
     assert "dvc repro" in result.stderr
     assert snapshot(project.root) == before
 
@@ -687,13 +836,15 @@ def test_ctrl_c_while_download_copies_leaves_raw_as_it_was(project, request, pre
     assert_raw_as_before(project, before)
 
 
-def test_ctrl_c_while_evaluate_writes_its_metrics_json(project):
+def test_ctrl_c_while_evaluate_writes_its_metrics_json(project, tiny_models):
     write_prepared(project.root, seed=0)
     write_train_json(project.root)
+    install_models(project.root, tiny_models)
     metrics = write_old_metrics(project.root)
     before = snapshot(project.root)
 
-    result = project.script(FAKE_KERAS_MODEL + interrupt_write_bytes(f".{ARCH}.json.*", 1), "evaluate", ARCH)
+    # The first <arch>.json evaluate writes is reports/metrics/ (then reports/errors/).
+    result = project.script(interrupt_write_bytes(f".{ARCH}.json.*", 1), "evaluate", ARCH)
 
     assert_interrupted(result)
     assert snapshot(project.root) == before

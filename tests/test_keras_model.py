@@ -284,29 +284,10 @@ def test_save_model_writes_the_same_bytes_for_the_same_model(trained, tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary files left beside the model
 
 
-def test_load_model_round_trips_predictions(trained, split):
+def test_the_saved_file_loads_back_in_keras_with_the_same_predictions(trained, split):
+    """Users may load models/<arch>/seed-<n>.keras themselves: the normalised archive must stay valid."""
     model, path = trained
-    loaded = km.load_model(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
     x = split["val"][0]
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     assert weights_equal(loaded.get_weights(), model.get_weights())
-
-
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "flipped", "empty"])
-def test_load_model_on_a_damaged_file_says_how_to_restore_it(trained, tmp_path, damage):
-    _, path = trained
-    data = path.read_bytes()
-    mid = len(data) // 2
-    broken = {
-        "truncated": data[:mid],
-        "garbage": b"not a zip file at all " * 50,
-        "flipped": data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + 64]) + data[mid + 64:],
-        "empty": b"",
-    }[damage]
-    bad = tmp_path / "tiny.keras"
-    bad.write_bytes(broken)
-    with pytest.raises(km.ModelFileError) as err:
-        km.load_model(bad)
-    message = str(err.value)
-    assert "dvc checkout" in message and "dvc repro" in message
-    assert str(bad) in message

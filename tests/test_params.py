@@ -66,7 +66,9 @@ def test_real_params_parse(real_raw):
     assert p.lr_range.batch_size == 32 and p.lr_range.epochs == 1
     assert p.lr_range.stop_factor == 4.0 and isinstance(p.lr_range.stop_factor, float)
     assert p.lr_range.smoothing == 0.98 and p.lr_range.rule == "flat_center"
-    assert (p.train.epochs, p.train.batch_size, p.train.patience) == (1, 32, 20)
+    assert (p.train.epochs, p.train.batch_size, p.train.patience, p.train.repeats) == (1, 32, 20, 1)
+    assert p.seeds == (42,)  # the default run stays one seed; studies repeat it
+    assert p.studies == {"five_seeds": {"train.repeats": 5}, "multi_epoch": {"train.epochs": 50, "train.patience": 5}}
     assert p.report.tie_margin == 0.005
     assert p.archs == {
         "base": Arch("base", (300, 100)),
@@ -346,3 +348,55 @@ def test_steps_per_execution_at_least_one(raw, value):
 def test_lr_study_grid_is_a_list_of_positive_rates(raw, grid):
     raw["lr_study"]["grid"] = grid
     assert_line(only_problem(raw), "lr_study.grid", grid, "positive rates")
+
+
+# --- repeats and the opt-in studies -------------------------------------------------------------
+
+def test_repeats_give_consecutive_seeds(raw):
+    raw["train"]["repeats"] = 3
+    assert parse_params(raw).seeds == (42, 43, 44)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "5"])
+def test_repeats_at_least_one_integer(raw, value):
+    raw["train"]["repeats"] = value
+    assert_line(only_problem(raw), "train.repeats", value)
+
+
+def test_studies_are_parsed(raw):
+    raw["studies"] = {"five_seeds": {"train.repeats": 5}, "long": {"train.epochs": 50, "train.patience": 5}}
+    assert parse_params(raw).studies == raw["studies"]
+
+
+def test_studies_are_optional(raw):
+    del raw["studies"]
+    assert parse_params(raw).studies == {}
+
+
+def test_a_study_key_that_does_not_exist_is_named(raw):
+    raw["studies"] = {"s": {"train.repeat": 5}}
+    assert_line(only_problem(raw), "studies.s.train.repeat", "train.repeat", "not a key of params.yaml")
+
+
+def test_a_study_value_is_checked_like_the_key_itself(raw):
+    raw["studies"] = {"s": {"train.repeats": 0}}
+    assert_line(only_problem(raw), "studies.s: train.repeats", 0, "out of range")
+
+
+@pytest.mark.parametrize("studies", [{"s": {}}, {"s": 5}, {"bad name": {"train.repeats": 2}}, [1]])
+def test_malformed_studies(raw, studies):
+    raw["studies"] = studies
+    line = only_problem(raw)
+    assert line.startswith("params.yaml: studies"), line
+
+
+def test_apply_overrides_sets_dotted_keys_on_a_copy(raw):
+    from stages.lib.params import apply_overrides
+    out = apply_overrides(raw, {"train.repeats": 5, "archs.base.hidden": [10]})
+    assert out["train"]["repeats"] == 5 and out["archs"]["base"]["hidden"] == [10]
+    assert raw["train"]["repeats"] == 1 and raw["archs"]["base"]["hidden"] == [300, 100]
+
+
+def test_logs_is_not_an_arch_name(raw):
+    raw["archs"]["logs"] = {"hidden": [10]}
+    assert_line(only_problem(raw), "archs.logs", "logs", "reserved")

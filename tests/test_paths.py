@@ -17,16 +17,16 @@ def make(root, *rels):
 
 def test_stale_outputs_are_the_removed_archs_files_only(tmp_path):
     make(tmp_path,
-         "models/base.keras", "models/gone.keras", "models/.gitignore", "models/notes.txt",
-         "models/logs/base/", "models/logs/gone/", "models/logs/.gitignore",
-         "reports/lr_range/base.csv", "reports/lr_range/gone.csv", "reports/lr_range/gone.json",
+         "models/base/seed-42.keras", "models/gone/seed-42.keras", "models/.gitignore", "models/notes.txt",
+         "models/logs/base/seed-42/", "models/logs/gone/seed-42/",
+         "reports/lr_range/base.csv", "reports/errors/base.json", "reports/errors/gone.json", "reports/lr_range/gone.csv", "reports/lr_range/gone.json",
          "reports/history/gone.csv", "reports/train/gone.json", "reports/metrics/gone.json",
          "reports/timings/base.train.json", "reports/timings/gone.lr_range.json", "reports/timings/gone.train.json",
          "reports/report.md", "reports/lr_study.json", "reports/figures/lr_range.png")
     stale = [p.relative_to(tmp_path).as_posix() for p in stale_outputs(["base"], tmp_path)]
     assert stale == [
-        "models/gone.keras", "models/logs/gone",
-        "reports/history/gone.csv", "reports/lr_range/gone.csv", "reports/lr_range/gone.json",
+        "models/gone", "models/logs/gone",
+        "reports/errors/gone.json", "reports/history/gone.csv", "reports/lr_range/gone.csv", "reports/lr_range/gone.json",
         "reports/metrics/gone.json", "reports/timings/gone.lr_range.json", "reports/timings/gone.train.json",
         "reports/train/gone.json",
     ]

@@ -53,16 +53,27 @@ def save_prepared(parts: dict[str, Split], folder: Path) -> None:
                 np.save(f, array, allow_pickle=False)
 
 
-def load_prepared(folder: Path = PREPARED_DIR) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each part as (float32 images in [0, 1], int32 labels)."""
+def load_split(part: str, folder: Path = PREPARED_DIR) -> Split:
+    """One prepared part as stored: uint8 images and labels, checked."""
+    x, y = (_load_npy(folder / f"{kind}_{part}.npy") for kind in ("x", "y"))
+    if x.ndim != 3 or x.dtype != np.uint8 or y.shape != (len(x),):
+        raise DataError(
+            f"{folder}/x_{part}.npy, y_{part}.npy: shapes {x.shape} and {y.shape}, dtype {x.dtype}; expected "
+            f"(n, 28, 28) uint8 images and (n,) labels: {_RESTORE}"
+        )
+    return Split(x, y)
+
+
+def part_size(part: str, folder: Path = PREPARED_DIR) -> int:
+    """Number of labels in a prepared part, without reading its images."""
+    return len(_load_npy(folder / f"y_{part}.npy"))
+
+
+def load_prepared(folder: Path = PREPARED_DIR, parts: tuple[str, ...] = PARTS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The requested parts as (float32 images in [0, 1], int32 labels); a stage loads only what it uses."""
     out = {}
-    for part in PARTS:
-        x, y = (_load_npy(folder / f"{kind}_{part}.npy") for kind in ("x", "y"))
-        if x.ndim != 3 or x.dtype != np.uint8 or y.shape != (len(x),):
-            raise DataError(
-                f"{folder}/x_{part}.npy, y_{part}.npy: shapes {x.shape} and {y.shape}, dtype {x.dtype}; expected "
-                f"(n, 28, 28) uint8 images and (n,) labels: {_RESTORE}"
-            )
+    for part in parts:
+        x, y = load_split(part, folder)
         out[part] = (x.astype(np.float32) / 255.0, y.astype(np.int32))
     return out
 

@@ -9,6 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from stages.lib.atomic import atomic_path  # noqa: E402
 
@@ -85,5 +88,122 @@ def lr_rules_figure(curves: dict[str, dict[str, np.ndarray]], sweeps: dict[str, 
         ax.legend(fontsize=7, loc="lower left")
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def digit_grid_figure(images: np.ndarray, labels: np.ndarray, path: Path, columns: int = 10) -> None:
+    """A grid of digits titled with their labels, to eyeball the data a model sees."""
+    n = len(images)
+    cols = min(n, columns)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols, 1.05 * rows), squeeze=False)
+    for ax, image, label in zip(axes.flat, images, labels):
+        # Fixed vmin/vmax: otherwise each digit is stretched to its own contrast.
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(str(label), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def confusion_figure(matrices: dict[str, np.ndarray], path: Path) -> None:
+    """One confusion matrix per arch (rows true, columns predicted), coloured by errors only.
+
+    The diagonal (thousands of correct answers) is drawn grey so it does not swamp the colour
+    scale; off-diagonal counts use a log scale shared by all panels, so archs compare directly.
+    """
+    n = len(matrices)
+    cols = min(n, 2)
+    rows = -(-n // cols)
+    off_max = max(int((m - np.diag(np.diag(m))).max()) for m in matrices.values())
+    norm = LogNorm(vmin=1, vmax=max(off_max, 2))
+    cmap = plt.get_cmap("Reds").with_extremes(bad="white")
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.8 * rows), squeeze=False)
+    for ax, (name, m) in zip(axes.flat, matrices.items()):
+        size = len(m)
+        diagonal = np.eye(size, dtype=bool)
+        ax.imshow(np.ma.masked_where(diagonal | (m == 0), m), cmap=cmap, norm=norm)
+        for i in range(size):
+            ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, color="0.85"))
+            for j in range(size):
+                if i != j and m[i, j]:
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm(m[i, j]) > 0.6 else "black")
+        ax.set_xticks(range(size))
+        ax.set_yticks(range(size))
+        ax.set_xlabel("predicted digit")
+        ax.set_ylabel("true digit")
+        ax.set_title(f"{name}: {int(m.sum() - np.trace(m))} errors")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def confident_errors_figure(errors: dict[str, list[dict]], images: np.ndarray, path: Path) -> None:
+    """One row per arch of its misclassified digits, titled "true→predicted confidence".
+
+    Each error is a dict with ``index`` (into ``images``), ``label``, ``predicted`` and
+    ``confidence`` (softmax probability of the predicted class), drawn in the order given.
+    Rows are padded with blank cells so archs with fewer (or no) errors still get a row.
+    """
+    rows = len(errors)
+    cols = max(1, max(len(e) for e in errors.values()))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols + 0.6, 1.25 * rows), squeeze=False)
+    for row, (name, errs) in zip(axes, errors.items()):
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_frame_on(False)
+        for ax, e in zip(row, errs):
+            ax.imshow(images[e["index"]], cmap="gray_r", vmin=0, vmax=255)
+            ax.set_title(f"{e['label']}→{e['predicted']} {e['confidence']:.0%}", fontsize=8)
+        if not errs:
+            row[0].text(0.5, 0.5, "no errors", ha="center", va="center", fontsize=8, transform=row[0].transAxes)
+        # A ylabel, not axis("off"), so the arch name survives on a blank first cell.
+        row[0].set_ylabel(name, fontsize=9)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def learning_curves_figure(histories: dict[str, list[dict]], path: Path) -> None:
+    """Validation loss and accuracy per epoch for every arch and seed.
+
+    Rows carry ``seed``, ``epoch`` (0-based), ``loss``, ``val_loss``, ``accuracy`` and
+    ``val_accuracy``. The first seed in each history is drawn solid and named in the legend,
+    with its training loss dashed (the gap shows overfitting) and its best epoch (lowest
+    validation loss) dotted; further seeds are faint, to show the spread without clutter.
+    """
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, (name, rows) in enumerate(histories.items()):
+        color = f"C{i}"
+        seeds = list(dict.fromkeys(r["seed"] for r in rows))
+        for k, seed in enumerate(seeds):
+            runs = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["epoch"])
+            epochs = np.array([r["epoch"] for r in runs]) + 1
+            val_loss = np.array([r["val_loss"] for r in runs])
+            val_acc = np.array([r["val_accuracy"] for r in runs])
+            first = k == 0
+            style = {"color": color, "linewidth": 1.6 if first else 1.0, "alpha": 1.0 if first else 0.35}
+            loss_ax.plot(epochs, val_loss, label=name if first else None, **style)
+            acc_ax.plot(epochs, val_acc, label=name if first else None, **style)
+            if first:
+                loss_ax.plot(epochs, [r["loss"] for r in runs], color=color, linestyle="--", linewidth=1,
+                             label=f"{name} (training)")
+                best = int(np.argmin(val_loss))
+                dot = {"marker": "o", "markersize": 7, "markeredgecolor": "black", "color": color, "linestyle": "none"}
+                loss_ax.plot([epochs[best]], [val_loss[best]], **dot)
+                acc_ax.plot([epochs[best]], [val_acc[best]], **dot)
+    for ax, what in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation {what}")
+        ax.set_title(f"validation {what} (dot = lowest validation loss)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     save(fig, path)

@@ -28,10 +28,6 @@ EVAL_BATCH_SIZE = 1000  # only speed depends on it: loss and accuracy are means 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed entry date: same weights, same bytes
 
 
-class ModelFileError(Exception):
-    pass
-
-
 def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -230,18 +226,3 @@ def _renumber_shared_ids(node, ids: dict):
     if isinstance(node, list):
         return [_renumber_shared_ids(item, ids) for item in node]
     return node
-
-
-def load_model(path: Path) -> keras.Model:
-    """Load with Keras safe mode: a model file from a shared remote cannot run code here."""
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
-        raise ModelFileError(
-            f"{path}: cannot load model ({type(err).__name__}: {err}); restore it with "
-            f"`dvc checkout {path}` or retrain with `dvc repro -f train@{Path(path).stem}`"
-        ) from None
-
-
-def count_params(model: keras.Model) -> int:
-    return int(model.count_params())

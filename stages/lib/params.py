@@ -7,6 +7,7 @@ reports every problem at once as
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import re
@@ -69,6 +70,7 @@ class TrainParams:
     epochs: int
     batch_size: int
     patience: int
+    repeats: int = 1  # training runs per arch, seeds seed, seed + 1, ...
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,12 @@ class Params:
     lr_study: LrStudyParams
     report: ReportParams
     archs: dict[str, Arch]
+    studies: dict[str, dict[str, Any]]  # name -> {dotted key: value} overrides of this file
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """One training run per seed; the LR range test uses only the first."""
+        return tuple(self.seed + k for k in range(self.train.repeats))
 
     def arch(self, name: str) -> Arch:
         if name not in self.archs:
@@ -192,7 +200,7 @@ class _Checker:
 def parse_params(raw: Any) -> Params:
     """Validate the parsed YAML; raise ParamsError listing every problem."""
     c = _Checker()
-    top_keys = ("seed", "data", "lr_range", "train", "compute", "lr_study", "report", "archs")
+    top_keys = ("seed", "data", "lr_range", "train", "compute", "lr_study", "report", "archs", "studies")
     if not isinstance(raw, dict):
         c.fail("(top level)", "not a mapping", raw, f"a mapping with sections {', '.join(top_keys)}")
         raise ParamsError(c.problems)
@@ -217,11 +225,12 @@ def parse_params(raw: Any) -> Params:
         rule=c.choice(lr, "rule", "lr_range", tuple(RULES)),
     ) if lr is not None else None
 
-    t = c.section(raw, "train", ("epochs", "batch_size", "patience"))
+    t = c.section(raw, "train", ("epochs", "batch_size", "patience", "repeats"))
     train = TrainParams(
         epochs=c.number(t, "epochs", "train", integer=True, low=1),
         batch_size=c.number(t, "batch_size", "train", integer=True, low=1),
         patience=c.number(t, "patience", "train", integer=True, low=0),
+        repeats=c.number(t, "repeats", "train", integer=True, low=1),
     ) if t is not None else None
 
     cp = c.section(raw, "compute", ("steps_per_execution",))
@@ -238,10 +247,63 @@ def parse_params(raw: Any) -> Params:
     ) if r is not None else None
 
     archs = _archs(c, raw.get("archs"))
+    studies = _studies(c, raw) if not c.problems else {}
     if c.problems:
         raise ParamsError(c.problems)
     return Params(seed=seed, data=data, lr_range=lr_range, train=train, compute=compute, lr_study=lr_study,
-                  report=report, archs=archs)
+                  report=report, archs=archs, studies=studies)
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
+    """A copy of the parsed YAML with each dotted key (like `train.repeats`) set, as `dvc exp run -S` would."""
+    out = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for key in parents:
+            node = node[key]
+        node[leaf] = copy.deepcopy(value)
+    return out
+
+
+def _existing_key(raw: dict, dotted: str) -> bool:
+    node = raw
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _studies(c: _Checker, raw: dict) -> dict[str, dict[str, Any]]:
+    """Opt-in reruns of the pipeline with some keys of this file changed (`make studies`)."""
+    value = raw.get("studies", {})
+    expected = "a mapping of study names to {dotted.key: value} overrides, like five_seeds: {train.repeats: 5}"
+    if not isinstance(value, dict):
+        c.fail("studies", "not a mapping", value, expected)
+        return {}
+    studies = {}
+    for name, overrides in value.items():
+        path = f"studies.{name}"
+        if not isinstance(name, str) or not ARCH_NAME.fullmatch(name):
+            c.fail(path, "unsafe study name", name, "letters, digits, _ and - only")
+            continue
+        if not isinstance(overrides, dict) or not overrides:
+            c.fail(path, "not a non-empty mapping", overrides, expected)
+            continue
+        unknown = [key for key in overrides
+                   if not isinstance(key, str) or key.split(".")[0] == "studies" or not _existing_key(raw, key)]
+        for key in unknown:
+            c.fail(f"{path}.{key}", "not a key of params.yaml", key, "a dotted path to an existing key, like train.epochs")
+        if unknown:
+            continue
+        try:
+            parse_params({k: v for k, v in apply_overrides(raw, overrides).items() if k != "studies"})
+        except ParamsError as err:
+            c.problems += [problem.replace("params.yaml: ", f"params.yaml: {path}: ", 1) for problem in err.problems]
+            continue
+        studies[name] = dict(overrides)
+    return studies
 
 
 def _rates(c: _Checker, value: Any, key: str) -> tuple[float, ...]:
@@ -305,6 +367,9 @@ def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
         path = f"archs.{name}"
         if not isinstance(name, str) or not ARCH_NAME.fullmatch(name):
             c.fail(path, "unsafe architecture name", name, "letters, digits, _ and - only")
+            continue
+        if name == "logs":  # models/logs/ holds every arch's TensorBoard logs
+            c.fail(path, "reserved architecture name", name, "any other name")
             continue
         if not isinstance(spec, dict):
             c.fail(path, "not a mapping", spec, "a mapping like {hidden: [300, 100]}")

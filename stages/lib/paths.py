@@ -9,12 +9,26 @@ MODELS = Path("models")
 REPORTS = Path("reports")
 
 
-def model_file(arch: str) -> Path:
-    return MODELS / f"{arch}.keras"
+LOGS = MODELS / "logs"  # so no arch may be called "logs"
 
 
-def tensorboard_dir(arch: str) -> Path:
-    return MODELS / "logs" / arch
+def model_dir(arch: str) -> Path:
+    """One folder per arch (one DVC output): the kept model of each training seed."""
+    return MODELS / arch
+
+
+def model_file(arch: str, seed: int, folder: Path | None = None) -> Path:
+    return (folder or model_dir(arch)) / f"seed-{seed}.keras"
+
+
+def logs_dir(arch: str) -> Path:
+    """TensorBoard logs, apart from the models: their file names hold the time, so a retrain
+    that reproduces the same models must not change what evaluate depends on."""
+    return LOGS / arch
+
+
+def tensorboard_dir(arch: str, seed: int, folder: Path | None = None) -> Path:
+    return (folder or logs_dir(arch)) / f"seed-{seed}"
 
 
 def lr_range_csv(arch: str) -> Path:
@@ -43,15 +57,21 @@ def metrics_json(arch: str) -> Path:
     return REPORTS / "metrics" / f"{arch}.json"
 
 
+def errors_json(arch: str) -> Path:
+    """The first seed's confusion matrix and most confidently wrong test digits."""
+    return REPORTS / "errors" / f"{arch}.json"
+
+
 REPORT_MD = REPORTS / "report.md"
 FIGURES = REPORTS / "figures"
 LR_STUDY_JSON = REPORTS / "lr_study.json"
+STUDIES = REPORTS / "studies"
 
 # Where each arch has an output, as (folder, glob): the part of a name before the first dot is the arch.
 PER_ARCH_OUTPUTS = (
-    (MODELS, "*.keras"),
-    (MODELS / "logs", "*"),
-    *((REPORTS / folder, pattern) for folder in ("lr_range", "history", "train", "metrics", "timings")
+    (MODELS, "*/"),  # folders only: a user's file in models/ is not an arch's
+    (LOGS, "*/"),
+    *((REPORTS / folder, pattern) for folder in ("lr_range", "history", "train", "metrics", "errors", "timings")
       for pattern in ("*.json", "*.csv")),
 )
 
@@ -63,5 +83,5 @@ def stale_outputs(archs: Iterable[str], root: Path = Path(".")) -> list[Path]:
         entry
         for folder, pattern in PER_ARCH_OUTPUTS
         for entry in (root / folder).glob(pattern)
-        if not entry.name.startswith(".") and entry.name.split(".")[0] not in keep
+        if not entry.name.startswith(".") and entry.name.split(".")[0] not in keep and entry != root / LOGS
     )

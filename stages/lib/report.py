@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stages.lib.params import Params
+from stages.lib.stats import compare_all
 
 
 @dataclass(frozen=True)
@@ -12,8 +13,28 @@ class ArchResult:
     name: str
     hidden: tuple[int, ...]
     activation: str
-    metrics: dict  # reports/metrics/<arch>.json
+    metrics: dict  # reports/metrics/<arch>.json, plus the stages' timings
     lr_range: dict  # reports/lr_range/<arch>.json
+
+
+@dataclass(frozen=True)
+class Study:
+    """One opt-in rerun of the pipeline (`make studies`) with some params changed."""
+    name: str
+    overrides: dict  # dotted key -> value
+    results: list[ArchResult]  # archs whose study results match the current params
+    stale: list[str]  # archs with no result, or one made with other params
+    figure: str | None  # learning curves, when the study trains for more than one epoch
+
+
+ALPHA = 0.05
+
+
+def study_matches(expected: Params, made_with: Params, arch: str) -> bool:
+    """Whether a study's result for ``arch`` was made with the params it would be made with now."""
+    return (made_with.seed == expected.seed and made_with.data.val_size == expected.data.val_size
+            and made_with.lr_range == expected.lr_range and made_with.train == expected.train
+            and made_with.archs.get(arch) == expected.archs[arch])
 
 
 def pct(x: float) -> str:
@@ -25,31 +46,103 @@ def failed(result: ArchResult) -> str | None:
     return result.metrics.get("failed")
 
 
-def conclusion(results: list[ArchResult], tie_margin: float) -> list[str]:
-    """Best arch by test accuracy, and the smallest arch within ``tie_margin`` of it; failed archs apart."""
+def per_seed_accuracies(result: ArchResult) -> list[float]:
+    return [run["test_accuracy"] for run in result.metrics["seeds"].values() if "test_accuracy" in run]
+
+
+def accuracy_cell(m: dict) -> str:
+    """Mean test accuracy, ± the standard deviation over seeds when there are several."""
+    if m["test_accuracy_std"] is None:
+        return pct(m["test_accuracy"])
+    return f"{100 * m['test_accuracy']:.2f} ± {100 * m['test_accuracy_std']:.2f} %"
+
+
+def conclusion(results: list[ArchResult], tie_margin: float, alpha: float = ALPHA) -> list[str]:
+    """Which arch is best and which differences are real; failed archs apart.
+
+    With several seeds per arch, "real" means an exact permutation test on the per-seed
+    test accuracies, Holm-corrected over all pairs; with one seed, nothing can be ranked, so
+    the smallest arch within ``tie_margin`` of the best is named with that caveat.
+    """
     lines = [f"- **{r.name} failed**: {failed(r)}." for r in results if failed(r)]
     results = [r for r in results if not failed(r)]
     if not results:
         return lines + ["- No architecture produced a result."]
     best = max(results, key=lambda r: r.metrics["test_accuracy"])
+    repeats = min(len(per_seed_accuracies(r)) for r in results)
+    head = (f"- Best mean test accuracy over {repeats} seeds: **{best.name}**, {accuracy_cell(best.metrics)} "
+            f"({best.metrics['params']:,} parameters)." if repeats >= 2 else
+            f"- Best test accuracy: **{best.name}**, {pct(best.metrics['test_accuracy'])} "
+            f"({best.metrics['params']:,} parameters).")
+    if repeats >= 2:
+        return [head, *_significance(best, results, alpha), *lines]
+    return [head, *_within_margin(best, results, tie_margin), *lines,
+            "- Each number is one training run with one seed: accuracy moves by a few tenths of a point from "
+            "seed to seed, so differences this small rank nothing. `train.repeats` (or a study with it) gives "
+            "mean ± std and a significance test."]
+
+
+def _significance(best: ArchResult, results: list[ArchResult], alpha: float) -> list[str]:
+    tests = {(c.a, c.b): c for c in compare_all({r.name: per_seed_accuracies(r) for r in results}, alpha)}
+    below, level = [], []
+    for r in sorted(results, key=lambda r: -r.metrics["test_accuracy"]):
+        if r is best:
+            continue
+        c = tests.get((best.name, r.name)) or tests.get((r.name, best.name))
+        gap = 100 * (best.metrics["test_accuracy"] - r.metrics["test_accuracy"])
+        text = f"{r.name} ({gap:.2f} points lower, adjusted p = {c.p_adjusted:.3g})"
+        (below if c.significant else level).append((r, text))
+    lines = []
+    if below:
+        lines.append(f"- Below it by more than seed-to-seed noise: {', '.join(t for _, t in below)}.")
+    if level:
+        lines.append(f"- Not distinguishable from it at this number of seeds: {', '.join(t for _, t in level)}.")
+        smallest = min([best] + [r for r, _ in level], key=lambda r: r.metrics["params"])
+        if smallest is not best:
+            ratio = best.metrics["params"] / smallest.metrics["params"]
+            lines.append(f"- So the smallest network that does as well as the best, as far as these runs can tell, "
+                         f"is **{smallest.name}** ({smallest.metrics['params']:,} parameters, {ratio:.1f}x fewer "
+                         f"than {best.name}).")
+    else:
+        lines.append("- Every other architecture is below it by more than seed-to-seed noise.")
+    n_pairs = len(results) * (len(results) - 1) // 2
+    lines.append(f"- \"More than noise\" means: a two-sided exact permutation test on the per-seed test accuracies, "
+                 f"Holm-corrected over all {n_pairs} pairs, finds the difference at level {alpha:g}. "
+                 "\"Not distinguishable\" is not \"equal\": more seeds could still separate them.")
+    return lines
+
+
+def _within_margin(best: ArchResult, results: list[ArchResult], tie_margin: float) -> list[str]:
     best_acc = best.metrics["test_accuracy"]
     # The tolerance keeps a gap of exactly tie_margin inside despite float rounding.
     close = [r for r in results if best_acc - r.metrics["test_accuracy"] <= tie_margin + 1e-9]
     smallest = min(close, key=lambda r: r.metrics["params"])
-    lines.insert(0, f"- Best test accuracy: **{best.name}**, {pct(best_acc)} ({best.metrics['params']:,} parameters).")
     if smallest is best:
-        lines.append(f"- No smaller network comes within {100 * tie_margin:.2g} points of it.")
+        lines = [f"- No smaller network comes within {100 * tie_margin:.2g} points of it."]
     else:
         gap = best_acc - smallest.metrics["test_accuracy"]
         ratio = best.metrics["params"] / smallest.metrics["params"]
-        lines.append(
+        lines = [
             f"- Smallest network within {100 * tie_margin:.2g} points of it: **{smallest.name}**, "
             f"{pct(smallest.metrics['test_accuracy'])} ({gap * 100:.2f} points lower) with "
             f"{smallest.metrics['params']:,} parameters ({ratio:.1f}x fewer)."
-        )
+        ]
     others = ", ".join(r.name for r in close if r not in (best, smallest))
     if others:
         lines.append(f"- Also within {100 * tie_margin:.2g} points of the best: {others}.")
+    return lines
+
+
+def comparisons_table(results: list[ArchResult], alpha: float = ALPHA) -> list[str]:
+    """Every pair of archs: difference of mean test accuracy, raw and Holm-adjusted p."""
+    ok = [r for r in results if not failed(r)]
+    tests = compare_all({r.name: per_seed_accuracies(r) for r in ok}, alpha)
+    if not tests:
+        return []
+    lines = ["| pair | difference (points) | p | Holm-adjusted p | at level " + f"{alpha:g} |", "|---|---:|---:|---:|---|"]
+    for c in sorted(tests, key=lambda c: c.p_value):
+        verdict = "different" if c.significant else "not distinguishable"
+        lines.append(f"| {c.a} − {c.b} | {100 * c.difference:+.2f} | {c.p_value:.3g} | {c.p_adjusted:.3g} | {verdict} |")
     return lines
 
 
@@ -117,50 +210,156 @@ def _pick_cell(r: ArchResult) -> str:
     return f"{r.metrics['lr']:.3g} ({r.metrics['lr_chosen_by']})"
 
 
-def render_report(params: Params, results: list[ArchResult], lr_figure: str, rules_figure: str,
-                  study: dict | None = None) -> str:
-    m0 = results[0].metrics
-    lr, tr = params.lr_range, params.train
+def _layers(r: ArchResult) -> str:
+    return " → ".join(str(h) for h in r.hidden) + ("" if r.activation == "relu" else f" ({r.activation})")
+
+
+def results_table(results: list[ArchResult]) -> list[str]:
+    """One row per arch, best mean test accuracy first, failed archs last."""
+    several = any(r.metrics.get("repeats", 1) > 1 for r in results)
     lines = [
-        "# Which network learns best with its own tuned learning rate?",
-        "",
-        f"MNIST: {m0['n_train']:,} training, {params.data.val_size:,} validation and {m0['n_test']:,} test images. "
-        f"Each architecture gets an LR range test (SGD, batch {lr.batch_size}, rate from {lr.start_lr:g} "
-        f"multiplied by {lr.factor:g} per batch), then a fresh, identically initialised copy trains with "
-        f"plain SGD at the picked rate for up to {tr.epochs} epoch(s) (batch {tr.batch_size}, early stopping "
-        f"on validation loss with patience {tr.patience}, best epoch kept) and is scored on the test set. "
-        f"Seed {params.seed}. Generated by `dvc repro` from the files under `reports/`; do not edit by hand.",
-        "",
-        "## Results",
-        "",
-        "| arch | hidden layers | params | learning rate (picked by) | val accuracy | test accuracy | test loss | range test s | train s |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| arch | hidden layers | learning rate (picked by) | epochs run | val accuracy | test accuracy | test loss |"
+        + (" test accuracy per seed |" if several else ""),
+        "|---|---|---|---|---:|---:|---:|" + ("---|" if several else ""),
     ]
     for r in sorted(results, key=lambda r: (bool(failed(r)), -(r.metrics["test_accuracy"] or 0))):
         m = r.metrics
-        layers = " → ".join(str(h) for h in r.hidden) + ("" if r.activation == "relu" else f" ({r.activation})")
+        runs = list(m["seeds"].values())
+        epochs = sorted({run["epochs_run"] for run in runs})
+        epochs_cell = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
         scores = (f"— | **failed**: {failed(r)} | —" if failed(r) else
-                  f"{pct(m['val_accuracy'])} | **{pct(m['test_accuracy'])}** | {m['test_loss']:.4f}")
-        lines.append(
-            f"| {r.name} | {layers} | {m['params']:,} | {_pick_cell(r)} | {scores} | "
-            f"{m['lr_range_seconds']:.1f} | {m['train_seconds']:.1f} |"
-        )
-    lines += [
+                  f"{pct(m['val_accuracy'])} | **{accuracy_cell(m)}** | {m['test_loss']:.4f}")
+        row = f"| {r.name} | {_layers(r)} | {_pick_cell(r)} | {epochs_cell} | {scores} |"
+        if several:
+            row += " " + ", ".join(f"{100 * a:.2f}" for a in per_seed_accuracies(r)) + " |"
+        lines.append(row)
+    return lines
+
+
+def cost_table(results: list[ArchResult]) -> list[str]:
+    lines = [
+        "| arch | parameters | model file | range test s | training s per epoch | inference ms per 1,000 images |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(results, key=lambda r: r.metrics["params"]):
+        m = r.metrics
+        inference = "—" if m["inference_ms"] is None else f"{m['inference_ms']:.1f}"
+        lines.append(f"| {r.name} | {m['params']:,} | {m['size_bytes'] / 2**20:.2f} MiB | {m['lr_range_seconds']:.1f} | "
+                     f"{m['train_seconds_per_epoch']:.1f} | {inference} |")
+    return lines
+
+
+def _overrides_text(overrides: dict) -> str:
+    return ", ".join(f"`{key}={value}`" for key, value in overrides.items())
+
+
+def study_section(study: Study, tie_margin: float) -> list[str]:
+    lines = [
+        f"## Study `{study.name}`: {_overrides_text(study.overrides)}",
+        "",
+        f"`make studies` reran the whole pipeline in a scratch copy with {_overrides_text(study.overrides)} and "
+        f"everything else as above (same picked rates); its files are in `reports/studies/{study.name}/`.",
+        "",
+    ]
+    if study.stale:
+        lines += [f"_Not shown, study missing or made with other params (rerun `make studies`): "
+                  f"{', '.join(study.stale)}._", ""]
+    if not study.results:
+        return lines
+    lines += [*results_table(study.results), "", *conclusion(study.results, tie_margin), ""]
+    pairs = comparisons_table(study.results)
+    if pairs:
+        lines += ["All pairs (exact permutation test on the per-seed test accuracies):", "", *pairs, ""]
+    if study.figure:
+        lines += [f"![Learning curves, study {study.name}]({study.figure})", "",
+                  "Validation loss and accuracy per epoch (training loss dashed), one line per seed; the dot "
+                  "marks the epoch kept (lowest validation loss).", ""]
+    return lines
+
+
+def summary(studies: list[Study], tie_margin: float) -> list[str]:
+    """The headline from the study with the most seeds, when one has at least two."""
+    def repeats(study: Study) -> int:
+        return min((len(per_seed_accuracies(r)) for r in study.results if not failed(r)), default=0)
+    best = max(studies, key=repeats, default=None)
+    if best is None or repeats(best) < 2:
+        return []
+    return ["## Summary", "",
+            f"From study `{best.name}` ({repeats(best)} seeds per architecture; details below):", "",
+            *conclusion(best.results, tie_margin), ""]
+
+
+def render_report(params: Params, results: list[ArchResult], figures: dict[str, str],
+                  studies: list[Study] = (), lr_study: dict | None = None) -> str:
+    """The whole report. ``figures`` maps lr_range, lr_rules, digits, confusion and errors (unless every
+    arch failed) and curves (when training runs more than one epoch) to their relative paths."""
+    m0 = results[0].metrics
+    lr, tr = params.lr_range, params.train
+    seeds = params.seeds
+    seed_text = (f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}, one run each")
+    lines = [
+        "# Which network learns best with its own tuned learning rate?",
+        "",
+        f"MNIST: {m0['n_train']:,} training, {params.data.val_size:,} validation and {m0['n_test']:,} test images "
+        f"(a sample below). Each architecture gets an LR range test (SGD, batch {lr.batch_size}, rate from "
+        f"{lr.start_lr:g} multiplied by {lr.factor:g} per batch, seed {params.seed}), then fresh copies train with "
+        f"plain SGD at the picked rate for up to {tr.epochs} epoch(s) (batch {tr.batch_size}, early stopping on "
+        f"validation loss with patience {tr.patience}, best epoch kept; {seed_text}) and are scored on the test "
+        "set. Generated by `dvc repro` from the files under `reports/`; do not edit by hand.",
+        "",
+        f"![Sample test digits with their labels]({figures['digits']})",
+        "",
+        *summary(studies, params.report.tie_margin),
+        "## Results",
+        "",
+        *results_table(results),
         "",
         "## Conclusion",
         "",
         *conclusion(results, params.report.tie_margin),
-        f"- Each number is one training run with seed {params.seed}: a difference smaller than the spread "
-        "between seeds says nothing about the architectures.",
         "",
+    ]
+    pairs = comparisons_table(results)
+    if pairs:
+        lines += ["All pairs:", "", *pairs, ""]
+    if "curves" in figures:
+        lines += [f"![Learning curves]({figures['curves']})", "",
+                  "Validation loss and accuracy per epoch (training loss dashed), one line per seed; the dot "
+                  "marks the epoch kept.", ""]
+    for study in studies:
+        lines += study_section(study, params.report.tie_margin)
+    lines += [
+        "## Cost per architecture",
+        "",
+        *cost_table(results),
+        "",
+        "Wall-clock times of this run's stages on the machine that ran them (training includes the validation "
+        "pass after each epoch; inference is numpy on the .keras weights, batches of 1,000).",
+        "",
+    ]
+    if "confusion" in figures:  # absent when every arch failed
+        lines += [
+            "## Mistakes",
+            "",
+            f"![Confusion matrices]({figures['confusion']})",
+            "",
+            "Test-set confusion of each architecture's first-seed model (rows: true digit; only errors are coloured).",
+            "",
+            f"![Most confidently wrong test digits]({figures['errors']})",
+            "",
+            "The test digits each architecture gets most confidently wrong: true → predicted, and the probability "
+            "it gave the wrong digit.",
+            "",
+        ]
+    lines += [
         "## LR range tests",
         "",
-        f"![LR range test curves]({lr_figure})",
+        f"![LR range test curves]({figures['lr_range']})",
         "",
         "Loss of every batch (faint) and its smoothed curve against the rate, log scale; the marker is the "
         "rate training used. Rows after the stop are not used to pick.",
         "",
-        f"![Each rule's pick on each curve]({rules_figure})",
+        f"![Each rule's pick on each curve]({figures['lr_rules']})",
         "",
         "Per architecture: where the sweep stopped and where each rule points; the rule training used is "
         "drawn larger, outlined.",
@@ -177,6 +376,6 @@ def render_report(params: Params, results: list[ArchResult], lr_figure: str, rul
         ]
         lowest = "— | —" if s["min_smoothed_loss"] is None else f"{s['min_smoothed_loss']:.4f} | {s['lr_at_min']:.3g}"
         lines.append(f"| {r.name} | {s['steps']} | {s['stop_reason']} | {lowest} | " + " | ".join(picks) + " |")
-    if study is not None:
-        lines += ["", *lr_study_section(params, study)]
+    if lr_study is not None:
+        lines += ["", *lr_study_section(params, lr_study)]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -1,0 +1,343 @@
+"""Saved models, scored without TensorFlow: read a .keras file with zipfile + json + h5py, predict in numpy.
+
+Importing TensorFlow costs seconds per process; the evaluate stage only needs the
+forward pass of our one model shape (see keras_model.build_model):
+
+    Input((28, 28)) -> Flatten -> Dense(h, activation) per hidden layer -> Dense(10, softmax)
+
+A .keras file is a zip of config.json (the layers), metadata.json and
+model.weights.h5, where the i-th Dense layer of config.json keeps its kernel
+(in, out) and bias at ``layers/dense/vars/{0,1}``, ``layers/dense_1/vars/{0,1}``, ...
+(Keras names the groups after the layer class, numbered in order; the group's
+``vars`` carries the layer's own name as an attribute, which is checked too).
+
+Loading only reads JSON and arrays: nothing is unpickled or deserialised into
+objects, so a file from a shared remote cannot run code. Anything that is not
+exactly that model shape is refused with ModelFileError rather than guessed at.
+
+The activations follow Keras 3.15 on the TensorFlow backend, in float32:
+gelu is the exact erf form (Keras' default approximate=False), leaky_relu has
+negative_slope 0.2, selu uses TensorFlow's constants, swish (saved as "silu") is x * sigmoid(x).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+CONFIG_ENTRY = "config.json"
+WEIGHTS_ENTRY = "model.weights.h5"
+MAX_ENTRY_BYTES = 1 << 30  # no model of this study comes near; a bigger entry is not one of ours
+OUTPUT_ACTIVATION = "softmax"
+SAVED_ALIASES = {"silu": "swish"}  # Keras saves activation="swish" as "silu", its function's own name
+
+_F32 = np.float32
+_SELU_ALPHA = _F32(1.6732632423543772848170429916717)  # TensorFlow's (Eigen's) constants
+_SELU_SCALE = _F32(1.0507009873554804934193349852946)
+_LEAKY_SLOPE = _F32(0.2)  # keras.activations.leaky_relu default negative_slope
+_SQRT_HALF = _F32(math.sqrt(0.5))
+# erfc(z) = t * exp(-z^2 + P(t)), t = 1 / (1 + z/2), z >= 0: Numerical Recipes' erfcc (Chebyshev fit,
+# relative error < 1.2e-7). In float32 the rounding of z^2 adds a relative error of about z^2 * 1e-7 (only
+# seen where erfc < 1e-4), so erfc is within 3.2e-7 absolute everywhere (~1 ulp of 2) and gelu within
+# 1.3e-7 * max(|gelu(x)|, 1) (measured against math.erfc). Coefficients from the highest power down.
+_ERFC_COEFFS = tuple(_F32(c) for c in (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807,
+                                       -0.18628806, 0.09678418, 0.37409196, 1.00002368, -1.26551223))
+
+
+class ModelFileError(Exception):
+    pass
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, _F32(0))
+
+
+def _leaky_relu(x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x, x * _LEAKY_SLOPE)
+
+
+def _elu(x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x, np.expm1(np.minimum(x, _F32(0))))
+
+
+def _selu(x: np.ndarray) -> np.ndarray:
+    return _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, _F32(0))))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) without overflow: exp only ever sees -|x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, _F32(1), e) / (_F32(1) + e)
+
+
+def _swish(x: np.ndarray) -> np.ndarray:
+    return x * _sigmoid(x)
+
+
+def _tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x)
+
+
+def _erfc_abs(z: np.ndarray) -> np.ndarray:
+    """erfc(z) for z >= 0, float32, relative error ~1e-7 (see _ERFC_COEFFS)."""
+    t = z * _F32(0.5)
+    t += _F32(1)
+    np.reciprocal(t, out=t)
+    p = t * _ERFC_COEFFS[0]
+    for c in _ERFC_COEFFS[1:-1]:
+        p += c
+        p *= t
+    p += _ERFC_COEFFS[-1]
+    p -= z * z
+    np.exp(p, out=p)
+    p *= t
+    return p
+
+
+def erfc(x: np.ndarray) -> np.ndarray:
+    """Complementary error function of a float32 array (numpy has none)."""
+    x = np.asarray(x, dtype=_F32)
+    out = _erfc_abs(np.abs(x))
+    np.subtract(_F32(2), out, out=out, where=x < 0)
+    return out
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """Exact gelu as TensorFlow computes it: 0.5 * x * erfc(-x / sqrt(2))."""
+    out = _erfc_abs(np.abs(x) * _SQRT_HALF)  # erfc(|x|/sqrt2) = erfc(-x/sqrt2) where x <= 0
+    np.subtract(_F32(2), out, out=out, where=x > 0)
+    out *= x
+    out *= _F32(0.5)
+    return out
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
+
+
+ACTIVATION_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "relu": _relu,
+    "elu": _elu,
+    "selu": _selu,
+    "gelu": _gelu,
+    "tanh": _tanh,
+    "sigmoid": _sigmoid,
+    "swish": _swish,
+    "leaky_relu": _leaky_relu,
+    "softmax": _softmax,
+}
+
+
+@dataclass(frozen=True, eq=False)  # eq on arrays would be ambiguous: identity is what == means here
+class Mlp:
+    """Flatten, then Dense layers applied in order: activation(x @ kernel + bias)."""
+
+    layers: tuple[tuple[np.ndarray, np.ndarray, str], ...]  # (kernel (in, out), bias (out,), activation)
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ValueError("no Dense layers")
+        width = None
+        for i, (kernel, bias, activation) in enumerate(self.layers):
+            if activation not in ACTIVATION_FUNCTIONS:
+                raise ValueError(f"layer {i}: unknown activation {activation!r}")
+            if kernel.ndim != 2 or kernel.dtype != _F32 or bias.dtype != _F32 or bias.shape != kernel.shape[1:]:
+                raise ValueError(f"layer {i}: kernel {kernel.shape} {kernel.dtype} and bias {bias.shape} "
+                                 f"{bias.dtype} are not float32 (in, out) and (out,)")
+            if width is not None and kernel.shape[0] != width:
+                raise ValueError(f"layer {i}: kernel {kernel.shape} does not take the {width} outputs before it")
+            width = kernel.shape[1]
+
+    @property
+    def input_size(self) -> int:
+        return int(self.layers[0][0].shape[0])
+
+    @property
+    def output_size(self) -> int:
+        return int(self.layers[-1][0].shape[1])
+
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """float32 outputs (n, output_size) for images x (n, ...) in [0, 1], batch_size rows at a time."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+        x = np.asarray(x, dtype=_F32)
+        n = len(x)
+        size = math.prod(x.shape[1:])
+        if size != self.input_size:
+            raise ValueError(f"images of shape {x.shape[1:]} have {size} values; the model takes {self.input_size}")
+        out = np.empty((n, self.output_size), dtype=_F32)
+        for start in range(0, n, batch_size):
+            h = x[start:start + batch_size].reshape(-1, size)
+            for kernel, bias, activation in self.layers:
+                h = h @ kernel
+                h += bias
+                h = ACTIVATION_FUNCTIONS[activation](h)
+            out[start:start + batch_size] = h
+        return out
+
+    def count_params(self) -> int:
+        return sum(int(kernel.size + bias.size) for kernel, bias, _ in self.layers)
+
+
+class _Bad(Exception):
+    """What is wrong with the file, for ModelFileError."""
+
+
+def load_mlp(path: Path) -> Mlp:
+    """The model saved at path (models/<arch>/seed-<n>.keras), or ModelFileError saying how to restore it."""
+    path = Path(path)
+    try:
+        return _load(path)
+    except _Bad as err:
+        what = str(err)
+    except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile,
+            zlib.error) as err:
+        what = f"{type(err).__name__}: {err}"
+    raise ModelFileError(
+        f"{path}: cannot load model ({what}); restore it with `dvc checkout {path.parent}` "
+        f"or retrain with `dvc repro -f train@{path.parent.name}`"
+    )
+
+
+def _load(path: Path) -> Mlp:
+    with open(path, "rb") as f:  # FileNotFoundError, IsADirectoryError, ... are reported as they are
+        if not zipfile.is_zipfile(f):
+            raise _Bad("not a zip file, so not a .keras model")
+        with zipfile.ZipFile(f) as archive:
+            config = json.loads(_read_entry(archive, CONFIG_ENTRY))
+            weights = _read_entry(archive, WEIGHTS_ENTRY)
+    input_size, denses = _dense_configs(config)
+    with h5py.File(io.BytesIO(weights), "r") as h5:
+        layers = []
+        for i, dense in enumerate(denses):
+            layers.append(_dense_weights(h5, i, dense, layers[-1][0].shape[1] if layers else input_size))
+        known = {"flatten", *(_h5_name(i) for i in range(len(denses)))}
+        extra = sorted(set(_child(h5, "layers", h5py.Group).keys()) - known)
+        if extra:
+            raise _Bad(f"{WEIGHTS_ENTRY} has weights for layers {', '.join(extra)} that config.json does not have")
+    try:
+        return Mlp(tuple(layers))
+    except ValueError as err:
+        raise _Bad(str(err)) from None
+
+
+def _read_entry(archive: zipfile.ZipFile, name: str) -> bytes:
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise _Bad(f"no {name} in the archive") from None
+    if info.file_size > MAX_ENTRY_BYTES:
+        raise _Bad(f"{name} is {info.file_size} bytes, more than any model of this study")
+    return archive.read(info)
+
+
+def _h5_name(i: int) -> str:
+    return "dense" if i == 0 else f"dense_{i}"
+
+
+def _dense_configs(config: object) -> tuple[int, list[dict]]:
+    """(values per image, the Dense layers' configs) of Input -> Flatten -> Dense ... -> Dense(softmax)."""
+    if not isinstance(config, dict) or config.get("class_name") != "Sequential":
+        raise _Bad("config.json is not a Sequential model")
+    layers = config.get("config", {}).get("layers") if isinstance(config.get("config"), dict) else None
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
+        raise _Bad("config.json has no list of layers")
+    classes = [layer.get("class_name") for layer in layers]
+    for cls in classes:
+        if cls not in ("InputLayer", "Flatten", "Dense"):
+            raise _Bad(f"layer class {cls!r} in config.json; only InputLayer, Flatten and Dense are supported")
+    if len(classes) < 3 or classes[:2] != ["InputLayer", "Flatten"] or set(classes[2:]) != {"Dense"}:
+        raise _Bad(f"layers {classes} are not InputLayer, Flatten, then Dense layers")
+    input_config, flatten_config = (_layer_config(layer) for layer in layers[:2])
+    shape = input_config.get("batch_shape")
+    if not (isinstance(shape, list) and len(shape) >= 2 and shape[0] is None
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])):
+        raise _Bad(f"input shape {shape!r} is not [null, positive sizes ...]")
+    if flatten_config.get("data_format") != "channels_last":
+        raise _Bad(f"Flatten data_format {flatten_config.get('data_format')!r} is not 'channels_last'")
+    denses = [_layer_config(layer) for layer in layers[2:]]
+    for i, dense in enumerate(denses):
+        name = dense.get("name")
+        activation = dense.get("activation")
+        activation = SAVED_ALIASES.get(activation, activation) if isinstance(activation, str) else activation
+        if activation not in ACTIVATION_FUNCTIONS:
+            raise _Bad(f"Dense layer {name!r} has activation {activation!r}; supported: "
+                       f"{', '.join(ACTIVATION_FUNCTIONS)}")
+        if dense.get("use_bias") is not True:
+            raise _Bad(f"Dense layer {name!r} has use_bias {dense.get('use_bias')!r}, not true")
+        for key in ("quantization_config", "lora_rank"):
+            if dense.get(key):
+                raise _Bad(f"Dense layer {name!r} has {key} {dense[key]!r}; only plain float layers are supported")
+        dtype = dense.get("dtype", "float32")
+        dtype = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+        if dtype != "float32":
+            raise _Bad(f"Dense layer {name!r} computes in {dtype!r}, not float32")
+        units = dense.get("units")
+        if not (isinstance(units, int) and not isinstance(units, bool) and units > 0):
+            raise _Bad(f"Dense layer {name!r} has units {units!r}")
+        denses[i] = {**dense, "activation": activation}
+    if denses[-1]["activation"] != OUTPUT_ACTIVATION:
+        raise _Bad(f"the output layer's activation is {denses[-1]['activation']!r}, not {OUTPUT_ACTIVATION!r}")
+    return math.prod(shape[1:]), denses
+
+
+def _layer_config(layer: dict) -> dict:
+    config = layer.get("config")
+    if not isinstance(config, dict):
+        raise _Bad(f"{layer.get('class_name')} layer has no config")
+    return config
+
+
+def _child(parent: h5py.Group, name: str, kind: type) -> h5py.Group | h5py.Dataset:
+    """parent[name], which must be a group or dataset kept in this file itself (no links to other files)."""
+    where = f"{WEIGHTS_ENTRY} {parent.name.lstrip('/')}/{name}".replace(" /", " ")
+    link = parent.get(name, getlink=True)
+    if link is None:
+        raise _Bad(f"{where} is missing")
+    if not isinstance(link, h5py.HardLink):
+        raise _Bad(f"{where} is a {type(link).__name__}, not data in the file")
+    node = parent[name]
+    if not isinstance(node, kind):
+        raise _Bad(f"{where} is not a {kind.__name__}")
+    if isinstance(node, h5py.Dataset) and (node.is_virtual or node.external):
+        raise _Bad(f"{where} keeps its data outside the file")
+    return node
+
+
+def _dense_weights(h5: h5py.File, i: int, dense: dict, inputs: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """(kernel, bias, activation) of the i-th Dense layer, which takes `inputs` values."""
+    name = dense.get("name")
+    key = f"layers/{_h5_name(i)}/vars"
+    group = _child(_child(_child(h5, "layers", h5py.Group), _h5_name(i), h5py.Group), "vars", h5py.Group)
+    saved_name = group.attrs.get("name")
+    if isinstance(saved_name, bytes):
+        saved_name = saved_name.decode()
+    if saved_name is not None and saved_name != name:
+        raise _Bad(f"{WEIGHTS_ENTRY} {key} belongs to layer {saved_name!r}, not {name!r}")
+    if sorted(group.keys()) != ["0", "1"]:
+        raise _Bad(f"{WEIGHTS_ENTRY} {key} holds {sorted(group.keys())}, not a kernel 0 and a bias 1")
+    arrays = []
+    for part in ("0", "1"):
+        data = _child(group, part, h5py.Dataset)
+        if data.dtype.kind != "f":
+            raise _Bad(f"{WEIGHTS_ENTRY} {key}/{part} of layer {name!r} is not a float array")
+        arrays.append(np.asarray(data[()], dtype=_F32))
+    kernel, bias = arrays
+    units = dense["units"]
+    if kernel.shape != (inputs, units) or bias.shape != (units,):
+        raise _Bad(f"layer {name!r} has kernel {kernel.shape} and bias {bias.shape}; "
+                   f"expected ({inputs}, {units}) and ({units},)")
+    kernel.setflags(write=False)
+    bias.setflags(write=False)
+    return kernel, bias, dense["activation"]

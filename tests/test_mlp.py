@@ -1,0 +1,271 @@
+"""stages.lib.mlp: saved models scored in numpy give Keras' numbers, and damaged files say how to restore them.
+
+Keras is imported here only to build, save and run the reference models; the
+module under test must not import it (checked in a fresh interpreter).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import h5py  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from stages.lib import keras_model as km  # noqa: E402
+from stages.lib.mlp import ACTIVATION_FUNCTIONS, Mlp, ModelFileError, erfc, load_mlp  # noqa: E402
+from stages.lib.params import ACTIVATIONS, Arch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 3
+HIDDEN = (8, 6)
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 28, 28), dtype=np.float32)
+
+
+def saved(folder: Path, arch: Arch, seed: int = SEED) -> tuple[keras.Model, Path]:
+    """A freshly built model and where save_model put it (folder/<arch>/seed-<seed>.keras)."""
+    model = km.build_model(arch, seed)
+    path = folder / arch.name / f"seed-{seed}.keras"
+    km.save_model(model, path)
+    return model, path
+
+
+def assert_matches_keras(model: keras.Model, path: Path, x: np.ndarray, **predict_kwargs) -> None:
+    mlp = load_mlp(path)
+    got = mlp.predict(x, **predict_kwargs)
+    want = model.predict(x, verbose=0)
+    assert got.dtype == np.float32 and got.shape == want.shape == (len(x), 10)
+    assert np.abs(got - want).max() < 1e-5
+    assert np.array_equal(got.argmax(axis=1), want.argmax(axis=1))
+    assert mlp.count_params() == model.count_params()
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory) -> tuple[keras.Model, Path]:
+    return saved(tmp_path_factory.mktemp("models"), Arch("base", HIDDEN, "relu"))
+
+
+# --- numbers -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_predict_matches_keras_for_every_activation(tmp_path, activation):
+    model, path = saved(tmp_path, Arch(f"net-{activation}", HIDDEN, activation))
+    assert_matches_keras(model, path, images(64))
+    assert load_mlp(path).layers[0][2] == activation
+
+
+def test_every_allowed_activation_is_supported():
+    assert set(ACTIVATIONS) | {"softmax"} == set(ACTIVATION_FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", [*ACTIVATIONS, "softmax"])
+def test_activation_matches_keras_over_a_wide_range(name):
+    """Float32 agreement well beyond what random init reaches, including the tails and 0."""
+    x = np.concatenate([np.linspace(-40, 40, 80_000, dtype=np.float32),
+                        np.float32([0, -0.0, 1e-8, -1e-8, 1e-4, -1e-4, 88, -88, 200, -200])]).reshape(-1, 10)
+    want = keras.ops.convert_to_numpy(keras.activations.get(name)(x)).astype(np.float64)
+    got = ACTIVATION_FUNCTIONS[name](x.copy())
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    # a few float32 ulps of the larger of |value| and 1 (TensorFlow's own exp/erfc are not correctly rounded)
+    assert np.all(np.abs(got - want) <= 1e-6 * np.maximum(np.abs(want), 1))
+
+
+def test_erfc_is_float32_accurate():
+    """About 1 ulp absolute; relative error grows like z**2 * 1e-7 only far in the tail."""
+    z = np.linspace(-6, 9, 15_001, dtype=np.float32)  # erfc(9.1) is no longer a normal float32
+    want = np.array([math.erfc(float(v)) for v in z])
+    got = erfc(z)
+    assert got.dtype == np.float32
+    assert np.abs(got - want).max() < 4e-7
+    assert np.all(np.abs(got - want) / want < 1e-7 * (10 + z.astype(np.float64) ** 2))
+
+
+def test_deeper_model_and_batches_that_do_not_divide_n(tmp_path):
+    model, path = saved(tmp_path, Arch("deep4", (12, 10, 8, 6), "tanh"))
+    x = images(37, seed=1)
+    assert_matches_keras(model, path, x, batch_size=10)
+    mlp = load_mlp(path)
+    assert len(mlp.layers) == 5
+    assert [k.shape for k, _, _ in mlp.layers] == [(784, 12), (12, 10), (10, 8), (8, 6), (6, 10)]
+    assert [a for _, _, a in mlp.layers] == ["tanh"] * 4 + ["softmax"]
+    whole = mlp.predict(x)  # BLAS may sum in another order for other batch sizes: equal to float32 rounding
+    np.testing.assert_allclose(mlp.predict(x, batch_size=10), whole, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(mlp.predict(x, batch_size=1), whole, rtol=0, atol=1e-6)
+    assert mlp.predict(x[:0]).shape == (0, 10)
+
+
+def test_single_hidden_layer(tmp_path):
+    model, path = saved(tmp_path, Arch("one", (8,), "gelu"))
+    assert_matches_keras(model, path, images(20, seed=2), batch_size=7)
+
+
+def test_weights_come_from_the_layer_they_belong_to(base_model):
+    """layers/dense, dense_1, ... in the h5 are the Dense layers in config order."""
+    model, path = base_model
+    mlp = load_mlp(path)
+    for (kernel, bias, _), layer in zip(mlp.layers, model.layers[1:], strict=True):
+        assert np.array_equal(kernel, layer.kernel.numpy()) and np.array_equal(bias, layer.bias.numpy())
+
+
+def test_predict_rejects_images_of_the_wrong_size(base_model):
+    with pytest.raises(ValueError, match="784"):
+        load_mlp(base_model[1]).predict(np.zeros((2, 27, 28), np.float32))
+
+
+def test_mlp_checks_its_layers():
+    k = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="does not take"):
+        Mlp(((k, np.zeros(3, np.float32), "relu"), (k, np.zeros(3, np.float32), "softmax")))
+    with pytest.raises(ValueError, match="unknown activation"):
+        Mlp(((k, np.zeros(3, np.float32), "mish"),))
+
+
+# --- damaged files -----------------------------------------------------------------------------------------
+
+
+def rewrite(src: Path, dst: Path, change) -> Path:
+    """Copy the .keras zip src to dst with change(name, data) -> bytes or None (drop the entry)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            data = change(name, zin.read(name))
+            if data is not None:
+                zout.writestr(name, data)
+    return dst
+
+
+def edit_config(src: Path, dst: Path, edit) -> Path:
+    def change(name, data):
+        if name != "config.json":
+            return data
+        config = json.loads(data)
+        edit(config["config"]["layers"])
+        return json.dumps(config).encode()
+    return rewrite(src, dst, change)
+
+
+def edit_weights(src: Path, dst: Path, edit) -> Path:
+    def change(name, data):
+        if name != "model.weights.h5":
+            return data
+        buffer = io.BytesIO(data)
+        with h5py.File(buffer, "r+") as h5:
+            edit(h5)
+        return buffer.getvalue()
+    return rewrite(src, dst, change)
+
+
+def conv2d(layers):
+    layers.insert(2, {"class_name": "Conv2D", "module": "keras.layers", "registered_name": None,
+                      "config": {"name": "conv", "filters": 4, "kernel_size": [3, 3], "activation": "relu"}})
+
+
+def set_dense(key, value, index=0):
+    def edit(layers):
+        layers[2 + index]["config"][key] = value
+    return edit
+
+
+def write(dst: Path, data: bytes) -> Path:
+    dst.write_bytes(data)
+    return dst
+
+
+def link_kernel_elsewhere(h5):
+    del h5["layers/dense_1/vars/0"]
+    h5["layers/dense_1/vars/0"] = h5py.ExternalLink("/tmp/elsewhere.h5", "/kernel")
+
+
+def reshape_kernel(h5):
+    del h5["layers/dense_1/vars/0"]
+    h5["layers/dense_1/vars/0"] = np.zeros((7, 6), np.float32)
+
+
+DAMAGE = {
+    "random bytes": lambda src, dst: write(dst, np.random.default_rng(0).bytes(4096)),
+    "empty file": lambda src, dst: write(dst, b""),
+    "no weights": lambda src, dst: rewrite(src, dst, lambda n, d: None if n == "model.weights.h5" else d),
+    "no config": lambda src, dst: rewrite(src, dst, lambda n, d: None if n == "config.json" else d),
+    "config not json": lambda src, dst: rewrite(src, dst, lambda n, d: b"{oops" if n == "config.json" else d),
+    "conv2d layer": lambda src, dst: edit_config(src, dst, conv2d),
+    "unknown activation": lambda src, dst: edit_config(src, dst, set_dense("activation", "mish")),
+    "activation object": lambda src, dst: edit_config(src, dst, set_dense("activation", {"class_name": "X"})),
+    "no bias": lambda src, dst: edit_config(src, dst, set_dense("use_bias", False)),
+    "units disagree": lambda src, dst: edit_config(src, dst, set_dense("units", 9)),
+    "output not softmax": lambda src, dst: edit_config(src, dst, set_dense("activation", "relu", index=2)),
+    "truncated h5": lambda src, dst: rewrite(src, dst, lambda n, d: d[:len(d) // 2] if n == "model.weights.h5" else d),
+    "missing kernel": lambda src, dst: edit_weights(src, dst, lambda h5: h5.__delitem__("layers/dense_1/vars/0")),
+    "missing layer": lambda src, dst: edit_weights(src, dst, lambda h5: h5.__delitem__("layers/dense_2")),
+    "kernels do not chain": lambda src, dst: edit_weights(src, dst, reshape_kernel),
+    "link to another file": lambda src, dst: edit_weights(src, dst, link_kernel_elsewhere),
+    "missing file": lambda src, dst: dst,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_file_says_how_to_restore_it(tmp_path, base_model, damage):
+    path = tmp_path / "base" / "seed-3.keras"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    DAMAGE[damage](base_model[1], path)
+    with pytest.raises(ModelFileError) as info:
+        load_mlp(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot load model (")
+    assert message.endswith(f"; restore it with `dvc checkout {path.parent}` or retrain with `dvc repro -f train@base`")
+
+
+def test_messages_say_what_is_wrong(tmp_path, base_model):
+    src = base_model[1]
+    cases = {
+        "conv2d layer": "'Conv2D'",
+        "no weights": "no model.weights.h5",
+        "unknown activation": "'mish'",
+        "no bias": "use_bias False",
+        "kernels do not chain": "(7, 6)",
+        "random bytes": "not a zip",
+        "missing layer": "layers/dense_2 is missing",
+        "link to another file": "ExternalLink",
+    }
+    for damage, expected in cases.items():
+        folder = tmp_path / damage.replace(" ", "-")
+        folder.mkdir()
+        path = DAMAGE[damage](src, folder / "seed-1.keras")
+        with pytest.raises(ModelFileError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+            load_mlp(path)
+
+
+def test_intact_copy_still_loads(tmp_path, base_model):
+    """The damage helpers themselves keep a good file good."""
+    copy = rewrite(base_model[1], tmp_path / "base" / "seed-1.keras", lambda n, d: d)
+    assert load_mlp(copy).count_params() == base_model[0].count_params()
+
+
+# --- no TensorFlow -----------------------------------------------------------------------------------------
+
+
+def test_importing_mlp_does_not_import_tensorflow():
+    code = ("import stages.lib.mlp, sys; "
+            "assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_loading_and_predicting_does_not_import_tensorflow(base_model):
+    code = ("import sys, numpy as np; from pathlib import Path; from stages.lib.mlp import load_mlp; "
+            f"p = load_mlp(Path({str(base_model[1])!r})).predict(np.zeros((3, 28, 28), np.float32)); "
+            "assert p.shape == (3, 10); "
+            "assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
