@@ -60,10 +60,20 @@ def main() -> None:
         clone = Path(tmp) / "project"
         subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
         shutil.copytree(RAW_DIR, clone / RAW_DIR)
+        # "Data already downloaded": the download stage copies and verifies a local copy
+        # instead of going to the network, which would time the network.
+        local = Path(tmp) / "mnist"
+        shutil.copytree(RAW_DIR, local)
+        params = yaml.safe_load((clone / "params.yaml").read_text())
+        params["data"]["sources"].insert(0, {"local": str(local)})
+        (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-        print("bench: (a) the notebook way ...", flush=True)
-        a_s, a_mib, a_log = measured([sys.executable, "-m", "bench.notebook"], clone)
-        print(a_log, end="")
+        if "--pipeline-only" in sys.argv:  # for trying a change: (b) alone
+            a_s, a_mib = float("nan"), 0
+        else:
+            print("bench: (a) the notebook way ...", flush=True)
+            a_s, a_mib, a_log = measured([sys.executable, "-m", "bench.notebook"], clone)
+            print(a_log, end="")
         print("bench: (b) dvc repro -f ...", flush=True)
         b_s, b_mib, b_log = measured([dvc, "repro", "-f"], clone)
         noop_s, _, _ = measured([dvc, "repro"], clone)

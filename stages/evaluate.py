@@ -14,7 +14,7 @@ import time
 from stages.lib import paths
 from stages.lib.atomic import write_json
 from stages.lib.cli import StageError, arch_name, read_json, run
-from stages.lib.data import DataError, load_prepared, part_size
+from stages.lib.data import DataError, load_prepared, part_size, scale
 from stages.lib.mlp import ModelFileError, load_mlp
 from stages.lib.params import load_params
 from stages.lib.scoring import confident_errors, confusion_matrix, scores
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
             # A failed arch has no result: no accuracy is written rather than a meaningless one.
             for part in ("val", "test"):
                 started = time.perf_counter()
-                probs = models[seed].predict(data[part][0])
+                probs = models[seed].predict(scale(data[part][0]))
                 if part == "test":
                     seconds += time.perf_counter() - started
                 for key, value in scores(probs, data[part][1]).items():

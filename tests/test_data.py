@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stages.lib.data import (PARTS, DataError, Split, load_prepared, load_split, part_size, read_raw, save_prepared,
-                             split_train_val)
+                             scale, split_train_val)
 from stages.lib.idx import IdxError, encode_idx
 from stages.lib.params import IDX_FILES
 
@@ -74,20 +74,23 @@ def test_saved_files_are_plain_npy_with_the_original_dtype(tmp_path, parts):
     np.testing.assert_array_equal(x, parts["val"].x)
 
 
-def test_load_prepared_scales_and_casts(tmp_path, parts):
-    parts["train"].x[0, 0, 0] = 255
+def test_load_prepared_keeps_uint8_images_and_casts_labels(tmp_path, parts):
     save_prepared(parts, tmp_path)
     loaded = load_prepared(tmp_path)
     assert set(loaded) == set(PARTS)
     for part in PARTS:
         x, y = loaded[part]
-        assert x.dtype == np.float32 and y.dtype == np.int32
-        assert x.shape == parts[part].x.shape and y.shape == parts[part].y.shape
-        assert x.min() >= 0.0 and x.max() <= 1.0
-        np.testing.assert_allclose(x, parts[part].x / 255.0, rtol=1e-6)
+        assert x.dtype == np.uint8 and y.dtype == np.int32
+        np.testing.assert_array_equal(x, parts[part].x)
         np.testing.assert_array_equal(y, parts[part].y)
-    assert loaded["train"][0][0, 0, 0] == 1.0
-    assert loaded["val"][0][0, 0, 0] == 0.0
+
+
+def test_scale_maps_pixels_to_float32_in_zero_one():
+    x = np.array([[0, 1, 128, 255]], dtype=np.uint8)
+    scaled = scale(x)
+    assert scaled.dtype == np.float32
+    np.testing.assert_array_equal(scaled, np.array([[0, 1, 128, 255]], dtype=np.float32) / np.float32(255))
+    assert scaled.max() == 1.0
 
 
 def test_a_stage_loads_only_the_parts_it_asks_for(tmp_path, parts):

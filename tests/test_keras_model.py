@@ -16,8 +16,10 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import tiny_mnist
+from stages.lib.data import scale
 from stages.lib import keras_model as km
 from stages.lib.lr_finder import exponential_lrs, smooth
 from stages.lib.params import Arch, ComputeParams, LrRangeParams, TrainParams
@@ -226,6 +228,32 @@ def test_sweep_does_not_change_the_model_built_for_training(xy):
 
 
 # --- training ----------------------------------------------------------------------------------
+
+
+def batch_arrays(ds) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in ds))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_batches_of_uint8_images_are_the_scaled_float_batches():
+    arrays = tiny_mnist(n_train=100, n_test=10, seed=5)
+    x, y = arrays["x_train"], arrays["y_train"].astype(np.int32)
+    from_uint8 = batch_arrays(km.batches(x, y, 16, shuffle_seed=3))
+    from_float = batch_arrays(km.batches(scale(x), y, 16, shuffle_seed=3))
+    assert from_uint8[0].dtype == np.float32
+    np.testing.assert_array_equal(from_uint8[0], from_float[0])
+    np.testing.assert_array_equal(from_uint8[1], from_float[1])
+
+
+def test_batches_come_in_the_order_shuffling_the_images_themselves_gives():
+    """Shuffling indices must not change which images a batch holds: results stay as before."""
+    arrays = tiny_mnist(n_train=100, n_test=10, seed=5)
+    x, y = scale(arrays["x_train"]), arrays["y_train"].astype(np.int32)
+    keras.utils.set_random_seed(7)
+    ours = km.batches(x, y, 16, shuffle_seed=3)
+    shuffled_images = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=3).batch(16)
+    for _ in range(2):  # and again on the next epoch's reshuffle
+        np.testing.assert_array_equal(batch_arrays(ours)[0], batch_arrays(shuffled_images)[0])
 
 
 def test_train_returns_one_row_per_epoch_and_keeps_the_best_epoch(split, tmp_path):

@@ -70,12 +70,20 @@ def part_size(part: str, folder: Path = PREPARED_DIR) -> int:
 
 
 def load_prepared(folder: Path = PREPARED_DIR, parts: tuple[str, ...] = PARTS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The requested parts as (float32 images in [0, 1], int32 labels); a stage loads only what it uses."""
+    """The requested parts as (uint8 images, int32 labels); a stage loads only what it uses.
+
+    Images stay uint8 (a quarter of float32's memory) until a batch is used: see ``scale``.
+    """
     out = {}
     for part in parts:
         x, y = load_split(part, folder)
-        out[part] = (x.astype(np.float32) / 255.0, y.astype(np.int32))
+        out[part] = (x, y.astype(np.int32))
     return out
+
+
+def scale(images: np.ndarray) -> np.ndarray:
+    """Pixels as the models see them: float32 in [0, 1]. keras_model.batches does the same per batch."""
+    return images.astype(np.float32) / np.float32(255)
 
 
 _RESTORE = "restore with `dvc checkout data/prepared` or rebuild with `dvc repro -f split`"

@@ -43,11 +43,24 @@ def build_model(arch: Arch, seed: int, image_shape: tuple[int, ...] = (28, 28)) 
 
 
 def batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """Batches straight from memory, reshuffled each epoch when a seed is given."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    """Batches gathered by index from the arrays in memory, reshuffled each epoch when a seed is given.
+
+    Shuffling indices, not images, keeps tf.data's per-element work and its shuffle buffer
+    small; the order is the same as shuffling the images with the same seed. uint8 images are
+    scaled to float32 in [0, 1] per batch, exactly as data.scale does.
+    """
+    images, labels = tf.constant(x), tf.constant(y)
+    ds = tf.data.Dataset.range(len(x))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def gather(index):
+        batch = tf.gather(images, index)
+        if batch.dtype == tf.uint8:
+            batch = tf.cast(batch, tf.float32) / 255.0
+        return batch, tf.gather(labels, index)
+
+    return ds.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
 class BatchLossRecorder(keras.metrics.Metric):
