@@ -17,8 +17,7 @@ from stages.lib.cli import StageError, arch_name, read_json, run
 from stages.lib.data import DataError, load_prepared, part_size, scale
 from stages.lib.mlp import ModelFileError, load_mlp
 from stages.lib.params import load_params
-from stages.lib.scoring import confident_errors, confusion_matrix, scores
-from stages.lib.stats import mean_std
+from stages.lib.scoring import confident_errors, confusion_matrix, scores, summarize
 
 CONFIDENT_ERRORS = 8  # per arch, shown in the report
 
@@ -63,12 +62,7 @@ def main(argv: list[str]) -> None:
                           "confusion": confusion_matrix(labels, probs.argmax(axis=1)).tolist(),
                           "confident_errors": confident_errors(probs, labels, CONFIDENT_ERRORS)}
         per_seed[str(seed)] = entry
-    for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss"):
-        values = [entry[key] for entry in per_seed.values() if key in entry]
-        mean, std = mean_std(values) if values else (None, None)
-        metrics[key] = None if mean is None else round(mean, 6)
-        if key == "test_accuracy":
-            metrics["test_accuracy_std"] = None if std is None else round(std, 6)
+    metrics |= summarize(per_seed)
     metrics["seeds"] = per_seed
     write_json(paths.metrics_json(name), metrics)
     write_json(paths.errors_json(name), errors or {"seed": None, "confusion": None, "confident_errors": []})

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from stages.lib.scoring import confident_errors, confusion_matrix, scores
+from stages.lib.scoring import confident_errors, confusion_matrix, scores, summarize
 
 
 def probs_for(rows: list[dict[int, float]]) -> np.ndarray:
@@ -54,3 +54,17 @@ def test_confident_errors_most_confident_first_ties_by_index():
 def test_no_errors_no_confident_errors():
     probs = probs_for([{0: 0.9}, {1: 0.9}])
     assert confident_errors(probs, np.array([0, 1]), count=5) == []
+
+
+def test_summarize_gives_means_and_the_test_accuracy_spread():
+    per_seed = {"1": {"val_accuracy": 0.9, "val_loss": 0.3, "test_accuracy": 0.8, "test_loss": 0.5},
+                "2": {"val_accuracy": 0.7, "val_loss": 0.1, "test_accuracy": 0.9, "test_loss": 0.3}}
+    out = summarize(per_seed)
+    assert out == {"val_accuracy": 0.8, "val_loss": 0.2, "test_accuracy": 0.85, "test_accuracy_std": 0.070711,
+                   "test_loss": 0.4}
+
+
+def test_summarize_one_seed_has_no_spread_and_a_failed_arch_has_nothing():
+    assert summarize({"1": {"val_accuracy": 0.9, "val_loss": 0.3, "test_accuracy": 0.8, "test_loss": 0.5}}
+                     )["test_accuracy_std"] is None
+    assert set(summarize({"1": {"epochs_run": 1}}).values()) == {None}

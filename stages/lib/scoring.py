@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stages.lib.stats import mean_std
+
 NUM_CLASSES = 10
 EPSILON = 1e-7  # Keras' probability clip in cross-entropy
 
@@ -29,3 +31,16 @@ def confident_errors(probs: np.ndarray, labels: np.ndarray, count: int) -> list[
     order = np.lexsort((wrong, -confidence))[:count]
     return [{"index": int(wrong[i]), "label": int(labels[wrong[i]]), "predicted": int(predicted[wrong[i]]),
              "confidence": round(float(confidence[i]), 6)} for i in order]
+
+
+def summarize(per_seed: dict[str, dict]) -> dict:
+    """Means over seeds of val/test accuracy and loss, and the test accuracy's standard deviation
+    (None for one seed); all None when no seed has scores (a failed arch)."""
+    out = {}
+    for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss"):
+        values = [entry[key] for entry in per_seed.values() if key in entry]
+        mean, std = mean_std(values) if values else (None, None)
+        out[key] = None if mean is None else round(mean, 6)
+        if key == "test_accuracy":
+            out["test_accuracy_std"] = None if std is None else round(std, 6)
+    return out
