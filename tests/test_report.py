@@ -272,6 +272,8 @@ def test_a_difference_beyond_the_noise_is_called_real(params):
     assert lines[0] == "- Best mean test accuracy over 5 seeds: **wide3**, 97.10 ± 0.08 % (1,615,310 parameters)."
     assert lines[1] == "- Below it by more than seed-to-seed noise: base (1.00 points lower, adjusted p = 0.00794)."
     assert not any(line.startswith("- Not distinguishable") for line in lines)
+    assert lines[-2] == ("- For scale: the standard deviation over seeds is 0.08–0.08 points per architecture; "
+                         "the means span 1.00 points.")
     assert "permutation test" in lines[-1] and "Holm-corrected over all 1 pairs" in lines[-1]
 
 
