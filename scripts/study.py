@@ -28,7 +28,7 @@ import yaml
 from stages.lib import paths
 from stages.lib.atomic import atomic_dir
 from stages.lib.cli import StageError, run
-from stages.lib.params import PARAMS_FILE, apply_overrides, load_params
+from stages.lib.params import PARAMS_FILE, apply_overrides, load_raw, parse_params
 
 COPIED = ("metrics", "timings", "history")  # folders under reports/ a study keeps
 
@@ -48,8 +48,7 @@ def scratch_copy(root: Path, dest: Path) -> None:
         subprocess.run(["dvc", "config", "--local", key, value], cwd=dest, check=True)
 
 
-def run_study(root: Path, name: str, overrides: dict) -> None:
-    raw = yaml.safe_load((root / PARAMS_FILE).read_text())
+def run_study(root: Path, raw: dict, name: str, overrides: dict) -> None:
     with tempfile.TemporaryDirectory(prefix=f"study.{name}.") as tmp:
         scratch = Path(tmp)
         scratch_copy(root, scratch)
@@ -65,14 +64,15 @@ def run_study(root: Path, name: str, overrides: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
-    params = load_params()
+    raw = load_raw()
+    params = parse_params(raw)
     names = argv or list(params.studies)
     unknown = [n for n in names if n not in params.studies]
     if unknown:
         raise StageError(f"no study named {', '.join(unknown)} in params.yaml (expected one of "
                          f"{', '.join(params.studies)})")
     for name in names:
-        run_study(Path.cwd(), name, params.studies[name])
+        run_study(Path.cwd(), raw, name, params.studies[name])
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from stages.lib import paths
 from stages.lib.atomic import write_text
@@ -15,7 +15,7 @@ from stages.lib.cli import StageError, read_json, run
 from stages.lib.data import DataError, load_split
 from stages.lib.figures import (confident_errors_figure, confusion_figure, digit_grid_figure, learning_curves_figure,
                                 lr_range_figure, lr_rules_figure)
-from stages.lib.params import PARAMS_FILE, Params, ParamsError, apply_overrides, load_params, parse_params
+from stages.lib.params import Params, ParamsError, apply_overrides, load_params, load_raw, parse_params
 from stages.lib.report import ArchResult, Study, render_report, study_matches
 
 SAMPLE_DIGITS = 20
@@ -43,12 +43,16 @@ def remove_stale_outputs(archs) -> None:
         print(f"report: removed {path} (its arch is no longer in params.yaml)")
 
 
+def under(reports: Path, path: Path) -> Path:
+    """``path`` (one of paths' reports/ files) inside another reports folder, e.g. a study's copy."""
+    return reports / path.relative_to(paths.REPORTS)
+
+
 def arch_result(params: Params, name: str, reports: Path = paths.REPORTS) -> ArchResult:
     """An arch's metrics and range test from ``reports`` (this run's, or a study's copy), plus timings."""
     arch = params.archs[name]
-    metrics = read_json(reports / paths.metrics_json(name).relative_to(paths.REPORTS))
-    timings = {stage: read_json(reports / paths.timing_json(name, stage).relative_to(paths.REPORTS))
-               for stage in ("lr_range", "train", "evaluate")}
+    metrics = read_json(under(reports, paths.metrics_json(name)))
+    timings = {stage: read_json(under(reports, paths.timing_json(name, stage))) for stage in ("lr_range", "train", "evaluate")}
     metrics["lr_range_seconds"] = timings["lr_range"]["seconds"]
     metrics["train_seconds_per_epoch"] = timings["train"]["seconds_per_epoch"]
     metrics["inference_ms"] = timings["evaluate"]["inference_ms_per_1000_images"]
@@ -65,14 +69,14 @@ def load_study(params: Params, raw: dict, name: str, overrides: dict) -> tuple[S
         made_with = None  # missing or from an older schema: every arch is stale
     fresh = [a for a in params.archs if made_with is not None and study_matches(expected, made_with, a)]
     results = [arch_result(expected, a, folder) for a in fresh]
-    histories = {a: read_history(folder / paths.history_csv(a).relative_to(paths.REPORTS)) for a in fresh}
+    histories = {a: read_history(under(folder, paths.history_csv(a))) for a in fresh}
     study = Study(name, overrides, results, [a for a in params.archs if a not in fresh], figure=None)
     return study, histories
 
 
 def main(argv: list[str]) -> None:
-    params = load_params()
-    raw = yaml.safe_load(PARAMS_FILE.read_text())
+    raw = load_raw()
+    params = parse_params(raw)
     remove_stale_outputs(params.archs)
     try:
         x_test, y_test = load_split("test")
@@ -105,7 +109,7 @@ def main(argv: list[str]) -> None:
         if study.results and max(row["epoch"] for rows in histories.values() for row in rows) > 0:
             figure = f"learning_curves_{name}.png"
             learning_curves_figure(histories, paths.FIGURES / figure)
-            study = Study(study.name, study.overrides, study.results, study.stale, figure=f"figures/{figure}")
+            study = dataclasses.replace(study, figure=f"figures/{figure}")
         studies.append(study)
     remove_unused_figures(set(figures.values()) | {Path(s.figure).name for s in studies if s.figure})
 

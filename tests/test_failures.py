@@ -737,9 +737,9 @@ def test_ctrl_c_at_the_start_of_any_stage(project, args):
     """Every stage's entry point turns KeyboardInterrupt into exit 130 and one line."""
     prelude = textwrap.dedent("""
         import stages.lib.params
-        def _load_params(*args, **kwargs):
+        def _load_raw(*args, **kwargs):  # every stage reads params.yaml through it first
             raise KeyboardInterrupt
-        stages.lib.params.load_params = _load_params
+        stages.lib.params.load_raw = _load_raw
     """)
     result = project.script(prelude, *args)
     assert_interrupted(result)

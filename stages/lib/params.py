@@ -154,6 +154,13 @@ class _Checker:
                 hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(known)}"
                 self.fail(f"{path}.{key}" if path else str(key), "unknown key", key, hint)
 
+    def safe_name(self, name: Any, path: str, kind: str) -> bool:
+        """Names become file and folder names: letters, digits, _ and - only."""
+        if isinstance(name, str) and ARCH_NAME.fullmatch(name):
+            return True
+        self.fail(path, f"unsafe {kind} name", name, "letters, digits, _ and - only")
+        return False
+
     def number(self, mapping: dict, key: str, path: str, *, integer: bool, low: float,
                low_open: bool = False, high: float | None = None, high_open: bool = True,
                default: Any = ..., ) -> Any:
@@ -285,8 +292,7 @@ def _studies(c: _Checker, raw: dict) -> dict[str, dict[str, Any]]:
     studies = {}
     for name, overrides in value.items():
         path = f"studies.{name}"
-        if not isinstance(name, str) or not ARCH_NAME.fullmatch(name):
-            c.fail(path, "unsafe study name", name, "letters, digits, _ and - only")
+        if not c.safe_name(name, path, "study"):
             continue
         if not isinstance(overrides, dict) or not overrides:
             c.fail(path, "not a non-empty mapping", overrides, expected)
@@ -365,8 +371,7 @@ def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
     archs = {}
     for name, spec in value.items():
         path = f"archs.{name}"
-        if not isinstance(name, str) or not ARCH_NAME.fullmatch(name):
-            c.fail(path, "unsafe architecture name", name, "letters, digits, _ and - only")
+        if not c.safe_name(name, path, "architecture"):
             continue
         if name == "logs":  # models/logs/ holds every arch's TensorBoard logs
             c.fail(path, "reserved architecture name", name, "any other name")
@@ -388,11 +393,15 @@ def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
     return archs
 
 
-def load_params(path: Path = PARAMS_FILE) -> Params:
+def load_raw(path: Path = PARAMS_FILE) -> Any:
+    """The parsed YAML, unchecked: for applying study overrides before parse_params."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ParamsError([f"{path}: not found (run from the project root)"]) from None
     except yaml.YAMLError as err:
         raise ParamsError([f"{path}: not valid YAML: {err}"]) from None
-    return parse_params(raw)
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    return parse_params(load_raw(path))
