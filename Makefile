@@ -50,6 +50,8 @@ REV ?= main
 compare: setup
 	@python -m scripts.compare $(REV)
 
-# The notebook way against `dvc repro -f`, same machine, same data (needs data/raw).
+# The notebook way against `dvc repro -f`, same machine, same data (needs data/raw);
+# then what compute.numerics and compute.threads cost.
 bench: setup
 	python -m bench.run
+	python -m bench.numerics

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import paths
+from stages.lib import machine, paths
 from stages.lib.atomic import write_json
 from stages.lib.cli import StageError, arch_name, read_json, run
 from stages.lib.data import DataError, load_prepared, part_size, scale
@@ -68,7 +68,8 @@ def main(argv: list[str]) -> None:
     write_json(paths.errors_json(name), errors or {"seed": None, "confusion": None, "confident_errors": []})
     thousands = len(data["test"][1]) * len(models) / 1000
     write_json(paths.timing_json(name, "evaluate"),
-               {"inference_ms_per_1000_images": round(1000 * seconds / thousands, 2) if seconds else None})
+               {"inference_ms_per_1000_images": round(1000 * seconds / thousands, 2) if seconds else None,
+                "machine": machine.record()})
     if trained["failed"]:
         print(f"evaluate@{name}: not evaluated, training failed: {trained['failed']}")
     else:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import paths
+from stages.lib import machine, paths
 from stages.lib.atomic import write_csv, write_json
 from stages.lib.cli import StageError, arch_name, run
 from stages.lib.data import DataError, load_prepared
 from stages.lib.lr_finder import suggest_all
 from stages.lib.params import load_params
+from stages.lib.tf_runtime import load_keras_model
 
 LOSS_MEANING = "loss = each batch's own training loss (not Keras' running epoch mean)"
 
@@ -21,7 +22,7 @@ def main(argv: list[str]) -> None:
     name = arch_name(argv, "lr_range")
     params = load_params()
     arch = params.arch(name)
-    from stages.lib import keras_model  # TensorFlow only once params are known good
+    keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
 
     try:
         x, y = load_prepared(parts=("train",))["train"]
@@ -47,7 +48,8 @@ def main(argv: list[str]) -> None:
         "lr_at_min": None if best is None else float(sweep.lrs[best]),
         "picks": suggest_all(sweep.lrs, sweep.smoothed, sweep.stop_step),
     })
-    write_json(paths.timing_json(name, "lr_range"), {"seconds": round(seconds, 2)})
+    write_json(paths.timing_json(name, "lr_range"),
+               {"seconds": round(seconds, 2), "machine": machine.record(params.compute.numerics, params.compute.threads)})
     print(f"lr_range@{name}: {len(sweep.lrs)} batches in {seconds:.1f} s; stop: {sweep.stop_reason or 'none'}")
 
 

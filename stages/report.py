@@ -48,6 +48,12 @@ def under(reports: Path, path: Path) -> Path:
     return reports / path.relative_to(paths.REPORTS)
 
 
+def machine_records(archs) -> dict[str, dict | None]:
+    """stage@arch -> the machine record its timings file holds (None in files from before records)."""
+    return {f"{stage}@{name}": read_json(paths.timing_json(name, stage)).get("machine")
+            for name in archs for stage in ("lr_range", "train", "evaluate")}
+
+
 def arch_result(params: Params, name: str, reports: Path = paths.REPORTS) -> ArchResult:
     """An arch's metrics and range test from ``reports`` (this run's, or a study's copy), plus timings."""
     arch = params.archs[name]
@@ -114,7 +120,7 @@ def main(argv: list[str]) -> None:
     remove_unused_figures(set(figures.values()) | {Path(s.figure).name for s in studies if s.figure})
 
     markdown = render_report(params, results, {key: f"figures/{name}" for key, name in figures.items()},
-                             studies, read_json(paths.LR_STUDY_JSON))
+                             studies, read_json(paths.LR_STUDY_JSON), machine_records(params.archs))
     write_text(paths.REPORT_MD, markdown)
     print(f"report: {paths.REPORT_MD} with {len(results)} architecture(s), {len(studies)} study section(s)")
     failures = [f"{r.name}: {r.metrics['failed']}" for r in results if r.metrics["failed"]]

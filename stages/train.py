@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import paths
+from stages.lib import machine, paths
 from stages.lib.atomic import atomic_dir, write_csv, write_json
 from stages.lib.cli import StageError, arch_name, read_json, run
 from stages.lib.data import DataError, load_prepared
 from stages.lib.params import Arch, Params, load_params
+from stages.lib.tf_runtime import load_keras_model
 
 HISTORY_COLUMNS = ("seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")
 
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> None:
     params = load_params()
     arch = params.arch(name)
     lr, how = chosen_rate(params, arch, read_json(paths.lr_range_json(name)))
-    from stages.lib import keras_model  # TensorFlow only once params are known good
+    keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
 
     try:
         data = load_prepared(parts=("train", "val"))
@@ -69,7 +70,8 @@ def main(argv: list[str]) -> None:
     })
     epochs = sum(r["epochs_run"] for r in runs)
     write_json(paths.timing_json(name, "train"),
-               {"seconds": round(seconds, 2), "seconds_per_epoch": round(seconds / max(epochs, 1), 3)})
+               {"seconds": round(seconds, 2), "seconds_per_epoch": round(seconds / max(epochs, 1), 3),
+                "machine": machine.record(params.compute.numerics, params.compute.threads)})
 
 
 if __name__ == "__main__":

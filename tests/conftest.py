@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
 from pathlib import Path
 
@@ -12,6 +13,11 @@ import pytest
 
 from stages.lib.idx import encode_idx, sha256_bytes
 from stages.lib.params import IDX_FILES
+from stages.lib.tf_runtime import PORTABLE_ENV
+
+# Tests that import TensorFlow in-process get the stages' numerics and a quiet log.
+os.environ.update(PORTABLE_ENV)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
 

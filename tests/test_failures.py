@@ -220,6 +220,7 @@ FAKE_KERAS_MODEL = textwrap.dedent("""
             self.stop_reason = "stand-in sweep"
 
     fake = types.ModuleType("stages.lib.keras_model")
+    fake.use_threads = lambda intra_op: None
     fake.build_model = lambda arch, seed: object()
     fake.range_test = lambda *args, **kwargs: Sweep()
     sys.modules["stages.lib.keras_model"] = fake

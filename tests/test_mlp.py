@@ -47,7 +47,7 @@ def assert_matches_keras(model: keras.Model, path: Path, x: np.ndarray, **predic
     mlp = load_mlp(path)
     got = mlp.predict(x, **predict_kwargs)
     want = model.predict(x, verbose=0)
-    assert got.dtype == np.float32 and got.shape == want.shape == (len(x), 10)
+    assert got.dtype == np.float64 and got.shape == want.shape == (len(x), 10)
     assert np.abs(got - want).max() < 1e-5
     assert np.array_equal(got.argmax(axis=1), want.argmax(axis=1))
     assert mlp.count_params() == model.count_params()
@@ -269,3 +269,28 @@ def test_loading_and_predicting_does_not_import_tensorflow(base_model):
             "assert p.shape == (3, 10); "
             "assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+# BLAS kernels numpy may pick on x86-64 CPUs that run TensorFlow (SSE3, AVX, AVX2): each sums
+# in its own order. The scores must not depend on which one this CPU gets.
+BLAS_KERNELS = ("Prescott", "Sandybridge", "Haswell")
+PREDICT_IN_CHILD = """
+import sys, numpy as np
+from stages.lib.mlp import load_mlp
+x = np.random.default_rng(0).random((300, 28, 28), dtype=np.float32)
+np.save(sys.argv[2], load_mlp(sys.argv[1]).predict(x))
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="OpenBLAS kernel names are x86-64's")
+def test_scores_do_not_depend_on_the_cpus_blas_kernel(tmp_path):
+    _, path = saved(tmp_path, Arch("wide", (256, 128), "relu"))
+    outputs = []
+    for kernel in BLAS_KERNELS:
+        out = tmp_path / f"{kernel}.npy"
+        env = {**os.environ, "OPENBLAS_CORETYPE": kernel, "PYTHONPATH": str(ROOT)}
+        subprocess.run([sys.executable, "-c", PREDICT_IN_CHILD, str(path), str(out)], env=env, check=True)
+        outputs.append(np.load(out))
+    for other in outputs[1:]:
+        # float32 would differ by ~1e-7 here, enough to move a 6-digit loss
+        np.testing.assert_allclose(other, outputs[0], rtol=0, atol=1e-12)

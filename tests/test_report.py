@@ -340,3 +340,27 @@ def test_the_summary_comes_from_the_study_with_the_most_seeds(params):
 def test_no_summary_without_a_multi_seed_study(params):
     long = Study("multi_epoch", {"train.epochs": 50}, [result(**BASE, acc=0.98)], stale=[], figure=None)
     assert "## Summary" not in render(params, [result(**BASE, acc=0.97)], studies=[long])
+
+
+def machine(cpu: str, **extra) -> dict:
+    return {"cpu": cpu, "isa": "avx avx2", "cores": 2, "python": "3.11.7", "numpy": "2.4.6", **extra}
+
+
+def test_the_report_says_which_machine_and_software_ran_each_stage(params):
+    trained = machine("CPU A", tensorflow="2.21.0", keras="3.15.1", numerics="portable",
+                      onednn={"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"}, intra_op_threads=1)
+    machines = {"lr_range@base": trained, "train@base": trained, "evaluate@base": machine("CPU B"),
+                "lr_range@wide3": None}
+    text = section(render(params, [result(**BASE, acc=0.97)], machines=machines), "Where these numbers were made")
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    assert lines == [
+        "- CPU A (avx, avx2), 2 cores; Python 3.11.7, TensorFlow 2.21.0, Keras 3.15.1, numpy 2.4.6; numerics "
+        "`portable` (TF_ENABLE_ONEDNN_OPTS=1, ONEDNN_MAX_CPU_ISA=AVX2), 1 intra-op thread(s): `lr_range@base`, "
+        "`train@base`",
+        "- CPU B (avx, avx2), 2 cores; Python 3.11.7, numpy 2.4.6: `evaluate@base`",
+        "- not recorded: `lr_range@wide3`",
+    ]
+
+
+def test_no_machine_section_without_records(params):
+    assert "Where these numbers were made" not in render(params, [result(**BASE, acc=0.97)])

@@ -1,31 +1,34 @@
-"""Everything that needs TensorFlow: building, sweeping, training, saving and loading models.
+"""Everything that needs TensorFlow: building, sweeping, training and saving models.
 
-Only stages that train or evaluate import this module, and only after params.yaml
-has been validated, so a typo never waits for TensorFlow to start.
+Stages import this module through stages.lib.tf_runtime.load_keras_model, which fixes
+the numerics before TensorFlow loads, and only after params.yaml has been validated,
+so a typo never waits for TensorFlow to start.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep stage logs readable
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from stages.lib.atomic import atomic_path  # noqa: E402
-from stages.lib.lr_finder import Stopper, exponential_lrs  # noqa: E402
-from stages.lib.params import Arch, ComputeParams, LrRangeParams, TrainParams  # noqa: E402
+from stages.lib.atomic import atomic_path
+from stages.lib.lr_finder import Stopper, exponential_lrs
+from stages.lib.params import Arch, ComputeParams, LrRangeParams, TrainParams
 
 NUM_CLASSES = 10
 EVAL_BATCH_SIZE = 1000  # only speed depends on it: loss and accuracy are means over all images
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed entry date: same weights, same bytes
+
+
+def use_threads(intra_op: int) -> None:
+    """TensorFlow fixes its thread pools when it runs its first op: call this before."""
+    tf.config.threading.set_intra_op_parallelism_threads(intra_op)
 
 
 def set_seed(seed: int) -> None:

@@ -15,7 +15,8 @@ Loading only reads JSON and arrays: nothing is unpickled or deserialised into
 objects, so a file from a shared remote cannot run code. Anything that is not
 exactly that model shape is refused with ModelFileError rather than guessed at.
 
-The activations follow Keras 3.15 on the TensorFlow backend, in float32:
+The activations follow Keras 3.15 on the TensorFlow backend (its float32 constants),
+computed in float64 so that scores are the same on every CPU:
 gelu is the exact erf form (Keras' default approximate=False), leaky_relu has
 negative_slope 0.2, selu uses TensorFlow's constants, swish (saved as "silu") is x * sigmoid(x).
 """
@@ -168,18 +169,25 @@ class Mlp:
         return int(self.layers[-1][0].shape[1])
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """float32 outputs (n, output_size) for images x (n, ...) in [0, 1], batch_size rows at a time."""
+        """Outputs (n, output_size) for images x (n, ...) in [0, 1], batch_size rows at a time.
+
+        Computed in float64: BLAS and numpy's vector math pick their kernels per CPU, which
+        moves float32 results in the last bits, enough to change a loss written to 6 digits or
+        a near tie between two classes. In float64 those differences are ~1e-16.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
-        x = np.asarray(x, dtype=_F32)
+        x = np.asarray(x)
         n = len(x)
         size = math.prod(x.shape[1:])
         if size != self.input_size:
             raise ValueError(f"images of shape {x.shape[1:]} have {size} values; the model takes {self.input_size}")
-        out = np.empty((n, self.output_size), dtype=_F32)
+        layers = [(kernel.astype(np.float64), bias.astype(np.float64), activation)
+                  for kernel, bias, activation in self.layers]
+        out = np.empty((n, self.output_size), dtype=np.float64)
         for start in range(0, n, batch_size):
-            h = x[start:start + batch_size].reshape(-1, size)
-            for kernel, bias, activation in self.layers:
+            h = x[start:start + batch_size].reshape(-1, size).astype(np.float64)
+            for kernel, bias, activation in layers:
                 h = h @ kernel
                 h += bias
                 h = ACTIVATION_FUNCTIONS[activation](h)

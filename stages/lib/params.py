@@ -30,6 +30,7 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 SOURCE_KINDS = ("url", "npm", "local")
+NUMERICS = ("portable", "native")
 
 
 class ParamsError(Exception):
@@ -75,8 +76,11 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class ComputeParams:
-    """How the math runs, not what it computes: same numbers whatever the value."""
+    """How the math runs. Under ``portable`` numerics the numbers do not depend on threads or
+    steps_per_execution; ``native`` lets TensorFlow pick kernels for this CPU (see README)."""
     steps_per_execution: int
+    numerics: str = "portable"  # one of NUMERICS
+    threads: int = 1  # TensorFlow intra-op threads: a batch-32 step is too small to split
 
 
 @dataclass(frozen=True)
@@ -240,9 +244,12 @@ def parse_params(raw: Any) -> Params:
         repeats=c.number(t, "repeats", "train", integer=True, low=1),
     ) if t is not None else None
 
-    cp = c.section(raw, "compute", ("steps_per_execution",))
+    cp = c.section(raw, "compute", ("steps_per_execution", "numerics", "threads"))
     compute = ComputeParams(
         steps_per_execution=c.number(cp, "steps_per_execution", "compute", integer=True, low=1),
+        numerics=c.choice(cp, "numerics", "compute", NUMERICS, default=ComputeParams.numerics),
+        threads=c.number(cp, "threads", "compute", integer=True, low=1, high=256, high_open=False,
+                         default=ComputeParams.threads),
     ) if cp is not None else None
 
     st = c.section(raw, "lr_study", ("grid",))

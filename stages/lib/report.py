@@ -293,8 +293,34 @@ def summary(studies: list[Study], tie_margin: float) -> list[str]:
             *conclusion(best.results, tie_margin), ""]
 
 
+def _machine_text(record: dict) -> str:
+    isa = ", ".join(record["isa"].split()) or "ISA flags unknown"
+    software = ", ".join(f"{name} {record[key]}" for key, name in
+                         (("python", "Python"), ("tensorflow", "TensorFlow"), ("keras", "Keras"), ("numpy", "numpy"))
+                         if key in record)
+    text = f"{record['cpu']} ({isa}), {record['cores']} cores; {software}"
+    if "numerics" in record:
+        onednn = ", ".join(f"{key}={value}" for key, value in record["onednn"].items() if value is not None)
+        text += (f"; numerics `{record['numerics']}`" + (f" ({onednn})" if onednn else "")
+                 + f", {record['intra_op_threads']} intra-op thread(s)")
+    return text
+
+
+def provenance_section(machines: dict[str, dict | None]) -> list[str]:
+    """Which machine and software ran which stage (``machines``: stage name -> its record, or None)."""
+    groups: dict[str, list[str]] = {}
+    for stage, record in machines.items():
+        groups.setdefault("not recorded" if record is None else _machine_text(record), []).append(f"`{stage}`")
+    lines = ["## Where these numbers were made", ""]
+    lines += [f"- {text}: {', '.join(stages)}" for text, stages in groups.items()]
+    return lines + ["", "Under `portable` numerics the same params gave the same models and metrics, byte for byte, "
+                    "on every x86-64 machine checked so far (README, \"Same numbers on any machine\"); timings are "
+                    "the machine's own.", ""]
+
+
 def render_report(params: Params, results: list[ArchResult], figures: dict[str, str],
-                  studies: list[Study] = (), lr_study: dict | None = None) -> str:
+                  studies: list[Study] = (), lr_study: dict | None = None,
+                  machines: dict[str, dict | None] | None = None) -> str:
     """The whole report. ``figures`` maps lr_range, lr_rules, digits, confusion and errors (unless every
     arch failed) and curves (when training runs more than one epoch) to their relative paths."""
     m0 = results[0].metrics
@@ -382,4 +408,6 @@ def render_report(params: Params, results: list[ArchResult], figures: dict[str, 
         lines.append(f"| {r.name} | {s['steps']} | {s['stop_reason']} | {lowest} | " + " | ".join(picks) + " |")
     if lr_study is not None:
         lines += ["", *lr_study_section(params, lr_study)]
+    if machines:
+        lines += provenance_section(machines)
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -1,0 +1,64 @@
+"""What `compute.numerics` and `compute.threads` cost, and whether they change the model
+(`python -m bench.numerics [arch] [epochs]`, part of `make bench`).
+
+Each setting trains the arch (default: the first in params.yaml) for a few epochs in its own
+process, started as the train stage starts TensorFlow, and prints seconds per epoch and
+the sha256 of the trained weights: equal hashes mean byte-identical models. Figures from one
+run on a possibly busy machine: compare ratios within the run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SETTINGS = [("portable", 1), ("portable", 2), ("native", 1), ("native", 2)]
+
+CHILD = """
+import dataclasses, hashlib, json, sys, time
+from stages.lib.data import load_prepared
+from stages.lib.params import load_params
+from stages.lib.tf_runtime import load_keras_model
+cfg = json.loads(sys.argv[1])
+params = load_params()
+compute = dataclasses.replace(params.compute, numerics=cfg["numerics"], threads=cfg["threads"])
+train = dataclasses.replace(params.train, epochs=cfg["epochs"], patience=cfg["epochs"])
+km = load_keras_model(compute)
+data = load_prepared(parts=("train", "val"))
+model = km.build_model(params.archs[cfg["arch"]], params.seed)
+started = time.perf_counter()
+run = km.train(model, 0.1, data, train, params.seed, compute)
+seconds = time.perf_counter() - started
+digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
+print(json.dumps({"seconds_per_epoch": seconds / len(run.rows), "weights": digest}))
+"""
+
+
+def main(argv: list[str]) -> None:
+    from stages.lib.params import load_params
+
+    arch = argv[0] if argv else next(iter(load_params().archs))
+    epochs = int(argv[1]) if len(argv) > 1 else 2
+    print(f"bench.numerics: {arch}, {epochs} epoch(s) of batch-32 SGD per setting")
+    results = {}
+    for numerics, threads in SETTINGS:
+        cfg = {"arch": arch, "epochs": epochs, "numerics": numerics, "threads": threads}
+        out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"  {numerics:<9} {threads} thread(s)  failed: {out.stderr.strip().splitlines()[-1]}")
+            continue
+        results[numerics, threads] = json.loads(out.stdout.strip().splitlines()[-1])
+        r = results[numerics, threads]
+        print(f"  {numerics:<9} {threads} thread(s)  {r['seconds_per_epoch']:6.2f} s/epoch   weights {r['weights'][:16]}",
+              flush=True)
+    reference = results.get(("portable", 1))
+    if reference:
+        for (numerics, threads), r in results.items():
+            print(f"  {numerics} / {threads} thread(s) against portable / 1 thread: "
+                  f"{r['seconds_per_epoch'] / reference['seconds_per_epoch']:.2f}x the time, "
+                  f"{'same' if r['weights'] == reference['weights'] else 'different'} weights")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
