@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import paths
+from stages.lib import machine, paths
 from stages.lib.atomic import write_json
-from stages.lib.cli import StageError, read_json, run
-from stages.lib.data import DataError, load_prepared
+from stages.lib.cli import read_json, run
+from stages.lib.data import load_prepared
 from stages.lib.params import load_params
 from stages.lib.report import study_settings
+from stages.lib.tf_runtime import load_keras_model
 
 
 def main(argv: list[str]) -> None:
     params = load_params()
-    from stages.lib import keras_model  # TensorFlow only once params are known good
+    keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
 
-    try:
-        data = load_prepared()
-    except DataError as err:
-        raise StageError(str(err)) from None
+    data = load_prepared()
     archs = {}
     for name, arch in params.archs.items():
         picks = read_json(paths.lr_range_json(name))["picks"]
@@ -45,7 +43,8 @@ def main(argv: list[str]) -> None:
             print(f"lr_study: {name} at lr {lr:.4g}: test accuracy {test['accuracy']:.4f} "
                   f"({time.perf_counter() - started:.1f} s)", flush=True)
         archs[name] = {"hidden": list(arch.hidden), "activation": arch.activation, "picks": picks, "runs": runs}
-    write_json(paths.LR_STUDY_JSON, {"settings": study_settings(params), "grid": list(params.lr_study.grid), "archs": archs})
+    write_json(paths.LR_STUDY_JSON, {"settings": study_settings(params), "grid": list(params.lr_study.grid), "archs": archs,
+                                     "machine": machine.record(params.compute.numerics, params.compute.threads)})
     print(f"lr_study: wrote {paths.LR_STUDY_JSON}")
 
 

@@ -27,7 +27,8 @@ import yaml
 
 from stages.lib import paths
 from stages.lib.atomic import atomic_dir
-from stages.lib.cli import StageError, run
+from stages.lib.cli import run
+from stages.lib.errors import StageError
 from stages.lib.params import PARAMS_FILE, apply_overrides, load_raw, parse_params
 
 COPIED = ("metrics", "timings", "history")  # folders under reports/ a study keeps

@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 from stages.lib.atomic import atomic_dir
-from stages.lib.cli import StageError, run
+from stages.lib.cli import run
+from stages.lib.errors import StageError
 from stages.lib.params import load_params
 from stages.lib.paths import RAW_DIR
 from stages.lib.sources import SourceError, describe, fetch, verify

@@ -13,9 +13,9 @@ import time
 
 from stages.lib import machine, paths
 from stages.lib.atomic import write_json
-from stages.lib.cli import StageError, arch_name, read_json, run
-from stages.lib.data import DataError, load_prepared, part_size, scale
-from stages.lib.mlp import ModelFileError, load_mlp
+from stages.lib.cli import arch_name, read_json, run
+from stages.lib.data import load_prepared, part_size, scale
+from stages.lib.mlp import load_mlp
 from stages.lib.params import load_params
 from stages.lib.scoring import confident_errors, confusion_matrix, scores, summarize
 
@@ -26,12 +26,9 @@ def main(argv: list[str]) -> None:
     name = arch_name(argv, "evaluate")
     load_params().arch(name)
     trained = read_json(paths.train_json(name))
-    try:
-        data = load_prepared(parts=("val", "test"))  # the 55,000 training images are not needed
-        n_train = part_size("train")
-        models = {r["seed"]: load_mlp(paths.model_file(name, r["seed"])) for r in trained["runs"]}
-    except (DataError, ModelFileError) as err:
-        raise StageError(str(err)) from None
+    data = load_prepared(parts=("val", "test"))  # the 55,000 training images are not needed
+    n_train = part_size("train")
+    models = {r["seed"]: load_mlp(paths.model_file(name, r["seed"])) for r in trained["runs"]}
     first = next(iter(models.values()))
     metrics = {
         "failed": trained["failed"],

@@ -9,8 +9,8 @@ import time
 
 from stages.lib import machine, paths
 from stages.lib.atomic import write_csv, write_json
-from stages.lib.cli import StageError, arch_name, run
-from stages.lib.data import DataError, load_prepared
+from stages.lib.cli import arch_name, run
+from stages.lib.data import load_prepared
 from stages.lib.lr_finder import suggest_all
 from stages.lib.params import load_params
 from stages.lib.tf_runtime import load_keras_model
@@ -24,10 +24,7 @@ def main(argv: list[str]) -> None:
     arch = params.arch(name)
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
 
-    try:
-        x, y = load_prepared(parts=("train",))["train"]
-    except DataError as err:
-        raise StageError(str(err)) from None
+    x, y = load_prepared(parts=("train",))["train"]
     model = keras_model.build_model(arch, params.seed)
     started = time.perf_counter()
     sweep = keras_model.range_test(model, x, y, params.lr_range, params.seed, params.compute)

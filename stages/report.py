@@ -11,11 +11,13 @@ import numpy as np
 
 from stages.lib import paths
 from stages.lib.atomic import write_text
-from stages.lib.cli import StageError, read_json, run
-from stages.lib.data import DataError, load_split
+from stages.lib.cli import read_json, run
+from stages.lib.errors import StageError
+from stages.lib.data import load_split
 from stages.lib.figures import (confident_errors_figure, confusion_figure, digit_grid_figure, learning_curves_figure,
                                 lr_range_figure, lr_rules_figure)
-from stages.lib.params import Params, ParamsError, apply_overrides, load_params, load_raw, parse_params
+from stages.lib.params import apply_overrides, load_params, load_raw, parse_params
+from stages.lib.schema import Params, ParamsError
 from stages.lib.report import ArchResult, Study, render_report, study_matches
 
 SAMPLE_DIGITS = 20
@@ -84,10 +86,7 @@ def main(argv: list[str]) -> None:
     raw = load_raw()
     params = parse_params(raw)
     remove_stale_outputs(params.archs)
-    try:
-        x_test, y_test = load_split("test")
-    except DataError as err:
-        raise StageError(str(err)) from None
+    x_test, y_test = load_split("test")
 
     results = [arch_result(params, name) for name in params.archs]
     curves = {name: read_curve(paths.lr_range_csv(name)) for name in params.archs}

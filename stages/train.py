@@ -13,9 +13,11 @@ import time
 
 from stages.lib import machine, paths
 from stages.lib.atomic import atomic_dir, write_csv, write_json
-from stages.lib.cli import StageError, arch_name, read_json, run
-from stages.lib.data import DataError, load_prepared
-from stages.lib.params import Arch, Params, load_params
+from stages.lib.cli import arch_name, read_json, run
+from stages.lib.errors import StageError
+from stages.lib.data import load_prepared
+from stages.lib.params import load_params
+from stages.lib.schema import Arch, Params
 from stages.lib.tf_runtime import load_keras_model
 
 HISTORY_COLUMNS = ("seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")
@@ -39,10 +41,7 @@ def main(argv: list[str]) -> None:
     lr, how = chosen_rate(params, arch, read_json(paths.lr_range_json(name)))
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
 
-    try:
-        data = load_prepared(parts=("train", "val"))
-    except DataError as err:
-        raise StageError(str(err)) from None
+    data = load_prepared(parts=("train", "val"))
     runs, history, seconds = [], [], 0.0
     with atomic_dir(paths.model_dir(name)) as folder, atomic_dir(paths.logs_dir(name)) as logs:
         for seed in params.seeds:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stages.lib.idx import encode_idx, sha256_bytes
-from stages.lib.params import IDX_FILES
+from stages.lib.idx import IDX_FILES
 from stages.lib.tf_runtime import PORTABLE_ENV
 
 # Tests that import TensorFlow in-process get the stages' numerics and a quiet log.

@@ -9,7 +9,7 @@ from conftest import ROOT
 
 
 def run_stage_code(body: str) -> subprocess.CompletedProcess:
-    code = "from stages.lib.cli import run\nfrom stages.lib.params import ParamsError\n" + body
+    code = "from stages.lib.cli import run\nfrom stages.lib.schema import ParamsError\n" + body
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 

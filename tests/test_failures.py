@@ -40,7 +40,8 @@ import yaml
 from conftest import ROOT, tiny_mnist, write_idx_folder
 from stages.lib.data import Split, save_prepared, split_train_val
 from stages.lib.idx import encode_idx, sha256_bytes
-from stages.lib.params import Arch, ParamsError, parse_params
+from stages.lib.params import parse_params
+from stages.lib.schema import Arch, ParamsError
 
 ARCH = "base"
 HIDDEN = (8,)  # the arch in the test project's params.yaml

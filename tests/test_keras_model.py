@@ -22,7 +22,7 @@ from conftest import tiny_mnist
 from stages.lib.data import scale
 from stages.lib import keras_model as km
 from stages.lib.lr_finder import exponential_lrs, smooth
-from stages.lib.params import Arch, ComputeParams, LrRangeParams, TrainParams
+from stages.lib.schema import Arch, ComputeParams, LrRangeParams, TrainParams
 
 SEED = 7
 ARCH = Arch("tiny", (8,))

@@ -24,7 +24,7 @@ import pytest  # noqa: E402
 
 from stages.lib import keras_model as km  # noqa: E402
 from stages.lib.mlp import ACTIVATION_FUNCTIONS, Mlp, ModelFileError, erfc, load_mlp  # noqa: E402
-from stages.lib.params import ACTIVATIONS, Arch  # noqa: E402
+from stages.lib.schema import ACTIVATIONS, Arch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 3

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from stages.lib.params import Arch, ParamsError, load_params, parse_params
+from stages.lib.params import load_params, parse_params
+from stages.lib.schema import Arch, ParamsError
 
 REAL_PARAMS = ROOT / "params.yaml"
 LINE = re.compile(r"^params\.yaml: (?P<key>[^:]+): (?P<what>.+) \(got (?P<got>.*); expected (?P<expected>.+)\)$")

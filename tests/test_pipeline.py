@@ -31,7 +31,7 @@ from conftest import ROOT, tiny_mnist, write_idx_folder
 from stages.evaluate import CONFIDENT_ERRORS
 from stages.lib.idx import parse_idx
 from stages.lib.lr_finder import RULES, exponential_lrs
-from stages.lib.params import IDX_FILES
+from stages.lib.idx import IDX_FILES
 
 pytestmark = pytest.mark.slow
 

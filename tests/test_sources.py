@@ -16,7 +16,8 @@ import pytest
 
 from conftest import tiny_mnist, write_idx_folder
 from stages.lib.idx import sha256_file
-from stages.lib.params import IDX_FILES, Source
+from stages.lib.idx import IDX_FILES
+from stages.lib.schema import Source
 from stages.lib.sources import SourceError, describe, fetch, unpack, verify
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")

@@ -52,7 +52,7 @@ def test_portable_numerics_force_onednn_capped_at_avx2_and_native_leaves_tensorf
 
 START_IN_CHILD = """
 import json, os, sys
-from stages.lib.params import ComputeParams
+from stages.lib.schema import ComputeParams
 from stages.lib.tf_runtime import load_keras_model
 print("before", file=sys.stderr, flush=True)
 km = load_keras_model(ComputeParams(steps_per_execution=1, numerics=sys.argv[1], threads=int(sys.argv[2])))

@@ -8,11 +8,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from stages.lib.params import ParamsError
-
-
-class StageError(Exception):
-    """A problem the user can fix; its message says how."""
+from stages.lib.errors import StageError
+from stages.lib.schema import ParamsError
 
 
 def run(main: Callable[[list[str]], None], skip_teardown: bool = False) -> None:

@@ -8,8 +8,8 @@ from typing import NamedTuple
 import numpy as np
 
 from stages.lib.atomic import atomic_path
-from stages.lib.idx import parse_idx
-from stages.lib.params import IDX_FILES
+from stages.lib.errors import StageError
+from stages.lib.idx import IDX_FILES, parse_idx
 from stages.lib.paths import PREPARED_DIR, RAW_DIR
 
 PARTS = ("train", "val", "test")
@@ -20,8 +20,8 @@ class Split(NamedTuple):
     y: np.ndarray  # uint8 labels, (n,)
 
 
-class DataError(Exception):
-    pass
+class DataError(StageError):
+    """Missing or damaged data files; the message says how to restore them."""
 
 
 def read_raw(raw_dir: Path = RAW_DIR) -> tuple[Split, Split]:

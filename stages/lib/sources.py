@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.lib.idx import IdxError, encode_idx, parse_idx, sha256_bytes, sha256_file
-from stages.lib.params import IDX_FILES, Source
+from stages.lib.idx import IDX_FILES
+from stages.lib.schema import Source
 
 # Keras' mnist.npz holds the same arrays as the IDX files.
 NPZ_ARRAYS = dict(zip(("x_train", "y_train", "x_test", "y_test"), IDX_FILES))

@@ -15,7 +15,7 @@ import threading
 from contextlib import contextmanager
 from types import ModuleType
 
-from stages.lib.params import ComputeParams
+from stages.lib.schema import ComputeParams
 
 PORTABLE_ENV = {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # What TensorFlow's C++ code prints while it loads, before absl logging (and with it

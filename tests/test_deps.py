@@ -1,0 +1,97 @@
+"""dvc.yaml's deps tell the truth: each stage lists every in-repo module it imports, directly or
+through others, that can change its outputs, and nothing else. Otherwise `dvc repro` would
+call a result up to date after a change that makes it stale.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+# Imported by stages but left out of their deps on purpose: none can change what a stage
+# computes, so editing one does not rerun (and retrain) everything. The walk stops at them.
+LEFT_OUT = {
+    "stages/lib/params.py": "reads and checks params.yaml; what a value means and its default live in schema.py",
+    "stages/lib/cli.py": "how a stage ends: messages and exit codes",
+    "stages/lib/errors.py": "the base class of errors a user can fix",
+    "stages/lib/atomic.py": "writes each file whole or not at all",
+    "stages/lib/paths.py": "where outputs go; dvc.yaml spells the same paths, so a change shows there",
+    "stages/lib/machine.py": "the machine record in timings files, which differ per machine anyway",
+}
+STAGE_MODULE = re.compile(r"python -m (stages\.\w+)")
+
+
+def module_file(name: str) -> Path | None:
+    """stages.lib.x -> stages/lib/x.py (relative to ROOT), None for packages and other code."""
+    path = Path(*name.split(".")).with_suffix(".py")
+    return path if name.startswith("stages.") and (ROOT / path).is_file() else None
+
+
+def imported_modules(path: Path) -> set[Path]:
+    """The in-repo modules ``path`` imports anywhere in its code (also inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse((ROOT / path).read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            # `from stages.lib import paths` imports a module; `from stages.lib.x import y` a name of x
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found |= {file for name in names if (file := module_file(name)) is not None}
+    return found
+
+
+def shaping_imports(entry: Path) -> set[str]:
+    """``entry`` and every module reachable from it through imports, stopping at LEFT_OUT."""
+    seen, todo = set(), [entry]
+    while todo:
+        path = todo.pop()
+        if path.as_posix() in LEFT_OUT or path in seen:
+            continue
+        seen.add(path)
+        todo += imported_modules(path)
+    return {path.as_posix() for path in seen}
+
+
+def stages() -> dict[str, tuple[str, set[str]]]:
+    """Stage name -> (the module its cmd runs, the .py files among its deps)."""
+    out = {}
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        spec = stage.get("do", stage)
+        match = STAGE_MODULE.search(spec["cmd"])
+        assert match, f"{name}: cmd {spec['cmd']!r} does not run a stages module"
+        out[name] = (match.group(1), {dep for dep in spec.get("deps", []) if dep.endswith(".py")})
+    return out
+
+
+@pytest.mark.parametrize("stage", stages())
+def test_deps_are_exactly_the_modules_that_shape_the_stage(stage):
+    module, deps = stages()[stage]
+    imported = shaping_imports(module_file(module))
+    missing, extra = sorted(imported - deps), sorted(deps - imported)
+    assert not missing, f"{stage} imports {missing}, which dvc.yaml does not list as deps"
+    assert not extra, f"{stage} lists {extra} as deps but does not import them"
+
+
+def test_the_walk_sees_imports_inside_functions_and_from_packages():
+    # train imports keras_model only once params are good, through tf_runtime
+    train = shaping_imports(Path("stages/train.py"))
+    assert {"stages/lib/tf_runtime.py", "stages/lib/keras_model.py", "stages/lib/schema.py"} <= train
+    assert "stages/lib/paths.py" not in train  # `from stages.lib import machine, paths`: seen, and left out
+
+
+def test_everything_left_out_exists_and_is_imported_by_some_stage():
+    imported = set()
+    for module, _ in stages().values():
+        imported |= {p.as_posix() for p in imported_modules(module_file(module))}
+        imported |= {p.as_posix() for dep in shaping_imports(module_file(module)) for p in imported_modules(Path(dep))}
+    for path in LEFT_OUT:
+        assert (ROOT / path).is_file(), path
+        assert path in imported, f"{path} is allowlisted but no stage imports it"
