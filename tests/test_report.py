@@ -8,7 +8,7 @@ import yaml
 
 from conftest import ROOT
 from stages.lib.params import parse_params
-from stages.lib.report import ArchResult, Study, conclusion, render_report
+from stages.lib.report import ArchResult, Study, conclusion, pairwise, render_report
 
 FIGURES = {"lr_range": "figures/lr_range.png", "lr_rules": "figures/lr_range_rules.png",
            "digits": "figures/digits.png", "confusion": "figures/confusion.png", "errors": "figures/confident_errors.png"}
@@ -41,6 +41,10 @@ def result(name: str, hidden: tuple[int, ...], acc: float | list[float], n_param
     lr_range = {"steps": 900, "stop_step": 890, "stop_reason": "smoothed loss above 4 x its best",
                 "min_smoothed_loss": 0.2345, "lr_at_min": 0.1, "picks": picks}
     return ArchResult(name, hidden, activation, metrics, lr_range)
+
+
+def conclude(results: list[ArchResult], tie_margin: float) -> list[str]:
+    return conclusion(results, pairwise(results), tie_margin)
 
 
 def render(params, results, **kwargs) -> str:
@@ -124,7 +128,7 @@ def test_conclusion_names_best_and_smallest_within_the_margin(params):
 
 def test_a_smaller_arch_outside_the_margin_is_not_chosen(params):
     results = [result(**BASE, acc=0.9600), result(**DEEP4, acc=0.9750), result(**WIDE3, acc=0.9760)]
-    lines = conclusion(results, params.report.tie_margin)
+    lines = conclude(results, params.report.tie_margin)
     assert lines[0].startswith("- Best test accuracy: **wide3**")
     assert lines[1].startswith("- Smallest network within 0.5 points of it: **deep4**")
     assert "base" not in "\n".join(lines)
@@ -140,13 +144,13 @@ def test_conclusion_when_the_best_is_also_the_smallest(params):
 
 
 def test_conclusion_with_a_single_arch(params):
-    lines = conclusion([result(**DEEP4, acc=0.9)], 0.005)
+    lines = conclude([result(**DEEP4, acc=0.9)], 0.005)
     assert lines[:2] == ["- Best test accuracy: **deep4**, 90.00 % (515,610 parameters).",
                          "- No smaller network comes within 0.5 points of it."]
 
 
 def test_one_seed_says_it_cannot_rank(params):
-    lines = conclusion([result(**DEEP4, acc=0.9), result(**BASE, acc=0.89)], 0.005)
+    lines = conclude([result(**DEEP4, acc=0.9), result(**BASE, acc=0.89)], 0.005)
     assert "one training run with one seed" in lines[-1] and "train.repeats" in lines[-1]
 
 
@@ -180,7 +184,7 @@ def test_lr_range_table(params):
 
 def test_a_gap_of_exactly_the_tie_margin_counts_as_within(params):
     results = [result(**DEEP3, acc=0.9800), result(**BASE, acc=0.9750)]
-    lines = conclusion(results, 0.005)
+    lines = conclude(results, 0.005)
     assert lines[1].startswith("- Smallest network within 0.5 points of it: **base**")
 
 
@@ -268,7 +272,7 @@ def test_several_seeds_show_mean_std_and_each_seed(params):
 
 def test_a_difference_beyond_the_noise_is_called_real(params):
     # one pair: Holm changes nothing, p = 2/252 = 0.0079 < 0.05
-    lines = conclusion([result(**BASE, acc=LOW), result(**WIDE3, acc=HIGH)], 0.005)
+    lines = conclude([result(**BASE, acc=LOW), result(**WIDE3, acc=HIGH)], 0.005)
     assert lines[0] == "- Best mean test accuracy over 5 seeds: **wide3**, 97.10 ± 0.08 % (1,615,310 parameters)."
     assert lines[1] == "- Below it by more than seed-to-seed noise: base (1.00 points lower, adjusted p = 0.00794)."
     assert not any(line.startswith("- Not distinguishable") for line in lines)
@@ -279,7 +283,7 @@ def test_a_difference_beyond_the_noise_is_called_real(params):
 
 def test_overlapping_seeds_are_not_distinguishable_and_the_smaller_net_is_named(params):
     results = [result(**BASE, acc=HIGH_TOO), result(**WIDE3, acc=HIGH), result(**DEEP3, acc=LOW)]
-    lines = conclusion(results, 0.005)
+    lines = conclude(results, 0.005)
     # 3 pairs; wide3-base p close to 1 (means differ by 0.01 points), deep3 separated from both:
     # raw 2/252 each, Holm: 3 x 2/252 = 0.0238 and 2 x 2/252 -> 0.0238 (monotone).
     assert lines[0].startswith("- Best mean test accuracy over 5 seeds: **wide3**")
@@ -299,7 +303,7 @@ def test_every_pair_is_listed_with_raw_and_adjusted_p(params):
 
 def test_a_failed_arch_with_several_seeds_stays_out_of_the_tests(params):
     results = [result(**BASE, acc=LOW), result(**WIDE3, acc=HIGH), failed_result(**DEEP3)]
-    lines = conclusion(results, 0.005)
+    lines = conclude(results, 0.005)
     assert "over all 1 pairs" in lines[-2]
     assert lines[-1].startswith("- **deep3 failed**")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stages.lib.schema import Params
-from stages.lib.stats import compare_all
+from stages.lib.stats import Comparison, compare_all
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,12 @@ def accuracy_cell(m: dict) -> str:
     return f"{100 * m['test_accuracy']:.2f} ± {100 * m['test_accuracy_std']:.2f} %"
 
 
-def conclusion(results: list[ArchResult], tie_margin: float, alpha: float = ALPHA) -> list[str]:
+def pairwise(results: list[ArchResult], alpha: float = ALPHA) -> list[Comparison]:
+    """Every pair of archs with a result, tested once; conclusion and comparisons_table share them."""
+    return compare_all({r.name: per_seed_accuracies(r) for r in results if not failed(r)}, alpha)
+
+
+def conclusion(results: list[ArchResult], tests: list[Comparison], tie_margin: float, alpha: float = ALPHA) -> list[str]:
     """Which arch is best and which differences are real; failed archs apart.
 
     With several seeds per arch, "real" means an exact permutation test on the per-seed
@@ -75,15 +80,16 @@ def conclusion(results: list[ArchResult], tie_margin: float, alpha: float = ALPH
             f"- Best test accuracy: **{best.name}**, {pct(best.metrics['test_accuracy'])} "
             f"({best.metrics['params']:,} parameters).")
     if repeats >= 2:
-        return [head, *_significance(best, results, alpha), *lines]
+        return [head, *_significance(best, results, tests, alpha), *lines]
     return [head, *_within_margin(best, results, tie_margin), *lines,
             "- Each number is one training run with one seed: accuracy moves by a few tenths of a point from "
             "seed to seed, so differences this small rank nothing. `train.repeats` (or a study with it) gives "
             "mean ± std and a significance test."]
 
 
-def _significance(best: ArchResult, results: list[ArchResult], alpha: float) -> list[str]:
-    tests = {(c.a, c.b): c for c in compare_all({r.name: per_seed_accuracies(r) for r in results}, alpha)}
+def _significance(best: ArchResult, results: list[ArchResult], comparisons: list[Comparison],
+                  alpha: float) -> list[str]:
+    tests = {(c.a, c.b): c for c in comparisons}
     below, level = [], []
     for r in sorted(results, key=lambda r: -r.metrics["test_accuracy"]):
         if r is best:
@@ -137,10 +143,8 @@ def _within_margin(best: ArchResult, results: list[ArchResult], tie_margin: floa
     return lines
 
 
-def comparisons_table(results: list[ArchResult], alpha: float = ALPHA) -> list[str]:
+def comparisons_table(tests: list[Comparison], alpha: float = ALPHA) -> list[str]:
     """Every pair of archs: difference of mean test accuracy, raw and Holm-adjusted p."""
-    ok = [r for r in results if not failed(r)]
-    tests = compare_all({r.name: per_seed_accuracies(r) for r in ok}, alpha)
     if not tests:
         return []
     lines = ["| pair | difference (points) | p | Holm-adjusted p | at level " + f"{alpha:g} |", "|---|---:|---:|---:|---|"]
@@ -257,7 +261,7 @@ def _overrides_text(overrides: dict) -> str:
     return ", ".join(f"`{key}={value}`" for key, value in overrides.items())
 
 
-def study_section(study: Study, tie_margin: float) -> list[str]:
+def study_section(study: Study, tests: list[Comparison], tie_margin: float) -> list[str]:
     lines = [
         f"## Study `{study.name}`: {_overrides_text(study.overrides)}",
         "",
@@ -270,8 +274,8 @@ def study_section(study: Study, tie_margin: float) -> list[str]:
                   f"{', '.join(study.stale)}._", ""]
     if not study.results:
         return lines
-    lines += [*results_table(study.results), "", *conclusion(study.results, tie_margin), ""]
-    pairs = comparisons_table(study.results)
+    lines += [*results_table(study.results), "", *conclusion(study.results, tests, tie_margin), ""]
+    pairs = comparisons_table(tests)
     if pairs:
         lines += ["All pairs (exact permutation test on the per-seed test accuracies):", "", *pairs, ""]
     if study.figure:
@@ -281,7 +285,7 @@ def study_section(study: Study, tie_margin: float) -> list[str]:
     return lines
 
 
-def summary(studies: list[Study], tie_margin: float) -> list[str]:
+def summary(studies: list[Study], tests: dict[str, list[Comparison]], tie_margin: float) -> list[str]:
     """The headline from the study with the most seeds, when one has at least two."""
     def repeats(study: Study) -> int:
         return min((len(per_seed_accuracies(r)) for r in study.results if not failed(r)), default=0)
@@ -290,7 +294,7 @@ def summary(studies: list[Study], tie_margin: float) -> list[str]:
         return []
     return ["## Summary", "",
             f"From study `{best.name}` ({repeats(best)} seeds per architecture; details below):", "",
-            *conclusion(best.results, tie_margin), ""]
+            *conclusion(best.results, tests[best.name], tie_margin), ""]
 
 
 def _machine_text(record: dict) -> str:
@@ -325,6 +329,8 @@ def render_report(params: Params, results: list[ArchResult], figures: dict[str, 
     arch failed) and curves (when training runs more than one epoch) to their relative paths."""
     m0 = results[0].metrics
     lr, tr = params.lr_range, params.train
+    tests = pairwise(results)
+    study_tests = {study.name: pairwise(study.results) for study in studies}
     seeds = params.seeds
     seed_text = (f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}, one run each")
     lines = [
@@ -339,17 +345,17 @@ def render_report(params: Params, results: list[ArchResult], figures: dict[str, 
         "",
         f"![Sample test digits with their labels]({figures['digits']})",
         "",
-        *summary(studies, params.report.tie_margin),
+        *summary(studies, study_tests, params.report.tie_margin),
         "## Results",
         "",
         *results_table(results),
         "",
         "## Conclusion",
         "",
-        *conclusion(results, params.report.tie_margin),
+        *conclusion(results, tests, params.report.tie_margin),
         "",
     ]
-    pairs = comparisons_table(results)
+    pairs = comparisons_table(tests)
     if pairs:
         lines += ["All pairs:", "", *pairs, ""]
     if "curves" in figures:
@@ -357,7 +363,7 @@ def render_report(params: Params, results: list[ArchResult], figures: dict[str, 
                   "Validation loss and accuracy per epoch (training loss dashed), one line per seed; the dot "
                   "marks the epoch kept.", ""]
     for study in studies:
-        lines += study_section(study, params.report.tie_margin)
+        lines += study_section(study, study_tests[study.name], params.report.tie_margin)
     lines += [
         "## Cost per architecture",
         "",
