@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 
+from conftest import ROOT
 from stages.lib.atomic import atomic_dir, atomic_path, write_bytes, write_csv, write_json, write_text
 
 
@@ -130,3 +134,41 @@ def test_folders_get_umask_permissions_not_0700(tmp_path):
     with atomic_dir(tmp_path / "d") as tmp:
         (tmp / "f").write_text("x")
     assert mode(tmp_path / "d") == expected
+
+
+# Killed (SIGKILL: no finally runs) once its temporary folder and file hold data.
+KILLED_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from stages.lib.atomic import atomic_dir, atomic_path
+root = Path(sys.argv[1])
+with atomic_dir(root / "models" / "base") as folder, atomic_path(root / "reports" / "base.json") as tmp:
+    (folder / "seed-42.keras").write_bytes(b"half")
+    tmp.write_text("half")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_write_leaves_leftovers_that_the_next_write_of_the_same_output_removes(tmp_path):
+    (tmp_path / "models" / "other").mkdir(parents=True)
+    (tmp_path / "models" / ".other.keep.tmp").write_text("not base's")  # another output's: kept
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(tmp_path)], env={"PYTHONPATH": str(ROOT)},
+                          check=False)
+    assert done.returncode == -signal.SIGKILL
+    leftovers = sorted(p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".base."))
+    assert len(leftovers) == 1 and leftovers[0].endswith(".tmp")
+    assert len([p for p in (tmp_path / "reports").iterdir() if p.name.startswith(".base.json.")]) == 1
+
+    with atomic_dir(tmp_path / "models" / "base") as folder:
+        (folder / "seed-42.keras").write_bytes(b"whole")
+    write_text(tmp_path / "reports" / "base.json", "whole")
+
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".other.keep.tmp", "base", "other"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["base.json"]
+
+
+def test_git_ignores_what_an_interrupted_write_leaves():
+    names = ["models/.base.k2j3.tmp", "models/logs/.base.x1.tmp", "reports/lr_range/.base.csv.abc.tmp",
+             "models/.base.q9.old"]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.split() == names
