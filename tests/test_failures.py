@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_mnist, write_idx_folder
+from conftest import ROOT, example_params, tiny_mnist, write_idx_folder
 from stages.lib.data import Split, save_prepared, split_train_val
 from stages.lib.idx import encode_idx, sha256_bytes
 from stages.lib.params import Arch, ParamsError, parse_params
@@ -129,17 +129,12 @@ def stage_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def real_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
 @pytest.fixture
-def project(tmp_path, real_params) -> Project:
-    """A project dir with a valid params.yaml (tiny data, one tiny arch) and nothing else."""
+def project(tmp_path) -> Project:
+    """A project dir with a valid params.yaml (the tests' own, with tiny data and one tiny arch) and nothing else."""
     source = tmp_path / "mnist"
     sums = write_idx_folder(source, tiny_mnist(seed=0))
-    params = copy.deepcopy(real_params)
+    params = example_params()
     params["data"].update(val_size=VAL_SIZE, sha256=sums, sources=[{"local": str(source)}])
     params["lr_range"].update(batch_size=8, epochs=1, factor=1.15, start_lr=0.001)
     params["train"].update(epochs=1, batch_size=16)
@@ -587,7 +582,8 @@ def run_on_damaged_prepared(project: Project, tiny_models: dict[int, Path], stag
     install_models(project.root, tiny_models)
     path = project.root / "reports" / "lr_range" / f"{ARCH}.json"
     path.parent.mkdir(parents=True)
-    path.write_text('{"picks": {"flat_center": {"lr": 0.1, "step": 20}}}\n')
+    rule = project.params["lr_range"]["rule"]
+    path.write_text(json.dumps({"picks": {rule: {"lr": 0.1, "step": 20}}}) + "\n")
     before = snapshot(project.root)
     # evaluate never imports keras_model: it runs as it is, TensorFlow-free.
     result = project.stage(stage, ARCH) if stage == "evaluate" else project.script(FAKE_KERAS_MODEL, stage, ARCH)

@@ -1,7 +1,7 @@
 """The whole pipeline end to end: real `git` and `dvc repro` on tiny data in a temporary project.
 
-One module-scoped fixture builds the project (this repo's stages/, scripts/ and dvc.yaml, a
-params.yaml derived from the real one with tiny data, two tiny archs and one tiny study) and
+One module-scoped fixture builds the project (this repo's stages/, scripts/ and dvc.yaml, the
+tests' own params with tiny data, two tiny archs and one tiny study) and
 builds it from nothing the way `make lr-study` then `make studies` do: the range tests, the
 opt-in LR study, the rest, then the opt-in seed study and the report again.
 Checks that change the project work on their own copy of it, so they do not depend on each other.
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_mnist, write_idx_folder
+from conftest import ROOT, example_params, tiny_mnist, write_idx_folder
 from stages.evaluate import CONFIDENT_ERRORS
 from stages.lib.idx import parse_idx
 from stages.lib.lr_finder import RULES, exponential_lrs
@@ -116,15 +116,14 @@ def isolated_env(base: Path) -> dict[str, str]:
 
 
 def derived_params(idx_folder: Path, sums: dict[str, str]) -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = example_params()
     params["data"]["sources"] = [{"local": str(idx_folder)}]
     params["data"]["sha256"] = dict(sums)
     params["data"]["val_size"] = VAL_SIZE
     params["lr_range"].update(LR_RANGE)
     params["train"].update(TRAIN)
     params["archs"] = json.loads(json.dumps(ARCHS))
-    if "lr_study" in params:
-        params["lr_study"]["grid"] = [0.1]  # the opt-in study trains once per rate: keep it short
+    params["lr_study"]["grid"] = [0.1]  # the opt-in study trains once per rate: keep it short
     params["studies"] = json.loads(json.dumps(STUDIES))
     return params
 
