@@ -8,7 +8,8 @@ absent), with no temporary files left behind.
 
 Interrupts are made deterministic by patching the writer a stage uses (numpy.save,
 Path.write_bytes, shutil.rmtree) to raise KeyboardInterrupt at a chosen point, and the stage is
-then run through runpy exactly as `python -m` runs it. Two tests send a real SIGINT.
+then run through runpy exactly as `python -m` runs it. Two tests send a real SIGINT, each on an
+event read from the stage's stderr, never after a delay.
 
 TensorFlow takes seconds to import, so only two stage runs start it. Where lr_range or train
 would import it only to reach code that has nothing to do with TensorFlow (reading data/prepared,
@@ -29,9 +30,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -99,21 +101,26 @@ class Project:
         stderr, imported = split_stderr(done.stderr)
         return Result(done.returncode, done.stdout, stderr, imported)
 
-    def stage(self, *args: str, env: dict[str, str] | None = None, importtime: bool = False,
-              timeout: float = TIMEOUT_S) -> Result:
-        """`python -m stages.<args[0]> <args[1:]>`, as dvc.yaml runs it."""
+    def command(self, *args: str, prelude: str | None = None, importtime: bool = False) -> list[str]:
+        """`python -m stages.<args[0]> <args[1:]>`, as dvc.yaml runs it; with a ``prelude`` (patches), the
+        prelude first, then the stage exactly as `python -m` would run it."""
         flags = ["-X", "importtime"] if importtime else []
-        return self._run([sys.executable, *flags, "-m", f"stages.{args[0]}", *args[1:]], env, timeout)
-
-    def script(self, prelude: str, *args: str, importtime: bool = False, timeout: float = TIMEOUT_S) -> Result:
-        """Run ``prelude`` (patches), then stage ``args[0]`` exactly as `python -m` would."""
+        if prelude is None:
+            return [sys.executable, *flags, "-m", f"stages.{args[0]}", *args[1:]]
         code = prelude + textwrap.dedent(f"""
             import runpy, sys
             sys.argv = [{f"stages.{args[0]}"!r}, *{list(args[1:])!r}]
             runpy.run_module({f"stages.{args[0]}"!r}, run_name="__main__", alter_sys=True)
         """)
-        flags = ["-X", "importtime"] if importtime else []
-        return self._run([sys.executable, *flags, "-c", code], None, timeout)
+        return [sys.executable, *flags, "-c", code]
+
+    def stage(self, *args: str, env: dict[str, str] | None = None, importtime: bool = False,
+              timeout: float = TIMEOUT_S) -> Result:
+        return self._run(self.command(*args, importtime=importtime), env, timeout)
+
+    def script(self, prelude: str, *args: str, importtime: bool = False, timeout: float = TIMEOUT_S) -> Result:
+        """Run ``prelude`` (patches), then stage ``args[0]`` exactly as `python -m` would."""
+        return self._run(self.command(*args, prelude=prelude, importtime=importtime), None, timeout)
 
 
 def stage_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -873,29 +880,50 @@ def test_the_stand_in_keras_model_lets_lr_range_finish(project):
 # --- 2c. a real SIGINT (real TensorFlow) -----------------------------------------------------------
 
 
-def sigint_lr_range(project: Project, marker: str, delay_s: float) -> tuple[Result, list[str]]:
-    """Start lr_range, send SIGINT ``delay_s`` after -X importtime reports ``marker`` imported."""
-    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "stages.lr_range", ARCH], cwd=project.root,
-                            env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+SWEEP_STARTED = "test: the range test's first batches are done"
+
+# Prints SWEEP_STARTED to stderr once, when the range test's stopper gets its first batch loss:
+# the sweep is really running then. lr_finder is numpy only, so the patch starts no TensorFlow.
+SWEEP_MARKER = textwrap.dedent(f"""
+    import sys
+    from stages.lib.lr_finder import Stopper
+    _real_update = Stopper.update
+    _marked = False
+    def _update(self, loss):
+        global _marked
+        result = _real_update(self, loss)
+        if not _marked:
+            _marked = True
+            print({SWEEP_STARTED!r}, file=sys.stderr, flush=True)
+        return result
+    Stopper.update = _update
+""")
+
+
+def sigint_lr_range(project: Project, command: list[str], is_event: Callable[[str], bool], event: str) -> Result:
+    """Start lr_range with ``command``; send SIGINT as soon as a stderr line satisfies ``is_event``."""
+    proc = subprocess.Popen(command, cwd=project.root, env=project.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(TIMEOUT_S, proc.kill)  # bounds the wait for the event
+    watchdog.start()
     try:
         seen = []
-        for line in proc.stderr:  # drains the pipe until the marker
+        for line in proc.stderr:  # drains the pipe up to the event
             seen.append(line)
-            match = IMPORT_TIME.match(line)
-            if match and (match["module"] == marker or match["module"].startswith(marker + ".")):
+            if is_event(line):
                 break
         else:
-            pytest.fail(f"lr_range exited {proc.wait()} before importing {marker}:\n{''.join(seen)[-2000:]}")
-        time.sleep(delay_s)
-        assert proc.poll() is None, "lr_range finished before the SIGINT"
+            pytest.fail(f"lr_range exited {proc.wait()} before {event}:\n{''.join(seen)[-2000:]}")
+        assert proc.poll() is None, f"lr_range finished right after {event}, before the SIGINT"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    own, imported = split_stderr("".join(seen) + stderr)
-    return Result(proc.returncode, stdout, own, imported), imported
+    own, imported = split_stderr(("".join(seen) + stderr).replace(SWEEP_STARTED + "\n", "", 1))
+    return Result(proc.returncode, stdout, own, imported)
 
 
 def lr_range_outputs(root: Path) -> None:
@@ -912,14 +940,21 @@ def long_sweep(project: Project) -> None:
     project.write_params()
 
 
+def first_tensorflow_submodule(line: str) -> bool:
+    """-X importtime lists a module once its import is over: a submodule's line comes while the
+    package itself is still importing (seconds more for TensorFlow)."""
+    match = IMPORT_TIME.match(line)
+    return bool(match) and match["module"].startswith("tensorflow.")
+
+
 def test_sigint_while_tensorflow_is_importing(project):
     write_prepared(project.root, seed=0)
     lr_range_outputs(project.root)
     long_sweep(project)  # so that a late signal still finds the stage running
     before = snapshot(project.root)
 
-    # The first TensorFlow module is in after a fraction of a second; all of it takes seconds.
-    result, _ = sigint_lr_range(project, "tensorflow", delay_s=0.5)
+    result = sigint_lr_range(project, project.command("lr_range", ARCH, importtime=True),
+                             first_tensorflow_submodule, "a TensorFlow submodule was imported")
 
     assert_interrupted(result, real_sigint=True)
     assert snapshot(project.root) == before
@@ -931,8 +966,8 @@ def test_sigint_during_the_range_test(project):
     long_sweep(project)
     before = snapshot(project.root)
 
-    # -X importtime lists stages.lib.keras_model once its import is over: the sweep is running then.
-    result, _ = sigint_lr_range(project, "stages.lib.keras_model", delay_s=1.5)
+    result = sigint_lr_range(project, project.command("lr_range", ARCH, prelude=SWEEP_MARKER),
+                             lambda line: line == SWEEP_STARTED + "\n", "the sweep started")
 
     assert_interrupted(result, real_sigint=True)
     assert snapshot(project.root) == before
