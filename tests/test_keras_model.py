@@ -10,6 +10,7 @@ and a damaged model file fails with a message saying how to restore it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import time
 
@@ -303,9 +304,28 @@ def trained(split, tmp_path_factory):
     return model, path
 
 
-def test_save_model_writes_the_same_bytes_for_the_same_model(trained, tmp_path):
+def a_year_later(monkeypatch) -> None:
+    """Move the clocks a save reads (the save date in metadata.json, zip entry dates) a year ahead."""
+    shift = 366 * 24 * 3600
+    real_time, real_datetime = time.time, datetime.datetime
+
+    class Later(real_datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return real_datetime.now(tz) + datetime.timedelta(seconds=shift)
+
+    monkeypatch.setattr(time, "time", lambda: real_time() + shift)
+    monkeypatch.setattr(datetime, "datetime", Later)
+
+
+def test_save_model_writes_the_same_bytes_for_the_same_model(trained, tmp_path, monkeypatch):
     model, first = trained
-    time.sleep(1.1)  # the raw .keras metadata holds the save date, to the second
+    raw_now = tmp_path / "raw-now.keras"
+    model.save(raw_now)
+    a_year_later(monkeypatch)  # rather than waiting for the clock to move
+    raw_later = tmp_path / "raw-later.keras"
+    model.save(raw_later)
+    assert raw_now.read_bytes() != raw_later.read_bytes()  # control: Keras' own file records when it was saved
     second = tmp_path / "again.keras"
     km.save_model(model, second)
     assert first.read_bytes() == second.read_bytes()

@@ -1,7 +1,7 @@
 """The whole pipeline end to end: real `git` and `dvc repro` on tiny data in a temporary project.
 
-One module-scoped fixture builds the project (this repo's stages/, scripts/ and dvc.yaml, a
-params.yaml derived from the real one with tiny data, two tiny archs and one tiny study) and
+One module-scoped fixture builds the project (this repo's stages/, scripts/ and dvc.yaml, the
+tests' own params with tiny data, two tiny archs and one tiny study) and
 builds it from nothing the way `make lr-study` then `make studies` do: the range tests, the
 opt-in LR study, the rest, then the opt-in seed study and the report again.
 Checks that change the project work on their own copy of it, so they do not depend on each other.
@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_mnist, write_idx_folder
+from conftest import ROOT, example_params, tiny_mnist, write_idx_folder
 from stages.evaluate import CONFIDENT_ERRORS
 from stages.lib.idx import parse_idx
 from stages.lib.lr_finder import RULES, exponential_lrs
@@ -37,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
-ARCHS = {"a": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
+ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}  # base: the arch README's commands use
 N_TRAIN, N_TEST, VAL_SIZE = 300, 100, 50
 LR_RANGE = {"batch_size": 8, "epochs": 2, "factor": 1.15, "start_lr": 0.001}
 TRAIN = {"epochs": 2, "batch_size": 16}
@@ -116,15 +115,14 @@ def isolated_env(base: Path) -> dict[str, str]:
 
 
 def derived_params(idx_folder: Path, sums: dict[str, str]) -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = example_params()
     params["data"]["sources"] = [{"local": str(idx_folder)}]
     params["data"]["sha256"] = dict(sums)
     params["data"]["val_size"] = VAL_SIZE
     params["lr_range"].update(LR_RANGE)
     params["train"].update(TRAIN)
     params["archs"] = json.loads(json.dumps(ARCHS))
-    if "lr_study" in params:
-        params["lr_study"]["grid"] = [0.1]  # the opt-in study trains once per rate: keep it short
+    params["lr_study"]["grid"] = [0.1]  # the opt-in study trains once per rate: keep it short
     params["studies"] = json.loads(json.dumps(STUDIES))
     return params
 
@@ -392,15 +390,15 @@ def test_changing_one_arch_reruns_only_that_arch_and_the_report(project, tmp_pat
                 for rel in (f"models/b/seed-{SEED}.keras", "reports/lr_range/b.csv", "reports/metrics/b.json",
                             "reports/errors/b.json")}
     params = p.params()
-    params["archs"]["a"]["hidden"] = [5]
+    params["archs"]["base"]["hidden"] = [5]
     p.write_params(params)
 
     stages, output = p.repro()
-    assert sorted(stages) == ["evaluate@a", "lr_range@a", "report", "train@a"], output
+    assert sorted(stages) == ["evaluate@base", "lr_range@base", "report", "train@base"], output
     assert stages[-1] == "report"
     for rel, data in b_before.items():
         assert (p.root / rel).read_bytes() == data, rel
-    assert dense_units(p.root / "models" / "a" / f"seed-{SEED}.keras") == [5, 10]
+    assert dense_units(p.root / "models" / "base" / f"seed-{SEED}.keras") == [5, 10]
     assert p.status() == {}
 
 
@@ -414,39 +412,39 @@ def test_removing_an_arch_drops_it_from_the_report(project, tmp_path):
 
     stages, output = p.repro()
     assert "report" in stages, output
-    assert not any(s.endswith("@a") or s.endswith("@b") for s in stages), output
+    assert not any(s.endswith("@base") or s.endswith("@b") for s in stages), output
     report = p.read("reports/report.md")
     assert table_rows(report, "b") == [] and "**b**" not in report
     assert not STANDALONE_B.search(report), STANDALONE_B.search(report)
-    assert len(table_rows(report, "a")) >= 2
+    assert len(table_rows(report, "base")) >= 2
     assert p.status() == {}
     # No leftovers a later step (or a reader of reports/) could pick up.
     for rel in ("models/b", "models/logs/b", "reports/lr_range/b.csv", "reports/lr_range/b.json", "reports/history/b.csv",
                 "reports/train/b.json", "reports/metrics/b.json", "reports/errors/b.json",
                 "reports/timings/b.train.json", "reports/timings/b.lr_range.json", "reports/timings/b.evaluate.json"):
         assert not (p.root / rel).exists(), rel
-    assert (p.root / f"models/a/seed-{SEED}.keras").is_file()
-    # The study's files are what `make studies` wrote (committed results): they stay, and a is still shown.
+    assert (p.root / f"models/base/seed-{SEED}.keras").is_file()
+    # The study's files are what `make studies` wrote (committed results): they stay, and base is still shown.
     assert (p.root / f"reports/studies/{STUDY}/metrics/b.json").is_file()
-    assert len(table_rows(report.split(f"## Study `{STUDY}`", 1)[1].split("\n## ", 1)[0], "a")) == 1
+    assert len(table_rows(report.split(f"## Study `{STUDY}`", 1)[1].split("\n## ", 1)[0], "base")) == 1
 
 
 @dataclass
 class Forced:
-    """A copy of the project after `dvc repro -f train@a` with nothing changed, then `dvc repro`."""
+    """A copy of the project after `dvc repro -f train@base` with nothing changed, then `dvc repro`."""
     p: Project
-    before: dict[str, bytes]  # a's results before the forced retrain
-    retrained: list[str]  # stages `dvc repro -f train@a` ran
+    before: dict[str, bytes]  # base's results before the forced retrain
+    retrained: list[str]  # stages `dvc repro -f train@base` ran
     retrain_output: str
-    after_retrain: dict[str, bytes]  # what train@a rewrote, right after it
+    after_retrain: dict[str, bytes]  # what train@base rewrote, right after it
     status_after_retrain: dict
     rerun: list[str]  # stages the following `dvc repro` ran
     rerun_output: str
-    after: dict[str, bytes]  # a's results after that
+    after: dict[str, bytes]  # base's results after that
 
 
-TRAIN_RESULTS_A = (f"models/a/seed-{SEED}.keras", "reports/train/a.json", "reports/history/a.csv")
-RESULTS_A = (*TRAIN_RESULTS_A, "reports/metrics/a.json", "reports/errors/a.json")
+TRAIN_RESULTS_BASE = (f"models/base/seed-{SEED}.keras", "reports/train/base.json", "reports/history/base.csv")
+RESULTS_BASE = (*TRAIN_RESULTS_BASE, "reports/metrics/base.json", "reports/errors/base.json")
 
 
 @pytest.fixture(scope="module")
@@ -456,16 +454,16 @@ def forced(project, tmp_path_factory) -> Forced:
     def read(rels: tuple[str, ...]) -> dict[str, bytes]:
         return {rel: (p.root / rel).read_bytes() for rel in rels}
 
-    before = read(RESULTS_A)
-    retrained, retrain_output = p.repro("-f", "train@a")
-    after_retrain, status_after_retrain = read(TRAIN_RESULTS_A), p.status()
+    before = read(RESULTS_BASE)
+    retrained, retrain_output = p.repro("-f", "train@base")
+    after_retrain, status_after_retrain = read(TRAIN_RESULTS_BASE), p.status()
     rerun, rerun_output = p.repro()
     return Forced(p, before, retrained, retrain_output, after_retrain, status_after_retrain, rerun, rerun_output,
-                  read(RESULTS_A))
+                  read(RESULTS_BASE))
 
 
 def test_forced_retrain_writes_a_byte_identical_model(forced):
-    assert "train@a" in forced.retrained, forced.retrain_output
+    assert "train@base" in forced.retrained, forced.retrain_output
     for rel, data in forced.after_retrain.items():  # the model, and the run's facts and history
         assert data == forced.before[rel], rel
 
@@ -479,7 +477,7 @@ def test_after_a_forced_identical_retrain_no_result_changes(forced):
 
 def test_after_a_forced_identical_retrain_only_the_report_reruns(forced):
     # The timings changed (the report shows them); nothing a result depends on did.
-    assert "models/a" not in json.dumps(forced.status_after_retrain), forced.status_after_retrain
+    assert "models/base" not in json.dumps(forced.status_after_retrain), forced.status_after_retrain
     assert forced.rerun == ["report"], forced.rerun_output
 
 
@@ -502,116 +500,241 @@ def test_training_that_diverges_is_reported_as_failed_and_fails_the_pipeline(pro
     report = p.read("reports/report.md")
     assert f"**failed**: seed {SEED}: loss became nan" in table_rows(report, "b")[0]
     assert "- **b failed**" in report
-    assert "Best test accuracy: **a**" in report  # the other arch still reports
+    assert "Best test accuracy: **base**" in report  # the other arch still reports
     assert "nan %" not in report.lower()
     assert "report" in json.dumps(p.status())  # not marked done: the next repro says so again
 
 
-# --- the DVC workflows users came for ---------------------------------------------------------
+# --- the DVC workflows users came for, as README.md writes them -------------------------------
+
+README_SECTION = "## Comparing, experimenting, sharing"
+# The first command of each ```bash block of that section: one test runs each block.
+README_BLOCKS = ("dvc metrics diff", "dvc exp run", "dvc remote add")
+QUEUE_TIMEOUT_S = 240  # two tiny experiments, two at a time: 50 s here (10 s of it: idle workers stopping)
 
 
-def committed(p: Project, message: str) -> str:
-    """Commit everything; return the branch name."""
+@dataclass(frozen=True)
+class Command:
+    text: str  # the shell command, as README writes it
+    comment: str  # what README says it does (after `#`), or ""
+
+
+def readme_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    assert README_SECTION in readme, f"README.md has no section {README_SECTION!r}"
+    return readme.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
+
+
+def readme_blocks() -> list[list[Command]]:
+    """The ```bash blocks of README's section on comparing, experimenting and sharing, one Command a line."""
+    blocks = []
+    for block in re.findall(r"^```bash\n(.*?)^```", readme_section(), re.M | re.S):
+        lines = [line.strip() for line in block.splitlines()]
+        matches = [re.fullmatch(r"(?P<text>.*?)(?:\s+#\s+(?P<comment>.*))?", line)
+                   for line in lines if line and not line.startswith("#")]
+        blocks.append([Command(m["text"], m["comment"] or "") for m in matches])
+    return blocks
+
+
+def readme_block(first: str) -> list[Command]:
+    blocks = [block for block in readme_blocks() if block and block[0].text.startswith(first)]
+    assert len(blocks) == 1, f"README's {README_SECTION!r}: expected one ```bash block starting with {first!r}"
+    return blocks[0]
+
+
+def substituted(block: list[Command], substitutions: dict[str, str]) -> list[Command]:
+    """``block`` with what cannot run here (paths on another machine, installing) replaced; each
+    replacement must be used, so README's text and this test cannot drift apart unnoticed."""
+    out, unused = [], set(substitutions)
+    for command in block:
+        text = command.text
+        for old, new in substitutions.items():
+            if old in text:
+                text = text.replace(old, new)
+                unused.discard(old)
+        out.append(Command(text, command.comment))
+    assert not unused, f"README's {README_SECTION!r} no longer contains {sorted(unused)}: update this test"
+    return out
+
+
+def shell(p: Project, command: Command) -> str:
+    return p.run("bash", "-c", command.text)
+
+
+def uncovered(command: Command) -> None:
+    pytest.fail(f"README's {README_SECTION!r} has a command this test does not run: {command.text}")
+
+
+def test_every_block_of_the_readme_section_is_run():
+    firsts = [block[0].text if block else "" for block in readme_blocks()]
+    run = [next((start for start in README_BLOCKS if first.startswith(start)), None) for first in firsts]
+    assert sorted(run, key=str) == sorted(README_BLOCKS), f"blocks starting with {firsts}: update README_BLOCKS"
+
+
+def committed(p: Project, message: str) -> None:
     p.run("git", "add", "-A")
     p.run("git", "commit", "-q", "-m", message)
-    return p.run("git", "rev-parse", "--abbrev-ref", "HEAD").strip()
 
 
 def arch_of(path: str) -> str:
     return Path(path).name.split(".")[0]
 
 
-def test_branches_differing_in_one_arch_diff_only_that_arch(project, tmp_path):
-    p = project.copy(tmp_path / "project")
-    main = committed(p, "results")
-    p.run("git", "checkout", "-q", "-b", "wider")
+@pytest.fixture(scope="module")
+def branches(project, tmp_path_factory) -> Project:
+    """A copy of the project with README's branches: the results on `main`, and on `my-branch`
+    base widened to [12] and rebuilt. Tests that write to it work on their own copy."""
+    p = project.copy(tmp_path_factory.mktemp("branches") / "project")
+    committed(p, "results")
+    p.run("git", "branch", "-M", "main")
+    p.run("git", "checkout", "-q", "-b", "my-branch")
     params = p.params()
-    params["archs"]["a"]["hidden"] = [12]
+    params["archs"]["base"]["hidden"] = [12]
     p.write_params(params)
     p.repro()
-    committed(p, "wider a")
+    committed(p, "wider base")
+    return p
 
-    metrics = json.loads(p.dvc("metrics", "diff", "--json", main, "wider"))
+
+def test_branches_differing_in_one_arch_diff_only_that_arch(branches):
+    p = branches
+    metrics = json.loads(p.dvc("metrics", "diff", "--json", "main", "my-branch"))
     assert metrics, "no metric changed"
-    assert {arch_of(path) for path in metrics} == {"a"}, sorted(metrics)
-    changed = metrics["reports/metrics/a.json"]
+    assert {arch_of(path) for path in metrics} == {"base"}, sorted(metrics)
+    changed = metrics["reports/metrics/base.json"]
     # Nested metrics show up as dotted keys; a new network changes its size and every loss.
     assert {"params", "size_bytes", "test_loss", "val_loss", f"seeds.{SEED}.test_loss",
             f"seeds.{SEED}.val_loss"} <= set(changed), sorted(changed)
     assert changed["params"]["new"] == 784 * 12 + 12 + 12 * 10 + 10
 
-    params_diff = json.loads(p.dvc("params", "diff", "--json", main, "wider"))
+    params_diff = json.loads(p.dvc("params", "diff", "--json", "main", "my-branch"))
     # dvc reports list values as their YAML text
-    assert params_diff == {"params.yaml": {"archs.a.hidden": {"old": "[8]", "new": "[12]"}}}
+    assert params_diff == {"params.yaml": {"archs.base.hidden": {"old": "[8]", "new": "[12]"}}}
 
-    plots = json.loads(p.dvc("plots", "diff", "--json", main, "wider"))
+    plots = json.loads(p.dvc("plots", "diff", "--json", "main", "my-branch"))
     assert not plots.get("errors"), plots.get("errors")
-    curve = plots["data"]["reports/lr_range/a.csv"][0]["content"]
+    curve = plots["data"]["reports/lr_range/base.csv"][0]["content"]
     assert curve["encoding"]["x"]["scale"] == {"type": "log"}  # the committed log-x template
-    assert {row["rev"] for row in curve["data"]["values"]} == {main, "wider"}
+    assert {row["rev"] for row in curve["data"]["values"]} == {"main", "my-branch"}
 
-    comparison = p.run(sys.executable, "-m", "scripts.compare", main)
-    assert "| `archs.a.hidden` | [8] | [12] |" in comparison
-    assert "| a | params | 6370 | 9550 |" in comparison
+    comparison = p.run(sys.executable, "-m", "scripts.compare", "main")
+    assert "| `archs.base.hidden` | [8] | [12] |" in comparison
+    assert "| base | params | 6370 | 9550 |" in comparison
     assert not re.search(r"^\| b \|.*\| (test_accuracy|params) \|", comparison, re.M)
 
 
-def test_exp_run_with_one_arch_changed_reruns_only_that_arch(project, tmp_path):
+def as_after_make_setup(p: Project) -> None:
+    """The Makefile, with `make setup` already done (the test's interpreter is the set-up one)."""
+    shutil.copy2(ROOT / "Makefile", p.root / "Makefile")
+    (p.root / "requirements.txt").write_text("# installed: the test runs in the venv\n")
+    os.utime(p.root / "requirements.txt", (0, 0))  # older than .venv/.installed: make installs nothing
+    (p.root / ".venv").mkdir()
+    (p.root / ".venv" / ".installed").touch()
+    with open(p.root / ".gitignore", "a") as f:
+        f.write(".venv/\n")
+
+
+def test_readme_comparison_commands_run_as_written(branches, tmp_path):
+    p = branches.copy(tmp_path / "project")
+    as_after_make_setup(p)
+    for command in readme_block("dvc metrics diff"):
+        output = shell(p, command)
+        if command.text.startswith("dvc metrics diff "):
+            # "only the archs whose results changed show up"
+            assert "reports/metrics/base.json" in output and "params" in output, output
+            assert not re.search(r"\bb\.(json|csv)", output), output
+        elif command.text.startswith("dvc params diff "):
+            assert re.search(r"archs\.base\.hidden\s+\[8\]\s+\[12\]", output), output
+        elif command.text.startswith("dvc plots diff "):
+            html = (p.root / "dvc_plots" / "index.html").read_text()
+            assert "reports/lr_range/base.csv" in html and "reports/history/base.csv" in html
+        elif command.text.startswith("make compare "):
+            comparison = (p.root / "compare.md").read_text()
+            assert "| `archs.base.hidden` | [8] | [12] |" in comparison, comparison
+        else:
+            uncovered(command)
+
+
+def run_queue(p: Project, command: Command) -> str:
+    """Run README's `dvc queue start` and wait until its workers are done; return `dvc queue status`.
+
+    The workers inherit the command's stdout, so the pipe closes once the last one has exited,
+    which a worker does after the queue has drained (and 10 s idle)."""
+    starter = subprocess.Popen(["bash", "-c", command.text], cwd=p.root, env=p.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        starter.communicate(timeout=QUEUE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        status = p.dvc("queue", "status")
+        p.run(DVC, "queue", "stop", "--kill", check=False)
+        starter.kill()
+        starter.communicate()
+        pytest.fail(f"the queue's workers still ran {QUEUE_TIMEOUT_S} s after `{command.text}`:\n{status}")
+    return p.dvc("queue", "status")
+
+
+def test_readme_experiment_commands_run_as_written(project, tmp_path):
     p = project.copy(tmp_path / "project")
     committed(p, "results")
-    output = p.dvc("exp", "run", "-S", "archs.a.hidden=[5]")
-    assert sorted(ran(output)) == ["evaluate@a", "lr_range@a", "report", "train@a"], output
-    table = json.loads(p.dvc("exp", "show", "--json"))
-    assert "[5]" in json.dumps(table)
+    queued = 0
+    for command in readme_block("dvc exp run"):
+        if command.text.startswith("dvc exp run -S "):
+            output = shell(p, command)  # "reruns only base's stages and the report"
+            assert sorted(ran(output)) == ["evaluate@base", "lr_range@base", "report", "train@base"], output
+        elif command.text.startswith("dvc exp run --queue "):
+            queued = shell(p, command).count("Queued experiment")
+            assert queued == 2, command.text
+        elif command.text.startswith("dvc queue start "):
+            status = run_queue(p, command)
+            assert len(re.findall(r"\bSuccess\b", status)) == queued and "Failed" not in status, status
+        elif command.text.startswith("dvc exp show "):
+            table = shell(p, command)
+            header = table.splitlines()[0]
+            assert re.search(r"\| Experiment\s+\| Created\s+\|", header), header
+            assert "test_accuracy" in header and "archs.base.hidden" in header and "archs.base.lr" in header, header
+            assert "lr_range.rule" in header and "train.epochs" not in header and "val_loss" not in header, header
+            rows = [line for line in table.splitlines() if "[256, 128]" in line]
+            assert len(rows) >= 3, table  # the first experiment, the workspace it left, the queued ones
+            assert any("| 0.1 " in row for row in rows) and any("| 0.2 " in row for row in rows), table
+        else:
+            uncovered(command)
+    assert queued == 2
 
 
-def test_push_then_clone_and_pull_is_up_to_date_without_running_anything(project, tmp_path):
+def test_readme_sharing_commands_run_as_written(project, tmp_path):
     p = project.copy(tmp_path / "project")
-    p.dvc("remote", "add", "-d", "shared", str(tmp_path / "remote"))
-    committed(p, "results and remote")
-    p.dvc("push")
-
-    clone = Project(tmp_path / "clone", p.env, "")
-    p.run("git", "clone", "-q", str(p.root), str(clone.root))
-    clone.dvc("pull")
-    assert clone.status() == {}
-    stages, output = clone.repro()
-    assert stages == [], output
+    committed(p, "results")
+    remote, colleague = tmp_path / "remote", Project(tmp_path / "colleague", p.env, "")
+    block = substituted(readme_block("dvc remote add"), {
+        "/mnt/team/mnist-lr-study": str(remote),
+        "git clone <repo> && cd <repo>": f"git clone -q {p.root} {colleague.root}",
+        " && make setup && source .venv/bin/activate": "",  # this test runs in the set-up venv
+    })
+    at = p
+    for command in block:
+        if command.text.startswith("git clone "):
+            shell(p, command)
+            at = colleague  # the colleague's commands run in their clone
+        elif command.text == "dvc repro":
+            stages, output = at.repro()
+            assert stages == [], output  # "runs nothing"
+        else:
+            output = shell(at, command)
+            if command.text.startswith("dvc pull"):
+                assert "Data and pipelines are up to date." in output, output  # as README's comment says
+            elif command.text.startswith("dvc remote add "):
+                assert remote.as_posix() in p.dvc("remote", "list")
+            elif command.text == "dvc push":
+                assert any(remote.rglob("*")), "dvc push wrote nothing"
+            elif not command.text.startswith("git add .dvc/config"):
+                uncovered(command)
+    assert at is colleague, "README no longer shows the colleague's side"
     for arch in ARCHS:
-        assert snapshot(clone.root / "models" / arch) == snapshot(p.root / "models" / arch), arch
+        assert snapshot(colleague.root / "models" / arch) == snapshot(p.root / "models" / arch), arch
 
+    assert "`dvc repro --pull` does both at once" in readme_section()
     other = Project(tmp_path / "other", p.env, "")
     p.run("git", "clone", "-q", str(p.root), str(other.root))
     stages, output = other.repro("--pull")
     assert stages == [], output
     assert (other.root / "data/prepared/x_train.npy").is_file()
-
-
-def test_queued_experiments_run_two_at_a_time(project, tmp_path):
-    p = project.copy(tmp_path / "project")
-    committed(p, "results")
-    for hidden in ("[5]", "[7]"):
-        p.dvc("exp", "run", "--queue", "-S", f"archs.a.hidden={hidden}")
-    # `dvc queue start` may stay attached to its workers after the queue drains: do not wait on it.
-    starter = subprocess.Popen([DVC, "queue", "start", "-j", "2"], cwd=p.root, env=p.env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            status = p.dvc("queue", "status")
-            if len(re.findall(r"\b(Success|Failed)\b", status)) == 2:
-                break
-            time.sleep(3)
-        else:
-            pytest.fail(f"queue still busy after 600 s:\n{status}")
-    finally:
-        p.run(DVC, "queue", "stop", "--kill", check=False)
-        try:
-            starter.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            starter.kill()
-
-    assert len(re.findall(r"\bSuccess\b", status)) == 2 and "Failed" not in status, status
-    shown = json.dumps(json.loads(p.dvc("exp", "show", "--json")))
-    for hidden in ([5], [7]):
-        assert f'"hidden": {json.dumps(hidden)}' in shown, shown[:2000]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
-import yaml
 
-from conftest import ROOT
+from conftest import example_params
 from stages.lib.params import parse_params
 from stages.lib.report import ArchResult, Study, conclusion, pairwise, render_report
 
@@ -18,7 +16,8 @@ RULE_NAMES = ("min_halved", "min_div10", "steepest", "valley")
 
 @pytest.fixture(scope="module")
 def params():
-    return parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    """The tests' own params (tie_margin 0.005, val_size 5000, seed 42, one seed and one epoch)."""
+    return parse_params(example_params())
 
 
 def result(name: str, hidden: tuple[int, ...], acc: float | list[float], n_params: int, *, activation: str = "relu",
@@ -51,7 +50,7 @@ def render(params, results, **kwargs) -> str:
     return render_report(params, results, FIGURES, **kwargs)
 
 
-# hidden sizes of params.yaml; parameter counts of Dense 784 -> hidden... -> 10
+# hidden sizes of the example params; parameter counts of Dense 784 -> hidden... -> 10
 BASE = dict(name="base", hidden=(300, 100), n_params=266_610)
 DEEP3 = dict(name="deep3", hidden=(300, 200, 100), n_params=316_810)
 DEEP4 = dict(name="deep4", hidden=(400, 300, 200, 100), n_params=515_610)
