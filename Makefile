@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test check-lock lr-study studies compare bench clean
+.PHONY: setup repro test check-lock lr-study studies compare bench prune clean
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,12 @@ STUDY ?=
 studies: setup
 	dvc repro
 	python -m scripts.study $(STUDY)
+	dvc repro
+
+# Outputs of architectures removed from params.yaml (DVC leaves them); never anything a user put there.
+# `python -m scripts.prune --dry-run` lists them without removing. Then the report, whose deps they were.
+prune: setup
+	python -m scripts.prune
 	dvc repro
 
 # Markdown comparison of the workspace with a branch: `make compare REV=main > comparison.md`

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +35,6 @@ def read_curve(path: Path) -> dict[str, np.ndarray]:
 def read_history(path: Path) -> list[dict]:
     return [{key: int(value) if key in ("seed", "epoch") else float(value) for key, value in row.items()}
             for row in read_csv(path)]
-
-
-def remove_stale_outputs(archs) -> None:
-    """Outputs of removed archs would otherwise linger in reports/ and models/ (and in git)."""
-    for path in paths.stale_outputs(archs):
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-        print(f"report: removed {path} (its arch is no longer in params.yaml)")
 
 
 def under(reports: Path, path: Path) -> Path:
@@ -85,7 +77,10 @@ def load_study(params: Params, raw: dict, name: str, overrides: dict) -> tuple[S
 def main(argv: list[str]) -> None:
     raw = load_raw()
     params = parse_params(raw)
-    remove_stale_outputs(params.archs)
+    leftovers = paths.prunable(params.archs)
+    if leftovers:
+        print(f"report: {len(leftovers)} output(s) of architectures no longer in params.yaml are still in "
+              "models/ and reports/; `make prune` lists and removes them")
     x_test, y_test = load_split("test")
 
     results = [arch_result(params, name) for name in params.archs]

@@ -418,15 +418,33 @@ def test_removing_an_arch_drops_it_from_the_report(project, tmp_path):
     assert not STANDALONE_B.search(report), STANDALONE_B.search(report)
     assert len(table_rows(report, "base")) >= 2
     assert p.status() == {}
-    # No leftovers a later step (or a reader of reports/) could pick up.
-    for rel in ("models/b", "models/logs/b", "reports/lr_range/b.csv", "reports/lr_range/b.json", "reports/history/b.csv",
-                "reports/train/b.json", "reports/metrics/b.json", "reports/errors/b.json",
-                "reports/timings/b.train.json", "reports/timings/b.lr_range.json", "reports/timings/b.evaluate.json"):
-        assert not (p.root / rel).exists(), rel
+    # The stages delete nothing they do not own: b's outputs stay until `make prune` removes them.
+    b_outputs = ("models/b", "models/logs/b", "reports/lr_range/b.csv", "reports/lr_range/b.json",
+                 "reports/history/b.csv", "reports/train/b.json", "reports/metrics/b.json", "reports/errors/b.json",
+                 "reports/timings/b.train.json", "reports/timings/b.lr_range.json", "reports/timings/b.evaluate.json")
+    assert all((p.root / rel).exists() for rel in b_outputs)
+    assert "`make prune` lists and removes them" in output
+    pruned = p.run(sys.executable, "-m", "scripts.prune")
+    assert sorted(line.removeprefix("prune: removed ") for line in pruned.splitlines()) == sorted(b_outputs)
+    assert not any((p.root / rel).exists() for rel in b_outputs)
     assert (p.root / f"models/base/seed-{SEED}.keras").is_file()
+    assert p.repro()[0] == ["report"]  # its deps are the reports/ folders, as `make prune` knows
+    assert p.status() == {}
     # The study's files are what `make studies` wrote (committed results): they stay, and base is still shown.
     assert (p.root / f"reports/studies/{STUDY}/metrics/b.json").is_file()
     assert len(table_rows(report.split(f"## Study `{STUDY}`", 1)[1].split("\n## ", 1)[0], "base")) == 1
+
+
+def test_changing_a_default_in_schema_marks_the_stages_it_shapes_as_changed(project, tmp_path):
+    """An arch without `activation` trains with Arch's default: editing it makes the results stale."""
+    p = project.copy(tmp_path / "project")
+    schema = p.root / "stages" / "lib" / "schema.py"
+    default = '    activation: str = "relu"'
+    assert default in schema.read_text()
+    schema.write_text(schema.read_text().replace(default, '    activation: str = "tanh"'))
+    changed = set(p.status())
+    for arch in ARCHS:
+        assert {f"lr_range@{arch}", f"train@{arch}"} <= changed, changed
 
 
 @dataclass

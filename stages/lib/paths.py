@@ -1,5 +1,7 @@
 """Where each stage writes, per architecture (dvc.yaml spells the same paths)."""
 
+import json
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -10,6 +12,8 @@ REPORTS = Path("reports")
 
 
 LOGS = MODELS / "logs"  # so no arch may be called "logs"
+SEED_NAME = re.compile(r"seed-\d+")
+SEED_FILE = re.compile(r"seed-\d+\.keras")
 
 
 def model_dir(arch: str) -> Path:
@@ -67,21 +71,43 @@ FIGURES = REPORTS / "figures"
 LR_STUDY_JSON = REPORTS / "lr_study.json"
 STUDIES = REPORTS / "studies"
 
-# Where each arch has an output, as (folder, glob): the part of a name before the first dot is the arch.
-PER_ARCH_OUTPUTS = (
-    (MODELS, "*/"),  # folders only: a user's file in models/ is not an arch's
-    (LOGS, "*/"),
-    *((REPORTS / folder, pattern) for folder in ("lr_range", "history", "train", "metrics", "errors", "timings")
-      for pattern in ("*.json", "*.csv")),
-)
+def arch_outputs(arch: str) -> list[Path]:
+    """Everything the per-arch stages write for ``arch``."""
+    return [train_json(arch), lr_range_json(arch), model_dir(arch), logs_dir(arch), lr_range_csv(arch),
+            history_csv(arch), metrics_json(arch), errors_json(arch),
+            *(timing_json(arch, stage) for stage in ("lr_range", "train", "evaluate"))]
 
 
-def stale_outputs(archs: Iterable[str], root: Path = Path(".")) -> list[Path]:
-    """Per-arch outputs of archs no longer in params: DVC leaves them behind when an arch is removed."""
+def recorded_archs(root: Path = Path(".")) -> set[str]:
+    """Archs some run of this pipeline wrote results for: the train and range-test records say so."""
+    names = set()
+    for record in (*(root / REPORTS / "train").glob("*.json"), *(root / REPORTS / "lr_range").glob("*.json")):
+        try:
+            arch = json.loads(record.read_text()).get("arch")
+        except (OSError, ValueError, AttributeError):
+            continue  # not one of ours
+        if arch == record.stem:
+            names.add(arch)
+    return names
+
+
+def pipeline_made(path: Path) -> bool:
+    """Whether ``path`` holds only what the stages write there: a models/<arch>/ folder only seed-<n>.keras
+    files, a models/logs/<arch>/ folder only seed-<n>/ folders, anything else is a file."""
+    if path.is_symlink():
+        return False
+    if not path.is_dir():
+        return path.is_file()
+    if path.parent.name == LOGS.name:
+        return all(entry.is_dir() and not entry.is_symlink() and SEED_NAME.fullmatch(entry.name)
+                   for entry in path.iterdir())
+    return all(entry.is_file() and not entry.is_symlink() and SEED_FILE.fullmatch(entry.name)
+               for entry in path.iterdir())
+
+
+def prunable(archs: Iterable[str], root: Path = Path(".")) -> list[Path]:
+    """Outputs of archs this pipeline ran that params no longer lists (DVC leaves them behind), and only
+    those the stages wrote: nothing a user put in models/ or reports/ is ever listed."""
     keep = set(archs)
-    return sorted(
-        entry
-        for folder, pattern in PER_ARCH_OUTPUTS
-        for entry in (root / folder).glob(pattern)
-        if not entry.name.startswith(".") and entry.name.split(".")[0] not in keep and entry != root / LOGS
-    )
+    return [root / path for arch in sorted(recorded_archs(root) - keep) for path in arch_outputs(arch)
+            if (root / path).exists() and pipeline_made(root / path)]
