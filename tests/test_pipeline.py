@@ -409,6 +409,9 @@ def test_removing_an_arch_drops_it_from_the_report(project, tmp_path):
     params = p.params()
     del params["archs"]["b"]
     p.write_params(params)
+    # What a user keeps beside the outputs: the report stage once deleted both
+    shutil.copytree(p.root / "models" / "base", p.root / "models" / "base-backup")
+    (p.root / "models" / "pretrained").mkdir()
 
     stages, output = p.repro()
     assert "report" in stages, output
@@ -430,6 +433,7 @@ def test_removing_an_arch_drops_it_from_the_report(project, tmp_path):
     assert (p.root / f"models/base/seed-{SEED}.keras").is_file()
     assert p.repro()[0] == ["report"]  # its deps are the reports/ folders, as `make prune` knows
     assert p.status() == {}
+    assert (p.root / f"models/base-backup/seed-{SEED}.keras").is_file() and (p.root / "models/pretrained").is_dir()
     # The study's files are what `make studies` wrote (committed results): they stay, and base is still shown.
     assert (p.root / f"reports/studies/{STUDY}/metrics/b.json").is_file()
     assert len(table_rows(report.split(f"## Study `{STUDY}`", 1)[1].split("\n## ", 1)[0], "base")) == 1
