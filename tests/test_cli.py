@@ -42,3 +42,48 @@ def test_errors_keep_their_exit_codes_when_the_teardown_is_skipped():
         "run(main, skip_teardown=True)\n")
     assert result.returncode == 2
     assert result.stderr == "params.yaml: x: bad (got 1; expected 2)\n"
+
+
+def test_outside_dvc_an_interruption_names_what_this_run_had_already_replaced(tmp_path):
+    result = run_stage_code(
+        "from pathlib import Path\n"
+        "from stages.lib.atomic import write_text\n"
+        f"out = Path({str(tmp_path)!r})\n"
+        "def main(argv):\n"
+        "    write_text(out / 'a.csv', 'new')\n"
+        "    raise KeyboardInterrupt\n"
+        "run(main)\n")
+    assert result.returncode == 130
+    assert result.stderr == (f"interrupted: this run had replaced {tmp_path}/a.csv; the other outputs are as they "
+                             "were before it; rerun `dvc repro`\n")
+
+
+def test_under_dvc_a_failure_says_which_outputs_dvc_removed_and_how_to_get_each_back():
+    result = subprocess.run(
+        [sys.executable, "-c", "from stages.lib.cli import run\nfrom stages.lib.errors import StageError\n"
+         "def main(argv):\n    raise StageError('data/prepared/x_train.npy is damaged: rebuild it')\nrun(main)\n"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(ROOT), "DVC_STAGE": "train@zz9"})
+    assert result.returncode == 1
+    first, second = result.stderr.splitlines()
+    assert first == "error: data/prepared/x_train.npy is damaged: rebuild it"
+    assert second == (
+        "`dvc repro` removed train@zz9's outputs before running it, so models/zz9, models/logs/zz9, "
+        "reports/train/zz9.json, reports/history/zz9.csv, reports/timings/zz9.train.json are missing: "
+        "`dvc checkout train@zz9` restores models/zz9, models/logs/zz9 from the cache and "
+        "`git checkout -- reports/train/zz9.json reports/history/zz9.csv reports/timings/zz9.train.json` the "
+        "committed results, or fix the cause and rerun `dvc repro`")
+
+
+def test_outputs_under_dvc_names_only_what_is_missing():
+    from pathlib import Path
+
+    from stages.lib.cli import outputs_under_dvc
+
+    present = {Path("reports/lr_range/base.csv")}
+    text = outputs_under_dvc("lr_range@base", [Path("reports/lr_range/base.csv")], exists=present.__contains__)
+    assert text == ("`dvc repro` removed lr_range@base's outputs before running it (reports/lr_range/base.csv was "
+                    "written anew), so reports/lr_range/base.json, reports/timings/base.lr_range.json are missing: "
+                    "`git checkout -- reports/lr_range/base.json reports/timings/base.lr_range.json` the committed "
+                    "results, or fix the cause and rerun `dvc repro`")
+    assert "had written all its outputs" in outputs_under_dvc("split", [], exists=lambda path: True)
+    assert "`dvc checkout mine` restores the cached ones" in outputs_under_dvc("mine", [])

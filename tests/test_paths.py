@@ -103,3 +103,18 @@ def test_make_prune_lists_and_removes_exactly_the_leftovers(tmp_path):
 def test_prune_refuses_unknown_arguments(tmp_path):
     done = prune(tmp_path, "--all")
     assert done.returncode == 1 and done.stderr.startswith("error: usage:") and "Traceback" not in done.stderr
+
+
+def test_each_stages_outputs_are_what_dvc_yaml_declares_with_its_cache_setting():
+    from stages.lib.paths import stage_outputs
+
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        spec = stage.get("do", stage)
+        declared = {}
+        for kind in ("outs", "metrics", "plots"):
+            for entry in spec.get(kind, []):
+                path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+                declared[path.replace("${key}", "zz9")] = options.get("cache", True)
+        stage_name = f"{name}@zz9" if "foreach" in stage else name
+        assert {p.as_posix(): cached for p, cached in stage_outputs(stage_name).items()} == declared, stage_name
+    assert stage_outputs("nonesuch") is None and stage_outputs("nonesuch@base") is None

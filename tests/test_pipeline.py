@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -760,3 +761,65 @@ def test_readme_sharing_commands_run_as_written(project, tmp_path):
     stages, output = other.repro("--pull")
     assert stages == [], output
     assert (other.root / "data/prepared/x_train.npy").is_file()
+
+
+def committed_copy(project: Project, dest: Path) -> Project:
+    """A copy whose current results are committed, as a user's would be."""
+    p = project.copy(dest)
+    p.run("git", "add", "-A")
+    p.run("git", "commit", "-q", "-m", "results")
+    return p
+
+
+def test_ctrl_c_during_training_under_dvc_repro_says_what_dvc_removed_and_how_to_get_it_back(project, tmp_path):
+    p = committed_copy(project, tmp_path / "project")
+    params = p.params()
+    params["train"].update(repeats=3, epochs=100_000, patience=100_000)  # still training when the signal comes
+    p.write_params(params)
+    proc = subprocess.Popen([DVC, "repro", "-s", "train@base"], cwd=p.root, env=p.env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        for line in proc.stdout:  # Keras prints a line per epoch: training is under way
+            if "val_loss" in line:
+                break
+        else:
+            pytest.fail(f"dvc repro ended before training:\n{proc.stderr.read()}")
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        _, stderr = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0 and "Traceback" not in stderr, stderr
+    ours = [line for line in stderr.splitlines() if line.startswith("interrupted:")]
+    assert len(ours) == 1, stderr
+    outputs = ("models/base", "models/logs/base", "reports/train/base.json", "reports/history/base.csv",
+               "reports/timings/base.train.json")
+    assert f"so {', '.join(outputs)} are missing" in ours[0]
+    assert not any((p.root / rel).exists() for rel in outputs)  # as the message says
+    # The message's own commands bring the last good results back.
+    assert "`dvc checkout train@base` restores models/base, models/logs/base from the cache" in ours[0]
+    assert f"`git checkout -- {' '.join(outputs[2:])}` the committed results" in ours[0]
+    p.dvc("checkout", "train@base")
+    p.run("git", "checkout", "--", *outputs[2:])
+    p.write_params(project.params())
+    assert p.status() == {}
+    assert p.run("git", "status", "--porcelain") == ""
+
+
+def test_a_params_error_under_dvc_repro_says_which_outputs_dvc_removed(project, tmp_path):
+    p = committed_copy(project, tmp_path / "project")
+    params = p.params()
+    params["archs"]["base"]["hidden"] = [0]
+    p.write_params(params)
+    done = subprocess.run([DVC, "repro", "-s", "lr_range@base"], cwd=p.root, env=p.env, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "params.yaml: archs.base.hidden: not a list of positive layer sizes" in done.stderr
+    outputs = ("reports/lr_range/base.csv", "reports/lr_range/base.json", "reports/timings/base.lr_range.json")
+    assert f"`dvc repro` removed lr_range@base's outputs before running it, so {', '.join(outputs)} are missing: " \
+           f"`git checkout -- {' '.join(outputs)}` the committed results" in done.stderr
+    assert not any((p.root / rel).exists() for rel in outputs)
+    p.write_params(project.params())
+    p.run("git", "checkout", "--", *outputs)
+    assert p.status() == {}

@@ -18,6 +18,13 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
+_written: list[Path] = []  # outputs this process has replaced, for an interrupted stage's message
+
+
+def written_paths() -> list[Path]:
+    """Outputs this process has replaced and that are still there: a file written inside a temporary
+    folder that was then thrown away (an interrupted atomic_dir) is not one."""
+    return [path for path in dict.fromkeys(_written) if path.exists()]
 
 
 def remove_leftovers(path: Path) -> None:
@@ -41,6 +48,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+        _written.append(path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -62,6 +70,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             os.replace(path, old / path.name)
         try:
             os.replace(tmp, path)
+            _written.append(path)
         except BaseException:
             if (old / path.name).exists():
                 os.replace(old / path.name, path)

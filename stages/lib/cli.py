@@ -8,16 +8,19 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from stages.lib import paths
+from stages.lib.atomic import written_paths
 from stages.lib.errors import StageError
 from stages.lib.schema import ParamsError
 
 
 def run(main: Callable[[list[str]], None], skip_teardown: bool = False) -> None:
-    """Run a stage's main with clean errors.
+    """Run a stage's main with clean errors, each saying what state the stage's outputs are in.
 
     ``skip_teardown``: once main has returned (every output written and closed), end the
     process without the interpreter's teardown, which TensorFlow makes take ~2 s.
     """
+    stage = os.environ.get("DVC_STAGE")  # set by `dvc repro` and `dvc exp run`
     try:
         main(sys.argv[1:])
         if skip_teardown:
@@ -25,28 +28,68 @@ def run(main: Callable[[list[str]], None], skip_teardown: bool = False) -> None:
             sys.stderr.flush()
             os._exit(0)
     except ParamsError as err:
-        print(err, file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(str(err), stage, 2)
     except StageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+        _fail(f"error: {err}", stage, 1)
     except FileNotFoundError as err:
-        print(f"error: {err.filename} is missing: restore it with `dvc checkout` or rebuild it with `dvc repro`",
-              file=sys.stderr)
-        raise SystemExit(1) from None
+        _fail(f"error: {err.filename} is missing: restore it with `dvc checkout` or rebuild it with `dvc repro`",
+              stage, 1)
     except Exception as err:
         # Ctrl-C inside a C extension's import (TensorFlow's) surfaces as an ImportError
         # caused by the KeyboardInterrupt.
         if not _caused_by_ctrl_c(err):
             raise
-        _interrupted()
+        _interrupted(stage)
     except KeyboardInterrupt:
-        _interrupted()
+        _interrupted(stage)
 
 
-def _interrupted() -> None:
-    print("interrupted: outputs were left as they were before this stage; rerun `dvc repro`", file=sys.stderr)
+def _fail(message: str, stage: str | None, code: int) -> None:
+    if stage is not None:  # outside DVC the outputs are as they were (atomic writes): nothing to add
+        message += "\n" + outputs_under_dvc(stage, written_paths())
+    print(message, file=sys.stderr)
+    raise SystemExit(code) from None
+
+
+def _interrupted(stage: str | None) -> None:
+    if stage is None:
+        written = written_paths()
+        state = ("outputs were left as they were before this stage" if not written else
+                 f"this run had replaced {_listing(written)}; the other outputs are as they were before it")
+        print(f"interrupted: {state}; rerun `dvc repro`", file=sys.stderr)
+    else:
+        print(f"interrupted: {outputs_under_dvc(stage, written_paths())}", file=sys.stderr)
     raise SystemExit(130) from None
+
+
+def outputs_under_dvc(stage: str, written: list[Path], exists: Callable[[Path], bool] = Path.exists) -> str:
+    """What became of ``stage``'s outputs: `dvc repro` removes them before it runs a stage (no
+    `persist`: that would keep the stage out of DVC's run cache), and ``written`` were replaced since."""
+    outputs = paths.stage_outputs(stage)
+    if outputs is None:
+        return (f"`dvc repro` removed {stage}'s outputs before running it: `dvc checkout {stage}` restores "
+                "the cached ones, `git checkout` the committed ones")
+    missing = [path for path in outputs if not exists(path)]
+    if not missing:
+        return f"{stage} had written all its outputs ({_listing(list(outputs))}); rerun `dvc repro` to record them"
+    fixes = []
+    if any(outputs[path] for path in missing):
+        fixes.append(f"`dvc checkout {stage}` restores {_listing([p for p in missing if outputs[p]])} from the cache")
+    if not all(outputs[path] for path in missing):
+        committed = " ".join(p.as_posix() for p in missing if not outputs[p])
+        fixes.append(f"`git checkout -- {committed}` the committed results")
+    new = f" ({_listing(written)} {_was(written)} written anew)" if written else ""
+    return (f"`dvc repro` removed {stage}'s outputs before running it{new}, so {_listing(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing: " + " and ".join(fixes) + ", or fix the cause and "
+            "rerun `dvc repro`")
+
+
+def _was(items: list) -> str:
+    return "was" if len(items) == 1 else "were"
+
+
+def _listing(items: list[Path]) -> str:
+    return ", ".join(p.as_posix() for p in items)
 
 
 def _caused_by_ctrl_c(err: BaseException | None) -> bool:

@@ -71,6 +71,22 @@ FIGURES = REPORTS / "figures"
 LR_STUDY_JSON = REPORTS / "lr_study.json"
 STUDIES = REPORTS / "studies"
 
+def stage_outputs(stage: str) -> dict[Path, bool] | None:
+    """What a dvc.yaml stage (``train@base``) writes, each with whether DVC caches it (False: committed to
+    git, `cache: false`); None for a stage this pipeline does not have. tests/test_paths.py checks dvc.yaml."""
+    name, _, arch = stage.partition("@")
+    per_arch = {
+        "lr_range": lambda: {lr_range_csv(arch): False, lr_range_json(arch): False, timing_json(arch, name): False},
+        "train": lambda: {model_dir(arch): True, logs_dir(arch): True, train_json(arch): False,
+                          history_csv(arch): False, timing_json(arch, name): False},
+        "evaluate": lambda: {errors_json(arch): False, metrics_json(arch): False, timing_json(arch, name): False},
+    }
+    if arch:
+        return per_arch[name]() if name in per_arch else None
+    return {"download": {RAW_DIR: True}, "split": {PREPARED_DIR: True},
+            "report": {REPORT_MD: False, FIGURES: False}}.get(name)
+
+
 def arch_outputs(arch: str) -> list[Path]:
     """Everything the per-arch stages write for ``arch``."""
     return [train_json(arch), lr_range_json(arch), model_dir(arch), logs_dir(arch), lr_range_csv(arch),
