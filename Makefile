@@ -1,7 +1,14 @@
 # Everything a user needs: `make repro` builds the study, `make test` checks the code.
-PYTHON ?= python3.11
-VENV := .venv
+# Python 3.10 to 3.13. `make PYTHON=python3.13 setup` picks one; without PYTHON, the one the venv was made with,
+# else the first that runs of python3.11 (the committed results were made with it), 3.13, 3.12, 3.10.
+PYTHON ?=
+VENV ?= .venv
 BIN := $(VENV)/bin
+FOUND := $(shell PYTHON='$(PYTHON)' sh scripts/find_python.sh '$(VENV)' 2>/dev/null)
+PY := $(word 1,$(FOUND))
+PY_VERSION := $(word 2,$(FOUND))
+# One lock per set of Python versions whose pinned packages are the same.
+LOCK := requirements/py$(if $(filter 3.10,$(PY_VERSION)),3.10,3.11-3.13).txt
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
@@ -9,11 +16,17 @@ export DVC_NO_ANALYTICS := 1
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
-	$(PYTHON) -m venv $(VENV)
+# The stamp holds the Python version: a venv made with another one (or none found) is remade from scratch.
+$(VENV)/.installed: $(LOCK)
+	@[ -n "$(PY_VERSION)" ] || { PYTHON='$(PYTHON)' sh scripts/find_python.sh '$(VENV)' >/dev/null; exit 1; }
+	@echo "Making $(VENV) with $(PY) (Python $(PY_VERSION)) from $(LOCK)"
+	$(PY) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
-	touch $@
+	$(BIN)/pip install --quiet -r $(LOCK)
+	echo $(PY_VERSION) > $@
+ifneq ($(shell cat $(VENV)/.installed 2>/dev/null),$(PY_VERSION))
+.PHONY: $(VENV)/.installed
+endif
 
 repro: setup
 	dvc repro
