@@ -12,7 +12,7 @@ LOCK := requirements/py$(if $(filter 3.10,$(PY_VERSION)),3.10,3.11-3.13).txt
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test check-lock lr-study studies compare bench prune clean
+.PHONY: setup repro test lint check-lock lr-study studies compare bench prune clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,9 @@ repro: setup
 
 test: setup
 	python -m pytest
+
+lint: setup
+	ruff check .
 
 # Fails when dvc.lock no longer matches code and params (the committed report would be stale).
 check-lock: setup

@@ -2,12 +2,12 @@
 # CI: the tests must not depend on the live params.yaml. Copies the project (tracked files, as
 # they are in the working tree) to a scratch folder, edits its params.yaml the way a user would
 # (YAML round trip: comments and layout kept), checks the edited file is valid, and runs the test
-# suite there with this project's venv.
+# suite there with this project's venv ($VENV, default .venv).
 #
-# Usage: scripts/ci_edited_params.sh [pytest arguments]   (default: the whole suite)
+# Usage: [VENV=.venv-3.13] scripts/ci_edited_params.sh [pytest arguments]   (default: the whole suite)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-python="$root/.venv/bin/python"
+python="$root/${VENV:-.venv}/bin/python"
 [ -x "$python" ] || { echo "no $python: run 'make setup' first" >&2; exit 2; }
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/edited-params.XXXXXX")
