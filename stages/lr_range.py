@@ -46,7 +46,8 @@ def main(argv: list[str]) -> None:
         "picks": suggest_all(sweep.lrs, sweep.smoothed, sweep.stop_step),
     })
     write_json(paths.timing_json(name, "lr_range"),
-               {"seconds": round(seconds, 2), "machine": machine.record(params.compute.numerics, params.compute.threads)})
+               {"seconds": round(seconds, 2),
+                "machine": machine.record(params.compute.numerics, params.compute.threads)})
     print(f"lr_range@{name}: {len(sweep.lrs)} batches in {seconds:.1f} s; stop: {sweep.stop_reason or 'none'}")
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from stages.lib.atomic import atomic_dir
 from stages.lib.cli import run
-from stages.lib.errors import StageError
 from stages.lib.data import DataError, read_raw, save_prepared, split_train_val
+from stages.lib.errors import StageError
 from stages.lib.idx import IdxError
 from stages.lib.params import load_params
-from stages.lib.schema import ParamsError
 from stages.lib.paths import PREPARED_DIR
+from stages.lib.schema import ParamsError
 
 
 def main(argv: list[str]) -> None:

@@ -55,7 +55,8 @@ def test_parse_known_bytes():
     np.testing.assert_array_equal(parse_idx(data), np.array([[[10, 11], [12, 13]]], dtype=np.uint8))
 
 
-@pytest.mark.parametrize("data", [b"\x01\x00\x08\x01\x00\x00\x00\x01\x05", b"\x00\x01\x08\x01\x00\x00\x00\x01\x05", b"\x00\x00", b""])
+@pytest.mark.parametrize("data", [b"\x01\x00\x08\x01\x00\x00\x00\x01\x05",
+                                  b"\x00\x01\x08\x01\x00\x00\x00\x01\x05", b"\x00\x00", b""])
 def test_bad_magic(data):
     with pytest.raises(IdxError, match="bad magic"):
         parse_idx(data, "some-file")

@@ -18,10 +18,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import tiny_mnist
-from stages.lib.data import scale
+
 from stages.lib import keras_model as km
+from stages.lib.data import scale
 from stages.lib.lr_finder import exponential_lrs, smooth
 from stages.lib.schema import Arch, ComputeParams, LrRangeParams, TrainParams
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from stages.lib.lr_finder import (
-    flat_center,
     MIN_POINTS,
     RULES,
     SKIP_END,
@@ -21,6 +20,7 @@ from stages.lib.lr_finder import (
     NotEnoughPoints,
     Stopper,
     exponential_lrs,
+    flat_center,
     min_div10,
     min_halved,
     smooth,

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import yaml
-
 from conftest import ROOT, example_params
+
 from stages.lib.paths import prunable, recorded_archs
 
 
@@ -32,7 +32,8 @@ def ran(root, *archs):
     for arch in archs:
         make(root, f"models/{arch}/seed-42.keras", f"models/{arch}/seed-43.keras", f"models/logs/{arch}/seed-42/",
              f"reports/lr_range/{arch}.csv", f"reports/history/{arch}.csv", f"reports/metrics/{arch}.json",
-             f"reports/errors/{arch}.json", *(f"reports/timings/{arch}.{s}.json" for s in ("lr_range", "train", "evaluate")))
+             f"reports/errors/{arch}.json",
+             *(f"reports/timings/{arch}.{s}.json" for s in ("lr_range", "train", "evaluate")))
         record(root, arch, "train")
         record(root, arch, "lr_range")
 

@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT, example_params, tiny_mnist, write_idx_folder
+
 from stages.evaluate import CONFIDENT_ERRORS
-from stages.lib.idx import parse_idx
+from stages.lib.idx import IDX_FILES, parse_idx
 from stages.lib.lr_finder import RULES, exponential_lrs
-from stages.lib.idx import IDX_FILES
 
 pytestmark = pytest.mark.slow
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import example_params
+
 from stages.lib.params import parse_params
 from stages.lib.report import ArchResult, Study, conclusion, pairwise, render_report
 
 FIGURES = {"lr_range": "figures/lr_range.png", "lr_rules": "figures/lr_range_rules.png",
-           "digits": "figures/digits.png", "confusion": "figures/confusion.png", "errors": "figures/confident_errors.png"}
+           "digits": "figures/digits.png", "confusion": "figures/confusion.png",
+           "errors": "figures/confident_errors.png"}
 FIGURE = FIGURES["lr_range"]
 RULE_NAMES = ("min_halved", "min_div10", "steepest", "valley")
 

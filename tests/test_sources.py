@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import PROXY_VARS, tiny_mnist, write_idx_folder
-from stages.lib.idx import sha256_file
-from stages.lib.idx import IDX_FILES
+
+from stages.lib.idx import IDX_FILES, sha256_file
 from stages.lib.schema import Source
 from stages.lib.sources import SourceError, describe, fetch, unpack, verify
 
@@ -380,4 +379,5 @@ def test_verify_names_the_file_and_both_sums(reference):
 def test_verify_rejects_files_that_match_but_do_not_parse(tmp_path):
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"abc")
     with pytest.raises(SourceError, match="train-images-idx3-ubyte: not an IDX file"):
-        verify(tmp_path, {"train-images-idx3-ubyte": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"})
+        verify(tmp_path,
+               {"train-images-idx3-ubyte": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"})

@@ -62,7 +62,8 @@ def pairwise(results: list[ArchResult], alpha: float = ALPHA) -> list[Comparison
     return compare_all({r.name: per_seed_accuracies(r) for r in results if not failed(r)}, alpha)
 
 
-def conclusion(results: list[ArchResult], tests: list[Comparison], tie_margin: float, alpha: float = ALPHA) -> list[str]:
+def conclusion(results: list[ArchResult], tests: list[Comparison], tie_margin: float,
+               alpha: float = ALPHA) -> list[str]:
     """Which arch is best and which differences are real; failed archs apart.
 
     With several seeds per arch, "real" means an exact permutation test on the per-seed
@@ -147,10 +148,12 @@ def comparisons_table(tests: list[Comparison], alpha: float = ALPHA) -> list[str
     """Every pair of archs: difference of mean test accuracy, raw and Holm-adjusted p."""
     if not tests:
         return []
-    lines = ["| pair | difference (points) | p | Holm-adjusted p | at level " + f"{alpha:g} |", "|---|---:|---:|---:|---|"]
+    lines = [f"| pair | difference (points) | p | Holm-adjusted p | at level {alpha:g} |",
+             "|---|---:|---:|---:|---|"]
     for c in sorted(tests, key=lambda c: c.p_value):
         verdict = "different" if c.significant else "not distinguishable"
-        lines.append(f"| {c.a} − {c.b} | {100 * c.difference:+.2f} | {c.p_value:.3g} | {c.p_adjusted:.3g} | {verdict} |")
+        lines.append(f"| {c.a} − {c.b} | {100 * c.difference:+.2f} | {c.p_value:.3g} | {c.p_adjusted:.3g} "
+                     f"| {verdict} |")
     return lines
 
 
@@ -252,8 +255,8 @@ def cost_table(results: list[ArchResult]) -> list[str]:
     for r in sorted(results, key=lambda r: r.metrics["params"]):
         m = r.metrics
         inference = "—" if m["inference_ms"] is None else f"{m['inference_ms']:.1f}"
-        lines.append(f"| {r.name} | {m['params']:,} | {m['size_bytes'] / 2**20:.2f} MiB | {m['lr_range_seconds']:.1f} | "
-                     f"{m['train_seconds_per_epoch']:.1f} | {inference} |")
+        lines.append(f"| {r.name} | {m['params']:,} | {m['size_bytes'] / 2**20:.2f} MiB "
+                     f"| {m['lr_range_seconds']:.1f} | {m['train_seconds_per_epoch']:.1f} | {inference} |")
     return lines
 
 

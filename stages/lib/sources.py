@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.idx import IdxError, encode_idx, parse_idx, sha256_bytes, sha256_file
-from stages.lib.idx import IDX_FILES
+from stages.lib.idx import IDX_FILES, IdxError, encode_idx, parse_idx, sha256_bytes, sha256_file
 from stages.lib.schema import Source
 
 # Keras' mnist.npz holds the same arrays as the IDX files.
