@@ -6,14 +6,19 @@ editing that file never changes what they expect; one test checks the live file 
 
 from __future__ import annotations
 
+import copy
+import errno
 import re
+from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import EXAMPLE_PARAMS, ROOT, example_params
+from stages.lib import atomic, paths
 from stages.lib.params import load_params, parse_params
-from stages.lib.schema import Arch, ParamsError
+from stages.lib.schema import (INPUT_SIZE, MAX_HIDDEN_LAYERS, MAX_NAME_LENGTH, MAX_PARAMS, NUM_CLASSES, Arch,
+                               ParamsError, count_params)
 
 LINE = re.compile(r"^params\.yaml: (?P<key>[^:]+): (?P<what>.+) \(got (?P<got>.*); expected (?P<expected>.+)\)$")
 
@@ -407,3 +412,67 @@ def test_apply_overrides_sets_dotted_keys_on_a_copy(raw):
 def test_logs_is_not_an_arch_name(raw):
     raw["archs"]["logs"] = {"hidden": [10]}
     assert_line(only_problem(raw), "archs.logs", "logs", "reserved")
+
+
+# --- size limits: refused at once, not out of memory later ---------------------------------------
+
+
+def largest_single_layer() -> int:
+    """The widest one-hidden-layer arch within MAX_PARAMS."""
+    return (MAX_PARAMS - NUM_CLASSES) // (INPUT_SIZE + 1 + NUM_CLASSES)
+
+
+def test_count_params_of_the_example_base():
+    assert count_params((300, 100)) == 785 * 300 + 301 * 100 + 101 * 10 == 266_610
+
+
+def test_an_arch_at_the_parameter_limit_is_allowed_and_one_unit_more_is_not(raw):
+    widest = largest_single_layer()
+    assert count_params([widest]) <= MAX_PARAMS < count_params([widest + 1])
+    raw["archs"]["base"]["hidden"] = [widest]
+    parse_params(raw)
+    raw["archs"]["base"]["hidden"] = [widest + 1]
+    line = only_problem(raw)
+    assert_line(line, "archs.base.hidden", [widest + 1], f"too big: {count_params([widest + 1]):,} parameters")
+    assert "at most 50,000,000 parameters" in line
+
+
+def test_a_typo_of_a_billion_units_is_refused(raw):
+    raw["archs"]["base"]["hidden"] = [1_000_000_000]
+    assert_line(only_problem(raw), "archs.base.hidden", [1_000_000_000], "too big")
+
+
+def test_too_many_hidden_layers(raw):
+    raw["archs"]["base"]["hidden"] = [1] * MAX_HIDDEN_LAYERS
+    parse_params(copy.deepcopy(raw))
+    raw["archs"]["base"]["hidden"] = [1] * (MAX_HIDDEN_LAYERS + 1)
+    assert_line(only_problem(raw), "archs.base.hidden", MAX_HIDDEN_LAYERS + 1, "too many hidden layers")
+
+
+@pytest.mark.parametrize("section, kind", [("archs", "architecture"), ("studies", "study")])
+def test_names_too_long_for_file_names(raw, section, kind):
+    entry = {"hidden": [10]} if section == "archs" else {"train.repeats": 2}
+    raw[section]["n" * MAX_NAME_LENGTH] = entry
+    parse_params(copy.deepcopy(raw))
+    name = "n" * (MAX_NAME_LENGTH + 1)
+    raw[section][name] = entry
+    assert_line(only_problem(raw), f"{section}.{name}", MAX_NAME_LENGTH + 1, f"{kind} name too long for file names")
+
+
+def too_long_for_the_file_system(folder: Path, name: str) -> list[str]:
+    """The per-arch outputs of arch ``name`` that cannot be written (atomically, as the stages do) under ``folder``."""
+    failed = []
+    for path in paths.arch_outputs(name):
+        try:
+            atomic.write_text(folder / path / "x" if path == paths.model_dir(name) else folder / path, "{}\n")
+        except OSError as err:
+            assert err.errno == errno.ENAMETOOLONG, err
+            failed.append(path.name)
+    return failed
+
+
+def test_every_file_an_arch_name_becomes_fits_at_the_longest_name(tmp_path):
+    """The longest allowed name works for every per-arch output; ~230 characters, which used to fail
+    only after the whole range test, does not."""
+    assert too_long_for_the_file_system(tmp_path / "a", "n" * MAX_NAME_LENGTH) == []
+    assert too_long_for_the_file_system(tmp_path / "b", "n" * 230) != []

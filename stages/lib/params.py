@@ -18,8 +18,9 @@ import yaml
 
 from stages.lib.idx import IDX_FILES
 from stages.lib.lr_finder import RULES
-from stages.lib.schema import (ACTIVATIONS, NUMERICS, SOURCE_KINDS, Arch, ComputeParams, DataParams, LrRangeParams,
-                               LrStudyParams, Params, ParamsError, ReportParams, Source, TrainParams)
+from stages.lib.schema import (ACTIVATIONS, MAX_HIDDEN_LAYERS, MAX_NAME_LENGTH, MAX_PARAMS, NUMERICS, SOURCE_KINDS,
+                               Arch, ComputeParams, DataParams, LrRangeParams, LrStudyParams, Params, ParamsError,
+                               ReportParams, Source, TrainParams, count_params)
 
 PARAMS_FILE = Path("params.yaml")
 ARCH_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -55,11 +56,14 @@ class _Checker:
                 self.fail(f"{path}.{key}" if path else str(key), "unknown key", key, hint)
 
     def safe_name(self, name: Any, path: str, kind: str) -> bool:
-        """Names become file and folder names: letters, digits, _ and - only."""
-        if isinstance(name, str) and ARCH_NAME.fullmatch(name):
-            return True
-        self.fail(path, f"unsafe {kind} name", name, "letters, digits, _ and - only")
-        return False
+        """Names become file and folder names: letters, digits, _ and - only, short enough for any file system."""
+        if not (isinstance(name, str) and ARCH_NAME.fullmatch(name)):
+            self.fail(path, f"unsafe {kind} name", name, "letters, digits, _ and - only")
+            return False
+        if len(name) > MAX_NAME_LENGTH:
+            self.fail(path, f"{kind} name too long for file names", len(name), f"at most {MAX_NAME_LENGTH} characters")
+            return False
+        return True
 
     def number(self, mapping: dict, key: str, path: str, *, integer: bool, low: float,
                low_open: bool = False, high: float | None = None, high_open: bool = True,
@@ -289,11 +293,25 @@ def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
         ):
             c.fail(f"{path}.hidden", "not a list of positive layer sizes", hidden, "a non-empty list of integers > 0, like [300, 100]")
             continue
+        if not _size_ok(c, f"{path}.hidden", hidden):
+            continue
         activation = c.choice(spec, "activation", path, ACTIVATIONS, default=Arch.activation)
         lr = c.number(spec, "lr", path, integer=False, low=0, low_open=True, default=Arch.lr)
         rule = c.choice(spec, "rule", path, tuple(RULES), default=Arch.rule)
         archs[name] = Arch(name, tuple(hidden), activation, lr, rule)
     return archs
+
+
+def _size_ok(c: _Checker, key: str, hidden: list[int]) -> bool:
+    """Within the stated limits (schema.MAX_*): refused now rather than out of memory later."""
+    if len(hidden) > MAX_HIDDEN_LAYERS:
+        c.fail(key, "too many hidden layers", len(hidden), f"at most {MAX_HIDDEN_LAYERS} layers")
+        return False
+    n = count_params(hidden)
+    if n > MAX_PARAMS:
+        c.fail(key, f"too big: {n:,} parameters", hidden, f"layer sizes giving at most {MAX_PARAMS:,} parameters")
+        return False
+    return True
 
 
 def load_raw(path: Path = PARAMS_FILE) -> Any:
