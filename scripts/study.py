@@ -23,13 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from stages.lib import paths
 from stages.lib.atomic import atomic_dir
 from stages.lib.cli import run
 from stages.lib.errors import StageError
-from stages.lib.params import PARAMS_FILE, apply_overrides, load_raw, parse_params
+from stages.lib.params import PARAMS_FILE, apply_overrides, dump_raw, load_raw, parse_params
 
 COPIED = ("metrics", "timings", "history")  # folders under reports/ a study keeps
 
@@ -53,7 +51,7 @@ def run_study(root: Path, raw: dict, name: str, overrides: dict) -> None:
     with tempfile.TemporaryDirectory(prefix=f"study.{name}.") as tmp:
         scratch = Path(tmp)
         scratch_copy(root, scratch)
-        (scratch / PARAMS_FILE).write_text(yaml.safe_dump(apply_overrides(raw, overrides), sort_keys=False))
+        (scratch / PARAMS_FILE).write_text(dump_raw(apply_overrides(raw, overrides)))
         print(f"study {name}: dvc repro evaluate with {overrides} in {scratch}", flush=True)
         if subprocess.run(["dvc", "repro", "evaluate"], cwd=scratch).returncode != 0:
             raise StageError(f"study {name}: the pipeline failed (output above); reports/studies/{name} unchanged")
