@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import tokenize
 from pathlib import Path
 from typing import NamedTuple
 
@@ -89,11 +92,27 @@ def scale(images: np.ndarray) -> np.ndarray:
 _RESTORE = "restore with `dvc checkout data/prepared` or rebuild with `dvc repro -f split`"
 
 
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
 def _load_npy(path: Path) -> np.ndarray:
+    """The array in a .npy file, once its header is known good: numpy would allocate whatever shape a
+    damaged header declares, and some damage makes its header parser raise errors of every kind."""
     try:
         with open(path, "rb") as f:
             if f.read(6) != b"\x93NUMPY":  # e.g. a git-lfs pointer or a half-copied file
                 raise DataError(f"{path}: not a .npy file: {_RESTORE}")
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{path}: cannot be read ({err}): {_RESTORE}") from None
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            if version not in NPY_HEADER_READERS:
+                raise DataError(f"{path}: .npy format version {version} is not one np.save writes here: {_RESTORE}")
+            shape, _, dtype = NPY_HEADER_READERS[version](f)
+            data_bytes = os.fstat(f.fileno()).st_size - f.tell()
+            declared = math.prod(shape) * dtype.itemsize
+            if dtype.hasobject or declared != data_bytes:
+                raise DataError(f"{path}: its header declares a {dtype} array of shape {shape} ({declared:,} bytes) "
+                                f"but {data_bytes:,} bytes follow: {_RESTORE}")
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError, tokenize.TokenError) as err:
+        raise DataError(f"{path}: cannot be read ({type(err).__name__}: {err}): {_RESTORE}") from None
