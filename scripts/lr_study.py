@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import machine, paths
+from stages.lib import machine, paths, records
 from stages.lib.atomic import write_json
-from stages.lib.cli import read_json, run
+from stages.lib.cli import run
 from stages.lib.data import load_prepared
 from stages.lib.params import load_params
 from stages.lib.report import study_settings
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
     data = load_prepared()
     archs = {}
     for name, arch in params.archs.items():
-        picks = read_json(paths.lr_range_json(name))["picks"]
+        picks = records.read(paths.lr_range_json(name), {"picks": records.MapOf(records.PICK)})["picks"]
         rates = sorted(set(params.lr_study.grid) | {p["lr"] for p in picks.values() if "lr" in p})
         runs = []
         for lr in rates:

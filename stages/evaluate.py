@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import machine, paths
+from stages.lib import machine, paths, records
 from stages.lib.atomic import write_json
-from stages.lib.cli import arch_name, read_json, run
+from stages.lib.cli import arch_name, run
 from stages.lib.data import load_prepared, part_size, scale
 from stages.lib.mlp import load_mlp
 from stages.lib.params import load_params
+from stages.lib.records import INT, POSITIVE, STR, ListOf, Maybe
 from stages.lib.scoring import confident_errors, confusion_matrix, scores, summarize
 
 CONFIDENT_ERRORS = 8  # per arch, shown in the report
+# What evaluate relies on in reports/train/<arch>.json (stages.lib.records explains the notation).
+TRAIN_RECORD = {"lr": POSITIVE, "lr_chosen_by": STR, "failed": Maybe(STR),
+                "runs": ListOf({"seed": INT, "epochs_run": INT, "best_epoch": Maybe(INT)}, min_len=1)}
 
 
 def main(argv: list[str]) -> None:
     name = arch_name(argv, "evaluate")
     load_params().arch(name)
-    trained = read_json(paths.train_json(name))
+    trained = records.read(paths.train_json(name), TRAIN_RECORD)
     data = load_prepared(parts=("val", "test"))  # the 55,000 training images are not needed
     n_train = part_size("train")
     models = {r["seed"]: load_mlp(paths.model_file(name, r["seed"])) for r in trained["runs"]}

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import machine, paths
+from stages.lib import machine, paths, records
 from stages.lib.atomic import atomic_dir, write_csv, write_json
-from stages.lib.cli import arch_name, read_json, run
+from stages.lib.cli import arch_name, run
 from stages.lib.errors import StageError
 from stages.lib.data import load_prepared
 from stages.lib.params import load_params
@@ -38,7 +38,9 @@ def main(argv: list[str]) -> None:
     name = arch_name(argv, "train")
     params = load_params()
     arch = params.arch(name)
-    lr, how = chosen_rate(params, arch, read_json(paths.lr_range_json(name)))
+    # Only the pick of the rule in use, and only when the rate is not fixed in params.
+    needed = {"picks": {params.rule_for(arch): records.PICK}} if arch.lr is None else {}
+    lr, how = chosen_rate(params, arch, records.read(paths.lr_range_json(name), needed))
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
 
     data = load_prepared(parts=("train", "val"))
