@@ -46,6 +46,17 @@ def test_write_json_is_sorted_indented_and_ends_with_a_newline(tmp_path):
     assert json.loads(path.read_text()) == {"a": [1.5, None], "b": 1}
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_write_json_refuses_what_json_cannot_hold_and_keeps_the_old_file(tmp_path, value):
+    """json.dumps would write a bare NaN: a file no JSON reader (nor `dvc metrics show`) accepts."""
+    path = tmp_path / "m.json"
+    write_json(path, {"old": 1})
+    with pytest.raises(ValueError, match=f"^{path}: not written: Out of range float values are not JSON compliant"):
+        write_json(path, {"test_accuracy": 0.98, "seeds": {"42": {"test_loss": value}}})
+    assert json.loads(path.read_text()) == {"old": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
 def test_write_csv(tmp_path):
     path = tmp_path / "c.csv"
     write_csv(path, ("step", "lr", "note"), [(0, "0.001", "plain"), (1, 0.002, "with, comma")])

@@ -82,7 +82,12 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: object) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Valid JSON only: a NaN or infinity (which json.dumps would write as a bare NaN) is a bug upstream."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
+    except ValueError as err:
+        raise ValueError(f"{path}: not written: {err}") from None
+    write_text(path, text + "\n")
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
