@@ -183,3 +183,52 @@ def test_git_ignores_what_an_interrupted_write_leaves():
              "models/.base.q9.old"]
     done = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.split() == names
+
+
+# --- a full disk or a missing permission names the output -------------------------------------------
+
+
+def failing(monkeypatch, target, name: str, err: OSError) -> None:
+    def fail(*args, **kwargs):
+        raise err
+    monkeypatch.setattr(target, name, fail)
+
+
+@pytest.mark.parametrize("where", ["write", "mkstemp", "replace"])
+def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path, monkeypatch, where):
+    import errno
+    import pathlib
+    import tempfile
+
+    path = tmp_path / "reports" / "m.json"
+    if where == "write":  # a failed write() has no file name at all
+        failing(monkeypatch, pathlib.Path, "write_bytes", OSError(errno.ENOSPC, "No space left on device"))
+    elif where == "mkstemp":
+        failing(monkeypatch, tempfile, "mkstemp",
+                PermissionError(errno.EACCES, "Permission denied", str(path.parent / ".m.json.abc.tmp")))
+    else:  # as os.replace reports it: the temporary file first
+        def replace(src, dst):
+            raise OSError(errno.EROFS, "Read-only file system", str(src), str(dst))
+        monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError) as info:
+        write_json(path, {"a": 1})
+    assert info.value.filename == str(path)
+
+
+def test_a_failed_write_inside_a_staged_folder_names_the_folder(tmp_path, monkeypatch):
+    import errno
+    import numpy as np
+
+    failing(monkeypatch, np, "save", OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(OSError) as info, atomic_dir(tmp_path / "prepared") as staged:
+        with atomic_path(staged / "x.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, np.zeros(3))
+    assert info.value.filename == str(tmp_path / "prepared")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_other_errors_keep_their_file_name(tmp_path):
+    (tmp_path / "reports").write_text("a file where a folder should be")
+    with pytest.raises(OSError) as info:
+        write_json(tmp_path / "reports" / "m.json", {})
+    assert info.value.filename == str(tmp_path / "reports")

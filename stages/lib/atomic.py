@@ -13,11 +13,34 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from stages.lib.errors import RESOURCE_ERRNOS
+
 # mkstemp/mkdtemp create owner-only entries; outputs should get the usual permissions.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
+
+
+@contextmanager
+def naming_the_output(path: Path) -> Iterator[None]:
+    """A disk-full or permission error while writing ``path`` names ``path``, the output a user knows,
+    rather than a temporary file beside it or nothing (a failed write() has no file name)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in RESOURCE_ERRNOS and (err.filename is None or _is_temporary_of(Path(err.filename), path)):
+            err.filename = str(path)
+        raise
+
+
+def _is_temporary_of(where: Path, path: Path) -> bool:
+    """Whether ``where`` is a temporary sibling of ``path`` (.<name>.XXXX.tmp) or inside one."""
+    try:
+        first = where.relative_to(path.parent).parts[0]
+    except (ValueError, IndexError):
+        return False
+    return first.startswith(f".{path.name}.")
 
 
 def remove_leftovers(path: Path) -> None:
@@ -32,44 +55,46 @@ def remove_leftovers(path: Path) -> None:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with naming_the_output(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(tmp)
+        try:
+            yield tmp
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        os.chmod(tmp, DIR_MODE)
-        # Move the old folder aside before the new one goes in: deleting it first could be
-        # interrupted half-way and leave a partial folder in place.
-        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-        if path.exists():
-            os.replace(path, old / path.name)
+    with naming_the_output(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(path)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         try:
-            os.replace(tmp, path)
-        except BaseException:
-            if (old / path.name).exists():
-                os.replace(old / path.name, path)
-            raise
+            yield tmp
+            os.chmod(tmp, DIR_MODE)
+            # Move the old folder aside before the new one goes in: deleting it first could be
+            # interrupted half-way and leave a partial folder in place.
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            if path.exists():
+                os.replace(path, old / path.name)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                if (old / path.name).exists():
+                    os.replace(old / path.name, path)
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         finally:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -114,5 +114,7 @@ def _load_npy(path: Path) -> np.ndarray:
                                 f"but {data_bytes:,} bytes follow: {_RESTORE}")
             f.seek(0)
             return np.load(f, allow_pickle=False)
+    except PermissionError:
+        raise  # not damage, and no checkout fixes it: cli.run says what does
     except (OSError, ValueError, EOFError, SyntaxError, TypeError, tokenize.TokenError) as err:
         raise DataError(f"{path}: cannot be read ({type(err).__name__}: {err}): {_RESTORE}") from None
