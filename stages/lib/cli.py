@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from stages.lib.errors import StageError
+from stages.lib.errors import RESOURCE_ERRNOS, StageError, memory_message, resource_message
 from stages.lib.schema import ParamsError
 
 
@@ -33,6 +33,16 @@ def run(main: Callable[[list[str]], None], skip_teardown: bool = False) -> None:
     except FileNotFoundError as err:
         print(f"error: {err.filename} is missing: restore it with `dvc checkout` or rebuild it with `dvc repro`",
               file=sys.stderr)
+        raise SystemExit(1) from None
+    except MemoryError as err:
+        print(f"error: {memory_message(err)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as err:
+        if err.errno not in RESOURCE_ERRNOS:
+            if _caused_by_ctrl_c(err):
+                _interrupted()
+            raise
+        print(f"error: {resource_message(err)}", file=sys.stderr)
         raise SystemExit(1) from None
     except Exception as err:
         # Ctrl-C inside a C extension's import (TensorFlow's) surfaces as an ImportError
