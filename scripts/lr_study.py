@@ -15,12 +15,20 @@ from stages.lib import machine, paths, records
 from stages.lib.atomic import write_json
 from stages.lib.cli import run
 from stages.lib.data import load_prepared
+from stages.lib.errors import StageError
 from stages.lib.params import load_params
 from stages.lib.report import study_settings
 from stages.lib.tf_runtime import load_keras_model
 
+USAGE = "usage: python -m scripts.lr_study"
+
 
 def main(argv: list[str]) -> None:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return
+    if argv:
+        raise StageError(f"{USAGE}: no arguments (got {' '.join(argv)})")
     params = load_params()
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
 

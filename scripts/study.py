@@ -30,6 +30,7 @@ from stages.lib.errors import StageError
 from stages.lib.params import PARAMS_FILE, apply_overrides, dump_raw, load_raw, parse_params
 
 COPIED = ("metrics", "timings", "history")  # folders under reports/ a study keeps
+USAGE = "usage: python -m scripts.study [NAME ...]"
 
 
 def scratch_copy(root: Path, dest: Path) -> None:
@@ -63,6 +64,12 @@ def run_study(root: Path, raw: dict, name: str, overrides: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return
+    options = [arg for arg in argv if arg.startswith("-")]
+    if options:
+        raise StageError(f"{USAGE}: no options (got {' '.join(options)})")
     raw = load_raw()
     params = parse_params(raw)
     names = argv or list(params.studies)
