@@ -240,3 +240,25 @@ def test_read_raw_then_split_then_save_and_load(tmp_path, idx_folder, tiny_array
     loaded = load_prepared(tmp_path / "prepared")
     assert [len(loaded[p][0]) for p in PARTS] == [250, 50, 100]
     np.testing.assert_array_equal(loaded["val"][1], tiny_arrays["y_train"][:50])
+
+
+@pytest.mark.parametrize("labels", [[0, 10, 3, 2], [0, 255, 3, 2]])
+def test_labels_that_are_not_digits_are_a_clear_data_error(tmp_path, parts, labels):
+    """A label of 10 or more would crash the confusion matrix (IndexError) or the training loss."""
+    save_prepared(parts, tmp_path)
+    np.save(tmp_path / "x_test.npy", np.zeros((4, 28, 28), np.uint8))
+    np.save(tmp_path / "y_test.npy", np.array(labels, np.uint8))
+    with pytest.raises(DataError, match=rf"y_test\.npy: labels from 0 to {max(labels)}, not digits 0 to 9: restore"):
+        load_prepared(tmp_path)
+
+
+@pytest.mark.parametrize("x, y, message", [
+    (np.zeros((5, 784), np.uint8), np.zeros(5, np.uint8), r"train images \(5, 784\) and labels \(5,\) are not"),
+    (np.zeros((5, 28, 28), np.uint8), np.full(5, 10, np.uint8), "train labels go up to 10, not digits 0 to 9"),
+], ids=["flat-images", "label-10"])
+def test_raw_arrays_that_are_not_mnist_are_a_clear_data_error(idx_folder, x, y, message):
+    folder, _ = idx_folder
+    (folder / IDX_FILES[0]).write_bytes(encode_idx(x))
+    (folder / IDX_FILES[1]).write_bytes(encode_idx(y))
+    with pytest.raises(DataError, match=message):
+        read_raw(folder)

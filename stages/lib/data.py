@@ -14,8 +14,10 @@ from stages.lib.atomic import atomic_path
 from stages.lib.errors import StageError
 from stages.lib.idx import IDX_FILES, parse_idx
 from stages.lib.paths import PREPARED_DIR, RAW_DIR
+from stages.lib.schema import NUM_CLASSES
 
 PARTS = ("train", "val", "test")
+IMAGE_SHAPE = (28, 28)
 
 
 class Split(NamedTuple):
@@ -32,8 +34,12 @@ def read_raw(raw_dir: Path = RAW_DIR) -> tuple[Split, Split]:
     arrays = [parse_idx((raw_dir / name).read_bytes(), str(raw_dir / name)) for name in IDX_FILES]
     x_train, y_train, x_test, y_test = arrays
     for x, y, part in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if x.shape[1:] != IMAGE_SHAPE or y.ndim != 1:
+            raise DataError(f"{raw_dir}: {part} images {x.shape} and labels {y.shape} are not (n, 28, 28) and (n,)")
         if len(x) != len(y):
             raise DataError(f"{raw_dir}: {part} has {len(x)} images but {len(y)} labels")
+        if len(y) and y.max() >= NUM_CLASSES:
+            raise DataError(f"{raw_dir}: {part} labels go up to {y.max()}, not digits 0 to 9")
     return Split(x_train, y_train), Split(x_test, y_test)
 
 
@@ -59,11 +65,13 @@ def save_prepared(parts: dict[str, Split], folder: Path) -> None:
 def load_split(part: str, folder: Path = PREPARED_DIR) -> Split:
     """One prepared part as stored: uint8 images and labels, checked."""
     x, y = (_load_npy(folder / f"{kind}_{part}.npy") for kind in ("x", "y"))
-    if x.ndim != 3 or x.dtype != np.uint8 or y.shape != (len(x),):
+    if x.shape[1:] != IMAGE_SHAPE or x.dtype != np.uint8 or y.shape != (len(x),):
         raise DataError(
             f"{folder}/x_{part}.npy, y_{part}.npy: shapes {x.shape} and {y.shape}, dtype {x.dtype}; expected "
             f"(n, 28, 28) uint8 images and (n,) labels: {_RESTORE}"
         )
+    if len(y) and not 0 <= y.min() <= y.max() < NUM_CLASSES:
+        raise DataError(f"{folder}/y_{part}.npy: labels from {y.min()} to {y.max()}, not digits 0 to 9: {_RESTORE}")
     return Split(x, y)
 
 
