@@ -138,13 +138,18 @@ def main(argv: list[str]) -> None:
     if leftovers:
         print(f"report: {len(leftovers)} output(s) of architectures no longer in params.yaml are still in "
               "models/ and reports/; `make prune` lists and removes them")
+    # Everything is read and checked before anything is drawn or written: a damaged input fails fast.
     x_test, y_test = load_split("test")
-
     results = [arch_result(params, name) for name in params.archs]
     curves = {name: read_curve(paths.lr_range_csv(name)) for name in params.archs}
     check_against_curves(results, curves)
     errors = {name: records.read(paths.errors_json(name), ERRORS) for name in params.archs}
     check_against_test_set(errors, len(x_test))
+    histories = {name: read_history(paths.history_csv(name)) for name in params.archs} if params.train.epochs > 1 else {}
+    loaded_studies = [load_study(params, raw, name, overrides) for name, overrides in params.studies.items()]
+    lr_study = read_lr_study(paths.LR_STUDY_JSON)
+    machines = machine_records(params.archs)
+
     figures = {"lr_range": "lr_range.png", "lr_rules": "lr_range_rules.png", "digits": "digits.png"}
     lr_range_figure(curves, {r.name: r.metrics["lr"] for r in results}, paths.FIGURES / figures["lr_range"])
     lr_rules_figure(curves, {r.name: r.lr_range for r in results}, {r.name: r.metrics["lr_chosen_by"] for r in results},
@@ -157,23 +162,21 @@ def main(argv: list[str]) -> None:
                          paths.FIGURES / figures["confusion"])
         confident_errors_figure({name: e["confident_errors"] for name, e in scored.items()}, x_test,
                                 paths.FIGURES / figures["errors"])
-    if params.train.epochs > 1:
+    if histories:
         figures["curves"] = "learning_curves.png"
-        learning_curves_figure({name: read_history(paths.history_csv(name)) for name in params.archs},
-                               paths.FIGURES / figures["curves"])
+        learning_curves_figure(histories, paths.FIGURES / figures["curves"])
 
     studies = []
-    for name, overrides in params.studies.items():
-        study, histories = load_study(params, raw, name, overrides)
-        if study.results and max(row["epoch"] for rows in histories.values() for row in rows) > 0:
-            figure = f"learning_curves_{name}.png"
-            learning_curves_figure(histories, paths.FIGURES / figure)
+    for study, study_histories in loaded_studies:
+        if study.results and max(row["epoch"] for rows in study_histories.values() for row in rows) > 0:
+            figure = f"learning_curves_{study.name}.png"
+            learning_curves_figure(study_histories, paths.FIGURES / figure)
             study = dataclasses.replace(study, figure=f"figures/{figure}")
         studies.append(study)
     remove_unused_figures(set(figures.values()) | {Path(s.figure).name for s in studies if s.figure})
 
     markdown = render_report(params, results, {key: f"figures/{name}" for key, name in figures.items()},
-                             studies, read_lr_study(paths.LR_STUDY_JSON), machine_records(params.archs))
+                             studies, lr_study, machines)
     write_text(paths.REPORT_MD, markdown)
     print(f"report: {paths.REPORT_MD} with {len(results)} architecture(s), {len(studies)} study section(s)")
     failures = [f"{r.name}: {r.metrics['failed']}" for r in results if r.metrics["failed"]]

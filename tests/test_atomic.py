@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -194,13 +195,15 @@ def failing(monkeypatch, target, name: str, err: OSError) -> None:
     monkeypatch.setattr(target, name, fail)
 
 
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
 @pytest.mark.parametrize("where", ["write", "mkstemp", "replace"])
-def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path, monkeypatch, where):
+def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path, monkeypatch, where, relative):
     import errno
     import pathlib
     import tempfile
 
-    path = tmp_path / "reports" / "m.json"
+    monkeypatch.chdir(tmp_path)
+    path = Path("reports/m.json") if relative else tmp_path / "reports" / "m.json"
     if where == "write":  # a failed write() has no file name at all
         failing(monkeypatch, pathlib.Path, "write_bytes", OSError(errno.ENOSPC, "No space left on device"))
     elif where == "mkstemp":

@@ -36,8 +36,8 @@ def naming_the_output(path: Path) -> Iterator[None]:
 
 def _is_temporary_of(where: Path, path: Path) -> bool:
     """Whether ``where`` is a temporary sibling of ``path`` (.<name>.XXXX.tmp) or inside one."""
-    try:
-        first = where.relative_to(path.parent).parts[0]
+    try:  # tempfile may return absolute paths for a relative ``path``
+        first = Path(os.path.abspath(where)).relative_to(os.path.abspath(path.parent)).parts[0]
     except (ValueError, IndexError):
         return False
     return first.startswith(f".{path.name}.")
