@@ -107,7 +107,8 @@ def main(argv: list[str]) -> None:
     if not _is_commit(rev):
         raise StageError(f"{rev!r} is not a git branch, tag or commit here: {USAGE}")
     new = paths.REPORT_MD.read_text() if paths.REPORT_MD.exists() else None
-    print(render(rev, _dvc_json("metrics", "diff", rev), _dvc_json("params", "diff", rev), _report_at(rev), new), end="")
+    metrics, params = _dvc_json("metrics", "diff", rev), _dvc_json("params", "diff", rev)
+    print(render(rev, metrics, params, _report_at(rev), new), end="")
 
 
 if __name__ == "__main__":

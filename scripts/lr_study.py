@@ -51,7 +51,8 @@ def main(argv: list[str]) -> None:
             print(f"lr_study: {name} at lr {lr:.4g}: test accuracy {test['accuracy']:.4f} "
                   f"({time.perf_counter() - started:.1f} s)", flush=True)
         archs[name] = {"hidden": list(arch.hidden), "activation": arch.activation, "picks": picks, "runs": runs}
-    write_json(paths.LR_STUDY_JSON, {"settings": study_settings(params), "grid": list(params.lr_study.grid), "archs": archs,
+    write_json(paths.LR_STUDY_JSON, {"settings": study_settings(params), "grid": list(params.lr_study.grid),
+                                     "archs": archs,
                                      "machine": machine.record(params.compute.numerics, params.compute.threads)})
     print(f"lr_study: wrote {paths.LR_STUDY_JSON}")
 

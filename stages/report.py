@@ -10,14 +10,20 @@ import numpy as np
 from stages.lib import paths, records
 from stages.lib.atomic import write_text
 from stages.lib.cli import run
-from stages.lib.errors import StageError
 from stages.lib.data import load_split
-from stages.lib.figures import (confident_errors_figure, confusion_figure, digit_grid_figure, learning_curves_figure,
-                                lr_range_figure, lr_rules_figure)
+from stages.lib.errors import StageError
+from stages.lib.figures import (
+    confident_errors_figure,
+    confusion_figure,
+    digit_grid_figure,
+    learning_curves_figure,
+    lr_range_figure,
+    lr_rules_figure,
+)
 from stages.lib.params import apply_overrides, load_params, load_raw, parse_params
-from stages.lib.schema import Params, ParamsError
 from stages.lib.records import ANY, INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
 from stages.lib.report import ArchResult, Study, render_report, study_matches
+from stages.lib.schema import Params, ParamsError
 
 SAMPLE_DIGITS = 20
 
@@ -57,7 +63,8 @@ def read_metrics(path: Path) -> dict:
     metrics = records.read(path, METRICS)
     if not metrics["failed"]:
         unscored = [key for key in ("val_accuracy", "test_accuracy", "test_loss") if metrics[key] is None]
-        if sum("test_accuracy" in run for run in metrics["seeds"].values()) >= 2 and metrics["test_accuracy_std"] is None:
+        scored_seeds = sum("test_accuracy" in run for run in metrics["seeds"].values())
+        if scored_seeds >= 2 and metrics["test_accuracy_std"] is None:
             unscored.append("test_accuracy_std")
         if unscored:
             raise records.damaged(path, f"{', '.join(unscored)} null for an arch that did not fail")
@@ -109,7 +116,8 @@ def arch_result(params: Params, name: str, reports: Path = paths.REPORTS) -> Arc
     """An arch's metrics and range test from ``reports`` (this run's, or a study's copy), plus timings."""
     arch = params.archs[name]
     metrics = read_metrics(under(reports, paths.metrics_json(name)))
-    timings = {stage: records.read(under(reports, paths.timing_json(name, stage)), spec) for stage, spec in TIMINGS.items()}
+    timings = {stage: records.read(under(reports, paths.timing_json(name, stage)), spec)
+               for stage, spec in TIMINGS.items()}
     metrics["lr_range_seconds"] = timings["lr_range"]["seconds"]
     metrics["train_seconds_per_epoch"] = timings["train"]["seconds_per_epoch"]
     metrics["inference_ms"] = timings["evaluate"]["inference_ms_per_1000_images"]
@@ -145,7 +153,8 @@ def main(argv: list[str]) -> None:
     check_against_curves(results, curves)
     errors = {name: records.read(paths.errors_json(name), ERRORS) for name in params.archs}
     check_against_test_set(errors, len(x_test))
-    histories = {name: read_history(paths.history_csv(name)) for name in params.archs} if params.train.epochs > 1 else {}
+    histories = ({name: read_history(paths.history_csv(name)) for name in params.archs}
+                 if params.train.epochs > 1 else {})
     loaded_studies = [load_study(params, raw, name, overrides) for name, overrides in params.studies.items()]
     lr_study = read_lr_study(paths.LR_STUDY_JSON)
     machines = machine_records(params.archs)

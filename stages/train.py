@@ -14,8 +14,8 @@ import time
 from stages.lib import machine, paths, records
 from stages.lib.atomic import atomic_dir, write_csv, write_json
 from stages.lib.cli import arch_name, run
-from stages.lib.errors import StageError
 from stages.lib.data import load_prepared, part_size
+from stages.lib.errors import StageError
 from stages.lib.params import load_params
 from stages.lib.schema import Arch, Params
 from stages.lib.tf_runtime import load_keras_model
@@ -54,7 +54,8 @@ def duration(seconds: float) -> str:
 def last_seconds_per_epoch(name: str) -> float | None:
     """From the previous run's timings, if there is one to trust."""
     try:
-        return records.read(paths.timing_json(name, "train"), {"seconds_per_epoch": records.POSITIVE})["seconds_per_epoch"]
+        timings = records.read(paths.timing_json(name, "train"), {"seconds_per_epoch": records.POSITIVE})
+        return timings["seconds_per_epoch"]
     except StageError:
         return None  # missing or damaged: this run rewrites it
 

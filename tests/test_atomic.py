@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from stages.lib.atomic import atomic_dir, atomic_path, write_bytes, write_csv, write_json, write_text
 
 
@@ -220,6 +220,7 @@ def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path, monkey
 
 def test_a_failed_write_inside_a_staged_folder_names_the_folder(tmp_path, monkeypatch):
     import errno
+
     import numpy as np
 
     failing(monkeypatch, np, "save", OSError(errno.ENOSPC, "No space left on device"))

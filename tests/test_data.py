@@ -5,10 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.lib.data import (PARTS, DataError, Split, load_prepared, load_split, part_size, read_raw, save_prepared,
-                             scale, split_train_val)
-from stages.lib.idx import IdxError, encode_idx
-from stages.lib.idx import IDX_FILES
+from stages.lib.data import (
+    PARTS,
+    DataError,
+    Split,
+    load_prepared,
+    load_split,
+    part_size,
+    read_raw,
+    save_prepared,
+    scale,
+    split_train_val,
+)
+from stages.lib.idx import IDX_FILES, IdxError, encode_idx
 
 FILES = sorted(f"{kind}_{part}.npy" for part in PARTS for kind in ("x", "y"))
 

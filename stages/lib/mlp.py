@@ -308,7 +308,8 @@ def _dense_configs(config: object) -> tuple[int, list[dict]]:
     inputs = math.prod(shape[1:])
     units = [dense["units"] for dense in denses]
     if len(units) > MAX_HIDDEN_LAYERS + 1:
-        raise _Bad(f"{len(units)} Dense layers, more than params.yaml allows ({MAX_HIDDEN_LAYERS} hidden and the output)")
+        raise _Bad(f"{len(units)} Dense layers, more than params.yaml allows "
+                   f"({MAX_HIDDEN_LAYERS} hidden and the output)")
     n = count_params(units[:-1], inputs, units[-1])
     if n > MAX_PARAMS:
         raise _Bad(f"config.json declares {n:,} parameters, more than params.yaml allows ({MAX_PARAMS:,})")

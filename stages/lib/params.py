@@ -25,9 +25,25 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from stages.lib.idx import IDX_FILES
 from stages.lib.lr_finder import RULES
-from stages.lib.schema import (ACTIVATIONS, MAX_HIDDEN_LAYERS, MAX_NAME_LENGTH, MAX_PARAMS, NUMERICS, SOURCE_KINDS,
-                               Arch, ComputeParams, DataParams, LrRangeParams, LrStudyParams, Params, ParamsError,
-                               ReportParams, Source, TrainParams, count_params)
+from stages.lib.schema import (
+    ACTIVATIONS,
+    MAX_HIDDEN_LAYERS,
+    MAX_NAME_LENGTH,
+    MAX_PARAMS,
+    NUMERICS,
+    SOURCE_KINDS,
+    Arch,
+    ComputeParams,
+    DataParams,
+    LrRangeParams,
+    LrStudyParams,
+    Params,
+    ParamsError,
+    ReportParams,
+    Source,
+    TrainParams,
+    count_params,
+)
 
 PARAMS_FILE = Path("params.yaml")
 ARCH_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -214,7 +230,8 @@ def _studies(c: _Checker, raw: dict) -> dict[str, dict[str, Any]]:
         unknown = [key for key in overrides
                    if not isinstance(key, str) or key.split(".")[0] == "studies" or not _existing_key(raw, key)]
         for key in unknown:
-            c.fail(f"{path}.{key}", "not a key of params.yaml", key, "a dotted path to an existing key, like train.epochs")
+            c.fail(f"{path}.{key}", "not a key of params.yaml", key,
+                   "a dotted path to an existing key, like train.epochs")
         if unknown:
             continue
         try:
@@ -298,7 +315,8 @@ def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
         if not isinstance(hidden, list) or not hidden or not all(
             isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
         ):
-            c.fail(f"{path}.hidden", "not a list of positive layer sizes", hidden, "a non-empty list of integers > 0, like [300, 100]")
+            c.fail(f"{path}.hidden", "not a list of positive layer sizes", hidden,
+                   "a non-empty list of integers > 0, like [300, 100]")
             continue
         if not _size_ok(c, f"{path}.hidden", hidden):
             continue
