@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-
 from conftest import ROOT
+
 from stages import evaluate, report
 from stages.lib import paths, records
 from stages.lib.errors import StageError
@@ -97,3 +98,34 @@ def test_the_committed_results_pass_every_readers_checks():
     for path in committed("reports/**/history/*.csv"):
         report.read_history(path)
     report.read_lr_study(ROOT / paths.LR_STUDY_JSON)
+
+
+# --- the report's checks across files ----------------------------------------------------------------
+
+
+def arch_result(stop_step: int | None) -> report.ArchResult:
+    return report.ArchResult("base", (8,), "relu", {}, {"stop_step": stop_step})
+
+
+@pytest.mark.parametrize("stop_step, fine", [(None, True), (0, True), (2, True), (3, False), (-1, False)])
+def test_where_a_sweep_stopped_is_a_row_of_its_curve(stop_step, fine):
+    """The figure marks the stop at curve["lr"][stop_step]: an IndexError before this check."""
+    curves = {"base": {"lr": np.array([0.1, 0.2, 0.3])}}
+    if fine:
+        report.check_against_curves([arch_result(stop_step)], curves)
+        return
+    with pytest.raises(StageError, match=f"^reports/lr_range/base.json: stop_step {stop_step} is not a row of "
+                                         r"reports/lr_range/base.csv \(3 rows\): .*`dvc repro -f lr_range@base`$"):
+        report.check_against_curves([arch_result(stop_step)], curves)
+
+
+@pytest.mark.parametrize("index, fine", [(0, True), (99, True), (100, False), (-1, False)])
+def test_confidently_wrong_digits_are_test_images_that_exist(index, fine):
+    """The figure draws x_test[index]: an IndexError before this check."""
+    errors = {"base": {"confident_errors": [{"index": index}]}}
+    if fine:
+        report.check_against_test_set(errors, 100)
+        return
+    with pytest.raises(StageError, match=rf"^reports/errors/base.json: confident_errors name test images \[{index}\], "
+                                         r"but there are 100: .*`dvc repro -f evaluate@base`$"):
+        report.check_against_test_set(errors, 100)
