@@ -402,7 +402,7 @@ FAULTS = {
     "params-nan-smoothing": Fault(SPLIT, raw, ("params.yaml: lr_range.smoothing: out of range (got nan",),
                                   edit_text("params.yaml", lambda t: t.replace("smoothing: 0.98", "smoothing: .nan")),
                                   code=2),
-    "params-tab-for-indentation": Fault(SPLIT, raw, ("params.yaml: not valid YAML: line",),
+    "params-tab-for-indentation": Fault(SPLIT, raw, ("params.yaml: not valid YAML: line 2, column 1", "rerun"),
                                         edit_text("params.yaml", lambda t: t.replace("\n  ", "\n\t", 1)), code=2),
     # -- wrong arguments to every script behind a make target (and a stage)
     "evaluate-without-its-arch": Fault(("evaluate",), for_evaluate, ("usage: python -m stages.evaluate <arch>",),

@@ -541,7 +541,7 @@ def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path):
     with pytest.raises(ParamsError) as info:
         load_params(path)
     assert info.value.problems == [f"{path}: not valid YAML: line 3, column 1: while parsing a flow mapping: "
-                                   "expected ',' or '}', but got '<stream end>'"]
+                                   "expected ',' or '}', but got '<stream end>'; correct it there, then rerun"]
 
 
 def test_dump_raw_reads_back_the_same(tmp_path):

@@ -356,7 +356,7 @@ def load_raw(path: Path = PARAMS_FILE) -> Any:
             raise ParamsError(duplicates)
         return _plain(_yaml().load(text))
     except YAMLError as err:
-        raise ParamsError([f"{path}: not valid YAML: {_yaml_problem(err)}"]) from None
+        raise ParamsError([f"{path}: not valid YAML: {_yaml_problem(err)}; correct it there, then rerun"]) from None
 
 
 def dump_raw(raw: Any) -> str:
