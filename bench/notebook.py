@@ -12,32 +12,44 @@ import time
 
 started = time.perf_counter()
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from stages.lib.cli import run  # noqa: E402
 from stages.lib.data import read_raw, split_train_val  # noqa: E402
+from stages.lib.errors import StageError  # noqa: E402
 from stages.lib.params import load_params  # noqa: E402
 
-
-class RangeTest(keras.callbacks.Callback):
-    def __init__(self, start_lr: float, factor: float):
-        super().__init__()
-        self.lr, self.factor, self.rates, self.losses = start_lr, factor, [], []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.rates.append(self.lr)
-        self.losses.append(logs["loss"])
-        self.lr *= self.factor
-        self.model.optimizer.learning_rate = self.lr
+USAGE = "usage: python -m bench.notebook"
 
 
-def build(hidden: tuple[int, ...], activation: str) -> keras.Model:
-    return keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
-                             *(keras.layers.Dense(h, activation=activation) for h in hidden),
-                             keras.layers.Dense(10, activation="softmax")])
+def main(argv: list[str]) -> None:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return
+    if argv:
+        raise StageError(f"{USAGE}: no arguments (got {' '.join(argv)})")
+    notebook()
 
 
-def main() -> None:
+def notebook() -> None:
+    import keras  # as the notebook did: within the timed run, after the arguments are checked
+
+    class RangeTest(keras.callbacks.Callback):
+        def __init__(self, start_lr: float, factor: float):
+            super().__init__()
+            self.lr, self.factor, self.rates, self.losses = start_lr, factor, [], []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.rates.append(self.lr)
+            self.losses.append(logs["loss"])
+            self.lr *= self.factor
+            self.model.optimizer.learning_rate = self.lr
+
+    def build(hidden: tuple[int, ...], activation: str) -> keras.Model:
+        return keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
+                                 *(keras.layers.Dense(h, activation=activation) for h in hidden),
+                                 keras.layers.Dense(10, activation="softmax")])
+
     params = load_params()
     full_train, test = read_raw()
     train, val = split_train_val(full_train, params.data.val_size)
@@ -66,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -14,6 +14,11 @@ import json
 import subprocess
 import sys
 
+from stages.lib.cli import run
+from stages.lib.errors import StageError
+from stages.lib.params import load_params
+
+USAGE = "usage: python -m bench.numerics [ARCH] [EPOCHS]"
 SETTINGS = [("portable", 1), ("portable", 2), ("native", 1), ("native", 2)]
 
 CHILD = """
@@ -37,9 +42,13 @@ print(json.dumps({"seconds_per_epoch": seconds / len(run.rows), "weights": diges
 
 
 def main(argv: list[str]) -> None:
-    from stages.lib.params import load_params
-
-    arch = argv[0] if argv else next(iter(load_params().archs))
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return
+    if len(argv) > 2 or (len(argv) == 2 and not (argv[1].isdigit() and int(argv[1]) > 0)):
+        raise StageError(f"{USAGE}, EPOCHS a whole number > 0 (got {' '.join(argv)})")
+    params = load_params()
+    arch = params.arch(argv[0]).name if argv else next(iter(params.archs))
     epochs = int(argv[1]) if len(argv) > 1 else 2
     rounds = int(argv[2]) if len(argv) > 2 else 3
     print(f"bench.numerics: {arch}, {epochs} epoch(s) of batch-32 SGD per setting, fastest of {rounds} rounds")
@@ -63,4 +72,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main)

@@ -16,9 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
+from stages.lib.cli import run
+from stages.lib.errors import StageError
+from stages.lib.params import dump_raw, load_params, load_raw
 from stages.lib.paths import RAW_DIR
+
+USAGE = "usage: python -m bench.run [--pipeline-only]"
 
 # Runs a command and reports the peak RSS of its process tree (children it waited for).
 MEASURE = (
@@ -38,7 +41,8 @@ def measured(cmd: list[str], cwd: Path) -> tuple[float, int, str]:
     lines = [f"{time.perf_counter() - started:8.2f} {line}" for line in proc.stdout]
     stderr = proc.stderr.read()
     if proc.wait() != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{''.join(lines)}\n{stderr}")
+        print("".join(lines), stderr, sep="\n", file=sys.stderr)
+        raise StageError(f"{' '.join(cmd)} failed (its output is above)")
     peak = int(re.search(r"peak_kib (\d+)", stderr).group(1)) // 1024
     return time.perf_counter() - started, peak, "".join(lines)
 
@@ -50,11 +54,15 @@ def stage_times(log: str, total: float) -> list[tuple[str, float]]:
     return [(name, end - start) for (start, name), end in zip(marks, ends)]
 
 
-def main() -> None:
-    root = Path.cwd()
-    if not all((RAW_DIR / name).is_file() for name in yaml.safe_load(Path("params.yaml").read_text())["data"]["sha256"]):
-        print(f"bench: cannot run: MNIST is not in {RAW_DIR}/ (run `dvc repro download` first)")
+def main(argv: list[str]) -> None:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
         return
+    if argv not in ([], ["--pipeline-only"]):
+        raise StageError(f"{USAGE} (got {' '.join(argv)})")
+    root = Path.cwd()
+    if not all((RAW_DIR / name).is_file() for name in load_params().data.sha256):
+        raise StageError(f"MNIST is not in {RAW_DIR}/: run `dvc repro download` first")
     dvc = str(Path(sys.executable).parent / "dvc")
     with tempfile.TemporaryDirectory(prefix="bench.") as tmp:
         clone = Path(tmp) / "project"
@@ -64,11 +72,11 @@ def main() -> None:
         # instead of going to the network, which would time the network.
         local = Path(tmp) / "mnist"
         shutil.copytree(RAW_DIR, local)
-        params = yaml.safe_load((clone / "params.yaml").read_text())
+        params = load_raw(clone / "params.yaml")
         params["data"]["sources"].insert(0, {"local": str(local)})
-        (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        (clone / "params.yaml").write_text(dump_raw(params))
 
-        if "--pipeline-only" in sys.argv:  # for trying a change: (b) alone
+        if argv == ["--pipeline-only"]:  # for trying a change: (b) alone
             a_s, a_mib = float("nan"), 0
         else:
             print("bench: (a) the notebook way ...", flush=True)
@@ -77,10 +85,10 @@ def main() -> None:
         print("bench: (b) dvc repro -f ...", flush=True)
         b_s, b_mib, b_log = measured([dvc, "repro", "-f"], clone)
         noop_s, _, _ = measured([dvc, "repro"], clone)
-        params = yaml.safe_load((clone / "params.yaml").read_text())
+        params = load_raw(clone / "params.yaml")
         first = next(iter(params["archs"]))
         params["archs"][first]["hidden"] = [h + 8 for h in params["archs"][first]["hidden"]]
-        (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        (clone / "params.yaml").write_text(dump_raw(params))
         one_s, _, _ = measured([dvc, "repro"], clone)
 
     print("\nper-stage wall time of (b):")
@@ -94,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -12,6 +12,10 @@ import json
 import subprocess
 import sys
 
+from stages.lib.cli import run
+from stages.lib.params import load_params
+
+USAGE = "usage: python -m bench.variants [ARCH ...]"
 VARIANTS = {
     "spe=1": {"spe": 1},
     "spe=32": {"spe": 32},
@@ -50,7 +54,11 @@ print(json.dumps({"seconds": time.perf_counter() - started, "loss": history.hist
 
 
 def main(argv: list[str]) -> None:
-    archs = argv or ["base", "wide3"]
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return
+    params = load_params()
+    archs = [params.arch(name).name for name in argv or ["base", "wide3"]]
     for arch in archs:
         print(f"{arch}: one epoch of batch-32 SGD")
         for name, cfg in VARIANTS.items():
@@ -64,4 +72,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from stages.lib import paths
+from stages.lib.cli import run
+from stages.lib.errors import StageError
 
+USAGE = "usage: python -m scripts.compare [REV]"
 SHOWN_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "params", "lr", "lr_chosen_by")
 
 
@@ -75,9 +77,19 @@ def _cell(value) -> str:
 
 def _dvc_json(*args: str) -> dict:
     done = subprocess.run(["dvc", *args, "--json"], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"dvc {' '.join(args)} failed:\n{done.stderr}")
-    return json.loads(done.stdout or "{}")
+    try:
+        if done.returncode == 0:
+            return json.loads(done.stdout or "{}")
+    except ValueError:
+        pass
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    why = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "no output")
+    raise StageError(f"`dvc {' '.join(args)} --json` failed: {why}")
+
+
+def _is_commit(rev: str) -> bool:
+    return subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                          capture_output=True).returncode == 0
 
 
 def _report_at(rev: str) -> str | None:
@@ -86,10 +98,18 @@ def _report_at(rev: str) -> str | None:
 
 
 def main(argv: list[str]) -> None:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return
+    if len(argv) > 1 or (argv and argv[0].startswith("-")):
+        raise StageError(f"{USAGE} (got {' '.join(argv)})")
     rev = argv[0] if argv else "main"
+    if not _is_commit(rev):
+        raise StageError(f"{rev!r} is not a git branch, tag or commit here: {USAGE}")
     new = paths.REPORT_MD.read_text() if paths.REPORT_MD.exists() else None
-    print(render(rev, _dvc_json("metrics", "diff", rev), _dvc_json("params", "diff", rev), _report_at(rev), new), end="")
+    metrics, params = _dvc_json("metrics", "diff", rev), _dvc_json("params", "diff", rev)
+    print(render(rev, metrics, params, _report_at(rev), new), end="")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main)

@@ -11,23 +11,31 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import machine, paths
+from stages.lib import machine, paths, records
 from stages.lib.atomic import write_json
-from stages.lib.cli import read_json, run
+from stages.lib.cli import run
 from stages.lib.data import load_prepared
+from stages.lib.errors import StageError
 from stages.lib.params import load_params
 from stages.lib.report import study_settings
 from stages.lib.tf_runtime import load_keras_model
 
+USAGE = "usage: python -m scripts.lr_study"
+
 
 def main(argv: list[str]) -> None:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return
+    if argv:
+        raise StageError(f"{USAGE}: no arguments (got {' '.join(argv)})")
     params = load_params()
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
 
     data = load_prepared()
     archs = {}
     for name, arch in params.archs.items():
-        picks = read_json(paths.lr_range_json(name))["picks"]
+        picks = records.read(paths.lr_range_json(name), {"picks": records.MapOf(records.PICK)})["picks"]
         rates = sorted(set(params.lr_study.grid) | {p["lr"] for p in picks.values() if "lr" in p})
         runs = []
         for lr in rates:
@@ -43,7 +51,8 @@ def main(argv: list[str]) -> None:
             print(f"lr_study: {name} at lr {lr:.4g}: test accuracy {test['accuracy']:.4f} "
                   f"({time.perf_counter() - started:.1f} s)", flush=True)
         archs[name] = {"hidden": list(arch.hidden), "activation": arch.activation, "picks": picks, "runs": runs}
-    write_json(paths.LR_STUDY_JSON, {"settings": study_settings(params), "grid": list(params.lr_study.grid), "archs": archs,
+    write_json(paths.LR_STUDY_JSON, {"settings": study_settings(params), "grid": list(params.lr_study.grid),
+                                     "archs": archs,
                                      "machine": machine.record(params.compute.numerics, params.compute.threads)})
     print(f"lr_study: wrote {paths.LR_STUDY_JSON}")
 

@@ -17,10 +17,15 @@ from stages.lib.cli import run
 from stages.lib.errors import StageError
 from stages.lib.params import load_params
 
+USAGE = "usage: python -m scripts.prune [--dry-run]"
+
 
 def main(argv: list[str]) -> None:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return
     if argv not in ([], ["--dry-run"]):
-        raise StageError(f"usage: python -m scripts.prune [--dry-run] (got {' '.join(argv)})")
+        raise StageError(f"{USAGE} (got {' '.join(argv)})")
     leftovers = paths.prunable(load_params().archs)
     if not leftovers:
         print("prune: nothing to remove")

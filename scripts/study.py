@@ -23,15 +23,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from stages.lib import paths
 from stages.lib.atomic import atomic_dir
 from stages.lib.cli import run
 from stages.lib.errors import StageError
-from stages.lib.params import PARAMS_FILE, apply_overrides, load_raw, parse_params
+from stages.lib.params import PARAMS_FILE, apply_overrides, dump_raw, load_raw, parse_params
 
 COPIED = ("metrics", "timings", "history")  # folders under reports/ a study keeps
+USAGE = "usage: python -m scripts.study [NAME ...]"
 
 
 def scratch_copy(root: Path, dest: Path) -> None:
@@ -53,7 +52,7 @@ def run_study(root: Path, raw: dict, name: str, overrides: dict) -> None:
     with tempfile.TemporaryDirectory(prefix=f"study.{name}.") as tmp:
         scratch = Path(tmp)
         scratch_copy(root, scratch)
-        (scratch / PARAMS_FILE).write_text(yaml.safe_dump(apply_overrides(raw, overrides), sort_keys=False))
+        (scratch / PARAMS_FILE).write_text(dump_raw(apply_overrides(raw, overrides)))
         print(f"study {name}: dvc repro evaluate with {overrides} in {scratch}", flush=True)
         if subprocess.run(["dvc", "repro", "evaluate"], cwd=scratch).returncode != 0:
             raise StageError(f"study {name}: the pipeline failed (output above); reports/studies/{name} unchanged")
@@ -65,6 +64,12 @@ def run_study(root: Path, raw: dict, name: str, overrides: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return
+    options = [arg for arg in argv if arg.startswith("-")]
+    if options:
+        raise StageError(f"{USAGE}: no options (got {' '.join(options)})")
     raw = load_raw()
     params = parse_params(raw)
     names = argv or list(params.studies)

@@ -11,27 +11,73 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import machine, paths
+import numpy as np
+
+from stages.lib import machine, paths, records
 from stages.lib.atomic import write_json
-from stages.lib.cli import arch_name, read_json, run
+from stages.lib.cli import arch_name, run
 from stages.lib.data import load_prepared, part_size, scale
-from stages.lib.mlp import load_mlp
+from stages.lib.mlp import Mlp, load_mlp
 from stages.lib.params import load_params
+from stages.lib.records import INT, POSITIVE, STR, ListOf, Maybe
 from stages.lib.scoring import confident_errors, confusion_matrix, scores, summarize
 
 CONFIDENT_ERRORS = 8  # per arch, shown in the report
+# What evaluate relies on in reports/train/<arch>.json (stages.lib.records explains the notation).
+TRAIN_RECORD = {"lr": POSITIVE, "lr_chosen_by": STR, "failed": Maybe(STR),
+                "runs": ListOf({"seed": INT, "epochs_run": INT, "best_epoch": Maybe(INT)}, min_len=1)}
+
+
+class NotFinite(Exception):
+    """A model whose outputs are NaN or infinite: it has no score, whatever argmax makes of them."""
+
+
+def score_seed(model: Mlp, data: dict) -> tuple[dict[str, float], np.ndarray, float]:
+    """(val_/test_ accuracy and loss, the test outputs, seconds of the test pass) of one model."""
+    entry, seconds = {}, 0.0
+    for part in ("val", "test"):
+        started = time.perf_counter()
+        probs = model.predict(scale(data[part][0]))
+        if part == "test":
+            seconds = time.perf_counter() - started
+        if not np.isfinite(probs).all():
+            raise NotFinite(f"the model's outputs on the {part} set are not finite (NaN or infinite weights)")
+        for key, value in scores(probs, data[part][1]).items():
+            entry[f"{part}_{key}"] = round(value, 6)
+    return entry, probs, seconds
+
+
+def unscored(trained: dict) -> dict[str, dict]:
+    return {str(r["seed"]): {"epochs_run": r["epochs_run"], "best_epoch": r["best_epoch"]} for r in trained["runs"]}
 
 
 def main(argv: list[str]) -> None:
     name = arch_name(argv, "evaluate")
     load_params().arch(name)
-    trained = read_json(paths.train_json(name))
+    trained = records.read(paths.train_json(name), TRAIN_RECORD)
     data = load_prepared(parts=("val", "test"))  # the 55,000 training images are not needed
     n_train = part_size("train")
     models = {r["seed"]: load_mlp(paths.model_file(name, r["seed"])) for r in trained["runs"]}
     first = next(iter(models.values()))
+    failed, per_seed, seconds, errors = trained["failed"], unscored(trained), 0.0, None
+    # A failed arch has no result: no accuracy is written rather than a meaningless one.
+    if not failed:
+        try:
+            for seed, model in models.items():
+                entry, probs, took = score_seed(model, data)
+                per_seed[str(seed)] |= entry
+                seconds += took
+                if errors is None:
+                    labels = data["test"][1]
+                    errors = {"seed": seed,
+                              "confusion": confusion_matrix(labels, probs.argmax(axis=1)).tolist(),
+                              "confident_errors": confident_errors(probs, labels, CONFIDENT_ERRORS)}
+        except NotFinite as err:
+            # NaN weights would score ~10 % (argmax of NaN is class 0). One such seed fails the arch, as a
+            # failed training does: its other seeds' scores would be a mean over a biased subset.
+            failed, per_seed, seconds, errors = f"seed {seed}: {err}", unscored(trained), 0.0, None
     metrics = {
-        "failed": trained["failed"],
+        "failed": failed,
         "params": first.count_params(),
         "size_bytes": paths.model_file(name, trained["runs"][0]["seed"]).stat().st_size,
         "lr": trained["lr"],
@@ -39,28 +85,9 @@ def main(argv: list[str]) -> None:
         "n_train": n_train,
         "n_test": len(data["test"][1]),
         "repeats": len(models),
+        **summarize(per_seed),
+        "seeds": per_seed,
     }
-    per_seed, seconds, errors = {}, 0.0, None
-    for run_info in trained["runs"]:
-        seed = run_info["seed"]
-        entry = {"epochs_run": run_info["epochs_run"], "best_epoch": run_info["best_epoch"]}
-        if not trained["failed"]:
-            # A failed arch has no result: no accuracy is written rather than a meaningless one.
-            for part in ("val", "test"):
-                started = time.perf_counter()
-                probs = models[seed].predict(scale(data[part][0]))
-                if part == "test":
-                    seconds += time.perf_counter() - started
-                for key, value in scores(probs, data[part][1]).items():
-                    entry[f"{part}_{key}"] = round(value, 6)
-            if errors is None:
-                labels = data["test"][1]
-                errors = {"seed": seed,
-                          "confusion": confusion_matrix(labels, probs.argmax(axis=1)).tolist(),
-                          "confident_errors": confident_errors(probs, labels, CONFIDENT_ERRORS)}
-        per_seed[str(seed)] = entry
-    metrics |= summarize(per_seed)
-    metrics["seeds"] = per_seed
     write_json(paths.metrics_json(name), metrics)
     write_json(paths.errors_json(name), errors or {"seed": None, "confusion": None, "confident_errors": []})
     thousands = len(data["test"][1]) * len(models) / 1000
@@ -69,6 +96,8 @@ def main(argv: list[str]) -> None:
                 "machine": machine.record()})
     if trained["failed"]:
         print(f"evaluate@{name}: not evaluated, training failed: {trained['failed']}")
+    elif failed:
+        print(f"evaluate@{name}: FAILED: {failed}")
     else:
         spread = "" if metrics["test_accuracy_std"] is None else f" ± {metrics['test_accuracy_std']:.4f}"
         print(f"evaluate@{name}: test accuracy {metrics['test_accuracy']:.4f}{spread} over {len(models)} seed(s)")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import machine, paths
+from stages.lib import machine, paths, records
 from stages.lib.atomic import atomic_dir, write_csv, write_json
-from stages.lib.cli import arch_name, read_json, run
+from stages.lib.cli import arch_name, run
+from stages.lib.data import load_prepared, part_size
 from stages.lib.errors import StageError
-from stages.lib.data import load_prepared
 from stages.lib.params import load_params
 from stages.lib.schema import Arch, Params
 from stages.lib.tf_runtime import load_keras_model
@@ -34,11 +34,41 @@ def chosen_rate(params: Params, arch: Arch, lr_range: dict) -> tuple[float, str]
     return pick["lr"], rule
 
 
+def cost_line(name: str, epochs: int, steps: int, seeds: int, seconds_per_epoch: float | None) -> str:
+    """What this run will do, and how long it took last time: a long run never starts silently."""
+    work = f"train@{name}: up to {epochs:,} epoch(s) × {steps:,} steps × {seeds:,} seed(s)"
+    if seconds_per_epoch is None:
+        return f"{work}; no time estimate yet (no usable {paths.timing_json(name, 'train')} from an earlier run)"
+    return (f"{work}; at most {duration(epochs * seeds * seconds_per_epoch)} at the last measured "
+            f"{seconds_per_epoch:.3g} s/epoch ({paths.timing_json(name, 'train')})")
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def last_seconds_per_epoch(name: str) -> float | None:
+    """From the previous run's timings, if there is one to trust."""
+    try:
+        timings = records.read(paths.timing_json(name, "train"), {"seconds_per_epoch": records.POSITIVE})
+        return timings["seconds_per_epoch"]
+    except StageError:
+        return None  # missing or damaged: this run rewrites it
+
+
 def main(argv: list[str]) -> None:
     name = arch_name(argv, "train")
     params = load_params()
     arch = params.arch(name)
-    lr, how = chosen_rate(params, arch, read_json(paths.lr_range_json(name)))
+    # Only the pick of the rule in use, and only when the rate is not fixed in params.
+    needed = {"picks": {params.rule_for(arch): records.PICK}} if arch.lr is None else {}
+    lr, how = chosen_rate(params, arch, records.read(paths.lr_range_json(name), needed))
+    steps = -(-part_size("train") // params.train.batch_size)
+    print(cost_line(name, params.train.epochs, steps, len(params.seeds), last_seconds_per_epoch(name)), flush=True)
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
 
     data = load_prepared(parts=("train", "val"))

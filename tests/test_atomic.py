@@ -8,10 +8,11 @@ import signal
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from stages.lib.atomic import atomic_dir, atomic_path, write_bytes, write_csv, write_json, write_text
 
 
@@ -44,6 +45,17 @@ def test_write_json_is_sorted_indented_and_ends_with_a_newline(tmp_path):
     write_json(path, {"b": 1, "a": [1.5, None]})
     assert path.read_text() == '{\n  "a": [\n    1.5,\n    null\n  ],\n  "b": 1\n}\n'
     assert json.loads(path.read_text()) == {"a": [1.5, None], "b": 1}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_write_json_refuses_what_json_cannot_hold_and_keeps_the_old_file(tmp_path, value):
+    """json.dumps would write a bare NaN: a file no JSON reader (nor `dvc metrics show`) accepts."""
+    path = tmp_path / "m.json"
+    write_json(path, {"old": 1})
+    with pytest.raises(ValueError, match=f"^{path}: not written: Out of range float values are not JSON compliant"):
+        write_json(path, {"test_accuracy": 0.98, "seeds": {"42": {"test_loss": value}}})
+    assert json.loads(path.read_text()) == {"old": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 
 
 def test_write_csv(tmp_path):
@@ -172,3 +184,55 @@ def test_git_ignores_what_an_interrupted_write_leaves():
              "models/.base.q9.old"]
     done = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.split() == names
+
+
+# --- a full disk or a missing permission names the output -------------------------------------------
+
+
+def failing(monkeypatch, target, name: str, err: OSError) -> None:
+    def fail(*args, **kwargs):
+        raise err
+    monkeypatch.setattr(target, name, fail)
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+@pytest.mark.parametrize("where", ["write", "mkstemp", "replace"])
+def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path, monkeypatch, where, relative):
+    import errno
+    import pathlib
+    import tempfile
+
+    monkeypatch.chdir(tmp_path)
+    path = Path("reports/m.json") if relative else tmp_path / "reports" / "m.json"
+    if where == "write":  # a failed write() has no file name at all
+        failing(monkeypatch, pathlib.Path, "write_bytes", OSError(errno.ENOSPC, "No space left on device"))
+    elif where == "mkstemp":
+        failing(monkeypatch, tempfile, "mkstemp",
+                PermissionError(errno.EACCES, "Permission denied", str(path.parent / ".m.json.abc.tmp")))
+    else:  # as os.replace reports it: the temporary file first
+        def replace(src, dst):
+            raise OSError(errno.EROFS, "Read-only file system", str(src), str(dst))
+        monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError) as info:
+        write_json(path, {"a": 1})
+    assert info.value.filename == str(path)
+
+
+def test_a_failed_write_inside_a_staged_folder_names_the_folder(tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+
+    failing(monkeypatch, np, "save", OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(OSError) as info, atomic_dir(tmp_path / "prepared") as staged:
+        with atomic_path(staged / "x.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, np.zeros(3))
+    assert info.value.filename == str(tmp_path / "prepared")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_other_errors_keep_their_file_name(tmp_path):
+    (tmp_path / "reports").write_text("a file where a folder should be")
+    with pytest.raises(OSError) as info:
+        write_json(tmp_path / "reports" / "m.json", {})
+    assert info.value.filename == str(tmp_path / "reports")

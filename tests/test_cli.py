@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
@@ -87,3 +88,49 @@ def test_outputs_under_dvc_names_only_what_is_missing():
                     "results, or fix the cause and rerun `dvc repro`")
     assert "had written all its outputs" in outputs_under_dvc("split", [], exists=lambda path: True)
     assert "`dvc checkout mine` restores the cached ones" in outputs_under_dvc("mine", [])
+
+
+def test_a_full_disk_is_one_line_naming_the_file():
+    result = run_stage_code(
+        "import errno\n"
+        "def main(argv):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device', 'reports/metrics/base.json')\n"
+        "run(main)\n")
+    assert result.returncode == 1
+    assert result.stderr == ("error: reports/metrics/base.json: no space left on the device: free some space there, "
+                             "then rerun\n")
+
+
+@pytest.mark.parametrize("code, message", [
+    ("EACCES", "permission denied: let this user read and write it and its folder, then rerun"),
+    ("EPERM", "permission denied: let this user read and write it and its folder, then rerun"),
+    ("EROFS", "read-only file system: run the pipeline where it can write, then rerun"),
+    ("EDQUOT", "no space left on the device: free some space there, then rerun"),
+])
+def test_permission_and_read_only_errors_are_one_line_naming_the_file(code, message):
+    result = run_stage_code(
+        "import errno\n"
+        "def main(argv):\n"
+        f"    raise OSError(errno.{code}, 'as the OS says it', 'reports/report.md')\n"
+        "run(main)\n")
+    assert result.returncode == 1
+    assert result.stderr == f"error: reports/report.md: {message}\n"
+
+
+def test_out_of_memory_is_one_line():
+    result = run_stage_code(
+        "import numpy as np\n"
+        "def main(argv):\n"
+        "    np.empty(2**62, np.uint8)\n"
+        "run(main)\n")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: out of memory (Unable to allocate 4.00 EiB for an array"), result.stderr
+    assert result.stderr.endswith("make the archs or batch sizes in params.yaml smaller, then rerun\n")
+
+
+def test_other_os_errors_still_propagate():
+    result = run_stage_code(
+        "def main(argv):\n"
+        "    open('/', 'w')\n"  # IsADirectoryError: a bug, not a resource the user lacks
+        "run(main)\n")
+    assert result.returncode == 1 and "Traceback" in result.stderr and "IsADirectoryError" in result.stderr

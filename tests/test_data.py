@@ -5,10 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.lib.data import (PARTS, DataError, Split, load_prepared, load_split, part_size, read_raw, save_prepared,
-                             scale, split_train_val)
-from stages.lib.idx import IdxError, encode_idx
-from stages.lib.idx import IDX_FILES
+from stages.lib.data import (
+    PARTS,
+    DataError,
+    Split,
+    load_prepared,
+    load_split,
+    part_size,
+    read_raw,
+    save_prepared,
+    scale,
+    split_train_val,
+)
+from stages.lib.idx import IDX_FILES, IdxError, encode_idx
 
 FILES = sorted(f"{kind}_{part}.npy" for part in PARTS for kind in ("x", "y"))
 
@@ -161,6 +170,49 @@ def test_wrong_shapes_are_a_clear_data_error(tmp_path, parts, x, y):
     assert "`dvc repro -f split`" in message
 
 
+def npy_with_header(header: str, data: bytes, version: bytes = b"\x01\x00") -> bytes:
+    """A .npy file with this header text (padded as np.save pads it) and these data bytes."""
+    text = header.encode("latin1")
+    text += b" " * (-(10 + len(text) + 1) % 64) + b"\n"
+    return b"\x93NUMPY" + version + len(text).to_bytes(2, "little") + text + data
+
+
+IMAGES = bytes(4 * 28 * 28)
+HEADER_DAMAGE = {
+    # numpy's header parser raised tokenize.TokenError: a traceback
+    "unclosed-parenthesis": npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (4, 28, 28, }", IMAGES),
+    "unterminated-string": npy_with_header("{'descr': '|u1, 'fortran_order': False, 'shape': (4, 28, 28), }", IMAGES),
+    # numpy would have allocated 261 GB (MemoryError) before finding the data short
+    "huge-shape": npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (100000, 100000, 28), }", IMAGES),
+    "longer-than-the-data": npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (5, 28, 28), }", IMAGES),
+    "object-dtype": npy_with_header("{'descr': '|O', 'fortran_order': False, 'shape': (4,), }", bytes(32)),
+    "not-a-dict": npy_with_header("[1, 2, 3]", IMAGES),
+    "unknown-version": npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (4, 28, 28), }", IMAGES,
+                                       version=b"\x07\x00"),
+}
+
+
+def test_the_header_helper_makes_a_loadable_file(tmp_path, parts):
+    """Control for the damaged headers below."""
+    save_prepared(parts, tmp_path)
+    (tmp_path / "x_test.npy").write_bytes(npy_with_header(
+        "{'descr': '|u1', 'fortran_order': False, 'shape': (4, 28, 28), }", IMAGES))
+    np.save(tmp_path / "y_test.npy", np.zeros(4, np.uint8))
+    assert load_split("test", tmp_path).x.shape == (4, 28, 28)
+
+
+@pytest.mark.parametrize("damage", HEADER_DAMAGE)
+def test_a_damaged_npy_header_is_a_clear_data_error_before_any_allocation(tmp_path, parts, damage):
+    save_prepared(parts, tmp_path)
+    (tmp_path / "x_test.npy").write_bytes(HEADER_DAMAGE[damage])
+    with pytest.raises(DataError) as info:
+        load_split("test", tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path}/x_test.npy: "), message
+    assert message.endswith("restore with `dvc checkout data/prepared` or rebuild with `dvc repro -f split`")
+    assert "\n" not in message
+
+
 # --- raw --------------------------------------------------------------------------------------
 
 
@@ -197,3 +249,25 @@ def test_read_raw_then_split_then_save_and_load(tmp_path, idx_folder, tiny_array
     loaded = load_prepared(tmp_path / "prepared")
     assert [len(loaded[p][0]) for p in PARTS] == [250, 50, 100]
     np.testing.assert_array_equal(loaded["val"][1], tiny_arrays["y_train"][:50])
+
+
+@pytest.mark.parametrize("labels", [[0, 10, 3, 2], [0, 255, 3, 2]])
+def test_labels_that_are_not_digits_are_a_clear_data_error(tmp_path, parts, labels):
+    """A label of 10 or more would crash the confusion matrix (IndexError) or the training loss."""
+    save_prepared(parts, tmp_path)
+    np.save(tmp_path / "x_test.npy", np.zeros((4, 28, 28), np.uint8))
+    np.save(tmp_path / "y_test.npy", np.array(labels, np.uint8))
+    with pytest.raises(DataError, match=rf"y_test\.npy: labels from 0 to {max(labels)}, not digits 0 to 9: restore"):
+        load_prepared(tmp_path)
+
+
+@pytest.mark.parametrize("x, y, message", [
+    (np.zeros((5, 784), np.uint8), np.zeros(5, np.uint8), r"train images \(5, 784\) and labels \(5,\) are not"),
+    (np.zeros((5, 28, 28), np.uint8), np.full(5, 10, np.uint8), "train labels go up to 10, not digits 0 to 9"),
+], ids=["flat-images", "label-10"])
+def test_raw_arrays_that_are_not_mnist_are_a_clear_data_error(idx_folder, x, y, message):
+    folder, _ = idx_folder
+    (folder / IDX_FILES[0]).write_bytes(encode_idx(x))
+    (folder / IDX_FILES[1]).write_bytes(encode_idx(y))
+    with pytest.raises(DataError, match=message):
+        read_raw(folder)

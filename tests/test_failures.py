@@ -38,8 +38,8 @@ from typing import Callable
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT, example_params, tiny_mnist, write_idx_folder
+
 from stages.lib.data import Split, save_prepared, split_train_val
 from stages.lib.idx import encode_idx, sha256_bytes
 from stages.lib.params import parse_params
@@ -104,14 +104,16 @@ class Project:
 
     def command(self, *args: str, prelude: str | None = None, importtime: bool = False) -> list[str]:
         """`python -m stages.<args[0]> <args[1:]>`, as dvc.yaml runs it; with a ``prelude`` (patches), the
-        prelude first, then the stage exactly as `python -m` would run it."""
+        prelude first, then the stage exactly as `python -m` would run it. A dotted ``args[0]`` (like
+        scripts.prune) names the module itself."""
         flags = ["-X", "importtime"] if importtime else []
+        module = args[0] if "." in args[0] else f"stages.{args[0]}"
         if prelude is None:
-            return [sys.executable, *flags, "-m", f"stages.{args[0]}", *args[1:]]
+            return [sys.executable, *flags, "-m", module, *args[1:]]
         code = prelude + textwrap.dedent(f"""
             import runpy, sys
-            sys.argv = [{f"stages.{args[0]}"!r}, *{list(args[1:])!r}]
-            runpy.run_module({f"stages.{args[0]}"!r}, run_name="__main__", alter_sys=True)
+            sys.argv = [{module!r}, *{list(args[1:])!r}]
+            runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
         """)
         return [sys.executable, *flags, "-c", code]
 

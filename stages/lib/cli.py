@@ -10,7 +10,7 @@ from typing import Callable
 
 from stages.lib import paths
 from stages.lib.atomic import written_paths
-from stages.lib.errors import StageError
+from stages.lib.errors import RESOURCE_ERRNOS, StageError, memory_message, resource_message
 from stages.lib.schema import ParamsError
 
 
@@ -34,6 +34,14 @@ def run(main: Callable[[list[str]], None], skip_teardown: bool = False) -> None:
     except FileNotFoundError as err:
         _fail(f"error: {err.filename} is missing: restore it with `dvc checkout` or rebuild it with `dvc repro`",
               stage, 1)
+    except MemoryError as err:
+        _fail(f"error: {memory_message(err)}", stage, 1)
+    except OSError as err:
+        if err.errno not in RESOURCE_ERRNOS:
+            if _caused_by_ctrl_c(err):
+                _interrupted(stage)
+            raise
+        _fail(f"error: {resource_message(err)}", stage, 1)
     except Exception as err:
         # Ctrl-C inside a C extension's import (TensorFlow's) surfaces as an ImportError
         # caused by the KeyboardInterrupt.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import tokenize
 from pathlib import Path
 from typing import NamedTuple
 
@@ -11,8 +14,10 @@ from stages.lib.atomic import atomic_path
 from stages.lib.errors import StageError
 from stages.lib.idx import IDX_FILES, parse_idx
 from stages.lib.paths import PREPARED_DIR, RAW_DIR
+from stages.lib.schema import NUM_CLASSES
 
 PARTS = ("train", "val", "test")
+IMAGE_SHAPE = (28, 28)
 
 
 class Split(NamedTuple):
@@ -29,8 +34,12 @@ def read_raw(raw_dir: Path = RAW_DIR) -> tuple[Split, Split]:
     arrays = [parse_idx((raw_dir / name).read_bytes(), str(raw_dir / name)) for name in IDX_FILES]
     x_train, y_train, x_test, y_test = arrays
     for x, y, part in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if x.shape[1:] != IMAGE_SHAPE or y.ndim != 1:
+            raise DataError(f"{raw_dir}: {part} images {x.shape} and labels {y.shape} are not (n, 28, 28) and (n,)")
         if len(x) != len(y):
             raise DataError(f"{raw_dir}: {part} has {len(x)} images but {len(y)} labels")
+        if len(y) and y.max() >= NUM_CLASSES:
+            raise DataError(f"{raw_dir}: {part} labels go up to {y.max()}, not digits 0 to 9")
     return Split(x_train, y_train), Split(x_test, y_test)
 
 
@@ -56,11 +65,13 @@ def save_prepared(parts: dict[str, Split], folder: Path) -> None:
 def load_split(part: str, folder: Path = PREPARED_DIR) -> Split:
     """One prepared part as stored: uint8 images and labels, checked."""
     x, y = (_load_npy(folder / f"{kind}_{part}.npy") for kind in ("x", "y"))
-    if x.ndim != 3 or x.dtype != np.uint8 or y.shape != (len(x),):
+    if x.shape[1:] != IMAGE_SHAPE or x.dtype != np.uint8 or y.shape != (len(x),):
         raise DataError(
             f"{folder}/x_{part}.npy, y_{part}.npy: shapes {x.shape} and {y.shape}, dtype {x.dtype}; expected "
             f"(n, 28, 28) uint8 images and (n,) labels: {_RESTORE}"
         )
+    if len(y) and not 0 <= y.min() <= y.max() < NUM_CLASSES:
+        raise DataError(f"{folder}/y_{part}.npy: labels from {y.min()} to {y.max()}, not digits 0 to 9: {_RESTORE}")
     return Split(x, y)
 
 
@@ -69,7 +80,8 @@ def part_size(part: str, folder: Path = PREPARED_DIR) -> int:
     return len(_load_npy(folder / f"y_{part}.npy"))
 
 
-def load_prepared(folder: Path = PREPARED_DIR, parts: tuple[str, ...] = PARTS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_prepared(folder: Path = PREPARED_DIR,
+                  parts: tuple[str, ...] = PARTS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The requested parts as (uint8 images, int32 labels); a stage loads only what it uses.
 
     Images stay uint8 (a quarter of float32's memory) until a batch is used: see ``scale``.
@@ -89,11 +101,29 @@ def scale(images: np.ndarray) -> np.ndarray:
 _RESTORE = "restore with `dvc checkout data/prepared` or rebuild with `dvc repro -f split`"
 
 
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
 def _load_npy(path: Path) -> np.ndarray:
+    """The array in a .npy file, once its header is known good: numpy would allocate whatever shape a
+    damaged header declares, and some damage makes its header parser raise errors of every kind."""
     try:
         with open(path, "rb") as f:
             if f.read(6) != b"\x93NUMPY":  # e.g. a git-lfs pointer or a half-copied file
                 raise DataError(f"{path}: not a .npy file: {_RESTORE}")
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{path}: cannot be read ({err}): {_RESTORE}") from None
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            if version not in NPY_HEADER_READERS:
+                raise DataError(f"{path}: .npy format version {version} is not one np.save writes here: {_RESTORE}")
+            shape, _, dtype = NPY_HEADER_READERS[version](f)
+            data_bytes = os.fstat(f.fileno()).st_size - f.tell()
+            declared = math.prod(shape) * dtype.itemsize
+            if dtype.hasobject or declared != data_bytes:
+                raise DataError(f"{path}: its header declares a {dtype} array of shape {shape} ({declared:,} bytes) "
+                                f"but {data_bytes:,} bytes follow: {_RESTORE}")
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+    except PermissionError:
+        raise  # not damage, and no checkout fixes it: cli.run says what does
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError, tokenize.TokenError) as err:
+        raise DataError(f"{path}: cannot be read ({type(err).__name__}: {err}): {_RESTORE}") from None

@@ -1,5 +1,31 @@
 """The errors a user can fix. cli.run prints each as one line, `error: <message>`, and exits 1."""
 
+from __future__ import annotations
+
+import errno
+
+# Failures that the user fixes outside this project: free space, permissions, a read-only mount.
+# cli.run turns an OSError with one of these into one line naming the file (see resource_message).
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+NO_PERMISSION = frozenset({errno.EACCES, errno.EPERM})
+RESOURCE_ERRNOS = DISK_FULL | NO_PERMISSION | {errno.EROFS}
+
 
 class StageError(Exception):
     """A problem the user can fix; its message says how."""
+
+
+def resource_message(err: OSError) -> str:
+    """One line for a disk-full, permission or read-only error: which file, and what to do."""
+    where = f"{err.filename}: " if err.filename else ""
+    if err.errno in DISK_FULL:
+        return f"{where}no space left on the device: free some space there, then rerun"
+    if err.errno in NO_PERMISSION:
+        return f"{where}permission denied: let this user read and write it and its folder, then rerun"
+    return f"{where}read-only file system: run the pipeline where it can write, then rerun"
+
+
+def memory_message(err: MemoryError) -> str:
+    detail = f" ({err})" if str(err) else ""
+    return (f"out of memory{detail}: close other programs, or make the archs or batch sizes in params.yaml "
+            "smaller, then rerun")

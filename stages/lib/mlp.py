@@ -13,7 +13,9 @@ model.weights.h5, where the i-th Dense layer of config.json keeps its kernel
 
 Loading only reads JSON and arrays: nothing is unpickled or deserialised into
 objects, so a file from a shared remote cannot run code. Anything that is not
-exactly that model shape is refused with ModelFileError rather than guessed at.
+exactly that model shape is refused with ModelFileError rather than guessed at,
+and so is anything bigger than params.yaml allows (schema.MAX_PARAMS): sizes are
+checked from the config and the arrays' declared shapes before any array is read.
 
 The activations follow Keras 3.15 on the TensorFlow backend (its float32 constants),
 computed in float64 so that scores are the same on every CPU:
@@ -36,10 +38,13 @@ import h5py
 import numpy as np
 
 from stages.lib.errors import StageError
+from stages.lib.schema import MAX_HIDDEN_LAYERS, MAX_PARAMS, count_params
 
 CONFIG_ENTRY = "config.json"
 WEIGHTS_ENTRY = "model.weights.h5"
-MAX_ENTRY_BYTES = 1 << 30  # no model of this study comes near; a bigger entry is not one of ours
+# The biggest arch params.yaml allows, as float32, plus room for HDF5's own structures.
+MAX_WEIGHTS_BYTES = 4 * MAX_PARAMS + (16 << 20)
+MAX_CONFIG_BYTES = 1 << 20  # ~1 KB per layer
 OUTPUT_ACTIVATION = "softmax"
 SAVED_ALIASES = {"silu": "swish"}  # Keras saves activation="swish" as "silu", its function's own name
 
@@ -225,9 +230,9 @@ def _load(path: Path) -> Mlp:
         if not zipfile.is_zipfile(f):
             raise _Bad("not a zip file, so not a .keras model")
         with zipfile.ZipFile(f) as archive:
-            config = json.loads(_read_entry(archive, CONFIG_ENTRY))
-            weights = _read_entry(archive, WEIGHTS_ENTRY)
-    input_size, denses = _dense_configs(config)
+            config = json.loads(_read_entry(archive, CONFIG_ENTRY, MAX_CONFIG_BYTES))
+            input_size, denses = _dense_configs(config)  # sizes checked before the weights are read
+            weights = _read_entry(archive, WEIGHTS_ENTRY, MAX_WEIGHTS_BYTES)
     with h5py.File(io.BytesIO(weights), "r") as h5:
         layers = []
         for i, dense in enumerate(denses):
@@ -242,13 +247,14 @@ def _load(path: Path) -> Mlp:
         raise _Bad(str(err)) from None
 
 
-def _read_entry(archive: zipfile.ZipFile, name: str) -> bytes:
+def _read_entry(archive: zipfile.ZipFile, name: str, max_bytes: int) -> bytes:
     try:
         info = archive.getinfo(name)
     except KeyError:
         raise _Bad(f"no {name} in the archive") from None
-    if info.file_size > MAX_ENTRY_BYTES:
-        raise _Bad(f"{name} is {info.file_size} bytes, more than any model of this study")
+    if info.file_size > max_bytes:
+        raise _Bad(f"{name} is {info.file_size:,} bytes, more than any model params.yaml allows "
+                   f"({max_bytes:,} bytes)")
     return archive.read(info)
 
 
@@ -299,7 +305,15 @@ def _dense_configs(config: object) -> tuple[int, list[dict]]:
         denses[i] = {**dense, "activation": activation}
     if denses[-1]["activation"] != OUTPUT_ACTIVATION:
         raise _Bad(f"the output layer's activation is {denses[-1]['activation']!r}, not {OUTPUT_ACTIVATION!r}")
-    return math.prod(shape[1:]), denses
+    inputs = math.prod(shape[1:])
+    units = [dense["units"] for dense in denses]
+    if len(units) > MAX_HIDDEN_LAYERS + 1:
+        raise _Bad(f"{len(units)} Dense layers, more than params.yaml allows "
+                   f"({MAX_HIDDEN_LAYERS} hidden and the output)")
+    n = count_params(units[:-1], inputs, units[-1])
+    if n > MAX_PARAMS:
+        raise _Bad(f"config.json declares {n:,} parameters, more than params.yaml allows ({MAX_PARAMS:,})")
+    return inputs, denses
 
 
 def _layer_config(layer: dict) -> dict:
@@ -337,17 +351,17 @@ def _dense_weights(h5: h5py.File, i: int, dense: dict, inputs: int) -> tuple[np.
         raise _Bad(f"{WEIGHTS_ENTRY} {key} belongs to layer {saved_name!r}, not {name!r}")
     if sorted(group.keys()) != ["0", "1"]:
         raise _Bad(f"{WEIGHTS_ENTRY} {key} holds {sorted(group.keys())}, not a kernel 0 and a bias 1")
-    arrays = []
-    for part in ("0", "1"):
-        data = _child(group, part, h5py.Dataset)
-        if data.dtype.kind != "f":
-            raise _Bad(f"{WEIGHTS_ENTRY} {key}/{part} of layer {name!r} is not a float array")
-        arrays.append(np.asarray(data[()], dtype=_F32))
-    kernel, bias = arrays
     units = dense["units"]
-    if kernel.shape != (inputs, units) or bias.shape != (units,):
-        raise _Bad(f"layer {name!r} has kernel {kernel.shape} and bias {bias.shape}; "
-                   f"expected ({inputs}, {units}) and ({units},)")
+    arrays = []
+    for part, shape in (("0", (inputs, units)), ("1", (units,))):
+        data = _child(group, part, h5py.Dataset)
+        # Declared shape and type first: reading an array allocates what it declares.
+        if data.shape != shape:
+            raise _Bad(f"{WEIGHTS_ENTRY} {key}/{part} of layer {name!r} has shape {data.shape}; expected {shape}")
+        if data.dtype != _F32:
+            raise _Bad(f"{WEIGHTS_ENTRY} {key}/{part} of layer {name!r} is {data.dtype}, not float32")
+        arrays.append(data[()])
+    kernel, bias = arrays
     kernel.setflags(write=False)
     bias.setflags(write=False)
     return kernel, bias, dense["activation"]

@@ -3,23 +3,47 @@
 Runs before TensorFlow is imported, so a typo costs a fraction of a second, and
 reports every problem at once as
 ``params.yaml: <key>: <what is wrong> (got <value>; expected <allowed>)``.
+
+The file is read as YAML 1.2 with ruamel.yaml's safe loader, as DVC reads it for
+`dvc params diff` and `dvc exp run -S`: `lr: 1e-3` is a number and `yes` a string
+(PyYAML, YAML 1.1, reads them the other way round), so the stages and DVC agree.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import io
 import math
 import re
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from stages.lib.idx import IDX_FILES
 from stages.lib.lr_finder import RULES
-from stages.lib.schema import (ACTIVATIONS, NUMERICS, SOURCE_KINDS, Arch, ComputeParams, DataParams, LrRangeParams,
-                               LrStudyParams, Params, ParamsError, ReportParams, Source, TrainParams)
+from stages.lib.schema import (
+    ACTIVATIONS,
+    MAX_HIDDEN_LAYERS,
+    MAX_NAME_LENGTH,
+    MAX_PARAMS,
+    NUMERICS,
+    SOURCE_KINDS,
+    Arch,
+    ComputeParams,
+    DataParams,
+    LrRangeParams,
+    LrStudyParams,
+    Params,
+    ParamsError,
+    ReportParams,
+    Source,
+    TrainParams,
+    count_params,
+)
 
 PARAMS_FILE = Path("params.yaml")
 ARCH_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -55,11 +79,14 @@ class _Checker:
                 self.fail(f"{path}.{key}" if path else str(key), "unknown key", key, hint)
 
     def safe_name(self, name: Any, path: str, kind: str) -> bool:
-        """Names become file and folder names: letters, digits, _ and - only."""
-        if isinstance(name, str) and ARCH_NAME.fullmatch(name):
-            return True
-        self.fail(path, f"unsafe {kind} name", name, "letters, digits, _ and - only")
-        return False
+        """Names become file and folder names: letters, digits, _ and - only, short enough for any file system."""
+        if not (isinstance(name, str) and ARCH_NAME.fullmatch(name)):
+            self.fail(path, f"unsafe {kind} name", name, "letters, digits, _ and - only")
+            return False
+        if len(name) > MAX_NAME_LENGTH:
+            self.fail(path, f"{kind} name too long for file names", len(name), f"at most {MAX_NAME_LENGTH} characters")
+            return False
+        return True
 
     def number(self, mapping: dict, key: str, path: str, *, integer: bool, low: float,
                low_open: bool = False, high: float | None = None, high_open: bool = True,
@@ -203,7 +230,8 @@ def _studies(c: _Checker, raw: dict) -> dict[str, dict[str, Any]]:
         unknown = [key for key in overrides
                    if not isinstance(key, str) or key.split(".")[0] == "studies" or not _existing_key(raw, key)]
         for key in unknown:
-            c.fail(f"{path}.{key}", "not a key of params.yaml", key, "a dotted path to an existing key, like train.epochs")
+            c.fail(f"{path}.{key}", "not a key of params.yaml", key,
+                   "a dotted path to an existing key, like train.epochs")
         if unknown:
             continue
         try:
@@ -287,7 +315,10 @@ def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
         if not isinstance(hidden, list) or not hidden or not all(
             isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
         ):
-            c.fail(f"{path}.hidden", "not a list of positive layer sizes", hidden, "a non-empty list of integers > 0, like [300, 100]")
+            c.fail(f"{path}.hidden", "not a list of positive layer sizes", hidden,
+                   "a non-empty list of integers > 0, like [300, 100]")
+            continue
+        if not _size_ok(c, f"{path}.hidden", hidden):
             continue
         activation = c.choice(spec, "activation", path, ACTIVATIONS, default=Arch.activation)
         lr = c.number(spec, "lr", path, integer=False, low=0, low_open=True, default=Arch.lr)
@@ -296,14 +327,86 @@ def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
     return archs
 
 
+def _size_ok(c: _Checker, key: str, hidden: list[int]) -> bool:
+    """Within the stated limits (schema.MAX_*): refused now rather than out of memory later."""
+    if len(hidden) > MAX_HIDDEN_LAYERS:
+        c.fail(key, "too many hidden layers", len(hidden), f"at most {MAX_HIDDEN_LAYERS} layers")
+        return False
+    n = count_params(hidden)
+    if n > MAX_PARAMS:
+        c.fail(key, f"too big: {n:,} parameters", hidden, f"layer sizes giving at most {MAX_PARAMS:,} parameters")
+        return False
+    return True
+
+
+def _yaml() -> YAML:
+    return YAML(typ="safe", pure=True)  # YAML 1.2; pure: the same parse whether or not the C parser is built
+
+
 def load_raw(path: Path = PARAMS_FILE) -> Any:
-    """The parsed YAML, unchecked: for applying study overrides before parse_params."""
+    """The parsed YAML as plain dicts, lists and scalars, unchecked: for applying study overrides
+    before parse_params."""
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ParamsError([f"{path}: not found (run from the project root)"]) from None
-    except yaml.YAMLError as err:
-        raise ParamsError([f"{path}: not valid YAML: {err}"]) from None
+    try:
+        duplicates = _duplicate_keys(_yaml().compose(text), path)
+        if duplicates:
+            raise ParamsError(duplicates)
+        return _plain(_yaml().load(text))
+    except YAMLError as err:
+        raise ParamsError([f"{path}: not valid YAML: {_yaml_problem(err)}; correct it there, then rerun"]) from None
+
+
+def dump_raw(raw: Any) -> str:
+    """YAML that load_raw (and DVC) read back as ``raw``."""
+    buf = io.StringIO()
+    yaml = _yaml()
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # keep the file's order of keys
+    yaml.dump(raw, buf)
+    return buf.getvalue()
+
+
+def _yaml_problem(err: YAMLError) -> str:
+    """One line: where, and what the parser found."""
+    if not isinstance(err, MarkedYAMLError):
+        return str(err).strip().splitlines()[0]
+    mark = err.problem_mark or err.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    context = f"{err.context}: " if err.context else ""
+    return f"{where}{context}{err.problem}"
+
+
+def _duplicate_keys(node: Node | None, path: Path, key_path: str = "") -> list[str]:
+    """A key given twice in one mapping: YAML forbids it and a reader would silently keep one."""
+    problems = []
+    if isinstance(node, MappingNode):
+        lines: dict[tuple[str, Any], int] = {}
+        for key_node, value_node in node.value:
+            key = (key_node.tag, key_node.value)
+            line = key_node.start_mark.line + 1
+            full = f"{key_path}.{key_node.value}" if key_path else str(key_node.value)
+            if key in lines:
+                problems.append(f"{path}: {full}: duplicate key (got it on lines {lines[key]} and {line}; "
+                                "expected each key once)")
+            else:
+                lines[key] = line
+            problems += _duplicate_keys(value_node, path, full)
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _duplicate_keys(item, path, f"{key_path}[{i}]")
+    return problems
+
+
+def _plain(value: Any) -> Any:
+    """Mappings as dicts, sequences as lists; scalars as the loader made them."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:

@@ -12,6 +12,24 @@ ACTIVATIONS = ("relu", "elu", "selu", "gelu", "tanh", "sigmoid", "swish", "leaky
 SOURCE_KINDS = ("url", "npm", "local")
 NUMERICS = ("portable", "native")
 
+# What the models see: 28 x 28 pixels in, one probability per digit out.
+INPUT_SIZE = 28 * 28
+NUM_CLASSES = 10
+# Size limits, far beyond any MNIST MLP worth training, so that a typo like an extra three
+# zeros is refused in a fraction of a second instead of ending in an out-of-memory error
+# minutes later. The params validator refuses bigger archs; the model loader refuses bigger files.
+MAX_PARAMS = 50_000_000  # weights and biases of one arch: 200 MB of float32
+MAX_HIDDEN_LAYERS = 100
+# Arch and study names become file names: the longest, `.<name>.lr_range.json.XXXXXXXX.tmp`,
+# is the name plus 28 bytes, far under the 255 bytes most file systems allow.
+MAX_NAME_LENGTH = 100
+
+
+def count_params(hidden: tuple[int, ...] | list[int], inputs: int = INPUT_SIZE, outputs: int = NUM_CLASSES) -> int:
+    """Weights and biases of Flatten -> Dense(h) per hidden layer -> Dense(outputs)."""
+    sizes = [inputs, *hidden, outputs]
+    return sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:]))
+
 
 class ParamsError(Exception):
     """All problems found in params.yaml, one line each."""

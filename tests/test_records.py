@@ -1,0 +1,131 @@
+"""stages.lib.records: what earlier stages wrote is checked before use, and the committed results pass.
+
+How a stage reports a damaged file, end to end, is in tests/test_faults.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from stages import evaluate, report
+from stages.lib import paths, records
+from stages.lib.errors import StageError
+from stages.lib.records import INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe, Wrong, check
+
+
+@pytest.mark.parametrize("path, command", [
+    (paths.metrics_json("base"), "`dvc repro -f evaluate@base`"),
+    (paths.errors_json("deep-3"), "`dvc repro -f evaluate@deep-3`"),
+    (paths.timing_json("base", "train"), "`dvc repro -f train@base`"),
+    (paths.timing_json("base", "lr_range"), "`dvc repro -f lr_range@base`"),
+    (paths.history_csv("w_2"), "`dvc repro -f train@w_2`"),
+    (paths.lr_range_csv("base"), "`dvc repro -f lr_range@base`"),
+    (paths.train_json("base"), "`dvc repro -f train@base`"),
+    (paths.LR_STUDY_JSON, "`make lr-study`"),
+    (paths.STUDIES / "five_seeds" / paths.metrics_json("base").relative_to(paths.REPORTS),
+     "`make studies STUDY=five_seeds`"),
+    (Path("reports/notes.json"), "`dvc repro -f` on the stage that writes it"),
+])
+def test_each_file_names_what_rebuilds_it(path, command):
+    assert records.rebuild_command(path) == command
+
+
+SPEC = {"lr": POSITIVE, "name": STR, "note?": STR, "runs": ListOf({"seed": INT, "best": Maybe(INT)}, min_len=1),
+        "picks": MapOf(PICK), "matrix": ListOf(ListOf(NUMBER, 2, 2), 2, 2)}
+GOOD = {"lr": 0.1, "name": "x", "runs": [{"seed": 1, "best": None}], "picks": {"a": {"lr": 0.2, "step": 3},
+        "b": {"error": "too few points"}}, "matrix": [[1, 2], [3, 4.5]], "extra": "ignored"}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("name"), "name is missing"),
+    (lambda d: d.update(lr=0), "lr is 0, not a positive number"),
+    (lambda d: d.update(lr=True), "lr is True, not a positive number"),
+    (lambda d: d.update(note=3), "note is 3, not a string"),
+    (lambda d: d.update(runs=[]), "runs has 0 entries (expected at least 1)"),
+    (lambda d: d["runs"][0].update(seed="42"), "runs[0].seed is '42', not an integer"),
+    (lambda d: d["runs"][0].update(best=1.5), "runs[0].best is 1.5, not an integer"),
+    (lambda d: d["picks"].update(c={"lr": -1}), "picks.c is {'lr': -1}, not a pick {lr, step} or {error}"),
+    (lambda d: d["matrix"].append([5, 6]), "matrix has 3 entries (expected 2)"),
+    (lambda d: d.update(runs={"seed": 1}), "runs is {'seed': 1}, not a list"),
+    (lambda d: d.update(picks="x" * 100), "picks is '" + "x" * 56 + "..., not a mapping"),
+], ids=["missing", "zero", "bool", "optional-wrong", "empty-list", "str-int", "float-int", "pick", "length",
+        "dict-not-list", "long-value"])
+def test_check_says_where_and_what(change, message):
+    data = json.loads(json.dumps(GOOD))
+    check(data, SPEC, "")
+    change(data)
+    with pytest.raises(Wrong) as info:
+        check(data, SPEC, "")
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("text, where", [('{"a": [1, NaN]}', "a[1] is nan"), ('{"a": {"b": Infinity}}', "a.b is inf"),
+                                         ('{"a": -1e999}', "a is -inf")])
+def test_json_with_a_non_finite_number_is_damaged_whatever_the_spec(tmp_path, text, where):
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    with pytest.raises(StageError) as info:
+        records.read(path, records.ANY)
+    assert str(info.value).startswith(f"{path}: {where}, which is not a JSON number: the file is damaged")
+
+
+def committed(pattern: str) -> list[Path]:
+    found = sorted(ROOT.glob(pattern))
+    assert found, pattern
+    return found
+
+
+def test_the_committed_results_pass_every_readers_checks():
+    """What the pipeline wrote (main results and the studies' copies) reads clean."""
+    for path in committed("reports/**/metrics/*.json"):
+        report.read_metrics(path)
+    for stage, spec in report.TIMINGS.items():
+        for path in committed(f"reports/**/timings/*.{stage}.json"):
+            records.read(path, spec)
+    for path in committed("reports/lr_range/*.json"):
+        records.read(path, report.LR_RANGE)
+    for path in committed("reports/errors/*.json"):
+        records.read(path, report.ERRORS)
+    for path in committed("reports/train/*.json"):
+        records.read(path, evaluate.TRAIN_RECORD)
+    for path in committed("reports/lr_range/*.csv"):
+        report.read_curve(path)
+    for path in committed("reports/**/history/*.csv"):
+        report.read_history(path)
+    report.read_lr_study(ROOT / paths.LR_STUDY_JSON)
+
+
+# --- the report's checks across files ----------------------------------------------------------------
+
+
+def arch_result(stop_step: int | None) -> report.ArchResult:
+    return report.ArchResult("base", (8,), "relu", {}, {"stop_step": stop_step})
+
+
+@pytest.mark.parametrize("stop_step, fine", [(None, True), (0, True), (2, True), (3, False), (-1, False)])
+def test_where_a_sweep_stopped_is_a_row_of_its_curve(stop_step, fine):
+    """The figure marks the stop at curve["lr"][stop_step]: an IndexError before this check."""
+    curves = {"base": {"lr": np.array([0.1, 0.2, 0.3])}}
+    if fine:
+        report.check_against_curves([arch_result(stop_step)], curves)
+        return
+    with pytest.raises(StageError, match=f"^reports/lr_range/base.json: stop_step {stop_step} is not a row of "
+                                         r"reports/lr_range/base.csv \(3 rows\): .*`dvc repro -f lr_range@base`$"):
+        report.check_against_curves([arch_result(stop_step)], curves)
+
+
+@pytest.mark.parametrize("index, fine", [(0, True), (99, True), (100, False), (-1, False)])
+def test_confidently_wrong_digits_are_test_images_that_exist(index, fine):
+    """The figure draws x_test[index]: an IndexError before this check."""
+    errors = {"base": {"confident_errors": [{"index": index}]}}
+    if fine:
+        report.check_against_test_set(errors, 100)
+        return
+    with pytest.raises(StageError, match=rf"^reports/errors/base.json: confident_errors name test images \[{index}\], "
+                                         r"but there are 100: .*`dvc repro -f evaluate@base`$"):
+        report.check_against_test_set(errors, 100)
