@@ -18,7 +18,7 @@ from stages.lib.cli import run
 from stages.lib.errors import StageError
 from stages.lib.params import load_params
 
-USAGE = "usage: python -m bench.numerics [ARCH] [EPOCHS]"
+USAGE = "usage: python -m bench.numerics [ARCH] [EPOCHS] [ROUNDS]"
 SETTINGS = [("portable", 1), ("portable", 2), ("native", 1), ("native", 2)]
 
 CHILD = """
@@ -45,8 +45,8 @@ def main(argv: list[str]) -> None:
     if argv in (["-h"], ["--help"]):
         print(USAGE)
         return
-    if len(argv) > 2 or (len(argv) == 2 and not (argv[1].isdigit() and int(argv[1]) > 0)):
-        raise StageError(f"{USAGE}, EPOCHS a whole number > 0 (got {' '.join(argv)})")
+    if len(argv) > 3 or not all(arg.isdigit() and int(arg) > 0 for arg in argv[1:]):
+        raise StageError(f"{USAGE}, EPOCHS and ROUNDS whole numbers > 0 (got {' '.join(argv)})")
     params = load_params()
     arch = params.arch(argv[0]).name if argv else next(iter(params.archs))
     epochs = int(argv[1]) if len(argv) > 1 else 2
