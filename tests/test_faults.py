@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -640,6 +641,11 @@ def test_a_fault_under_dvc_repro_is_one_true_message_and_a_rerun_recovers(dvc_pr
     after = snapshot(p.root)
     removed = [rel for rel in before if rel not in after and not rel.startswith((".dvc/", ".git/"))]
     assert all(rel.startswith(tuple(stage_outputs(stage))) for rel in removed), removed
+    # The outputs are in the state the message gives: exactly the ones it calls missing are.
+    state = [line for line in output.splitlines() if line.startswith(f"`dvc repro` removed {stage}'s outputs")]
+    assert len(state) == 1, output
+    named = re.search(r", so (.+?) (?:is|are) missing: ", state[0]).group(1).split(", ")
+    assert sorted(named) == sorted(rel for rel in stage_outputs(stage) if not (p.root / rel).exists()), state[0]
     restore(p.root, good, keep=(".git", ".dvc"))  # DVC's own records stay as the failed run left them
     done = p.dvc(*command, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
