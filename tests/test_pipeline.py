@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -93,7 +94,10 @@ class Project:
 
 
 def isolated_env(base: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    # Not this repo's Python paths, nor the variables of a `make VENV=... PYTHON=... test` this suite may
+    # run under: the tiny project's own make picks its own venv.
+    dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VENV", "PYTHON")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     for name in ("site_cache", "dvc_global", "dvc_system"):
         (base / name).mkdir()
     (base / "gitconfig").write_text("")
@@ -646,12 +650,16 @@ def test_branches_differing_in_one_arch_diff_only_that_arch(branches):
 
 
 def as_after_make_setup(p: Project) -> None:
-    """The Makefile, with `make setup` already done (the test's interpreter is the set-up one)."""
+    """The Makefile, with `make setup` already done by the test's own interpreter."""
     shutil.copy2(ROOT / "Makefile", p.root / "Makefile")
-    (p.root / "requirements.txt").write_text("# installed: the test runs in the venv\n")
-    os.utime(p.root / "requirements.txt", (0, 0))  # older than .venv/.installed: make installs nothing
-    (p.root / ".venv").mkdir()
-    (p.root / ".venv" / ".installed").touch()
+    shutil.copytree(ROOT / "requirements", p.root / "requirements")
+    for lock in (p.root / "requirements").iterdir():
+        os.utime(lock, (0, 0))  # older than .venv/.installed: make installs nothing
+    venv = p.root / ".venv"
+    venv.mkdir()
+    # scripts/find_python.sh takes the Python a venv was made with from its pyvenv.cfg
+    (venv / "pyvenv.cfg").write_text(f"home = {BIN}\nversion = {platform.python_version()}\n")
+    (venv / ".installed").write_text("%d.%d\n" % sys.version_info[:2])
     with open(p.root / ".gitignore", "a") as f:
         f.write(".venv/\n")
 
