@@ -23,9 +23,6 @@ USAGE = "usage: python -m bench.notebook"
 
 
 def main(argv: list[str]) -> None:
-    if argv in (["-h"], ["--help"]):
-        print(USAGE)
-        return
     if argv:
         raise StageError(f"{USAGE}: no arguments (got {' '.join(argv)})")
     notebook()
@@ -78,4 +75,4 @@ def notebook() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, usage=USAGE)

@@ -42,9 +42,6 @@ print(json.dumps({"seconds_per_epoch": seconds / len(run.rows), "weights": diges
 
 
 def main(argv: list[str]) -> None:
-    if argv in (["-h"], ["--help"]):
-        print(USAGE)
-        return
     if len(argv) > 3 or not all(arg.isdigit() and int(arg) > 0 for arg in argv[1:]):
         raise StageError(f"{USAGE}, EPOCHS and ROUNDS whole numbers > 0 (got {' '.join(argv)})")
     params = load_params()
@@ -72,4 +69,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, usage=USAGE)

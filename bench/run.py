@@ -55,9 +55,6 @@ def stage_times(log: str, total: float) -> list[tuple[str, float]]:
 
 
 def main(argv: list[str]) -> None:
-    if argv in (["-h"], ["--help"]):
-        print(USAGE)
-        return
     if argv not in ([], ["--pipeline-only"]):
         raise StageError(f"{USAGE} (got {' '.join(argv)})")
     root = Path.cwd()
@@ -102,4 +99,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, usage=USAGE)

@@ -54,9 +54,6 @@ print(json.dumps({"seconds": time.perf_counter() - started, "loss": history.hist
 
 
 def main(argv: list[str]) -> None:
-    if argv in (["-h"], ["--help"]):
-        print(USAGE)
-        return
     params = load_params()
     archs = [params.arch(name).name for name in argv or ["base", "wide3"]]
     for arch in archs:
@@ -72,4 +69,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, usage=USAGE)

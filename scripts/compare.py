@@ -98,9 +98,6 @@ def _report_at(rev: str) -> str | None:
 
 
 def main(argv: list[str]) -> None:
-    if argv in (["-h"], ["--help"]):
-        print(USAGE)
-        return
     if len(argv) > 1 or (argv and argv[0].startswith("-")):
         raise StageError(f"{USAGE} (got {' '.join(argv)})")
     rev = argv[0] if argv else "main"
@@ -112,4 +109,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, usage=USAGE)

@@ -24,9 +24,6 @@ USAGE = "usage: python -m scripts.lr_study"
 
 
 def main(argv: list[str]) -> None:
-    if argv in (["-h"], ["--help"]):
-        print(USAGE)
-        return
     if argv:
         raise StageError(f"{USAGE}: no arguments (got {' '.join(argv)})")
     params = load_params()
@@ -58,4 +55,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, usage=USAGE)

@@ -21,9 +21,6 @@ USAGE = "usage: python -m scripts.prune [--dry-run]"
 
 
 def main(argv: list[str]) -> None:
-    if argv in (["-h"], ["--help"]):
-        print(USAGE)
-        return
     if argv not in ([], ["--dry-run"]):
         raise StageError(f"{USAGE} (got {' '.join(argv)})")
     leftovers = paths.prunable(load_params().archs)
@@ -39,4 +36,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, usage=USAGE)

@@ -64,9 +64,6 @@ def run_study(root: Path, raw: dict, name: str, overrides: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if argv in (["-h"], ["--help"]):
-        print(USAGE)
-        return
     options = [arg for arg in argv if arg.startswith("-")]
     if options:
         raise StageError(f"{USAGE}: no options (got {' '.join(options)})")
@@ -84,4 +81,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     # `dvc` from the same environment as this Python.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    run(main)
+    run(main, usage=USAGE)

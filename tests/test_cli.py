@@ -134,3 +134,12 @@ def test_other_os_errors_still_propagate():
         "    open('/', 'w')\n"  # IsADirectoryError: a bug, not a resource the user lacks
         "run(main)\n")
     assert result.returncode == 1 and "Traceback" in result.stderr and "IsADirectoryError" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_prints_the_usage_instead_of_running_main(flag):
+    result = subprocess.run([sys.executable, "-c", "from stages.lib.cli import run\n"
+                             "def main(argv):\n    raise SystemExit('main ran')\n"
+                             "run(main, usage='usage: python -m scripts.x [--dry-run]')\n", flag],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "usage: python -m scripts.x [--dry-run]\n", "")

@@ -14,12 +14,16 @@ from stages.lib.errors import RESOURCE_ERRNOS, StageError, memory_message, resou
 from stages.lib.schema import ParamsError
 
 
-def run(main: Callable[[list[str]], None], skip_teardown: bool = False) -> None:
+def run(main: Callable[[list[str]], None], skip_teardown: bool = False, usage: str | None = None) -> None:
     """Run a stage's main with clean errors, each saying what state the stage's outputs are in.
 
     ``skip_teardown``: once main has returned (every output written and closed), end the
     process without the interpreter's teardown, which TensorFlow makes take ~2 s.
+    ``usage``: what `-h` or `--help` prints instead of running main (the scripts behind make targets).
     """
+    if usage is not None and sys.argv[1:] in (["-h"], ["--help"]):
+        print(usage)
+        return
     stage = os.environ.get("DVC_STAGE")  # set by `dvc repro` and `dvc exp run`
     try:
         main(sys.argv[1:])
