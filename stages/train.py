@@ -16,22 +16,11 @@ from stages.lib.atomic import atomic_dir, write_csv, write_json
 from stages.lib.cli import arch_name, run
 from stages.lib.data import load_prepared, part_size
 from stages.lib.errors import StageError
+from stages.lib.lr_finder import chosen_rate
 from stages.lib.params import load_params
-from stages.lib.schema import Arch, Params
 from stages.lib.tf_runtime import load_keras_model
 
 HISTORY_COLUMNS = ("seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")
-
-
-def chosen_rate(params: Params, arch: Arch, lr_range: dict) -> tuple[float, str]:
-    """(rate, how it was chosen)."""
-    if arch.lr is not None:
-        return arch.lr, "fixed in params"
-    rule = params.rule_for(arch)
-    pick = lr_range["picks"][rule]
-    if "error" in pick:
-        raise StageError(f"{arch.name}: rule {rule} could not pick a rate: {pick['error']}")
-    return pick["lr"], rule
 
 
 def cost_line(name: str, epochs: int, steps: int, seeds: int, seconds_per_epoch: float | None) -> str:
@@ -66,7 +55,8 @@ def main(argv: list[str]) -> None:
     arch = params.arch(name)
     # Only the pick of the rule in use, and only when the rate is not fixed in params.
     needed = {"picks": {params.rule_for(arch): records.PICK}} if arch.lr is None else {}
-    lr, how = chosen_rate(params, arch, records.read(paths.lr_range_json(name), needed))
+    lr, how = chosen_rate(arch.lr, params.rule_for(arch), records.read(paths.lr_range_json(name), needed).get("picks"),
+                          name)
     steps = -(-part_size("train") // params.train.batch_size)
     print(cost_line(name, params.train.epochs, steps, len(params.seeds), last_seconds_per_epoch(name)), flush=True)
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good

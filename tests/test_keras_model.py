@@ -103,7 +103,7 @@ def test_optimizer_applies_start_lr_times_factor_pow_step_at_every_batch(xy, spe
     sweep = km.range_test(model, x, y, p, SEED, compute(spe))
 
     total = 2 * STEPS
-    assert sweep.stop_step is None
+    assert sweep.curve.stop_step is None
     assert int(model.optimizer.iterations) == total  # every batch of both epochs ran once
     # Batch callbacks fire once per execution: at batches 0, spe, 2 spe, ... of each epoch.
     expected_steps = [epoch * STEPS + b for epoch in range(2) for b in range(0, STEPS, spe)]
@@ -113,9 +113,9 @@ def test_optimizer_applies_start_lr_times_factor_pow_step_at_every_batch(xy, spe
     np.testing.assert_allclose(applied, exponential_lrs(0.01, 1.05, total)[expected_steps], rtol=1e-5)
 
     # The rates the sweep reports are the ones the optimizer used, one per recorded batch.
-    assert len(sweep.losses) == total
-    np.testing.assert_array_equal(sweep.lrs, exponential_lrs(0.01, 1.05, total))
-    np.testing.assert_allclose(sweep.lrs[expected_steps], applied, rtol=1e-5)
+    assert len(sweep.curve.losses) == total
+    np.testing.assert_array_equal(sweep.curve.lrs, exponential_lrs(0.01, 1.05, total))
+    np.testing.assert_allclose(sweep.curve.lrs[expected_steps], applied, rtol=1e-5)
 
 
 # --- the recorded losses -------------------------------------------------------------------
@@ -133,15 +133,15 @@ def test_sweep_records_each_batch_own_loss_not_the_running_mean(xy):
     expected = np.array([float(loss_fn(yb, initial(xb, training=False)))
                          for xb, yb in km.batches(x, y, BATCH, shuffle_seed=SEED)])
     assert len(expected) == STEPS
-    np.testing.assert_allclose(sweep.losses, expected, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(sweep.curve.losses, expected, rtol=0, atol=1e-4)
 
     # Keras' own per-batch log is the running mean of the epoch, which the sweep must not record.
     running_mean = np.cumsum(expected) / np.arange(1, STEPS + 1)
     np.testing.assert_allclose(probe.logged, running_mean, rtol=0, atol=1e-3)
-    assert np.max(np.abs(sweep.losses - running_mean)) > 0.05
+    assert np.max(np.abs(sweep.curve.losses - running_mean)) > 0.05
     assert np.ptp(expected) > 0.05  # the batches' own losses really differ from batch to batch
 
-    np.testing.assert_allclose(sweep.smoothed, smooth(sweep.losses, p.smoothing), rtol=1e-12)
+    np.testing.assert_allclose(sweep.curve.smoothed, smooth(sweep.curve.losses, p.smoothing), rtol=1e-12)
 
 
 def test_losses_identical_whatever_steps_per_execution(xy):
@@ -175,13 +175,13 @@ def test_sweep_stops_early_once_the_loss_diverges(xy):
     model = km.build_model(ARCH, SEED)
     sweep = km.range_test(model, x, y, p, SEED, PLAIN)
 
-    assert sweep.stop_step is not None and sweep.stop_step < STEPS - 1
+    assert sweep.curve.stop_step is not None and sweep.curve.stop_step < STEPS - 1
     assert "above" in sweep.stop_reason and "best" in sweep.stop_reason
     # No rows after the stop, and training itself stopped there.
-    assert len(sweep.lrs) == len(sweep.losses) == len(sweep.smoothed) == sweep.stop_step + 1
-    assert int(model.optimizer.iterations) == sweep.stop_step + 1
+    assert len(sweep.curve.lrs) == len(sweep.curve.losses) == len(sweep.curve.smoothed) == sweep.curve.stop_step + 1
+    assert int(model.optimizer.iterations) == sweep.curve.stop_step + 1
     # It stopped on the first row where the rule holds, not before or after.
-    s = sweep.smoothed
+    s = sweep.curve.smoothed
     assert s[-1] > p.stop_factor * np.min(s)
     assert all(s[i] <= p.stop_factor * np.min(s[: i + 1]) for i in range(len(s) - 1))
 
@@ -205,11 +205,11 @@ def test_non_finite_loss_stops_the_sweep(xy):
     model = km.build_model(ARCH, SEED)
     sweep = km.range_test(model, x, y, p, SEED, PLAIN)
 
-    assert sweep.stop_step is not None and "non-finite" in sweep.stop_reason
-    assert len(sweep.losses) == sweep.stop_step + 1 < STEPS
-    assert not np.isfinite(sweep.losses[-1])
-    assert np.all(np.isfinite(sweep.losses[:-1]))
-    assert int(model.optimizer.iterations) == sweep.stop_step + 1
+    assert sweep.curve.stop_step is not None and "non-finite" in sweep.stop_reason
+    assert len(sweep.curve.losses) == sweep.curve.stop_step + 1 < STEPS
+    assert not np.isfinite(sweep.curve.losses[-1])
+    assert np.all(np.isfinite(sweep.curve.losses[:-1]))
+    assert int(model.optimizer.iterations) == sweep.curve.stop_step + 1
 
 
 # --- the model trained afterwards --------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from stages.lib.atomic import atomic_path
-from stages.lib.lr_finder import Stopper, exponential_lrs
+from stages.lib.lr_finder import Curve, Stopper, batch_sizes, exponential_lrs
 from stages.lib.schema import Arch, ComputeParams, LrRangeParams, TrainParams
 
 NUM_CLASSES = 10
@@ -123,10 +123,7 @@ class RangeTestCallback(keras.callbacks.Callback):
 
 @dataclass
 class Sweep:
-    lrs: np.ndarray
-    losses: np.ndarray  # real per-batch training loss
-    smoothed: np.ndarray
-    stop_step: int | None  # first diverged row; rows from here on are not used to pick
+    curve: Curve  # every batch run, the one the stop rule fired on last
     stop_reason: str | None
 
 
@@ -143,8 +140,10 @@ def range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, p: LrRangeParam
     model.fit(batches(x, y, p.batch_size, shuffle_seed=seed), epochs=p.epochs, callbacks=[callback],
               shuffle=False, verbose=0)  # the dataset shuffles itself
     n = len(callback.losses)
-    return Sweep(exponential_lrs(p.start_lr, p.factor, n), np.array(callback.losses),
-                 np.array(callback.smoothed), callback.stop_step, callback.stop_reason)
+    curve = Curve(exponential_lrs(p.start_lr, p.factor, n), np.array(callback.losses), np.array(callback.smoothed),
+                  batch_sizes(len(x), p.batch_size, n), steps_per_epoch, steps_per_epoch * p.epochs,
+                  callback.stop_step)
+    return Sweep(curve, callback.stop_reason)
 
 
 @dataclass
@@ -193,6 +192,12 @@ def training_failure(rows: list[dict], lr: float) -> str | None:
             return (f"loss became {row['loss']:g} (val_loss {row['val_loss']:g}) in epoch {row['epoch'] + 1} "
                     f"at rate {lr:.4g}: the rate is too high for this network")
     return None
+
+
+def dense_weights(model: keras.Model) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(kernel, bias) of each Dense layer, input to output."""
+    return [(layer.kernel.numpy(), layer.bias.numpy()) for layer in model.layers
+            if isinstance(layer, keras.layers.Dense)]
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -1,7 +1,16 @@
 """The LR range test without TensorFlow: schedule, smoothing, stop rule and rate suggestions.
 
-Every suggestion rule is a pure function ``(lrs, losses) -> Suggestion`` over the
-rows recorded before the sweep stopped; ``losses`` is the smoothed curve.
+Each suggestion rule computes its pick exactly as its source does, from the same sweep:
+
+- ``notebook``: the original notebook's: the rate at the lowest Keras ``loss`` (the running mean of
+  the epoch's batch losses), halved.
+- ``fastai_valley``, ``fastai_slide``, ``fastai_minimum``, ``fastai_steep``: fastai's
+  ``SuggestionMethod``s (fastai/callback/schedule.py), on its recorder's smoothed losses, trimmed
+  as ``Learner.lr_find`` trims them.
+- ``lightning``: Lightning's ``_LRFinder.suggestion()`` (lightning/pytorch/tuner/lr_finder.py).
+- ``flat_center``: ours.
+
+A rule takes a ``Curve`` and returns a ``Suggestion``; one that cannot pick raises ``NotEnoughPoints``.
 """
 
 from __future__ import annotations
@@ -10,13 +19,19 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-# Like fastai and Lightning, ignore the first and last few points: the start is
+from stages.lib.errors import StageError
+
+# flat_center, like fastai and Lightning, ignores the first and last few points: the start is
 # dominated by the random init, the end by the blow-up the sweep stopped on.
 SKIP_START = 10
 SKIP_END = 5
 MIN_POINTS = 10
 # flat_center: how far above the minimum a loss still counts as "the bottom".
 FLAT_TOLERANCE = 0.10
+# fastai's Learner.lr_find trims num_it // 10 rows at the start and 5 at the end; Lightning's
+# suggestion() skips 10 and 1 (their defaults).
+FASTAI_SKIP_END = 5
+LIGHTNING_SKIP_BEGIN, LIGHTNING_SKIP_END = 10, 1
 
 
 class NotEnoughPoints(ValueError):
@@ -28,9 +43,28 @@ class Suggestion(NamedTuple):
     index: int  # row of the curve the rule points at (to mark on the plot)
 
 
+class Curve(NamedTuple):
+    """One sweep, every row recorded (the one the stop rule fired on last)."""
+    lrs: np.ndarray  # rate of each batch
+    losses: np.ndarray  # each batch's own training loss
+    smoothed: np.ndarray  # bias-corrected moving average of ``losses`` (what fastai and Lightning record)
+    batch_sizes: np.ndarray  # images in each batch (Keras weighs its running mean by them)
+    steps_per_epoch: int
+    planned_steps: int  # the sweep's length had it not stopped (fastai's num_it)
+    stop_step: int | None  # the row the stop rule fired on, or None
+
+
 def exponential_lrs(start_lr: float, factor: float, steps: int) -> np.ndarray:
     """Rate used at each batch: start_lr * factor**step."""
     return start_lr * np.power(float(factor), np.arange(steps, dtype=np.float64))
+
+
+def batch_sizes(examples: int, batch_size: int, steps: int) -> np.ndarray:
+    """Images in each of ``steps`` batches, epoch after epoch: the last batch of an epoch holds the rest."""
+    per_epoch = -(-examples // batch_size)
+    sizes = np.full(per_epoch, batch_size, dtype=np.int64)
+    sizes[-1] = examples - batch_size * (per_epoch - 1)
+    return np.resize(sizes, steps)
 
 
 class Ema:
@@ -71,93 +105,187 @@ class Stopper:
         return smoothed, None
 
 
-def _usable(lrs: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Trim the ends, drop non-finite points; return (lrs, losses, original indices)."""
-    lrs = np.asarray(lrs, dtype=np.float64)
-    losses = np.asarray(losses, dtype=np.float64)
-    index = np.arange(len(lrs))[SKIP_START: max(len(lrs) - SKIP_END, 0)]
-    index = index[np.isfinite(losses[index]) & np.isfinite(lrs[index])]
-    if len(index) < MIN_POINTS:
+def keras_running_loss(losses: np.ndarray, sizes: np.ndarray, steps_per_epoch: int) -> np.ndarray:
+    """Keras' logged ``loss`` after each batch: the mean of the epoch's batch losses so far, each
+    weighted by its batch's size."""
+    out = np.empty(len(losses), dtype=np.float64)
+    for start in range(0, len(losses), steps_per_epoch):
+        part = slice(start, start + steps_per_epoch)
+        out[part] = np.cumsum(losses[part] * sizes[part]) / np.cumsum(sizes[part])
+    return out
+
+
+def nearest_row(lrs: np.ndarray, lr: float) -> int:
+    """The row whose rate is closest to ``lr`` on a log scale (to mark a pick that is no row's rate)."""
+    return int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))
+
+
+def _needs(points: int, at_least: int, what: str) -> None:
+    if points < at_least:
         raise NotEnoughPoints(
-            f"only {len(index)} finite points after trimming {SKIP_START} at the start and "
-            f"{SKIP_END} at the end (need {MIN_POINTS}): lower lr_range.start_lr or lr_range.factor, "
+            f"only {points} usable points {what} (need {at_least}): lower lr_range.start_lr or lr_range.factor, "
             "or raise lr_range.stop_factor, so the sweep runs longer before it stops"
         )
-    return lrs[index], losses[index], index
 
 
-def min_halved(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
-    """The reference study's rule: rate at the lowest loss, halved."""
-    lr, loss, index = _usable(lrs, losses)
-    i = int(np.argmin(loss))
-    return Suggestion(float(lr[i] / 2), int(index[i]))
+def notebook(curve: Curve) -> Suggestion:
+    """The original notebook's rule: the rate at the lowest Keras loss, halved."""
+    running = keras_running_loss(curve.losses, curve.batch_sizes, curve.steps_per_epoch)
+    _needs(int(np.isfinite(running).sum()), 1, "in the sweep")
+    i = int(np.nanargmin(running))
+    return Suggestion(float(curve.lrs[i] / 2), nearest_row(curve.lrs, curve.lrs[i] / 2))
 
 
-def min_div10(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
-    """fastai's classic 'minimum / 10'."""
-    lr, loss, index = _usable(lrs, losses)
-    i = int(np.argmin(loss))
-    return Suggestion(float(lr[i] / 10), int(index[i]))
+def _fastai_rows(curve: Curve) -> tuple[np.ndarray, np.ndarray, int]:
+    """What Learner.lr_find hands its suggestion functions: rows num_it//10 to -5, up to the first NaN;
+    and the curve row of the first one."""
+    start = curve.planned_steps // 10
+    lrs = curve.lrs[start:-FASTAI_SKIP_END]
+    losses = curve.smoothed[start:-FASTAI_SKIP_END]
+    nan = np.flatnonzero(np.isnan(losses))
+    if len(nan):
+        lrs, losses = lrs[:nan[0]], losses[:nan[0]]
+    return lrs, losses, start
 
 
-def steepest(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
-    """Rate where the loss falls fastest per unit of log(lr) (Lightning's suggestion)."""
-    lr, loss, index = _usable(lrs, losses)
-    slope = np.gradient(loss, np.log(lr))
-    i = int(np.argmin(slope))
-    return Suggestion(float(lr[i]), int(index[i]))
-
-
-def valley(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
-    """fastai's valley: inside the longest descending stretch, two thirds of the way down."""
-    lr, loss, index = _usable(lrs, losses)
-    n = len(loss)
-    # Longest decreasing subsequence ending at each point (fastai's O(n^2) DP, vectorised per row).
-    run = np.ones(n, dtype=np.int64)
-    best_end = 0
+def fastai_valley(curve: Curve) -> Suggestion:
+    """fastai's valley: two thirds down the longest valley (its loops, its bookkeeping)."""
+    lrs, losses, start = _fastai_rows(curve)
+    n = len(losses)
+    _needs(n, 1, f"after fastai's trimming of {start} rows at the start and {FASTAI_SKIP_END} at the end")
+    max_start, max_end = 0, 0
+    lds = [1] * n
+    values = losses.tolist()
     for i in range(1, n):
-        higher = loss[:i] > loss[i]
-        if higher.any():
-            run[i] = run[:i][higher].max() + 1
-        if run[i] > run[best_end]:
-            best_end = i
-    best_start = best_end - run[best_end]
-    sections = (best_end - best_start) / 3
-    i = max(best_start + int(sections) + int(sections / 2), 0)
-    return Suggestion(float(lr[i]), int(index[i]))
+        for j in range(0, i):
+            if values[i] < values[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:  # inside the j loop, as in fastai: max_start is fixed early
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    idx = max_start + int(sections) + int(sections / 2)
+    return Suggestion(float(lrs[idx]), start + idx if idx >= 0 else start + n + idx)
 
 
-def flat_center(lrs: np.ndarray, losses: np.ndarray) -> Suggestion:
-    """Geometric middle of the flat bottom: the rates whose loss is within 10 % of the minimum.
+def fastai_slide(curve: Curve, lr_diff: int = 15, thresh: float = 0.005, adjust_value: float = 1.0) -> Suggestion:
+    """fastai's slide: walk left from the end until the loss gradient over lr_diff rows flattens."""
+    lrs, losses, start = _fastai_rows(curve)
+    _needs(len(losses), lr_diff + 2, f"after fastai's trimming of {start} rows at the start and "
+                                     f"{FASTAI_SKIP_END} at the end")
+    loss_grad = np.gradient(losses)
+    r_idx = -1
+    l_idx = r_idx - lr_diff
+    local_min_lr = lrs[l_idx]
+    while (l_idx >= -len(losses)) and (abs(loss_grad[r_idx] - loss_grad[l_idx]) > thresh):
+        local_min_lr = lrs[l_idx]
+        r_idx -= 1
+        l_idx -= 1
+    suggestion = float(local_min_lr) * adjust_value
+    return Suggestion(suggestion, nearest_row(curve.lrs, suggestion))
 
-    Along a wide, flat valley the minimum wanders with the noise; the middle of
-    the valley does not, and stays clear of the divergence at its right end.
+
+def fastai_minimum(curve: Curve) -> Suggestion:
+    """fastai's minimum: the rate at the lowest smoothed loss, divided by 10."""
+    lrs, losses, start = _fastai_rows(curve)
+    _needs(len(losses), 1, f"after fastai's trimming of {start} rows at the start and {FASTAI_SKIP_END} at the end")
+    lr_min = float(lrs[int(np.argmin(losses))])
+    return Suggestion(lr_min / 10, nearest_row(curve.lrs, lr_min / 10))
+
+
+def fastai_steep(curve: Curve) -> Suggestion:
+    """fastai's steep: where the loss falls fastest per unit of log(lr)."""
+    lrs, losses, start = _fastai_rows(curve)
+    _needs(len(losses), 2, f"after fastai's trimming of {start} rows at the start and {FASTAI_SKIP_END} at the end")
+    grads = (losses[1:] - losses[:-1]) / (np.log(lrs[1:]) - np.log(lrs[:-1]))
+    i = int(np.argmin(grads))
+    return Suggestion(float(lrs[i]), start + i)
+
+
+def lightning(curve: Curve) -> Suggestion:
+    """Lightning's suggestion: where the loss falls fastest per unit of lr (not log lr)."""
+    rows = np.arange(len(curve.lrs))[LIGHTNING_SKIP_BEGIN:-LIGHTNING_SKIP_END]
+    losses = curve.smoothed[LIGHTNING_SKIP_BEGIN:-LIGHTNING_SKIP_END]
+    lrs = curve.lrs[LIGHTNING_SKIP_BEGIN:-LIGHTNING_SKIP_END]
+    finite = np.isfinite(losses)
+    _needs(int(finite.sum()), 2, f"after Lightning's skipping of {LIGHTNING_SKIP_BEGIN} rows at the start and "
+                                 f"{LIGHTNING_SKIP_END} at the end")
+    gradients = np.gradient(losses[finite], lrs[finite])
+    row = int(rows[finite][int(np.argmin(gradients))])
+    return Suggestion(float(curve.lrs[row]), row)
+
+
+def flat_center(curve: Curve) -> Suggestion:
+    """Geometric middle of the flat bottom: the rates whose smoothed loss is within 10 % of the minimum.
+
+    Along a wide, flat valley the minimum wanders with the noise; the middle of the valley does not,
+    and stays clear of the divergence at its right end. Uses the rows before the stop.
     """
-    lr, loss, index = _usable(lrs, losses)
+    end = len(curve.lrs) if curve.stop_step is None else curve.stop_step
+    index = np.arange(end)[SKIP_START: max(end - SKIP_END, 0)]
+    index = index[np.isfinite(curve.smoothed[index]) & np.isfinite(curve.lrs[index])]
+    _needs(len(index), MIN_POINTS, f"after trimming {SKIP_START} at the start and {SKIP_END} at the end")
+    lr, loss = curve.lrs[index], curve.smoothed[index]
     bottom = np.flatnonzero(loss <= loss.min() * (1 + FLAT_TOLERANCE))
     middle = 0.5 * (np.log(lr[bottom[0]]) + np.log(lr[bottom[-1]]))
     i = int(np.argmin(np.abs(np.log(lr) - middle)))
     return Suggestion(float(lr[i]), int(index[i]))
 
 
-RULES: dict[str, Callable[[np.ndarray, np.ndarray], Suggestion]] = {
-    "min_halved": min_halved,
-    "min_div10": min_div10,
-    "steepest": steepest,
-    "valley": valley,
+RULES: dict[str, Callable[[Curve], Suggestion]] = {
+    "notebook": notebook,
+    "fastai_valley": fastai_valley,
+    "fastai_slide": fastai_slide,
+    "fastai_minimum": fastai_minimum,
+    "fastai_steep": fastai_steep,
+    "lightning": lightning,
     "flat_center": flat_center,
 }
 
 
-def suggest_all(lrs: np.ndarray, smoothed: np.ndarray, stop_step: int | None) -> dict[str, dict]:
-    """Every rule's pick over the rows before the stop: {rule: {lr, step}} or {rule: {error}}."""
-    end = len(lrs) if stop_step is None else stop_step
+def suggest_all(curve: Curve) -> dict[str, dict]:
+    """Every rule's pick: {rule: {lr, step}} or {rule: {error}}."""
     picks = {}
     for name, rule in RULES.items():
         try:
-            suggestion = rule(lrs[:end], smoothed[:end])
+            suggestion = rule(curve)
         except NotEnoughPoints as err:
             picks[name] = {"error": str(err)}
         else:
             picks[name] = {"lr": suggestion.lr, "step": suggestion.index}
     return picks
+
+
+def chosen_rate(fixed_lr: float | None, rule: str, picks: dict, arch: str) -> tuple[float, str]:
+    """(rate, how it was chosen): an arch's fixed rate, else its rule's pick in its range test."""
+    if fixed_lr is not None:
+        return fixed_lr, "fixed in params"
+    pick = picks[rule]
+    if "error" in pick:
+        raise StageError(f"{arch}: rule {rule} could not pick a rate: {pick['error']}")
+    return pick["lr"], rule
+
+
+CURVE_COLUMNS = ("step", "lr", "loss", "smoothed_loss")
+LOSS_MEANING = "loss = each batch's own training loss (not Keras' running epoch mean)"
+
+
+def curve_rows(curve: Curve) -> list[tuple]:
+    """The curve as the CSV rows a range test writes (CURVE_COLUMNS)."""
+    return [(i, f"{lr:.6g}", f"{loss:.6g}", f"{s:.6g}")
+            for i, (lr, loss, s) in enumerate(zip(curve.lrs, curve.losses, curve.smoothed))]
+
+
+def sweep_record(curve: Curve, stop_reason: str | None) -> dict:
+    """What a range test records beside its curve: where it stopped, its lowest loss, every rule's pick."""
+    usable = curve.smoothed[:curve.stop_step]
+    best = int(usable.argmin()) if len(usable) else None
+    return {
+        "loss_column": LOSS_MEANING,
+        "steps": len(curve.lrs),
+        "stop_step": curve.stop_step,
+        "stop_reason": stop_reason or "sweep ran to the end",
+        "min_smoothed_loss": None if best is None else float(curve.smoothed[best]),
+        "lr_at_min": None if best is None else float(curve.lrs[best]),
+        "picks": suggest_all(curve),
+    }

@@ -11,7 +11,6 @@ The file is read as YAML 1.2 with ruamel.yaml's safe loader, as DVC reads it for
 
 from __future__ import annotations
 
-import copy
 import difflib
 import io
 import math
@@ -27,6 +26,7 @@ from stages.lib.idx import IDX_FILES
 from stages.lib.lr_finder import RULES
 from stages.lib.schema import (
     ACTIVATIONS,
+    GRID_NEIGHBOURHOOD,
     MAX_HIDDEN_LAYERS,
     MAX_NAME_LENGTH,
     MAX_PARAMS,
@@ -35,8 +35,9 @@ from stages.lib.schema import (
     Arch,
     ComputeParams,
     DataParams,
+    EvidenceParams,
+    LongRulesParams,
     LrRangeParams,
-    LrStudyParams,
     Params,
     ParamsError,
     ReportParams,
@@ -48,6 +49,7 @@ from stages.lib.schema import (
 PARAMS_FILE = Path("params.yaml")
 ARCH_NAME = re.compile(r"[A-Za-z0-9_-]+")
 SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which keras.utils.set_random_seed calls, takes no more
 
 
 class _Checker:
@@ -134,7 +136,7 @@ class _Checker:
 def parse_params(raw: Any) -> Params:
     """Validate the parsed YAML; raise ParamsError listing every problem."""
     c = _Checker()
-    top_keys = ("seed", "data", "lr_range", "train", "compute", "lr_study", "report", "archs", "studies")
+    top_keys = ("seed", "data", "lr_range", "train", "compute", "report", "evidence", "archs")
     if not isinstance(raw, dict):
         c.fail("(top level)", "not a mapping", raw, f"a mapping with sections {', '.join(top_keys)}")
         raise ParamsError(c.problems)
@@ -175,72 +177,56 @@ def parse_params(raw: Any) -> Params:
                          default=ComputeParams.threads),
     ) if cp is not None else None
 
-    st = c.section(raw, "lr_study", ("grid",))
-    lr_study = LrStudyParams(grid=_rates(c, st.get("grid"), "lr_study.grid")) if st is not None else None
-
     r = c.section(raw, "report", ("tie_margin",))
     report = ReportParams(
         tie_margin=c.number(r, "tie_margin", "report", integer=False, low=0, high=1),
     ) if r is not None else None
 
     archs = _archs(c, raw.get("archs"))
-    studies = _studies(c, raw) if not c.problems else {}
+    evidence = _evidence(c, raw, archs)
     if c.problems:
         raise ParamsError(c.problems)
-    return Params(seed=seed, data=data, lr_range=lr_range, train=train, compute=compute, lr_study=lr_study,
-                  report=report, archs=archs, studies=studies)
+    return Params(seed=seed, data=data, lr_range=lr_range, train=train, compute=compute, report=report,
+                  evidence=evidence, archs=archs)
 
 
-def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
-    """A copy of the parsed YAML with each dotted key (like `train.repeats`) set, as `dvc exp run -S` would."""
-    out = copy.deepcopy(raw)
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = out
-        for key in parents:
-            node = node[key]
-        node[leaf] = copy.deepcopy(value)
-    return out
+def _evidence(c: _Checker, raw: dict, archs: dict[str, Arch]) -> EvidenceParams | None:
+    e = c.section(raw, "evidence", ("seeds", "range_seeds", "grid", "max_epochs", "patience", "long_rules"))
+    if e is None:
+        return None
+    lr = c.section(e, "long_rules", ("arch", "seeds", "rates")) if "long_rules" in e else None
+    if lr is None and "long_rules" not in e:
+        c.fail("evidence.long_rules", "missing section", None, "a mapping with keys arch, seeds, rates")
+    long_rules = None
+    if lr is not None:
+        arch = lr.get("arch")
+        if arch not in archs:
+            c.fail("evidence.long_rules.arch", "not an architecture of archs", arch, f"one of {', '.join(archs)}")
+        allowed = (*RULES, *GRID_NEIGHBOURHOOD)
+        rates = lr.get("rates")
+        if not (isinstance(rates, list) and rates and all(r in allowed for r in rates)
+                and len(set(rates)) == len(rates)):
+            c.fail("evidence.long_rules.rates", "not a list of distinct rate sources", rates,
+                   f"a non-empty list of {', '.join(allowed)}")
+        long_rules = LongRulesParams(arch=arch, seeds=_seeds(c, lr.get("seeds"), "evidence.long_rules.seeds"),
+                                     rates=tuple(rates) if isinstance(rates, list) else ())
+    return EvidenceParams(
+        seeds=_seeds(c, e.get("seeds"), "evidence.seeds"),
+        range_seeds=_seeds(c, e.get("range_seeds"), "evidence.range_seeds"),
+        grid=_rates(c, e.get("grid"), "evidence.grid"),
+        max_epochs=c.number(e, "max_epochs", "evidence", integer=True, low=1),
+        patience=c.number(e, "patience", "evidence", integer=True, low=0),
+        long_rules=long_rules,
+    )
 
 
-def _existing_key(raw: dict, dotted: str) -> bool:
-    node = raw
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return False
-        node = node[key]
-    return True
-
-
-def _studies(c: _Checker, raw: dict) -> dict[str, dict[str, Any]]:
-    """Opt-in reruns of the pipeline with some keys of this file changed (`make studies`)."""
-    value = raw.get("studies", {})
-    expected = "a mapping of study names to {dotted.key: value} overrides, like five_seeds: {train.repeats: 5}"
-    if not isinstance(value, dict):
-        c.fail("studies", "not a mapping", value, expected)
-        return {}
-    studies = {}
-    for name, overrides in value.items():
-        path = f"studies.{name}"
-        if not c.safe_name(name, path, "study"):
-            continue
-        if not isinstance(overrides, dict) or not overrides:
-            c.fail(path, "not a non-empty mapping", overrides, expected)
-            continue
-        unknown = [key for key in overrides
-                   if not isinstance(key, str) or key.split(".")[0] == "studies" or not _existing_key(raw, key)]
-        for key in unknown:
-            c.fail(f"{path}.{key}", "not a key of params.yaml", key,
-                   "a dotted path to an existing key, like train.epochs")
-        if unknown:
-            continue
-        try:
-            parse_params({k: v for k, v in apply_overrides(raw, overrides).items() if k != "studies"})
-        except ParamsError as err:
-            c.problems += [problem.replace("params.yaml: ", f"params.yaml: {path}: ", 1) for problem in err.problems]
-            continue
-        studies[name] = dict(overrides)
-    return studies
+def _seeds(c: _Checker, value: Any, key: str) -> tuple[int, ...]:
+    """Distinct seeds, each one numpy's and TensorFlow's generators accept."""
+    if not (isinstance(value, list) and value and len(set(value)) == len(value) and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED for v in value)):
+        c.fail(key, "not a list of distinct seeds", value, f"a non-empty list of distinct integers 0 to {MAX_SEED}")
+        return ()
+    return tuple(value)
 
 
 def _rates(c: _Checker, value: Any, key: str) -> tuple[float, ...]:
@@ -344,8 +330,7 @@ def _yaml() -> YAML:
 
 
 def load_raw(path: Path = PARAMS_FILE) -> Any:
-    """The parsed YAML as plain dicts, lists and scalars, unchecked: for applying study overrides
-    before parse_params."""
+    """The parsed YAML as plain dicts, lists and scalars, unchecked."""
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -68,8 +68,31 @@ def errors_json(arch: str) -> Path:
 
 REPORT_MD = REPORTS / "report.md"
 FIGURES = REPORTS / "figures"
-LR_STUDY_JSON = REPORTS / "lr_study.json"
-STUDIES = REPORTS / "studies"
+
+# The evidence pipeline (evidence/dvc.yaml): one record per stage, <kind>/<arch>/seed-<n>.json, so that
+# a stage can depend on one arch's folder of another kind.
+EVIDENCE = REPORTS / "evidence"
+EVIDENCE_KINDS = ("range", "grid", "picks", "long", "long_rules")
+ANSWER_MD = REPORTS / "answer.md"
+ANSWER_FIGURES = REPORTS / "answer"
+
+
+def evidence_dir(kind: str, arch: str) -> Path:
+    return EVIDENCE / kind / arch
+
+
+def evidence_json(kind: str, arch: str, seed: int, rate: str | None = None) -> Path:
+    """One stage's record; long_rules has one per (rate source, seed)."""
+    return evidence_dir(kind, arch) / (f"{rate}-seed-{seed}.json" if rate else f"seed-{seed}.json")
+
+
+def evidence_curve_csv(arch: str, seed: int) -> Path:
+    return evidence_dir("range", arch) / f"seed-{seed}.csv"
+
+
+def evidence_timing(kind: str, arch: str, seed: int, rate: str | None = None) -> Path:
+    """Kept apart from the records, so that a rerun with the same results changes nothing downstream."""
+    return EVIDENCE / "timings" / evidence_json(kind, arch, seed, rate).relative_to(EVIDENCE)
 
 def stage_outputs(stage: str) -> dict[Path, bool] | None:
     """What a dvc.yaml stage (``train@base``) writes, each with whether DVC caches it (False: committed to

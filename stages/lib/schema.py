@@ -6,7 +6,6 @@ in its dvc.yaml deps; reading and checking the file is stages.lib.params's job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "tanh", "sigmoid", "swish", "leaky_relu")
 SOURCE_KINDS = ("url", "npm", "local")
@@ -82,13 +81,32 @@ class ComputeParams:
 
 
 @dataclass(frozen=True)
-class LrStudyParams:
-    grid: tuple[float, ...]  # fixed rates the opt-in study trains every arch with
+class ReportParams:
+    tie_margin: float
+
+
+# The rates evidence.long_rules may train besides the rules' picks: the one-epoch grid's best rate
+# (on validation) and its neighbours on the grid.
+GRID_NEIGHBOURHOOD = ("grid_lower", "grid_best", "grid_higher")
 
 
 @dataclass(frozen=True)
-class ReportParams:
-    tie_margin: float
+class LongRulesParams:
+    """The rules' picks trained until early stopping, for one arch (the long budget is costly)."""
+    arch: str
+    seeds: tuple[int, ...]
+    rates: tuple[str, ...]  # rule names (lr_finder.RULES) and GRID_NEIGHBOURHOOD entries
+
+
+@dataclass(frozen=True)
+class EvidenceParams:
+    """The evidence pipeline (evidence/dvc.yaml): one stage per (arch, seed) and kind of run."""
+    seeds: tuple[int, ...]  # training seeds, the same for every arch and rate
+    range_seeds: tuple[int, ...]  # LR range tests per arch: how far each rule's pick wanders
+    grid: tuple[float, ...]  # rates every arch trains at for one epoch
+    max_epochs: int  # the long budget: until early stopping decides, at most this many epochs
+    patience: int
+    long_rules: LongRulesParams
 
 
 @dataclass(frozen=True)
@@ -107,10 +125,9 @@ class Params:
     lr_range: LrRangeParams
     train: TrainParams
     compute: ComputeParams
-    lr_study: LrStudyParams
     report: ReportParams
+    evidence: EvidenceParams
     archs: dict[str, Arch]
-    studies: dict[str, dict[str, Any]]  # name -> {dotted key: value} overrides of this file
 
     @property
     def seeds(self) -> tuple[int, ...]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.lib.stats import mean_std
-
 NUM_CLASSES = 10
 EPSILON = 1e-7  # Keras' probability clip in cross-entropy
 
@@ -38,8 +36,9 @@ def summarize(per_seed: dict[str, dict]) -> dict:
     (None for one seed); all None when no seed has scores (a failed arch)."""
     out = {}
     for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss"):
-        values = [entry[key] for entry in per_seed.values() if key in entry]
-        mean, std = mean_std(values) if values else (None, None)
+        values = np.array([entry[key] for entry in per_seed.values() if key in entry], dtype=np.float64)
+        mean = float(values.mean()) if len(values) else None
+        std = float(values.std(ddof=1)) if len(values) >= 2 else None
         out[key] = None if mean is None else round(mean, 6)
         if key == "test_accuracy":
             out["test_accuracy_std"] = None if std is None else round(std, 6)

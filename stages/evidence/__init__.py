@@ -1,0 +1,1 @@
+"""The evidence pipeline's stages (evidence/dvc.yaml): one process per (arch, seed) and kind of run."""

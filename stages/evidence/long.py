@@ -1,0 +1,27 @@
+"""Stage long@<arch>-<seed>: the quick study's rate for this arch, trained until early stopping decides.
+
+Usage: python -m stages.evidence.long <arch> <seed>
+"""
+
+from __future__ import annotations
+
+from stages.evidence.until_early_stopping import train_long
+from stages.lib import paths
+from stages.lib.cli import read_json, run
+from stages.lib.evidence import unit
+from stages.lib.lr_finder import chosen_rate
+from stages.lib.params import load_params
+
+
+def main(argv: list[str]) -> None:
+    params = load_params()
+    name, seed = unit(argv, "long", params.evidence.seeds)
+    arch = params.arch(name)
+    rule = params.rule_for(arch)
+    picks = read_json(paths.lr_range_json(name))["picks"] if arch.lr is None else {}
+    lr, how = chosen_rate(arch.lr, rule, picks, name)
+    train_long("long", params, name, seed, lr, how, detail=True)
+
+
+if __name__ == "__main__":
+    run(main, skip_teardown=True)

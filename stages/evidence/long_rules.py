@@ -1,0 +1,31 @@
+"""Stage long_rules@<source>-<seed>: for evidence.long_rules.arch, a rule's pick in the quick study's range
+test (or a rate of the one-epoch grid around its best) trained until early stopping decides.
+
+Usage: python -m stages.evidence.long_rules <source> <seed>
+"""
+
+from __future__ import annotations
+
+from stages.evidence.until_early_stopping import train_long
+from stages.lib import paths
+from stages.lib.cli import read_json, run
+from stages.lib.errors import StageError
+from stages.lib.evidence import grid_best, rate_for, unit
+from stages.lib.params import load_params
+
+
+def main(argv: list[str]) -> None:
+    params = load_params()
+    config = params.evidence.long_rules
+    source, seed = unit(argv, "long_rules", config.seeds, first="source")
+    if source not in config.rates:
+        raise StageError(f"long_rules: {source!r} is not one of evidence.long_rules.rates ({', '.join(config.rates)})")
+    name = config.arch
+    picks = read_json(paths.lr_range_json(name))["picks"]
+    grids = [read_json(paths.evidence_json("grid", name, s)) for s in params.evidence.seeds]
+    lr = rate_for(source, picks, params.evidence.grid, grid_best(params.evidence.grid, grids))
+    train_long("long_rules", params, name, seed, lr, source, rate=source)
+
+
+if __name__ == "__main__":
+    run(main, skip_teardown=True)

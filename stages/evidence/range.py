@@ -1,0 +1,40 @@
+"""Stage range@<arch>-<seed>: an LR range test with another seed, to see how far each rule's pick wanders.
+
+Usage: python -m stages.evidence.range <arch> <seed>
+"""
+
+from __future__ import annotations
+
+import time
+
+from stages.lib import machine, paths
+from stages.lib.atomic import write_csv, write_json
+from stages.lib.cli import run
+from stages.lib.data import load_prepared
+from stages.lib.evidence import unit
+from stages.lib.lr_finder import CURVE_COLUMNS, curve_rows, sweep_record
+from stages.lib.params import load_params
+from stages.lib.tf_runtime import load_keras_model
+
+
+def main(argv: list[str]) -> None:
+    params = load_params()
+    name, seed = unit(argv, "range", params.evidence.range_seeds)
+    arch = params.arch(name)
+    keras_model = load_keras_model(params.compute)
+
+    x, y = load_prepared(parts=("train",))["train"]
+    started = time.perf_counter()
+    sweep = keras_model.range_test(keras_model.build_model(arch, seed), x, y, params.lr_range, seed, params.compute)
+    seconds = time.perf_counter() - started
+    write_csv(paths.evidence_curve_csv(name, seed), CURVE_COLUMNS, curve_rows(sweep.curve))
+    write_json(paths.evidence_json("range", name, seed),
+               {"kind": "range", "arch": name, "seed": seed, **sweep_record(sweep.curve, sweep.stop_reason)})
+    write_json(paths.evidence_timing("range", name, seed),
+               {"seconds": round(seconds, 2), "machine": machine.record(params.compute.numerics,
+                                                                        params.compute.threads)})
+    print(f"range@{name}-{seed}: {len(sweep.curve.lrs)} batches in {seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    run(main, skip_teardown=True)

@@ -1,0 +1,34 @@
+"""What long and long_rules share: one run until early stopping decides (evidence.max_epochs at most)."""
+
+from __future__ import annotations
+
+import time
+
+from stages.lib import machine, paths
+from stages.lib.atomic import write_json
+from stages.lib.data import load_prepared
+from stages.lib.evidence import train_run
+from stages.lib.schema import Params
+from stages.lib.tf_runtime import load_keras_model
+
+
+def train_long(kind: str, params: Params, name: str, seed: int, lr: float, how: str, rate: str | None = None,
+               detail: bool = False) -> None:
+    arch = params.arch(name)
+    e = params.evidence
+    print(f"{kind}@{name}-{seed}: lr {lr:.4g} ({how}), up to {e.max_epochs} epochs, patience {e.patience}",
+          flush=True)
+    keras_model = load_keras_model(params.compute)
+    data = load_prepared(parts=("train", "val", "test"))
+    started = time.perf_counter()
+    record = train_run(keras_model, arch, lr, seed, data, e.max_epochs, e.patience, params.train.batch_size,
+                       params.compute, detail=detail)
+    seconds = time.perf_counter() - started
+    write_json(paths.evidence_json(kind, name, seed, rate),
+               {"kind": kind, "arch": name, "seed": seed, "lr_chosen_by": how, **record})
+    write_json(paths.evidence_timing(kind, name, seed, rate),
+               {"seconds": round(seconds, 2), "epochs": record["epochs_run"],
+                "machine": machine.record(params.compute.numerics, params.compute.threads)})
+    print(f"{kind}@{name}-{seed}: {record['epochs_run']} epochs, kept epoch "
+          f"{None if record['best_epoch'] is None else record['best_epoch'] + 1}, "
+          f"val accuracy {record.get('val_accuracy')}", flush=True)

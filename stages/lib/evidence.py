@@ -1,0 +1,133 @@
+"""What the evidence stages train, and the record each run leaves: pure functions, no TensorFlow.
+
+A run's record holds its validation and test scores, computed in float64 from the trained weights
+(stages.lib.mlp, as evaluate does), so they are the same on any CPU. Choices are made on validation;
+test is recorded so the report can give it for what was chosen.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+
+from stages.lib.data import scale
+from stages.lib.errors import StageError
+from stages.lib.mlp import OUTPUT_ACTIVATION, Mlp
+from stages.lib.schema import GRID_NEIGHBOURHOOD, TrainParams
+from stages.lib.scoring import confusion_matrix, scores
+
+SCORE_DIGITS = 6
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def mlp_of(dense_weights: list[tuple[np.ndarray, np.ndarray]], activation: str) -> Mlp:
+    """The numpy twin of a trained Keras model, from its Dense layers' (kernel, bias)."""
+    activations = [activation] * (len(dense_weights) - 1) + [OUTPUT_ACTIVATION]
+    return Mlp(tuple((kernel, bias, act) for (kernel, bias), act in zip(dense_weights, activations)))
+
+
+def pack_bits(flags: np.ndarray) -> str:
+    """A boolean per image as base64 text (10,000 test images: 1,668 characters)."""
+    return base64.b64encode(np.packbits(flags.astype(bool)).tobytes()).decode("ascii")
+
+
+def unpack_bits(text: str, count: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:count].astype(bool)
+
+
+def run_record(lr: float, rows: list[dict], best_epoch: int | None, failure: str | None, model: Mlp | None,
+               data: dict, detail: bool = False) -> dict[str, Any]:
+    """One training run: its rate, epochs, per-epoch history, and the kept model's scores.
+
+    ``model`` is None when the kept weights are not finite: such a run has no scores. ``detail`` adds,
+    for the test set, which images the model gets right (for comparisons paired over images) and the
+    confusion matrix (for per-class accuracy).
+    """
+    record: dict[str, Any] = {
+        "lr": lr,
+        "epochs_run": len(rows),
+        "best_epoch": best_epoch,
+        "failed": failure,
+        "history": [{key: round(float(row[key]), SCORE_DIGITS) if np.isfinite(row[key]) else None
+                     for key in HISTORY_KEYS} for row in rows],
+    }
+    if model is None:
+        return record
+    for part in ("val", "test"):
+        x, y = data[part]
+        probs = model.predict(scale(x))
+        if not np.all(np.isfinite(probs)):
+            return record
+        for key, value in scores(probs, y).items():
+            record[f"{part}_{key}"] = round(value, SCORE_DIGITS)
+        if detail and part == "test":
+            predicted = probs.argmax(axis=1)
+            record["test_correct"] = pack_bits(predicted == y)
+            record["confusion"] = confusion_matrix(y, predicted).tolist()
+    return record
+
+
+def distinct_picks(range_records: list[dict]) -> list[float]:
+    """Every rate any rule picked in any of an arch's range tests, once each, in increasing order."""
+    return sorted({pick["lr"] for record in range_records for pick in record["picks"].values() if "lr" in pick})
+
+
+def grid_best(grid: tuple[float, ...], grid_records: list[dict]) -> int:
+    """Index in ``grid`` of the rate with the highest mean validation accuracy over the seeds' records
+    (a run without scores counts as chance, 1 in 10)."""
+    means = [np.mean([val_accuracy(record_at(r, lr)) for r in grid_records]) for lr in grid]
+    return int(np.argmax(means))
+
+
+def record_at(unit: dict, lr: float) -> dict:
+    """The run at rate ``lr`` in a grid or picks record."""
+    for run in unit["runs"]:
+        if run["lr"] == lr:
+            return run
+    raise StageError(f"no run at rate {lr:g} in the {unit['kind']} record of {unit['arch']} seed {unit['seed']}: "
+                     "rebuild it with `dvc repro evidence/dvc.yaml`")
+
+
+CHANCE = 0.1  # what a run that diverged scores: a guess among 10 digits
+
+
+def val_accuracy(run: dict) -> float:
+    return run.get("val_accuracy", CHANCE)
+
+
+def rate_for(source: str, quick_picks: dict, grid: tuple[float, ...], best: int) -> float:
+    """The rate a long_rules source names: a rule's pick in the quick study's range test, or the grid's
+    best one-epoch rate (``best``, an index) or its lower or higher neighbour."""
+    if source in GRID_NEIGHBOURHOOD:
+        step = GRID_NEIGHBOURHOOD.index(source) - 1
+        return grid[min(max(best + step, 0), len(grid) - 1)]
+    pick = quick_picks[source]
+    if "lr" not in pick:
+        raise StageError(f"rule {source} picked no rate in the quick study's range test: {pick['error']}")
+    return pick["lr"]
+
+
+def unit(argv: list[str], stage: str, seeds: tuple[int, ...], first: str = "arch") -> tuple[str, int]:
+    """(first argument, seed) of `python -m stages.evidence.<stage> <first> <seed>`; the seed one of ``seeds``."""
+    usage = f"usage: python -m stages.evidence.{stage} <{first}> <seed>"
+    if len(argv) != 2 or not argv[1].isascii() or not argv[1].isdigit():
+        raise StageError(usage)
+    if int(argv[1]) not in seeds:
+        raise StageError(f"{usage}: seed {argv[1]} is not one of params.yaml's {', '.join(map(str, seeds))}")
+    return argv[0], int(argv[1])
+
+
+def train_run(keras_model, arch, lr: float, seed: int, data: dict, epochs: int, patience: int, batch_size: int,
+              compute, detail: bool = False) -> dict:
+    """Train a fresh model (``seed``: its init and its shuffling) at ``lr``; its record (run_record).
+
+    ``keras_model`` is the stages.lib.keras_model module that tf_runtime.load_keras_model returned.
+    """
+    model = keras_model.build_model(arch, seed)
+    run = keras_model.train(model, lr, data, TrainParams(epochs, batch_size, patience), seed, compute)
+    weights = keras_model.dense_weights(model)
+    finite = all(np.all(np.isfinite(w)) for pair in weights for w in pair)
+    return run_record(lr, run.rows, run.best_epoch, run.failure, mlp_of(weights, arch.activation) if finite else None,
+                      data, detail)
