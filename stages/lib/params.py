@@ -332,7 +332,7 @@ def _yaml() -> YAML:
 def load_raw(path: Path = PARAMS_FILE) -> Any:
     """The parsed YAML as plain dicts, lists and scalars, unchecked."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError([f"{path}: not found (run from the project root)"]) from None
     try:
