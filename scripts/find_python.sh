@@ -24,7 +24,7 @@ resolve() {
     want=$(printf '%s\n' "$1" | sed -n 's/^\(python\)\{0,1\}\(3\.[0-9][0-9]*\)$/\2/p')
     [ -n "$want" ] || return 1
     prefix=$(pyenv prefix "$want" 2>/dev/null) || prefix=""
-    for py in "$prefix/bin/python$want" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$want".*/bin/"python$want"; do
+    for py in ${prefix:+"$prefix/bin/python$want"} "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$want".*/bin/"python$want"; do
         if [ "$(version_of "$py")" = "$want" ]; then echo "$py"; return 0; fi
     done
     return 1

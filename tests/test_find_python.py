@@ -31,7 +31,8 @@ def find(tmp_path: Path, python: str | None) -> subprocess.CompletedProcess:
     build = tmp_path / "pyenv-root" / "versions" / "3.13.0"
     fake_python(build / "bin" / "python3.13", "3.13")
     pyenv = shims / "pyenv"
-    pyenv.write_text(f'#!/bin/sh\n[ "$1 $2" = "prefix 3.13" ] && echo "{build}" && exit 0\nexit 1\n', encoding="utf-8")
+    script = f'#!/bin/sh\n[ "$1 $2" = "prefix 3.13" ] && echo "{build}" && exit 0\nexit 1\n'
+    pyenv.write_text(script, encoding="utf-8")
     pyenv.chmod(0o755)
     tools = tmp_path / "tools"  # what the script runs besides pythons: no real python on this PATH
     tools.mkdir()
