@@ -41,8 +41,8 @@ def find(tmp_path: Path, python: str | None) -> subprocess.CompletedProcess:
     env = {"PATH": f"{shims}{os.pathsep}{tools}", "PYENV_ROOT": str(tmp_path / "pyenv-root"), "HOME": str(tmp_path)}
     if python is not None:
         env["PYTHON"] = python
-    return subprocess.run([str(tools / "sh"), str(SCRIPT), str(tmp_path / "no-venv")], env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([str(tools / "sh"), str(SCRIPT), str(tmp_path / "no-venv")], env=env,
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_python3_13_that_pyenv_has_not_selected_is_found_through_pyenv(tmp_path):
