@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from stages.lib import paths
 from stages.lib.answer import (
     CHANCE,
     LongBudget,
+    Target,
     long_budget,
     rank,
     rule_gap,
@@ -30,12 +32,12 @@ from stages.lib.answer import (
     summarize,
     target,
 )
-from stages.lib.answer_md import render, verdicts
+from stages.lib.answer_md import render, target_section, verdicts
 from stages.lib.errors import StageError
 from stages.lib.evidence import pack_bits, unpack_bits
 from stages.lib.params import load_params
 from stages.lib.schema import ParamsError
-from stages.lib.stats import detectable_difference
+from stages.lib.stats import Interval, detectable_difference
 
 # The synthetic study: two archs, three grid rates, three training seeds, two range tests.
 ARCHS = {"base": {"hidden": [300, 100]}, "deep3": {"hidden": [300, 200, 100]}}
@@ -451,3 +453,54 @@ def test_answer_stage_deps_are_the_modules_it_imports():
     assert code == shaping_imports(Path("stages/evidence/answer.py"))
     assert {"reports/evidence", "reports/lr_range"} <= set(spec["deps"])
     assert [next(iter(out)) for out in spec["outs"]] == [paths.ANSWER_MD.as_posix(), paths.ANSWER_FIGURES.as_posix()]
+
+
+def diverge(record: dict) -> None:
+    """What a long run whose kept weights were not finite leaves: no scores, no per-image results."""
+    for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "test_correct", "confusion"):
+        record.pop(key)
+    record.update(best_epoch=None, failed="loss became nan in epoch 2")
+
+
+def test_diverged_long_run_counts_as_chance_and_the_report_says_so(tmp_path, monkeypatch):
+    files = records()
+    diverge(files[paths.evidence_json("long", "base", 3)])
+    write_project(tmp_path, files)
+    monkeypatch.chdir(tmp_path)
+    params = load_params()
+    result = stage.answer(params, stage.load_records(params))
+    base = result.long.summaries["base"]
+    assert base.diverged == 1
+    assert base.val.estimate == pytest.approx(100 * np.mean([*LONG["base"]["val"][:2], CHANCE]))
+    # per image, the diverged run is right with probability 1/10
+    g = result.long.image_gaps["base"]
+    assert g.estimate == pytest.approx(100 * (np.mean(LONG["deep3"]["test"]) - np.mean([*LONG["base"]["test"][:2],
+                                                                                           CHANCE])))
+    assert "1 run(s) ended without finite weights; each counts as chance (10 % accuracy)" in rendered(result)
+
+
+def target_text(val_gap: tuple[float, float], best_test: float, same_rate: bool = False) -> str:
+    long = summarize([long_run(0.2, 0.975, 0.975, 1), long_run(0.2, 0.977, 0.976, 2)])
+    best = summarize([long_run(0.2 if same_rate else 0.1, 0.98, best_test, 1),
+                      long_run(0.2 if same_rate else 0.1, 0.982, best_test, 2)])
+    t = Target(long, False, "grid_best", best, Interval(sum(val_gap) / 2, *val_gap, 4))
+    return "\n".join(target_section(SimpleNamespace(target=t)))
+
+
+def test_target_not_met_asks_whether_the_rate_holds_it_back():
+    assert "The mean is below 98.0 %." in target_text((0.1, 0.5), 0.985)
+    assert "a better rate helps on validation, and at it the test mean reaches the target" in \
+        target_text((0.1, 0.5), 0.985).lower()
+    assert "the rate is not all that holds it back" in target_text((0.1, 0.5), 0.975)
+    assert ("Not separated: these runs do not show the rate holding it back; gaps larger than 0.40 points are "
+            "ruled out") in target_text((-0.4, 0.3), 0.985)
+    assert "That is base's own rate" in target_text((0.1, 0.5), 0.975, same_rate=True)
+    for reference in ("Géron", "98.00 %", "LeCun", "96.95 %"):
+        assert reference in target_text((0.1, 0.5), 0.975)
+
+
+def test_missing_quick_study_names_its_pipeline(project):
+    (project / paths.lr_range_json("deep3")).unlink()
+    with pytest.raises(StageError, match=r"reports/lr_range/deep3.json is missing: rebuild it with `dvc repro` "
+                                         r"\(the quick study\), then `dvc repro evidence/dvc.yaml`"):
+        stage.main([])

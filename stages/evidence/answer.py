@@ -25,6 +25,7 @@ from stages.lib.schema import Params, ParamsError, count_params
 from stages.lib.stats import Interval
 
 REBUILD = "rebuild it with `dvc repro evidence/dvc.yaml`"
+REBUILD_QUICK = "rebuild it with `dvc repro` (the quick study), then `dvc repro evidence/dvc.yaml`"
 FIGURES = {"curves": "long_curves.png", "cost": "cost.png", "classes": "per_class.png", "grid": "grid.png",
            "picks": "rule_picks.png"}
 
@@ -41,23 +42,23 @@ QUICK = {"picks": MapOf(PICK)}
 TIMING = {"seconds": NUMBER, "epochs?": INT, "machine": MapOf(ANY)}
 
 
-def damaged(path: Path, what: str) -> StageError:
-    return StageError(f"{path}: {what}: the file is damaged, stale or not this pipeline's; {REBUILD}")
+def damaged(path: Path, what: str, fix: str = REBUILD) -> StageError:
+    return StageError(f"{path}: {what}: the file is damaged, stale or not this pipeline's; {fix}")
 
 
 def not_a_number(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def read(path: Path, spec: dict) -> dict:
-    """A record, checked against ``spec``: a missing or damaged one is one line naming it and the fix."""
+def read(path: Path, spec: dict, fix: str = REBUILD) -> dict:
+    """A record, checked against ``spec``: a missing or damaged one is one line naming it and ``fix``."""
     try:
         data = json.loads(path.read_text(), parse_constant=not_a_number)
         records.check(data, spec, "")
     except FileNotFoundError:
-        raise StageError(f"{path} is missing: {REBUILD}") from None
+        raise StageError(f"{path} is missing: {fix}") from None
     except (ValueError, records.Wrong) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise damaged(path, str(err).splitlines()[0]) from None
+        raise damaged(path, str(err).splitlines()[0], fix) from None
     return data
 
 
@@ -117,7 +118,7 @@ def load_records(params: Params) -> Records:
             raise ParamsError([f"params.yaml: {key}: too few seeds for an interval (got {list(seeds)}; "
                                "expected at least 2)"])
     archs = list(params.archs)
-    quick = {arch: read(paths.lr_range_json(arch), QUICK)["picks"] for arch in archs}
+    quick = {arch: read(paths.lr_range_json(arch), QUICK, REBUILD_QUICK)["picks"] for arch in archs}
     ranges = {arch: {s: read_unit("range", arch, s, RANGE) for s in e.range_seeds} for arch in archs}
     for arch, by_seed in ranges.items():
         for s, record in by_seed.items():

@@ -20,8 +20,8 @@ REFERENCES = (
 
 
 def num(x: float, digits: int = 2, sign: bool = False) -> str:
-    text = f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
-    return text.replace("-", "+", 1) if text.startswith("-") and float(text) == 0 else text
+    """Fixed decimals; a value just below 0 keeps its sign (-0.00), which tells on which side it lies."""
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
 def acc(i: Interval) -> str:

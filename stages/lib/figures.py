@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
-from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from stages.lib.atomic import atomic_path  # noqa: E402
 
@@ -259,7 +259,7 @@ def grid_figure(grid: list[float], curves: dict[str, list[tuple[float, float, fl
         _accuracy_axis(ax, "validation accuracy after one epoch")
         ax.set_xlabel("learning rate (log scale)")
         ax.set_title(name)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     save(fig, path)
 
@@ -288,26 +288,21 @@ def cost_figure(points: dict[str, dict], path: Path) -> None:
     """Accuracy of the long runs (mean and 95 % t interval over seeds, validation and test) against
     parameters and against seconds per epoch. ``points``: arch -> {params, seconds_per_epoch, val, test}."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, (key, label) in zip(axes, (("params", "parameters (log scale)"),
-                                       ("seconds_per_epoch", "seconds per epoch, one core (log scale)"))):
+    for ax, (key, label, tick) in zip(axes, (("params", "parameters", "{x:,.0f}"),
+                                             ("seconds_per_epoch", "seconds per epoch, one core", "{x:g}"))):
+        span = max(p[key] for p in points.values()) - min(p[key] for p in points.values())
         for i, (name, p) in enumerate(points.items()):
-            for part, shift, fill in (("val", 1 / 1.03, f"C{i}"), ("test", 1.03, "white")):
+            for part, shift, fill in (("val", -0.01, f"C{i}"), ("test", 0.01, "white")):
                 mean, low, high = p[part]
-                ax.errorbar([p[key] * shift], [mean], yerr=[[mean - low], [high - mean]], marker="o", capsize=3,
-                            color=f"C{i}", markerfacecolor=fill, linestyle="none",
+                ax.errorbar([p[key] + shift * span], [mean], yerr=[[mean - low], [high - mean]], marker="o",
+                            capsize=3, color=f"C{i}", markerfacecolor=fill, linestyle="none",
                             label=f"{name} {'validation' if part == 'val' else 'test'}")
-            ax.annotate(name, (p[key], p["val"][2]), textcoords="offset points", xytext=(0, 6), ha="center",
-                        fontsize=8)
-        ax.set_xscale("log")
-        # One tick per arch, at its own value: log ticks over a narrow range overprint each other.
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.xaxis.set_minor_locator(NullLocator())
-        values = sorted({p[key] for p in points.values()})
-        ax.set_xticks(values, [f"{v:,.0f}" if key == "params" else f"{v:.3g}" for v in values])
+        ax.xaxis.set_major_formatter(tick)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy, % (filled: validation, open: test)")
         ax.grid(True, alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
+    axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     save(fig, path)
 
