@@ -408,6 +408,7 @@ def test_missing_record_names_it(project):
     (lambda r: r.update(kind="grid"), "kind is 'grid', not 'long'"),
     (lambda r: r.update(val_accuracy="high"), "val_accuracy is 'high', not a number"),
     (lambda r: r.pop("test_loss"), "the run at rate 0.22 has some of val_accuracy"),
+    (lambda r: r.update(best_epoch=8), "the run at rate 0.22 has 8 epochs of history, epochs_run 8 and best_epoch 8"),
     (lambda r: r.update(lr=0.3), "trained at rate 0.3 (flat_center), but its source now names 0.22"),
     (lambda r: r.update(test_accuracy=0.5), "test_correct (983 right), confusion (983 of 1000 right) and "
                                             "test_accuracy 0.5 disagree"),

@@ -63,23 +63,25 @@ def read(path: Path, spec: dict, fix: str = REBUILD) -> dict:
 
 
 def read_unit(kind: str, arch: str, seed: int, spec: dict, rate: str | None = None) -> dict:
-    """One stage's record, which must say it is that stage's: kind, arch, seed; every run scored whole or not."""
+    """One stage's record, which must say it is that stage's: kind, arch, seed."""
     path = paths.evidence_json(kind, arch, seed, rate)
     record = read(path, spec)
     wrong = [f"{key} is {record[key]!r}, not {value!r}" for key, value in
              (("kind", kind), ("arch", arch), ("seed", seed)) if record[key] != value]
-    for one in record.get("runs", [record]):
-        if len({key in one for key in SCORES}) > 1:
-            wrong.append(f"the run at rate {one['lr']:g} has some of {', '.join(SCORES)} but not all")
     if wrong:
         raise damaged(path, "; ".join(wrong))
     return record
 
 
-def check_rates(path: Path, record: dict, rates: list[float]) -> None:
-    missing = sorted(set(rates) - {run["lr"] for run in record["runs"]})
-    if missing:
-        raise damaged(path, f"no run at rate(s) {', '.join(f'{lr:g}' for lr in missing)}")
+def check_runs(path: Path, runs: list[dict]) -> None:
+    """Every run scored whole or not at all, with one history row per epoch run and its kept epoch among them."""
+    for one in runs:
+        kept = one["best_epoch"]
+        if len({key in one for key in SCORES}) > 1:
+            raise damaged(path, f"the run at rate {one['lr']:g} has some of {', '.join(SCORES)} but not all")
+        if len(one["history"]) != one["epochs_run"] or not (kept is None or 0 <= kept < one["epochs_run"]):
+            raise damaged(path, f"the run at rate {one['lr']:g} has {len(one['history'])} epochs of history, "
+                                f"epochs_run {one['epochs_run']} and best_epoch {kept}")
 
 
 def check_rate(path: Path, record: dict, lr: float, how: str) -> None:
@@ -110,56 +112,94 @@ def check_test_detail(path: Path, record: dict) -> int | None:
     return n_test
 
 
-def load_records(params: Params) -> Records:
-    """Every record the answer needs, read and checked before anything is drawn or written."""
+def check_seeds(params: Params) -> None:
     e = params.evidence
     for key, seeds in (("evidence.seeds", e.seeds), ("evidence.long_rules.seeds", e.long_rules.seeds)):
         if len(seeds) < 2:
             raise ParamsError([f"params.yaml: {key}: too few seeds for an interval (got {list(seeds)}; "
                                "expected at least 2)"])
-    archs = list(params.archs)
-    quick = {arch: read(paths.lr_range_json(arch), QUICK, REBUILD_QUICK)["picks"] for arch in archs}
-    ranges = {arch: {s: read_unit("range", arch, s, RANGE) for s in e.range_seeds} for arch in archs}
+
+
+def read_ranges(params: Params) -> dict[str, dict[int, dict]]:
+    ranges = {arch: {s: read_unit("range", arch, s, RANGE) for s in params.evidence.range_seeds}
+              for arch in params.archs}
     for arch, by_seed in ranges.items():
         for s, record in by_seed.items():
             missing = [rule for rule in RULES if rule not in record["picks"]]
             if missing:
                 raise damaged(paths.evidence_json("range", arch, s), f"picks has no {', '.join(missing)}")
-    grids, picks = {}, {}
-    for arch in archs:
-        grids[arch] = {s: read_unit("grid", arch, s, ONE_EPOCH) for s in e.seeds}
-        picks[arch] = {s: read_unit("picks", arch, s, ONE_EPOCH) for s in e.seeds}
-        picked = distinct_picks(list(ranges[arch].values()))
-        for s in e.seeds:
-            check_rates(paths.evidence_json("grid", arch, s), grids[arch][s], list(e.grid))
-            check_rates(paths.evidence_json("picks", arch, s), picks[arch][s], picked)
+    return ranges
+
+
+def read_one_epoch(kind: str, params: Params, rates: dict[str, list[float]]) -> dict[str, dict[int, dict]]:
+    """The grid or picks records; each must have a run at every one of its arch's ``rates``."""
+    out = {}
+    for arch in params.archs:
+        out[arch] = {s: read_unit(kind, arch, s, ONE_EPOCH) for s in params.evidence.seeds}
+        for s, record in out[arch].items():
+            check_runs(paths.evidence_json(kind, arch, s), record["runs"])
+            missing = sorted(set(rates[arch]) - {run["lr"] for run in record["runs"]})
+            if missing:
+                raise damaged(paths.evidence_json(kind, arch, s),
+                              f"no run at rate(s) {', '.join(f'{lr:g}' for lr in missing)}")
+    return out
+
+
+def read_longs(params: Params, quick: dict[str, dict]) -> tuple[dict[str, dict[int, dict]], int]:
+    """The long runs, each at the rate the quick study names now; and the number of test images."""
     longs, tests = {}, set()
-    for arch in archs:
-        a = params.archs[arch]
+    for arch, a in params.archs.items():
         lr, how = chosen_rate(a.lr, params.rule_for(a), quick[arch], arch)
-        longs[arch] = {}
-        for s in e.seeds:
-            path = paths.evidence_json("long", arch, s)
-            longs[arch][s] = read_unit("long", arch, s, LONG)
-            check_rate(path, longs[arch][s], lr, how)
-            tests.add(check_test_detail(path, longs[arch][s]))
+        longs[arch] = {s: read_unit("long", arch, s, LONG) for s in params.evidence.seeds}
+        for s, record in longs[arch].items():
+            check_runs(paths.evidence_json("long", arch, s), [record])
+            check_rate(paths.evidence_json("long", arch, s), record, lr, how)
+            tests.add(check_test_detail(paths.evidence_json("long", arch, s), record))
     n_tests = sorted(tests - {None})
     if len(n_tests) != 1:
         raise StageError(f"the long runs' confusion matrices count {n_tests or 'no'} test images: expected one "
                          f"number (no run scored, or records from different data); {REBUILD}")
-    lr_arch = e.long_rules.arch
-    best = grid_best(e.grid, list(grids[lr_arch].values()))
-    long_rules = {}
+    return longs, n_tests[0]
+
+
+def read_long_rules(params: Params, quick: dict[str, dict], grids: dict[str, dict[int, dict]]) -> dict:
+    """The long budget's records, each at the rate its source names now."""
+    e = params.evidence
+    arch = e.long_rules.arch
+    best = grid_best(e.grid, list(grids[arch].values()))
+    out = {}
     for source in e.long_rules.rates:
-        lr = rate_for(source, quick[lr_arch], e.grid, best)
-        long_rules[source] = {s: read_unit("long_rules", lr_arch, s, LONG_RULES, source) for s in e.long_rules.seeds}
-        for s, record in long_rules[source].items():
-            check_rate(paths.evidence_json("long_rules", lr_arch, s, source), record, lr, source)
-    timings = {kind: {arch: [read(paths.evidence_timing(kind, arch, s), TIMING) for s in seeds] for arch in archs}
-               for kind, seeds in (("range", e.range_seeds), ("grid", e.seeds), ("picks", e.seeds), ("long", e.seeds))}
-    timings["long_rules"] = {lr_arch: [read(paths.evidence_timing("long_rules", lr_arch, s, source), TIMING)
-                                       for source in e.long_rules.rates for s in e.long_rules.seeds]}
-    return Records(ranges, grids, picks, longs, long_rules, timings, n_tests[0])
+        lr = rate_for(source, quick[arch], e.grid, best)
+        out[source] = {s: read_unit("long_rules", arch, s, LONG_RULES, source) for s in e.long_rules.seeds}
+        for s, record in out[source].items():
+            check_runs(paths.evidence_json("long_rules", arch, s, source), [record])
+            check_rate(paths.evidence_json("long_rules", arch, s, source), record, lr, source)
+    return out
+
+
+def read_timings(params: Params) -> dict[str, dict[str, list[dict]]]:
+    """kind -> arch -> the timing record of each of its stages."""
+    e = params.evidence
+    units = {kind: [(arch, s, None) for arch in params.archs for s in seeds]
+             for kind, seeds in (("range", e.range_seeds), ("grid", e.seeds), ("picks", e.seeds), ("long", e.seeds))}
+    units["long_rules"] = [(e.long_rules.arch, s, source) for source in e.long_rules.rates for s in e.long_rules.seeds]
+    timings: dict[str, dict[str, list[dict]]] = {}
+    for kind, keys in units.items():
+        for arch, s, source in keys:
+            record = read(paths.evidence_timing(kind, arch, s, source), TIMING)
+            timings.setdefault(kind, {}).setdefault(arch, []).append(record)
+    return timings
+
+
+def load_records(params: Params) -> Records:
+    """Every record the answer needs, read and checked before anything is drawn or written."""
+    check_seeds(params)
+    quick = {arch: read(paths.lr_range_json(arch), QUICK, REBUILD_QUICK)["picks"] for arch in params.archs}
+    ranges = read_ranges(params)
+    grids = read_one_epoch("grid", params, {arch: list(params.evidence.grid) for arch in params.archs})
+    picks = read_one_epoch("picks", params, {arch: distinct_picks(list(r.values())) for arch, r in ranges.items()})
+    longs, n_test = read_longs(params, quick)
+    return Records(ranges, grids, picks, longs, read_long_rules(params, quick, grids), read_timings(params), n_test)
 
 
 def triple(i: Interval) -> tuple[float, float, float]:

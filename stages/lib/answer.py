@@ -313,9 +313,10 @@ def pick_points(records: Records, rules: Sequence[str]) -> dict[str, dict[str, l
     out = {}
     for arch, by_range_seed in records.ranges.items():
         units = list(records.picks[arch].values())
-        out[arch] = {rule: [(r["picks"][rule]["lr"], POINTS * float(np.mean([score(record_at(u, r["picks"][rule]["lr"]))
-                                                                              for u in units])))
-                            for r in by_range_seed.values() if "lr" in r["picks"][rule]] for rule in rules}
+        lrs = {rule: [r["picks"][rule]["lr"] for r in by_range_seed.values() if "lr" in r["picks"][rule]]
+               for rule in rules}
+        out[arch] = {rule: [(lr, POINTS * float(np.mean([score(record_at(u, lr)) for u in units]))) for lr in picked]
+                     for rule, picked in lrs.items()}
     return out
 
 
