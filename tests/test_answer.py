@@ -94,10 +94,11 @@ def image_detail(accuracy: float, seed: int) -> dict:
     return {"test_correct": pack_bits(flags), "confusion": confusion.tolist()}
 
 
-def long_run(lr: float, val: float, test: float, seed: int, epochs: int = 8) -> dict:
+def long_run(lr: float, val: float, test: float, seed: int, epochs: int = 8, chosen_by: str = "flat_center") -> dict:
     history = [{"loss": 0.1, "accuracy": 0.99, "val_loss": 0.1, "val_accuracy": round(val - 0.001 * (epochs - e), 6)}
                for e in range(epochs)]
-    return {"lr": lr, "epochs_run": epochs, "best_epoch": epochs - 3, "failed": None, "history": history,
+    return {"lr": lr, "lr_chosen_by": chosen_by, "epochs_run": epochs, "best_epoch": epochs - 3, "failed": None,
+            "history": history,
             "val_accuracy": val, "val_loss": 0.08, "test_accuracy": test, "test_loss": 0.08}
 
 
@@ -129,16 +130,16 @@ def records() -> dict[Path, dict]:
                                                                "machine": MACHINE}
             val, test = LONG[arch]["val"][s - 1], LONG[arch]["test"][s - 1]
             files[paths.evidence_json("long", arch, s)] = {
-                "kind": "long", "arch": arch, "seed": s, "lr_chosen_by": "flat_center",
-                **long_run(QUICK["flat_center"], val, test, s), **image_detail(test, 100 * s + len(arch))}
+                "kind": "long", "arch": arch, "seed": s, **long_run(QUICK["flat_center"], val, test, s),
+                **image_detail(test, 100 * s + len(arch))}
             files[paths.evidence_timing("long", arch, s)] = {"seconds": 40.0 * (1 + len(arch) % 2), "epochs": 8,
                                                              "machine": MACHINE}
     rates = {"notebook": QUICK["notebook"], "flat_center": QUICK["flat_center"], "grid_best": grid_best_rate("base")}
     for source, lr in rates.items():
         for k, s in enumerate(LONG_RULES["seeds"]):
             files[paths.evidence_json("long_rules", "base", s, source)] = {
-                "kind": "long_rules", "arch": "base", "seed": s, "lr_chosen_by": source,
-                **long_run(lr, BUDGET[source]["val"][k], BUDGET[source]["test"][k], s)}
+                "kind": "long_rules", "arch": "base", "seed": s,
+                **long_run(lr, BUDGET[source]["val"][k], BUDGET[source]["test"][k], s, chosen_by=source)}
             files[paths.evidence_timing("long_rules", "base", s, source)] = {"seconds": 30.0, "epochs": 8,
                                                                               "machine": OTHER_MACHINE}
     return files
@@ -208,8 +209,8 @@ def test_ruled_out_is_the_far_end_of_the_interval():
 
 
 def test_a_diverged_run_counts_as_chance():
-    runs = [long_run(0.1, 0.98, 0.97, 1), {"lr": 0.1, "epochs_run": 2, "best_epoch": None, "failed": "nan",
-                                          "history": []}]
+    runs = [long_run(0.1, 0.98, 0.97, 1), {"lr": 0.1, "lr_chosen_by": "flat_center", "epochs_run": 2,
+                                          "best_epoch": None, "failed": "nan", "history": []}]
     s = summarize(runs)
     assert s.val.estimate == pytest.approx(100 * (0.98 + CHANCE) / 2)
     assert s.test.estimate == pytest.approx(100 * (0.97 + CHANCE) / 2)

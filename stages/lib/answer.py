@@ -53,6 +53,7 @@ def diverged(run: dict) -> bool:
 class Summary:
     """One group of runs (an arch's, or a rate source's) over training seeds."""
     lr: float
+    chosen_by: str  # what named the rate (the records' lr_chosen_by)
     vals: tuple[float, ...]  # per seed, validation accuracy (fractions): what groups are ranked on
     val: Interval  # mean and 95 % t interval over seeds, points
     test: Interval
@@ -66,6 +67,7 @@ def summarize(runs: Sequence[dict]) -> Summary:
     vals = tuple(score(run) for run in runs)
     return Summary(
         lr=runs[0]["lr"],
+        chosen_by=runs[0]["lr_chosen_by"],
         vals=vals,
         val=mean_interval(vals).scaled(POINTS),
         test=mean_interval([score(run, "test") for run in runs]).scaled(POINTS),

@@ -60,18 +60,13 @@ def detectable(ranking: Ranking, what: str) -> str:
             "smaller gaps can go unseen.")
 
 
-def how_chosen(params: Params, arch: str) -> str:
-    a = params.archs[arch]
-    return "fixed in params" if a.lr is not None else params.rule_for(a)
-
-
 def answer_paragraph(params: Params, a: Answer) -> list[str]:
     r, s = a.long.ranking, a.long.summaries
     best = s[r.best]
     e = params.evidence
     return [
-        f"**Answer.** Each network trained with plain SGD (batch {params.train.batch_size}) at the rate its quick "
-        f"range test picked, until early stopping (patience {e.patience} epochs on validation loss, at most "
+        f"**Answer.** Each network trained with plain SGD (batch {params.train.batch_size}) at the rate the quick "
+        f"study chose for it, until early stopping (patience {e.patience} epochs on validation loss, at most "
         f"{e.max_epochs} epochs), {r.n} seeds per network. **{r.best} is best on validation**: {acc(best.val)} "
         f"(mean [{LEVEL} t interval over seeds]); its test accuracy is {acc(best.test)}. "
         + " ".join(verdicts(r)) + " " + detectable(r, "network"),
@@ -95,7 +90,7 @@ def long_section(params: Params, a: Answer, figures: dict[str, str]) -> list[str
         s = la.summaries[arch]
         hidden = params.archs[arch].hidden
         lines.append(f"| {arch} | {'-'.join(map(str, hidden))} | {count_params(hidden):,} | {s.lr:.3g} "
-                     f"({how_chosen(params, arch)}) | {acc(s.val)} | {acc(s.test)} | {epochs(s)} | {s.diverged} |")
+                     f"({s.chosen_by}) | {acc(s.val)} | {acc(s.test)} | {epochs(s)} | {s.diverged} |")
     lines += [
         "",
         f"{r.best} is best on validation. Against each other network, the validation gap ({r.best} minus it, "
