@@ -176,7 +176,9 @@ def rules_section(params: Params, a: Answer, figures: dict[str, str]) -> list[st
         f"{', '.join(map(str, e.range_seeds))}) and training seed s ({len(e.seeds)}): validation accuracy after one "
         "epoch at the network's best grid rate minus validation accuracy after one epoch at the rule's pick in "
         f"range test r, both trained with seed s. Each (network, range test) cell averages its {len(e.seeds)} "
-        f"seeds; the mean regret's interval is a t interval over the {n_cells} cells (networks × range tests). "
+        f"seeds; the mean regret's interval is a t interval over the {n_cells} cells (networks × range tests); "
+        "cells of one network share its grid runs, so they are not fully independent and the interval is a guide, "
+        "not an exact 95 %. "
         "Wander: log10(largest / smallest pick) over a network's range tests, in decades, the largest over "
         "networks. Sorted by mean regret.",
         "",
