@@ -9,6 +9,7 @@ import functools
 import http.server
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -174,9 +175,13 @@ class Project:
     root: Path
     env: dict[str, str]
 
-    def run(self, *cmd: str, check: bool = True) -> str:
-        done = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True,
+    def call(self, *cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True,
                               timeout=COMMAND_TIMEOUT_S)
+
+    def run(self, *cmd: str, check: bool = True) -> str:
+        """``cmd``'s output (stdout, then stderr); with ``check``, it must succeed."""
+        done = self.call(*cmd)
         output = done.stdout + done.stderr
         if check and done.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} exited {done.returncode} in {self.root}:\n{output}")
@@ -261,6 +266,21 @@ def tiny_project(base: Path, params: dict, pipelines: tuple[str, ...] = ("dvc.ya
     shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")
     p.commit("tiny project")
     return p
+
+
+def as_after_make_setup(p: Project) -> None:
+    """The Makefile, with `make setup` already done by the test's own interpreter."""
+    shutil.copy2(ROOT / "Makefile", p.root / "Makefile")
+    shutil.copytree(ROOT / "requirements", p.root / "requirements")
+    for lock in (p.root / "requirements").iterdir():
+        os.utime(lock, (0, 0))  # older than .venv/.installed: make installs nothing
+    venv = p.root / ".venv"
+    venv.mkdir()
+    # scripts/find_python.sh takes the Python a venv was made with from its pyvenv.cfg
+    (venv / "pyvenv.cfg").write_text(f"home = {BIN}\nversion = {platform.python_version()}\n")
+    (venv / ".installed").write_text("%d.%d\n" % sys.version_info[:2])
+    with open(p.root / ".gitignore", "a") as f:
+        f.write(".venv/\n")
 
 
 # --- bounded waits on subprocesses ------------------------------------------------------------------

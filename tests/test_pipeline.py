@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -28,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import (
-    BIN,
     COMMAND_TIMEOUT_S,
     DVC,
     ROOT,
     Project,
+    as_after_make_setup,
     example_params,
     kill_group,
     ran,
@@ -521,21 +520,6 @@ def test_branches_differing_in_one_arch_diff_only_that_arch(branches):
     assert "| `archs.base.hidden` | [8] | [12] |" in comparison
     assert "| base | params | 6370 | 9550 |" in comparison
     assert not re.search(r"^\| b \|.*\| (test_accuracy|params) \|", comparison, re.M)
-
-
-def as_after_make_setup(p: Project) -> None:
-    """The Makefile, with `make setup` already done by the test's own interpreter."""
-    shutil.copy2(ROOT / "Makefile", p.root / "Makefile")
-    shutil.copytree(ROOT / "requirements", p.root / "requirements")
-    for lock in (p.root / "requirements").iterdir():
-        os.utime(lock, (0, 0))  # older than .venv/.installed: make installs nothing
-    venv = p.root / ".venv"
-    venv.mkdir()
-    # scripts/find_python.sh takes the Python a venv was made with from its pyvenv.cfg
-    (venv / "pyvenv.cfg").write_text(f"home = {BIN}\nversion = {platform.python_version()}\n")
-    (venv / ".installed").write_text("%d.%d\n" % sys.version_info[:2])
-    with open(p.root / ".gitignore", "a") as f:
-        f.write(".venv/\n")
 
 
 def test_readme_comparison_commands_run_as_written(branches, tmp_path):
