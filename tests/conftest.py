@@ -317,5 +317,6 @@ def read_until(proc: subprocess.Popen, is_event: Callable[[str], bool], event: s
                 return seen
     finally:
         watchdog.cancel()
+        watchdog.join()  # a watchdog that fired has killed and reaped the process once this returns
     why = f"no {event} within {timeout:g} s: killed" if fired.is_set() else f"exited {proc.wait()} before {event}"
     pytest.fail(f"{' '.join(map(str, proc.args))}: {why}; its output:\n{''.join(seen)[-3000:]}")
