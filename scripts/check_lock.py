@@ -5,9 +5,10 @@ as in a fresh clone, is allowed; its hashes are in dvc.lock).
 
 The evidence (evidence/dvc.yaml) runs only when asked (`make evidence`), for hours, so each stage `dvc status`
 reports is judged by evidence/dvc.lock: a stage with no entry there has not been run yet (listed, allowed); an
-entry whose only changes are missing files (a fresh clone has no data/prepared) is current as far as can be
-told, as `--allow-missing` judges; any other change (code, params, a record edited) makes the entry stale:
-the committed evidence is not what the code and params now make.
+entry whose only changes are missing deps (a fresh clone has no data/prepared, which DVC caches) is current as
+far as can be told, as `--allow-missing` judges; any other change (code, params, a record edited, or missing:
+records are committed, not cached) makes the entry stale: the committed evidence is not what the code and
+params now make.
 
 Usage: python -m scripts.check_lock
 """
@@ -67,10 +68,10 @@ def changes(entries: list) -> list[str]:
     return out
 
 
-def only_missing(entries: list) -> bool:
-    """Whether every change is a dep or out missing from the workspace (nothing was edited)."""
-    return all(isinstance(entry, dict) and all(what == MISSING for paths in entry.values() for what in paths.values())
-               for entry in entries)
+def only_missing_deps(entries: list) -> bool:
+    """Whether every change is a dep missing from the workspace (nothing was edited, every output is there)."""
+    return all(isinstance(entry, dict) and set(entry) == {"changed deps"}
+               and all(what == MISSING for what in entry["changed deps"].values()) for entry in entries)
 
 
 def classify(status: dict, locked: set[str]) -> dict[str, dict[str, list[str]]]:
@@ -79,7 +80,7 @@ def classify(status: dict, locked: set[str]) -> dict[str, dict[str, list[str]]]:
     verdicts: dict[str, dict[str, list[str]]] = {"not yet run": {}, "missing data": {}, "stale": {}}
     for name, entries in status.items():
         stage = name.removeprefix(f"{EVIDENCE_DVC_YAML.as_posix()}:")
-        verdict = "not yet run" if stage not in locked else "missing data" if only_missing(entries) else "stale"
+        verdict = "not yet run" if stage not in locked else "missing data" if only_missing_deps(entries) else "stale"
         verdicts[verdict][stage] = changes(entries)
     return verdicts
 

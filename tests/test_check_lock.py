@@ -12,6 +12,8 @@ NO_DATA = [{"changed deps": {"data/prepared": "deleted"}}]
 PARAM = [{"changed deps": {"data/prepared": "deleted", "params.yaml": {"evidence.grid": "modified"}}}]
 EDITED = [{"changed outs": {"reports/evidence/long/base/seed-1.json": "modified"}}]
 PARAM_GONE = [{"changed deps": {"params.yaml": {"evidence.grid": "deleted"}}}]
+RECORD_GONE = [{"changed deps": {"data/prepared": "deleted"}},
+               {"changed outs": {"reports/evidence/grid/base/seed-1.json": "deleted"}}]
 
 
 def test_a_stage_without_a_lock_entry_is_not_yet_run_whatever_dvc_says_of_it():
@@ -21,20 +23,23 @@ def test_a_stage_without_a_lock_entry_is_not_yet_run_whatever_dvc_says_of_it():
                         "missing data": {}, "stale": {}}
 
 
-def test_a_locked_stage_missing_only_files_is_not_stale():
+def test_a_locked_stage_missing_only_deps_is_not_stale():
     verdicts = classify({f"{PIPELINE}:range@base-1": NO_DATA}, {"range@base-1"})
     assert verdicts["missing data"] == {"range@base-1": ["data/prepared deleted"]} and verdicts["stale"] == {}
 
 
 def test_a_locked_stage_with_anything_else_changed_is_stale():
     status = {f"{PIPELINE}:grid@base-1": PARAM, f"{PIPELINE}:long@base-1": EDITED,
-              f"{PIPELINE}:picks@base-1": PARAM_GONE, f"{PIPELINE}:answer": ["changed command"]}
-    verdicts = classify(status, {"grid@base-1", "long@base-1", "picks@base-1", "answer"})
+              f"{PIPELINE}:picks@base-1": PARAM_GONE, f"{PIPELINE}:answer": ["changed command"],
+              f"{PIPELINE}:grid@base-2": RECORD_GONE}
+    verdicts = classify(status, {"grid@base-1", "long@base-1", "picks@base-1", "answer", "grid@base-2"})
     assert verdicts["stale"] == {
         "grid@base-1": ["data/prepared deleted", "params.yaml: evidence.grid modified"],
         "long@base-1": ["reports/evidence/long/base/seed-1.json modified"],
         "picks@base-1": ["params.yaml: evidence.grid deleted"],  # a param gone is a change, not missing data
         "answer": ["changed command"],
+        # records are committed, not cached: one missing is not what the lock says, and `dvc pull` cannot bring it
+        "grid@base-2": ["data/prepared deleted", "reports/evidence/grid/base/seed-1.json deleted"],
     }
     assert verdicts["not yet run"] == verdicts["missing data"] == {}
 
