@@ -2,9 +2,9 @@
 
 One module-scoped fixture builds the project (this repo's stages/, scripts/ and dvc.yaml, the
 tests' own params with tiny data and two tiny archs) and builds it from nothing with `dvc repro`.
-The evidence pipeline (evidence/dvc.yaml) is tests/test_evidence_pipeline.py's: its file is not in
-this project, so no test here can start its costly stages, and each test that runs `dvc repro`
-checks the stages it ran.
+The params include the evidence section (params are checked whole), but the evidence pipeline
+(evidence/dvc.yaml) is tests/test_evidence_pipeline.py's: its file is not in this project, so no test
+here can start its costly stages.
 Checks that change the project work on their own copy of it, so they do not depend on each other.
 No network: the only data source is a local folder of tiny IDX files, and DVC's analytics,
 update check and Studio are switched off.
@@ -47,7 +47,8 @@ from stages.lib.lr_finder import RULES, exponential_lrs
 
 pytestmark = pytest.mark.slow
 
-ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}  # base: the arch README's commands use
+# base: the arch README's commands use, and example params' evidence.long_rules.arch
+ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
 N_TRAIN, N_TEST, VAL_SIZE = 300, 100, 50
 LR_RANGE = {"batch_size": 8, "epochs": 2, "factor": 1.15, "start_lr": 0.001}
 TRAIN = {"epochs": 2, "batch_size": 16}
@@ -66,7 +67,6 @@ def derived_params(idx_folder: Path, sums: dict[str, str]) -> dict:
     params["lr_range"].update(LR_RANGE)
     params["train"].update(TRAIN)
     params["archs"] = json.loads(json.dumps(ARCHS))
-    params["evidence"]["long_rules"]["arch"] = "base"  # must name an arch of archs (params are checked)
     return params
 
 
