@@ -1,18 +1,29 @@
 """Shared fixtures: tiny MNIST-format data made on the spot (tests never touch the network),
-and a complete, valid params dict owned by the tests."""
+a complete, valid params dict owned by the tests, tiny git and DVC projects for the tests that run
+real `dvc`, and a bounded wait on a subprocess's output."""
 
 from __future__ import annotations
 
 import copy
 import functools
 import http.server
+import json
 import os
+import platform
+import re
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
+import yaml
 
 from stages.lib.idx import IDX_FILES, encode_idx, sha256_bytes
 from stages.lib.tf_runtime import PORTABLE_ENV
@@ -46,9 +57,17 @@ EXAMPLE_PARAMS = {
                  "smoothing": 0.98, "rule": "flat_center"},
     "train": {"epochs": 1, "batch_size": 32, "patience": 20, "repeats": 1},
     "compute": {"numerics": "portable", "threads": 1, "steps_per_execution": 32},
-    "lr_study": {"grid": [0.02, 0.05, 0.1, 0.2, 0.3, 0.5]},
     "report": {"tie_margin": 0.005},
-    "studies": {"five_seeds": {"train.repeats": 5}, "multi_epoch": {"train.epochs": 50, "train.patience": 5}},
+    "evidence": {
+        "seeds": [1, 2, 3, 4, 5],
+        "range_seeds": [1, 2, 3],
+        "grid": [0.003, 0.0057, 0.011, 0.021, 0.039, 0.075, 0.14, 0.27, 0.52, 1.0],
+        "max_epochs": 100,
+        "patience": 20,
+        "long_rules": {"arch": "base", "seeds": [1, 2, 3],
+                       "rates": ["notebook", "fastai_valley", "fastai_slide", "fastai_minimum", "fastai_steep",
+                                 "lightning", "flat_center", "grid_lower", "grid_best", "grid_higher"]},
+    },
     "archs": {
         "base": {"hidden": [300, 100]},
         "deep3": {"hidden": [300, 200, 100]},
@@ -136,3 +155,168 @@ def refused_url(monkeypatch):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/mnist.npz"
+
+
+# --- tiny projects run by real git and dvc ---------------------------------------------------------
+
+BIN = Path(sys.executable).parent
+DVC = str(BIN / "dvc")
+COMMAND_TIMEOUT_S = 1200  # one git or dvc command on tiny data: far beyond a full tiny `dvc repro`
+RUNNING = re.compile(r"Running stage '([^']+)'")
+
+
+def ran(output: str) -> list[str]:
+    """The stages a `dvc repro` output says it ran, in order."""
+    return RUNNING.findall(output)
+
+
+@dataclass
+class Project:
+    root: Path
+    env: dict[str, str]
+
+    def call(self, *cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True,
+                              timeout=COMMAND_TIMEOUT_S)
+
+    def run(self, *cmd: str, check: bool = True) -> str:
+        """``cmd``'s output (stdout, then stderr); with ``check``, it must succeed."""
+        done = self.call(*cmd)
+        output = done.stdout + done.stderr
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {done.returncode} in {self.root}:\n{output}")
+        return output
+
+    def dvc(self, *args: str) -> str:
+        return self.run(DVC, *args)
+
+    def repro(self, *args: str) -> tuple[list[str], str]:
+        """Run `dvc repro`; return the stages it ran, in order, and its output."""
+        output = self.dvc("repro", *args)
+        return ran(output), output
+
+    def params(self) -> dict:
+        return yaml.safe_load((self.root / "params.yaml").read_text())
+
+    def write_params(self, params: dict) -> None:
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def status(self, *targets: str) -> dict:
+        return json.loads(self.dvc("status", "--json", *targets))
+
+    def copy(self, dest: Path) -> Project:
+        shutil.copytree(self.root, dest, symlinks=True)
+        return Project(dest, self.env)
+
+    def read(self, rel: str) -> str:
+        return (self.root / rel).read_text()
+
+    def json(self, rel: str) -> dict:
+        return json.loads(self.read(rel))
+
+    def commit(self, message: str) -> None:
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-q", "-m", message)
+
+
+def isolated_env(base: Path) -> dict[str, str]:
+    """The environment of a tiny project's commands: no network, no user or system DVC and git config."""
+    # Not this repo's Python paths, nor the variables of a `make VENV=... PYTHON=... test` this suite may
+    # run under: the tiny project's own make picks its own venv.
+    dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VENV", "PYTHON")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    for name in ("site_cache", "dvc_global", "dvc_system", "tmp"):
+        (base / name).mkdir()
+    (base / "gitconfig").write_text("")
+    env.update({
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # `python` in dvc.yaml is the venv's
+        "VIRTUAL_ENV": str(BIN.parent),
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_STUDIO_OFFLINE": "1",
+        "DVC_SITE_CACHE_DIR": str(base / "site_cache"),
+        "DVC_GLOBAL_CONFIG_DIR": str(base / "dvc_global"),
+        "DVC_SYSTEM_CONFIG_DIR": str(base / "dvc_system"),
+        "GIT_CONFIG_GLOBAL": str(base / "gitconfig"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TMPDIR": str(base / "tmp"),  # scratch files of the tools: not /tmp
+    })
+    return env
+
+
+def tiny_project(base: Path, params: dict, pipelines: tuple[str, ...] = ("dvc.yaml",)) -> Project:
+    """A git and DVC project in ``base``/project: this repository's stages/ and scripts/, its pipeline files
+    ``pipelines`` (relative to ROOT), the committed plot templates and ``params``; all committed, nothing run."""
+    root = base / "project"
+    root.mkdir()
+    for package in ("stages", "scripts"):
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for pipeline in pipelines:
+        (root / pipeline).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / pipeline, root / pipeline)
+    p = Project(root, isolated_env(base))
+    p.write_params(params)
+    (root / ".gitignore").write_text("__pycache__/\n")
+    p.run("git", "init", "-q")
+    p.run("git", "config", "user.name", "Pipeline Test")
+    p.run("git", "config", "user.email", "pipeline-test@example.invalid")
+    p.dvc("init", "-q")
+    p.dvc("config", "core.analytics", "false")
+    p.dvc("config", "core.check_update", "false")
+    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")
+    p.commit("tiny project")
+    return p
+
+
+def as_after_make_setup(p: Project) -> None:
+    """The Makefile, with `make setup` already done by the test's own interpreter."""
+    shutil.copy2(ROOT / "Makefile", p.root / "Makefile")
+    shutil.copytree(ROOT / "requirements", p.root / "requirements")
+    for lock in (p.root / "requirements").iterdir():
+        os.utime(lock, (0, 0))  # older than .venv/.installed: make installs nothing
+    venv = p.root / ".venv"
+    venv.mkdir()
+    # scripts/find_python.sh takes the Python a venv was made with from its pyvenv.cfg
+    (venv / "pyvenv.cfg").write_text(f"home = {BIN}\nversion = {platform.python_version()}\n")
+    (venv / ".installed").write_text("%d.%d\n" % sys.version_info[:2])
+    with open(p.root / ".gitignore", "a") as f:
+        f.write(".venv/\n")
+
+
+# --- bounded waits on subprocesses ------------------------------------------------------------------
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` (started with start_new_session=True) and everything it started, such as the stage a
+    `dvc repro` runs, which holds the same pipes; then reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it ended meanwhile
+        proc.wait()
+
+
+def read_until(proc: subprocess.Popen, is_event: Callable[[str], bool], event: str, timeout: float) -> list[str]:
+    """The lines of ``proc.stdout`` up to the first that ``is_event`` accepts. A watchdog kills the process
+    group after ``timeout`` seconds, so that a process that never prints the event fails the test with what
+    it printed, as one that ends first does, instead of blocking it."""
+    fired = threading.Event()
+
+    def expire() -> None:
+        fired.set()
+        kill_group(proc)
+
+    watchdog = threading.Timer(timeout, expire)
+    watchdog.start()
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if is_event(line):
+                return seen
+    finally:
+        watchdog.cancel()
+        watchdog.join()  # a watchdog that fired has killed and reaped the process once this returns
+    why = f"no {event} within {timeout:g} s: killed" if fired.is_set() else f"exited {proc.wait()} before {event}"
+    pytest.fail(f"{' '.join(map(str, proc.args))}: {why}; its output:\n{''.join(seen)[-3000:]}")

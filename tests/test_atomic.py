@@ -15,6 +15,8 @@ from conftest import ROOT
 
 from stages.lib.atomic import atomic_dir, atomic_path, write_bytes, write_csv, write_json, write_text
 
+CHILD_TIMEOUT_S = 60  # a child Python or git that writes a file or two
+
 
 def current_umask() -> int:
     mask = os.umask(0)
@@ -165,7 +167,7 @@ def test_a_killed_write_leaves_leftovers_that_the_next_write_of_the_same_output_
     (tmp_path / "models" / "other").mkdir(parents=True)
     (tmp_path / "models" / ".other.keep.tmp").write_text("not base's")  # another output's: kept
     done = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(tmp_path)], env={"PYTHONPATH": str(ROOT)},
-                          check=False)
+                          check=False, timeout=CHILD_TIMEOUT_S)
     assert done.returncode == -signal.SIGKILL
     leftovers = sorted(p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".base."))
     assert len(leftovers) == 1 and leftovers[0].endswith(".tmp")
@@ -181,12 +183,12 @@ def test_a_killed_write_leaves_leftovers_that_the_next_write_of_the_same_output_
 
 def test_git_ignores_what_an_interrupted_write_leaves(tmp_path):
     # in a repository of its own with the project's .gitignore: the suite may run in a copy that is no checkout
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, timeout=CHILD_TIMEOUT_S)
     (tmp_path / ".gitignore").write_text((ROOT / ".gitignore").read_text())
     names = ["models/.base.k2j3.tmp", "models/logs/.base.x1.tmp", "reports/lr_range/.base.csv.abc.tmp",
              "models/.base.q9.old"]
     done = subprocess.run(["git", "check-ignore", "--no-index", *names, "models/base/seed-42.keras"],
-                          cwd=tmp_path, capture_output=True, text=True)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     assert done.stdout.split() == names
 
 

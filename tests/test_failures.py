@@ -951,6 +951,7 @@ def first_tensorflow_submodule(line: str) -> bool:
     return bool(match) and match["module"].startswith("tensorflow.")
 
 
+@pytest.mark.slow
 def test_sigint_while_tensorflow_is_importing(project):
     write_prepared(project.root, seed=0)
     lr_range_outputs(project.root)
@@ -964,6 +965,7 @@ def test_sigint_while_tensorflow_is_importing(project):
     assert snapshot(project.root) == before
 
 
+@pytest.mark.slow
 def test_sigint_during_the_range_test(project):
     write_prepared(project.root, seed=0)
     lr_range_outputs(project.root)

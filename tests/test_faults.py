@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 import test_failures
 import yaml
-from conftest import ROOT, tiny_mnist, write_idx_folder
+from conftest import ROOT, isolated_env, tiny_mnist, write_idx_folder
 from test_data import HEADER_DAMAGE
 from test_failures import (
     ARCH,
@@ -51,7 +51,7 @@ from test_failures import (
     write_train_json,
 )
 from test_mlp import declare_huge_kernel, edit_config, edit_weights, set_dense
-from test_pipeline import derived_params, isolated_env
+from test_pipeline import derived_params
 
 from stages.lib.idx import encode_idx
 from stages.lib.params import apply_overrides, dump_raw
@@ -440,6 +440,7 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("name", FAULTS)
+@pytest.mark.slow  # made: the tiny project `dvc repro` ran in
 def test_a_fault_is_one_true_message_and_a_rerun_recovers(project, made, name):
     fault = FAULTS[name]
     fault.inputs(project, made)
@@ -465,6 +466,7 @@ def test_the_catalogue_covers_every_script_behind_a_make_target():
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod: the permission-denied faults above "
                                              "patch the error in instead")
+@pytest.mark.slow
 def test_a_folder_without_write_permission(project, made):
     for_evaluate(project, made)
     folder = project.root / "reports" / "metrics"
@@ -485,6 +487,7 @@ def nan_kernel(h5) -> None:
     h5["layers/dense/vars/0"][0, 0] = np.nan
 
 
+@pytest.mark.slow
 def test_a_model_with_nan_weights_fails_its_arch_instead_of_scoring_ten_percent(project, made):
     """Such a model's outputs are NaN, whose argmax is class 0: ~10 % accuracy, written as a result."""
     for_report(project, made)
@@ -506,6 +509,7 @@ def test_a_model_with_nan_weights_fails_its_arch_instead_of_scoring_ten_percent(
     assert f"**{ARCH} failed**: {reason}." in (project.root / "reports" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_long_training_says_what_it_will_cost_before_it_starts(project, made):
     project.params["train"]["repeats"] = 1000
     project.write_params()

@@ -374,7 +374,7 @@ def test_scores_do_not_depend_on_the_cpus_blas_kernel(tmp_path):
     for kernel in BLAS_KERNELS:
         out = tmp_path / f"{kernel}.npy"
         env = {**os.environ, "OPENBLAS_CORETYPE": kernel, "PYTHONPATH": str(ROOT)}
-        subprocess.run([sys.executable, "-c", PREDICT_IN_CHILD, str(path), str(out)], env=env, check=True)
+        subprocess.run([sys.executable, "-c", PREDICT_IN_CHILD, str(path), str(out)], env=env, check=True, timeout=60)
         outputs.append(np.load(out))
     for other in outputs[1:]:
         # float32 would differ by ~1e-7 here, enough to move a 6-digit loss

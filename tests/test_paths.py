@@ -1,4 +1,5 @@
-"""Which leftovers of removed archs `make prune` removes, and which files it never touches."""
+"""Which leftovers of removed archs `make prune` removes, and which files it never touches; and that
+the paths helpers name what both dvc.yaml files declare."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import ROOT, example_params
 
-from stages.lib.paths import prunable, recorded_archs
+from stages.lib import paths
+from stages.lib.paths import left_alone, prunable, recorded_archs
+
+EVIDENCE_DVC_YAML = "evidence/dvc.yaml"
+PRUNE_TIMEOUT_S = 60  # reads params.yaml and a few folders: well under a second
 
 
 def make(root, *rels):
@@ -36,6 +42,24 @@ def ran(root, *archs):
              *(f"reports/timings/{arch}.{s}.json" for s in ("lr_range", "train", "evaluate")))
         record(root, arch, "train")
         record(root, arch, "lr_range")
+
+
+def evidence_ran(root, arch, seeds=(1, 2), sources=("notebook", "grid_best")):
+    """What the evidence stages write for ``arch``: a record and a timing per stage, a curve per range test."""
+    for seed in seeds:
+        files = [paths.evidence_curve_csv(arch, seed)]
+        for kind in paths.EVIDENCE_KINDS:
+            for rate in sources if kind == "long_rules" else (None,):
+                record = paths.evidence_json(kind, arch, seed, rate)
+                files += [record, paths.evidence_timing(kind, arch, seed, rate)]
+                record.parent.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            (root / file).parent.mkdir(parents=True, exist_ok=True)
+            (root / file).write_text(json.dumps({"kind": file.parts[2], "arch": arch, "seed": seed}))
+
+
+def evidence_folders(arch):
+    return [folder.as_posix() for _, folder in paths.evidence_folders(arch)]
 
 
 def rel(root, found):
@@ -71,12 +95,54 @@ def test_a_removed_archs_folder_with_a_users_file_in_it_is_left_alone(tmp_path):
 
 
 def test_nothing_is_prunable_in_a_fresh_project(tmp_path):
-    assert prunable(["base"], tmp_path) == []
+    assert prunable(["base"], tmp_path) == [] and left_alone(["base"], tmp_path) == []
+
+
+def test_a_removed_archs_evidence_folders_are_prunable_whole(tmp_path):
+    ran(tmp_path, "base", "gone")
+    evidence_ran(tmp_path, "base")
+    evidence_ran(tmp_path, "gone")
+    found = rel(tmp_path, prunable(["base"], tmp_path))
+    assert found[-len(paths.EVIDENCE_KINDS) * 2:] == evidence_folders("gone")
+    assert "reports/evidence/range/gone" in found and "reports/evidence/timings/long_rules/gone" in found
+    assert not any("base" in path for path in found)
+    assert left_alone(["base"], tmp_path) == []
+
+
+def test_an_arch_only_the_evidence_recorded_is_pruned_too(tmp_path):
+    """The quick study's outputs were pruned before `make prune` knew the evidence: its records still name the arch."""
+    evidence_ran(tmp_path, "gone")
+    assert recorded_archs(tmp_path) == {"gone"}
+    assert rel(tmp_path, prunable([], tmp_path)) == evidence_folders("gone")
+
+
+def test_what_a_user_put_in_a_removed_archs_evidence_folders_is_kept_and_listed(tmp_path):
+    evidence_ran(tmp_path, "gone", seeds=(1,))
+    mine = ["reports/evidence/grid/gone/notes.md", "reports/evidence/grid/gone/seed-01.json",
+            "reports/evidence/grid/gone/seed-1.csv", "reports/evidence/long_rules/gone/mine-seed-1.json",
+            "reports/evidence/timings/range/gone/seed-1.json.bak"]
+    make(tmp_path, *mine, "reports/evidence/picks/gone/seed-2.json/")
+    (tmp_path / "reports/evidence/long/gone/seed-3.json").symlink_to(tmp_path / mine[0])
+    kept = rel(tmp_path, left_alone([], tmp_path))
+    assert sorted(kept) == sorted([*mine, "reports/evidence/picks/gone/seed-2.json",
+                                   "reports/evidence/long/gone/seed-3.json"])
+    found = rel(tmp_path, prunable([], tmp_path))
+    # The stages' own files in those folders go; folders with nothing of a user's go whole.
+    assert {"reports/evidence/grid/gone/seed-1.json", "reports/evidence/long_rules/gone/notebook-seed-1.json",
+            "reports/evidence/timings/range/gone/seed-1.json", "reports/evidence/picks/gone/seed-1.json",
+            "reports/evidence/long/gone/seed-1.json", "reports/evidence/timings/grid/gone"} <= set(found)
+    assert not set(found) & set(kept) and not any(path.startswith(tuple(kept)) for path in found)
+
+
+def test_an_evidence_record_that_names_another_arch_is_not_the_pipelines(tmp_path):
+    make(tmp_path, "reports/evidence/grid/mine/seed-1.json")
+    (tmp_path / "reports/evidence/grid/mine/seed-1.json").write_text(json.dumps({"kind": "grid", "arch": "base"}))
+    assert recorded_archs(tmp_path) == set() and prunable([], tmp_path) == []
 
 
 def prune(root, *args):
     return subprocess.run([sys.executable, "-m", "scripts.prune", *args], cwd=root, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": ""}, check=False)
+                          env={"PYTHONPATH": str(ROOT), "PATH": ""}, check=False, timeout=PRUNE_TIMEOUT_S)
 
 
 def test_make_prune_lists_and_removes_exactly_the_leftovers(tmp_path):
@@ -84,21 +150,29 @@ def test_make_prune_lists_and_removes_exactly_the_leftovers(tmp_path):
     params["archs"] = {"base": {"hidden": [4]}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     ran(tmp_path, "base", "gone")
-    make(tmp_path, "models/base-backup/seed-42.keras", "models/pretrained/")
+    evidence_ran(tmp_path, "base")
+    evidence_ran(tmp_path, "gone")
+    make(tmp_path, "models/base-backup/seed-42.keras", "models/pretrained/", "reports/evidence/grid/gone/notes.md")
     before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
 
     dry = prune(tmp_path, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
-    assert len(dry.stdout.splitlines()) == 11 and all("gone" in line for line in dry.stdout.splitlines())
+    would = [line for line in dry.stdout.splitlines() if line.startswith("prune: would remove ")]
+    # 11 quick-study outputs, 9 whole evidence folders, grid's 2 records beside the user's notes
+    assert len(would) == 11 + 9 + 2 and all("gone" in line for line in would)
+    notes = "reports/evidence/grid/gone/notes.md"
+    keeps = f"prune: keeps {notes}: no stage writes it"
+    assert dry.stdout.splitlines() == [*would, keeps]
 
     done = prune(tmp_path)
     assert done.returncode == 0, done.stderr
     assert [line.replace("removed", "would remove") for line in done.stdout.splitlines()] == dry.stdout.splitlines()
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
-    assert not any("gone" in path for path in left)
-    assert {"models/base-backup/seed-42.keras", "models/pretrained", "models/base/seed-42.keras"} <= set(left)
-    assert prune(tmp_path).stdout == "prune: nothing to remove\n"
+    assert [path for path in left if "gone" in path] == ["reports/evidence/grid/gone", notes]
+    assert {"models/base-backup/seed-42.keras", "models/pretrained", "models/base/seed-42.keras",
+            "reports/evidence/grid/base/seed-1.json"} <= set(left)
+    assert prune(tmp_path).stdout == "prune: nothing to remove\n"  # no record names gone any more
 
 
 def test_prune_refuses_unknown_arguments(tmp_path):
@@ -119,3 +193,52 @@ def test_each_stages_outputs_are_what_dvc_yaml_declares_with_its_cache_setting()
         stage_name = f"{name}@zz9" if "foreach" in stage else name
         assert {p.as_posix(): cached for p, cached in stage_outputs(stage_name).items()} == declared, stage_name
     assert stage_outputs("nonesuch") is None and stage_outputs("nonesuch@base") is None
+
+
+def declared_outputs(spec: dict, substitutions: dict[str, str]) -> dict[str, bool]:
+    """A dvc.yaml stage's outputs (outs, metrics, plots) with ``substitutions`` made, each with its cache setting."""
+    declared = {}
+    for kind in ("outs", "metrics", "plots"):
+        for entry in spec.get(kind, []):
+            path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+            for old, new in substitutions.items():
+                path = path.replace(old, new)
+            declared[path] = options.get("cache", True)
+    return declared
+
+
+ARCH, SEED, RATE = "zz9", 7, "notebook"  # stand-ins for a matrix stage's ${item.*}
+EVIDENCE_ITEMS = {"${item.arch}": ARCH, "${item.seed}": str(SEED), "${item.rate}": RATE,
+                  "${evidence.long_rules.arch}": ARCH}
+
+
+def evidence_stages() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / EVIDENCE_DVC_YAML).read_text())["stages"]
+
+
+def test_every_evidence_kind_is_a_matrix_stage_of_evidence_dvc_yaml():
+    matrix = sorted(name for name, spec in evidence_stages().items() if "matrix" in spec)
+    assert matrix == sorted(paths.EVIDENCE_KINDS)
+
+
+@pytest.mark.parametrize("kind", paths.EVIDENCE_KINDS)
+def test_each_evidence_stages_outputs_are_what_the_paths_helpers_name(kind):
+    rate = RATE if kind == "long_rules" else None
+    expected = {paths.evidence_json(kind, ARCH, SEED, rate): False,
+                paths.evidence_timing(kind, ARCH, SEED, rate): False}
+    if kind == "range":
+        expected[paths.evidence_curve_csv(ARCH, SEED)] = False
+    declared = declared_outputs(evidence_stages()[kind], EVIDENCE_ITEMS)
+    assert declared == {path.as_posix(): cached for path, cached in expected.items()}
+
+
+@pytest.mark.parametrize("kind", paths.EVIDENCE_KINDS)
+def test_each_evidence_stages_reports_deps_are_what_the_paths_helpers_name(kind):
+    """A stage that reads another's records depends on the folder or file the paths helpers name."""
+    named = {paths.lr_range_json(ARCH).as_posix(),
+             *(paths.evidence_dir(other, ARCH).as_posix() for other in paths.EVIDENCE_KINDS)}
+    deps = [dep for dep in evidence_stages()[kind]["deps"] if dep.startswith(f"{paths.REPORTS}/")]
+    for dep in deps:
+        for old, new in EVIDENCE_ITEMS.items():
+            dep = dep.replace(old, new)
+        assert dep in named, f"{kind}: dep {dep} is not named by stages/lib/paths.py"

@@ -1,9 +1,10 @@
 """The whole pipeline end to end: real `git` and `dvc repro` on tiny data in a temporary project.
 
 One module-scoped fixture builds the project (this repo's stages/, scripts/ and dvc.yaml, the
-tests' own params with tiny data, two tiny archs and one tiny study) and
-builds it from nothing the way `make lr-study` then `make studies` do: the range tests, the
-opt-in LR study, the rest, then the opt-in seed study and the report again.
+tests' own params with tiny data and two tiny archs) and builds it from nothing with `dvc repro`.
+The params include the evidence section (params are checked whole), but the evidence pipeline
+(evidence/dvc.yaml) is tests/test_evidence_pipeline.py's: its file is not in this project, so no test
+here can start its costly stages.
 Checks that change the project work on their own copy of it, so they do not depend on each other.
 No network: the only data source is a local folder of tiny IDX files, and DVC's analytics,
 update check and Studio are switched off.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -26,8 +26,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import ROOT, example_params, tiny_mnist, write_idx_folder
+from conftest import (
+    COMMAND_TIMEOUT_S,
+    DVC,
+    ROOT,
+    Project,
+    as_after_make_setup,
+    example_params,
+    kill_group,
+    ran,
+    read_until,
+    tiny_mnist,
+    tiny_project,
+    write_idx_folder,
+)
 
 from stages.evaluate import CONFIDENT_ERRORS
 from stages.lib.idx import IDX_FILES, parse_idx
@@ -35,87 +47,16 @@ from stages.lib.lr_finder import RULES, exponential_lrs
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
-DVC = str(BIN / "dvc")
-ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}  # base: the arch README's commands use
+# base: the arch README's commands use, and example params' evidence.long_rules.arch
+ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
 N_TRAIN, N_TEST, VAL_SIZE = 300, 100, 50
 LR_RANGE = {"batch_size": 8, "epochs": 2, "factor": 1.15, "start_lr": 0.001}
 TRAIN = {"epochs": 2, "batch_size": 16}
 SEED = 42  # params.yaml's: the only training seed of the main pipeline (train.repeats 1)
-STUDY = "two_seeds"
-STUDIES = {STUDY: {"train.repeats": 2}}  # seeds 42 and 43
 MIN_SWEEP_ROWS = 30  # the rules trim 10 rows at the start and 5 at the end and need 10
 ALL_STAGES = {"download", "split", "report", *(f"{s}@{a}" for s in ("lr_range", "train", "evaluate") for a in ARCHS)}
 STANDALONE_B = re.compile(r"(?<![\w`/.@-])b(?![\w`/.@-])")  # arch b's name, not a letter in a word
-RUNNING = re.compile(r"Running stage '([^']+)'")
-TIMEOUT_S = 1200
-
-
-@dataclass
-class Project:
-    root: Path
-    env: dict[str, str]
-    first_repro: str
-    after_study: list[str] | None = None  # the stages `dvc repro` ran after `python -m scripts.study`
-
-    def run(self, *cmd: str, check: bool = True) -> str:
-        done = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=TIMEOUT_S)
-        output = done.stdout + done.stderr
-        if check and done.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} exited {done.returncode} in {self.root}:\n{output}")
-        return output
-
-    def dvc(self, *args: str) -> str:
-        return self.run(DVC, *args)
-
-    def repro(self, *args: str) -> tuple[list[str], str]:
-        """Run `dvc repro`; return the stages it ran, in order, and its output."""
-        output = self.dvc("repro", *args)
-        return RUNNING.findall(output), output
-
-    def params(self) -> dict:
-        return yaml.safe_load((self.root / "params.yaml").read_text())
-
-    def write_params(self, params: dict) -> None:
-        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    def status(self) -> dict:
-        return json.loads(self.dvc("status", "--json"))
-
-    def copy(self, dest: Path) -> Project:
-        shutil.copytree(self.root, dest, symlinks=True)
-        return Project(dest, self.env, self.first_repro)
-
-    def read(self, rel: str) -> str:
-        return (self.root / rel).read_text()
-
-    def json(self, rel: str) -> dict:
-        return json.loads(self.read(rel))
-
-
-def isolated_env(base: Path) -> dict[str, str]:
-    # Not this repo's Python paths, nor the variables of a `make VENV=... PYTHON=... test` this suite may
-    # run under: the tiny project's own make picks its own venv.
-    dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VENV", "PYTHON")
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    for name in ("site_cache", "dvc_global", "dvc_system"):
-        (base / name).mkdir()
-    (base / "gitconfig").write_text("")
-    env.update({
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # `python` in dvc.yaml is the venv's
-        "VIRTUAL_ENV": str(BIN.parent),
-        "DVC_NO_ANALYTICS": "1",
-        "DVC_STUDIO_OFFLINE": "1",
-        "DVC_SITE_CACHE_DIR": str(base / "site_cache"),
-        "DVC_GLOBAL_CONFIG_DIR": str(base / "dvc_global"),
-        "DVC_SYSTEM_CONFIG_DIR": str(base / "dvc_system"),
-        "GIT_CONFIG_GLOBAL": str(base / "gitconfig"),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "TMPDIR": str(base / "tmp"),  # the study's scratch copy, among others: not /tmp
-    })
-    (base / "tmp").mkdir()
-    return env
+TRAINING_STARTED_S = 600  # from `dvc repro` to Keras' first epoch line: a few seconds of TensorFlow start
 
 
 def derived_params(idx_folder: Path, sums: dict[str, str]) -> dict:
@@ -126,8 +67,6 @@ def derived_params(idx_folder: Path, sums: dict[str, str]) -> dict:
     params["lr_range"].update(LR_RANGE)
     params["train"].update(TRAIN)
     params["archs"] = json.loads(json.dumps(ARCHS))
-    params["lr_study"]["grid"] = [0.1]  # the opt-in study trains once per rate: keep it short
-    params["studies"] = json.loads(json.dumps(STUDIES))
     return params
 
 
@@ -139,42 +78,16 @@ def tiny_data(tmp_path_factory) -> tuple[Path, dict[str, str], dict[str, np.ndar
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_data) -> Project:
-    base = tmp_path_factory.mktemp("pipeline")
-    root = base / "project"
-    root.mkdir()
-    for package in ("stages", "scripts"):
-        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(ROOT / "dvc.yaml", root / "dvc.yaml")
-    (root / "reports" / "studies").mkdir(parents=True)  # committed: the report stage depends on it
-    shutil.copy2(ROOT / "reports" / "studies" / "README.md", root / "reports" / "studies" / "README.md")
+def built(tmp_path_factory, tiny_data) -> tuple[Project, str]:
+    """The tiny project, and the output of the `dvc repro` that built it from nothing."""
     folder, sums, _ = tiny_data
-    p = Project(root, isolated_env(base), "")
-    p.write_params(derived_params(folder, sums))
-    (root / ".gitignore").write_text("__pycache__/\n")
-
-    p.run("git", "init", "-q")
-    p.run("git", "config", "user.name", "Pipeline Test")
-    p.run("git", "config", "user.email", "pipeline-test@example.invalid")
-    p.dvc("init", "-q")
-    p.dvc("config", "core.analytics", "false")
-    p.dvc("config", "core.check_update", "false")
-    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")  # the committed plot templates
-    p.run("git", "add", "-A")
-    p.run("git", "commit", "-q", "-m", "tiny study")
-    # As `make lr-study` does: the report reads the study, which reads the range tests.
-    _, before = p.repro("lr_range")
-    lr_study = p.run(sys.executable, "-m", "scripts.lr_study")
-    _, after = p.repro()
-    # Then as `make studies` does: the seed study in a scratch copy, and the report again.
-    study = p.run(sys.executable, "-m", "scripts.study")
-    p.after_study, again = p.repro()
-    p.first_repro = before + lr_study + after + study + again
-    return p
+    p = tiny_project(tmp_path_factory.mktemp("pipeline"), derived_params(folder, sums))
+    return p, p.dvc("repro")
 
 
-def ran(output: str) -> list[str]:
-    return RUNNING.findall(output)
+@pytest.fixture(scope="module")
+def project(built) -> Project:
+    return built[0]
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -195,8 +108,9 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
 # --- the first run ---------------------------------------------------------------------------
 
 
-def test_first_repro_runs_every_stage(project):
-    assert ALL_STAGES <= set(ran(project.first_repro)), project.first_repro
+def test_first_repro_runs_every_stage_and_no_other(built):
+    project, output = built
+    assert sorted(ran(output)) == sorted(ALL_STAGES), output
     assert project.status() == {}
 
 
@@ -337,46 +251,13 @@ def test_report_output(project):
     for arch in ARCHS:
         assert len(table_rows(report, arch)) >= 2, arch  # at least the results and range-test tables
     figures = re.findall(r"\]\((figures/[^)]+)\)", report)
-    # Learning curves: training runs 2 epochs (the main run's, and the study's).
+    # Learning curves: training runs 2 epochs.
     assert {f"figures/{name}.png" for name in ("lr_range", "lr_range_rules", "digits", "confusion",
                                                 "confident_errors", "learning_curves")} <= set(figures), figures
     for rel in figures:
         assert (project.root / "reports" / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
     # Every figure on disk is linked: the report removes the ones it no longer uses.
     assert sorted(f"figures/{p.name}" for p in (project.root / "reports" / "figures").iterdir()) == sorted(set(figures))
-
-
-def test_study_results_and_report_section(project):
-    """`python -m scripts.study` reran the pipeline with two seeds in a scratch copy: its results
-    are in reports/studies/two_seeds/, and the report shows them as mean ± std."""
-    folder = project.root / "reports" / "studies" / STUDY
-    assert sorted(p.name for p in folder.iterdir()) == ["history", "metrics", "params.yaml", "timings"]
-    made_with = yaml.safe_load((folder / "params.yaml").read_text())
-    expected = project.params()
-    expected["train"]["repeats"] = 2
-    assert made_with == expected  # the project's params with the study's override, nothing else
-    for arch in ARCHS:
-        check_train_and_evaluate(project, folder, arch, [SEED, SEED + 1])
-    # The scratch copy's models stayed there; the project's own results are still one seed.
-    for arch in ARCHS:
-        assert sorted(p.name for p in (project.root / "models" / arch).iterdir()) == [f"seed-{SEED}.keras"]
-        assert project.json(f"reports/metrics/{arch}.json")["repeats"] == 1
-    assert project.after_study == ["report"]  # only reports/studies changed
-
-    report = project.read("reports/report.md")
-    section = report.split(f"## Study `{STUDY}`: `train.repeats=2`", 1)
-    assert len(section) == 2, report
-    section = section[1].split("\n## ", 1)[0]
-    assert "_Not shown" not in section, section
-    for arch in ARCHS:
-        metrics = json.loads((folder / "metrics" / f"{arch}.json").read_text())
-        mean, std = 100 * metrics["test_accuracy"], 100 * metrics["test_accuracy_std"]
-        rows = table_rows(section, arch)
-        assert len(rows) == 1, section
-        assert f"**{mean:.2f} ± {std:.2f} %**" in rows[0], rows[0]
-        per_seed = ", ".join(f"{100 * metrics['seeds'][str(s)]['test_accuracy']:.2f}" for s in (SEED, SEED + 1))
-        assert rows[0].endswith(f"| {per_seed} |"), rows[0]
-    assert "Best mean test accuracy over 2 seeds" in section
 
 
 # --- reruns ----------------------------------------------------------------------------------
@@ -438,9 +319,6 @@ def test_removing_an_arch_drops_it_from_the_report(project, tmp_path):
     assert p.repro()[0] == ["report"]  # its deps are the reports/ folders, as `make prune` knows
     assert p.status() == {}
     assert (p.root / f"models/base-backup/seed-{SEED}.keras").is_file() and (p.root / "models/pretrained").is_dir()
-    # The study's files are what `make studies` wrote (committed results): they stay, and base is still shown.
-    assert (p.root / f"reports/studies/{STUDY}/metrics/b.json").is_file()
-    assert len(table_rows(report.split(f"## Study `{STUDY}`", 1)[1].split("\n## ", 1)[0], "base")) == 1
 
 
 def test_changing_a_default_in_schema_marks_the_stages_it_shapes_as_changed(project, tmp_path):
@@ -597,11 +475,6 @@ def test_every_block_of_the_readme_section_is_run():
     assert sorted(run, key=str) == sorted(README_BLOCKS), f"blocks starting with {firsts}: update README_BLOCKS"
 
 
-def committed(p: Project, message: str) -> None:
-    p.run("git", "add", "-A")
-    p.run("git", "commit", "-q", "-m", message)
-
-
 def arch_of(path: str) -> str:
     return Path(path).name.split(".")[0]
 
@@ -611,14 +484,14 @@ def branches(project, tmp_path_factory) -> Project:
     """A copy of the project with README's branches: the results on `main`, and on `my-branch`
     base widened to [12] and rebuilt. Tests that write to it work on their own copy."""
     p = project.copy(tmp_path_factory.mktemp("branches") / "project")
-    committed(p, "results")
+    p.commit("results")
     p.run("git", "branch", "-M", "main")
     p.run("git", "checkout", "-q", "-b", "my-branch")
     params = p.params()
     params["archs"]["base"]["hidden"] = [12]
     p.write_params(params)
     p.repro()
-    committed(p, "wider base")
+    p.commit("wider base")
     return p
 
 
@@ -649,21 +522,6 @@ def test_branches_differing_in_one_arch_diff_only_that_arch(branches):
     assert not re.search(r"^\| b \|.*\| (test_accuracy|params) \|", comparison, re.M)
 
 
-def as_after_make_setup(p: Project) -> None:
-    """The Makefile, with `make setup` already done by the test's own interpreter."""
-    shutil.copy2(ROOT / "Makefile", p.root / "Makefile")
-    shutil.copytree(ROOT / "requirements", p.root / "requirements")
-    for lock in (p.root / "requirements").iterdir():
-        os.utime(lock, (0, 0))  # older than .venv/.installed: make installs nothing
-    venv = p.root / ".venv"
-    venv.mkdir()
-    # scripts/find_python.sh takes the Python a venv was made with from its pyvenv.cfg
-    (venv / "pyvenv.cfg").write_text(f"home = {BIN}\nversion = {platform.python_version()}\n")
-    (venv / ".installed").write_text("%d.%d\n" % sys.version_info[:2])
-    with open(p.root / ".gitignore", "a") as f:
-        f.write(".venv/\n")
-
-
 def test_readme_comparison_commands_run_as_written(branches, tmp_path):
     p = branches.copy(tmp_path / "project")
     as_after_make_setup(p)
@@ -691,21 +549,21 @@ def run_queue(p: Project, command: Command) -> str:
     The workers inherit the command's stdout, so the pipe closes once the last one has exited,
     which a worker does after the queue has drained (and 10 s idle)."""
     starter = subprocess.Popen(["bash", "-c", command.text], cwd=p.root, env=p.env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         starter.communicate(timeout=QUEUE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         status = p.dvc("queue", "status")
         p.run(DVC, "queue", "stop", "--kill", check=False)
-        starter.kill()
-        starter.communicate()
         pytest.fail(f"the queue's workers still ran {QUEUE_TIMEOUT_S} s after `{command.text}`:\n{status}")
+    finally:
+        kill_group(starter)
     return p.dvc("queue", "status")
 
 
 def test_readme_experiment_commands_run_as_written(project, tmp_path):
     p = project.copy(tmp_path / "project")
-    committed(p, "results")
+    p.commit("results")
     queued = 0
     for command in readme_block("dvc exp run"):
         if command.text.startswith("dvc exp run -S "):
@@ -733,8 +591,8 @@ def test_readme_experiment_commands_run_as_written(project, tmp_path):
 
 def test_readme_sharing_commands_run_as_written(project, tmp_path):
     p = project.copy(tmp_path / "project")
-    committed(p, "results")
-    remote, colleague = tmp_path / "remote", Project(tmp_path / "colleague", p.env, "")
+    p.commit("results")
+    remote, colleague = tmp_path / "remote", Project(tmp_path / "colleague", p.env)
     block = substituted(readme_block("dvc remote add"), {
         "/mnt/team/mnist-lr-study": str(remote),
         "git clone <repo> && cd <repo>": f"git clone -q {p.root} {colleague.root}",
@@ -763,7 +621,7 @@ def test_readme_sharing_commands_run_as_written(project, tmp_path):
         assert snapshot(colleague.root / "models" / arch) == snapshot(p.root / "models" / arch), arch
 
     assert "`dvc repro --pull` does both at once" in readme_section()
-    other = Project(tmp_path / "other", p.env, "")
+    other = Project(tmp_path / "other", p.env)
     p.run("git", "clone", "-q", str(p.root), str(other.root))
     stages, output = other.repro("--pull")
     assert stages == [], output
@@ -773,8 +631,7 @@ def test_readme_sharing_commands_run_as_written(project, tmp_path):
 def committed_copy(project: Project, dest: Path) -> Project:
     """A copy whose current results are committed, as a user's would be."""
     p = project.copy(dest)
-    p.run("git", "add", "-A")
-    p.run("git", "commit", "-q", "-m", "results")
+    p.commit("results")
     return p
 
 
@@ -783,23 +640,21 @@ def test_ctrl_c_during_training_under_dvc_repro_says_what_dvc_removed_and_how_to
     params = p.params()
     params["train"].update(repeats=3, epochs=100_000, patience=100_000)  # still training when the signal comes
     p.write_params(params)
-    proc = subprocess.Popen([DVC, "repro", "-s", "train@base"], cwd=p.root, env=p.env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    # One stream, unbuffered: Keras' epoch lines reach the test as they are printed, and no unread pipe
+    # can fill up and stop the stage.
+    proc = subprocess.Popen([DVC, "repro", "-s", "train@base"], cwd=p.root, env={**p.env, "PYTHONUNBUFFERED": "1"},
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        for line in proc.stdout:  # Keras prints a line per epoch: training is under way
-            if "val_loss" in line:
-                break
-        else:
-            pytest.fail(f"dvc repro ended before training:\n{proc.stderr.read()}")
+        # Keras prints a line per epoch: training is under way
+        seen = read_until(proc, lambda line: "val_loss" in line, "epoch line (val_loss)", TRAINING_STARTED_S)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
-        _, stderr = proc.communicate(timeout=TIMEOUT_S)
+        rest, _ = proc.communicate(timeout=COMMAND_TIMEOUT_S)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode != 0 and "Traceback" not in stderr, stderr
-    ours = [line for line in stderr.splitlines() if line.startswith("interrupted:")]
-    assert len(ours) == 1, stderr
+        kill_group(proc)
+    output = "".join(seen) + rest
+    assert proc.returncode != 0 and "Traceback" not in output, output
+    ours = [line for line in output.splitlines() if line.startswith("interrupted:")]
+    assert len(ours) == 1, output
     outputs = ("models/base", "models/logs/base", "reports/train/base.json", "reports/history/base.csv",
                "reports/timings/base.train.json")
     assert f"so {', '.join(outputs)} are missing" in ours[0]
@@ -820,7 +675,7 @@ def test_a_params_error_under_dvc_repro_says_which_outputs_dvc_removed(project, 
     params["archs"]["base"]["hidden"] = [0]
     p.write_params(params)
     done = subprocess.run([DVC, "repro", "-s", "lr_range@base"], cwd=p.root, env=p.env, capture_output=True,
-                          text=True, timeout=TIMEOUT_S)
+                          text=True, timeout=COMMAND_TIMEOUT_S)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "params.yaml: archs.base.hidden: not a list of positive layer sizes" in done.stderr
     outputs = ("reports/lr_range/base.csv", "reports/lr_range/base.json", "reports/timings/base.lr_range.json")

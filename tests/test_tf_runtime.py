@@ -18,6 +18,7 @@ from stages.lib import machine
 from stages.lib.tf_runtime import NATIVE_LOG_LINE, PORTABLE_ENV, numerics_env
 
 ROOT = Path(__file__).resolve().parents[1]
+TF_CHILD_TIMEOUT_S = 300  # a child that imports TensorFlow: seconds, more on a busy machine
 
 # Seen on an AVX-512 VNNI CPU, where TensorFlow turns oneDNN on and says so while it loads.
 ONEDNN_LINES = (
@@ -69,32 +70,40 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
+@pytest.mark.slow
 def test_portable_start_sets_the_numerics_and_threads_and_keeps_native_log_lines_off_stderr():
     # oneDNN on: TensorFlow logs at import on every CPU, which is what must not reach stderr
     done = subprocess.run([sys.executable, "-c", START_IN_CHILD, "portable", "2"], env=child_env(),
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True,
+                          timeout=TF_CHILD_TIMEOUT_S)
     assert done.stderr == "before\nafter\n"
     assert json.loads(done.stdout) == {"threads": 2, **PORTABLE_ENV}
 
 
+@pytest.mark.slow
 def test_native_start_leaves_the_environment_as_the_user_set_it():
     done = subprocess.run([sys.executable, "-c", START_IN_CHILD, "native", "1"],
-                          env=child_env(TF_ENABLE_ONEDNN_OPTS="1"), capture_output=True, text=True, check=True)
+                          env=child_env(TF_ENABLE_ONEDNN_OPTS="1"), capture_output=True, text=True, check=True,
+                          timeout=TF_CHILD_TIMEOUT_S)
     assert done.stderr == "before\nafter\n"
     assert json.loads(done.stdout) == {"threads": 1, "TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": None}
 
 
+@pytest.mark.slow
 def test_a_plain_import_would_print_the_native_lines():
     """Control: what the tests above keep off stderr is really there without the filter."""
     done = subprocess.run([sys.executable, "-c", "import tensorflow"], env=child_env(**PORTABLE_ENV),
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True,
+                          timeout=TF_CHILD_TIMEOUT_S)
     assert any(NATIVE_LOG_LINE.fullmatch(line) for line in done.stderr.splitlines(keepends=True)), done.stderr
 
 
+@pytest.mark.slow
 def test_output_written_while_tensorflow_loads_still_arrives():
     """Python's own stderr (here -X importtime) passes through as it comes, with nothing dropped."""
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", START_IN_CHILD, "portable", "1"],
-                          env=child_env(), capture_output=True, text=True, check=True)
+                          env=child_env(), capture_output=True, text=True, check=True,
+                          timeout=TF_CHILD_TIMEOUT_S)
     lines = done.stderr.splitlines()
     assert "before" in lines and "after" in lines
     assert any(line.split("|")[-1].strip() == "tensorflow" for line in lines)

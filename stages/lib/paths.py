@@ -3,7 +3,10 @@
 import json
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
+
+from stages.lib.lr_finder import RULES
+from stages.lib.schema import GRID_NEIGHBOURHOOD
 
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
@@ -111,22 +114,35 @@ def stage_outputs(stage: str) -> dict[Path, bool] | None:
 
 
 def arch_outputs(arch: str) -> list[Path]:
-    """Everything the per-arch stages write for ``arch``."""
+    """Everything the quick study's per-arch stages write for ``arch``."""
     return [train_json(arch), lr_range_json(arch), model_dir(arch), logs_dir(arch), lr_range_csv(arch),
             history_csv(arch), metrics_json(arch), errors_json(arch),
             *(timing_json(arch, stage) for stage in ("lr_range", "train", "evaluate"))]
 
 
+def evidence_folders(arch: str) -> list[tuple[str, Path]]:
+    """(kind, folder) of each folder the evidence stages write ``arch``'s files in: records and timings."""
+    return [(kind, folder) for kind in EVIDENCE_KINDS
+            for folder in (evidence_dir(kind, arch), evidence_timing(kind, arch, 0).parent)]
+
+
+def _arch_named(record: Path) -> str | None:
+    """The arch a JSON record names, None for a file that is not one of ours."""
+    try:
+        arch = json.loads(record.read_text()).get("arch")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return arch if isinstance(arch, str) else None
+
+
 def recorded_archs(root: Path = Path(".")) -> set[str]:
-    """Archs some run of this pipeline wrote results for: the train and range-test records say so."""
-    names = set()
-    for record in (*(root / REPORTS / "train").glob("*.json"), *(root / REPORTS / "lr_range").glob("*.json")):
-        try:
-            arch = json.loads(record.read_text()).get("arch")
-        except (OSError, ValueError, AttributeError):
-            continue  # not one of ours
-        if arch == record.stem:
-            names.add(arch)
+    """Archs some run of either pipeline wrote results for: the train and range-test records say so, each named
+    after its arch, and the evidence records, each in its arch's folder."""
+    names = {record.stem for record in (*(root / REPORTS / "train").glob("*.json"),
+                                        *(root / REPORTS / "lr_range").glob("*.json"))
+             if _arch_named(record) == record.stem}
+    names |= {record.parent.name for kind in EVIDENCE_KINDS for record in (root / EVIDENCE / kind).glob("*/*.json")
+              if _arch_named(record) == record.parent.name}
     return names
 
 
@@ -144,9 +160,46 @@ def pipeline_made(path: Path) -> bool:
                for entry in path.iterdir())
 
 
+def evidence_made(path: Path, kind: str, arch: str) -> bool:
+    """Whether ``path``, in one of ``arch``'s evidence folders of ``kind``, is a file a stage of that kind
+    writes: named exactly as evidence_json (evidence_timing uses the same name) or, for range,
+    evidence_curve_csv name one; long_rules' names start with a rate source of evidence.long_rules.rates."""
+    seed = path.stem.rpartition("seed-")[2]
+    if path.is_symlink() or not path.is_file() or not (seed.isascii() and seed.isdigit()):
+        return False
+    rates = (*RULES, *GRID_NEIGHBOURHOOD) if kind == "long_rules" else (None,)
+    names = {evidence_json(kind, arch, int(seed), rate).name for rate in rates}
+    if kind == "range":
+        names.add(evidence_curve_csv(arch, int(seed)).name)
+    return path.name in names
+
+
+def _leftovers(archs: Iterable[str], root: Path) -> Iterator[tuple[Path, bool]]:
+    """Each output on disk of an arch some run wrote results for that ``archs`` no longer lists (DVC leaves them
+    behind), with whether a stage wrote all of it. An evidence folder that holds anything else is gone into:
+    the stages' files in it are pruned, the rest is left."""
+    for arch in sorted(recorded_archs(root) - set(archs)):
+        for path in arch_outputs(arch):
+            if (root / path).exists() or (root / path).is_symlink():
+                yield root / path, pipeline_made(root / path)
+        for kind, folder in evidence_folders(arch):
+            path = root / folder
+            if path.is_symlink() or path.exists() and not path.is_dir():
+                yield path, False
+            elif path.is_dir():
+                made = {entry: evidence_made(entry, kind, arch) for entry in sorted(path.iterdir())}
+                if all(made.values()):
+                    yield path, True  # the whole folder: no empty folder stays behind
+                else:
+                    yield from made.items()
+
+
 def prunable(archs: Iterable[str], root: Path = Path(".")) -> list[Path]:
-    """Outputs of archs this pipeline ran that params no longer lists (DVC leaves them behind), and only
+    """Outputs of archs either pipeline ran that params no longer lists (DVC leaves them behind), and only
     those the stages wrote: nothing a user put in models/ or reports/ is ever listed."""
-    keep = set(archs)
-    return [root / path for arch in sorted(recorded_archs(root) - keep) for path in arch_outputs(arch)
-            if (root / path).exists() and pipeline_made(root / path)]
+    return [path for path, made in _leftovers(archs, root) if made]
+
+
+def left_alone(archs: Iterable[str], root: Path = Path(".")) -> list[Path]:
+    """What `make prune` leaves among those outputs: folders holding a file no stage writes, or those files."""
+    return [path for path, made in _leftovers(archs, root) if not made]

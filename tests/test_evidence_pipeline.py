@@ -1,0 +1,337 @@
+"""The evidence pipeline (evidence/dvc.yaml) end to end: real `make evidence`, `dvc repro` and `dvc status`
+on tiny data in a temporary project, with tiny evidence params: one arch, one training seed, two range-test
+seeds, two grid rates, a 3-epoch long budget and two long_rules sources (ten TensorFlow starts in all).
+
+One module-scoped fixture builds the project as a user would: `make evidence` (the quick study's range
+tests, then every evidence stage), then `dvc repro` (the rest of the quick study), all committed. Checks
+that change it work on their own copy, and most ask only `dvc status`, which starts no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import (
+    ROOT,
+    Project,
+    as_after_make_setup,
+    example_params,
+    ran,
+    tiny_mnist,
+    tiny_project,
+    write_idx_folder,
+)
+
+from scripts.check_lock import EVIDENCE_FIX
+from stages.lib import paths
+from stages.lib.evidence import HISTORY_KEYS, distinct_picks, grid_best, rate_for
+from stages.lib.lr_finder import CURVE_COLUMNS, RULES
+
+pytestmark = pytest.mark.slow
+
+PIPELINE = "evidence/dvc.yaml"
+ARCH = "base"
+N_TRAIN, N_TEST, VAL_SIZE = 300, 100, 50
+EVIDENCE = {"seeds": [1], "range_seeds": [1, 2], "grid": [0.05, 0.2], "max_epochs": 3, "patience": 1,
+            "long_rules": {"arch": ARCH, "seeds": [1], "rates": ["flat_center", "grid_best"]}}
+QUICK_STUDY = {"download", "split", "report", *(f"{stage}@{ARCH}" for stage in ("lr_range", "train", "evaluate"))}
+RUN_KEYS = {"lr", "epochs_run", "best_epoch", "failed", "history"}
+SCORE_KEYS = {f"{part}_{score}" for part in ("val", "test") for score in ("accuracy", "loss")}
+
+
+def tiny_params(idx_folder: Path, sums: dict[str, str]) -> dict:
+    params = example_params()
+    params["data"].update(sources=[{"local": str(idx_folder)}], sha256=sums, val_size=VAL_SIZE)
+    params["lr_range"].update(batch_size=8, epochs=2, factor=1.15, start_lr=0.001)
+    params["train"].update(epochs=2, batch_size=16)
+    params["archs"] = {ARCH: {"hidden": [8]}}
+    params["evidence"] = json.loads(json.dumps(EVIDENCE))
+    return params
+
+
+def evidence_stages(evidence: dict) -> set[str]:
+    """The matrix stages evidence/dvc.yaml makes of ``evidence`` params, as evidence/dvc.lock names them."""
+    return {
+        *(f"range@{ARCH}-{seed}" for seed in evidence["range_seeds"]),
+        *(f"{kind}@{ARCH}-{seed}" for kind in ("grid", "picks", "long") for seed in evidence["seeds"]),
+        *(f"long_rules@{rate}-{seed}" for rate in evidence["long_rules"]["rates"]
+          for seed in evidence["long_rules"]["seeds"]),
+    }
+
+
+def single_stages() -> set[str]:
+    """The stages of evidence/dvc.yaml that are no matrix (the answer, once it is there)."""
+    return {name for name, stage in yaml.safe_load((ROOT / PIPELINE).read_text())["stages"].items()
+            if "matrix" not in stage}
+
+
+def named(stages) -> set[str]:
+    """Stages as `dvc repro` and `dvc status` name them."""
+    return {f"{PIPELINE}:{stage}" for stage in stages}
+
+
+def changed(p: Project) -> dict:
+    """`dvc status` of the evidence pipeline, keyed by the stages' names in evidence/dvc.lock."""
+    return {name.removeprefix(f"{PIPELINE}:"): entries for name, entries in p.status(PIPELINE).items()}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@dataclass
+class Built:
+    p: Project
+    make_output: str  # `make evidence`
+    evidence_made: dict[str, bytes]  # reports/evidence right after it
+    repro_output: str  # the `dvc repro` (the quick study) after it
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Built:
+    base = tmp_path_factory.mktemp("evidence")
+    sums = write_idx_folder(base / "mnist", tiny_mnist(n_train=N_TRAIN, n_test=N_TEST))
+    p = tiny_project(base, tiny_params(base / "mnist", sums), ("dvc.yaml", PIPELINE))
+    as_after_make_setup(p)
+    make_output = p.run("make", "evidence")
+    evidence_made = snapshot(p.root / paths.EVIDENCE)
+    repro_output = p.dvc("repro")
+    p.commit("results and evidence")
+    return Built(p, make_output, evidence_made, repro_output)
+
+
+@pytest.fixture
+def project(built, tmp_path) -> Project:
+    """A copy of the built project, free to change."""
+    return built.p.copy(tmp_path / "project")
+
+
+def write_param(p: Project, section: str, **values) -> None:
+    params = p.params()
+    params[section].update(values)
+    p.write_params(params)
+
+
+# --- the first run ---------------------------------------------------------------------------------
+
+
+def test_make_evidence_runs_the_quick_studys_range_tests_then_every_evidence_stage(built):
+    stages = ran(built.make_output)
+    assert stages[:3] == ["download", "split", f"lr_range@{ARCH}"], built.make_output
+    assert sorted(stages[3:]) == sorted(named(evidence_stages(EVIDENCE) | single_stages())), built.make_output
+
+
+def test_the_quick_studys_dvc_repro_runs_no_evidence_stage(built):
+    assert sorted(ran(built.repro_output)) == sorted(QUICK_STUDY - set(ran(built.make_output))), built.repro_output
+    assert snapshot(built.p.root / paths.EVIDENCE) == built.evidence_made
+    assert built.p.status() == {}  # both pipelines current
+
+
+def test_make_evidence_again_runs_nothing(project):
+    assert ran(project.run("make", "evidence")) == []
+
+
+def expected_files() -> set[str]:
+    """Every file the evidence stages write for the tiny params, named by the paths helpers."""
+    files = {paths.evidence_curve_csv(ARCH, seed) for seed in EVIDENCE["range_seeds"]}
+    units = [("range", seed, None) for seed in EVIDENCE["range_seeds"]]
+    units += [(kind, seed, None) for kind in ("grid", "picks", "long") for seed in EVIDENCE["seeds"]]
+    units += [("long_rules", seed, rate) for rate in EVIDENCE["long_rules"]["rates"]
+              for seed in EVIDENCE["long_rules"]["seeds"]]
+    for kind, seed, rate in units:
+        files |= {paths.evidence_json(kind, ARCH, seed, rate), paths.evidence_timing(kind, ARCH, seed, rate)}
+    return {path.relative_to(paths.EVIDENCE).as_posix() for path in files}
+
+
+def test_the_evidence_stages_write_exactly_their_records_timings_and_curves(built):
+    assert set(built.evidence_made) == expected_files()
+
+
+def check_run(run: dict, lr: float, max_epochs: int) -> None:
+    """One training run's record (stages.lib.evidence.run_record)."""
+    assert RUN_KEYS <= set(run) and run["lr"] == pytest.approx(lr), run
+    assert 1 <= run["epochs_run"] <= max_epochs and len(run["history"]) == run["epochs_run"]
+    assert all(set(row) == set(HISTORY_KEYS) for row in run["history"])
+    scored = SCORE_KEYS & set(run)
+    assert scored in (set(), SCORE_KEYS), run  # a run whose weights are not finite has no scores
+    if scored:
+        assert 0 <= run["best_epoch"] < run["epochs_run"] and 0 <= run["test_accuracy"] <= 1
+
+
+def test_range_records(built):
+    p = built.p
+    for seed in EVIDENCE["range_seeds"]:
+        record = p.json(paths.evidence_json("range", ARCH, seed).as_posix())
+        assert (record["kind"], record["arch"], record["seed"]) == ("range", ARCH, seed)
+        assert set(record["picks"]) == set(RULES)
+        with open(p.root / paths.evidence_curve_csv(ARCH, seed), newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert list(rows[0]) == list(CURVE_COLUMNS) and len(rows) == record["steps"]
+        timing = p.json(paths.evidence_timing("range", ARCH, seed).as_posix())
+        assert timing["seconds"] >= 0 and timing["machine"]
+
+
+def test_grid_and_picks_records_train_one_epoch_at_each_rate(built):
+    p = built.p
+    ranges = [p.json(paths.evidence_json("range", ARCH, s).as_posix()) for s in EVIDENCE["range_seeds"]]
+    for kind, rates in (("grid", EVIDENCE["grid"]), ("picks", distinct_picks(ranges))):
+        for seed in EVIDENCE["seeds"]:
+            record = p.json(paths.evidence_json(kind, ARCH, seed).as_posix())
+            assert (record["kind"], record["arch"], record["seed"]) == (kind, ARCH, seed)
+            assert [run["lr"] for run in record["runs"]] == pytest.approx(rates), kind
+            for run, lr in zip(record["runs"], rates):
+                check_run(run, lr, max_epochs=1)
+            assert p.json(paths.evidence_timing(kind, ARCH, seed).as_posix())["epochs"] == len(rates)
+
+
+def test_long_records_train_the_quick_studys_rate_until_early_stopping(built):
+    p = built.p
+    rule = p.params()["lr_range"]["rule"]
+    quick = p.json(paths.lr_range_json(ARCH).as_posix())["picks"][rule]["lr"]
+    for seed in EVIDENCE["seeds"]:
+        record = p.json(paths.evidence_json("long", ARCH, seed).as_posix())
+        assert (record["kind"], record["arch"], record["seed"], record["lr_chosen_by"]) == ("long", ARCH, seed, rule)
+        check_run(record, quick, EVIDENCE["max_epochs"])
+        assert {"test_correct", "confusion"} <= set(record)  # the details paired comparisons need
+        timing = p.json(paths.evidence_timing("long", ARCH, seed).as_posix())
+        assert timing["epochs"] == record["epochs_run"]
+
+
+def test_long_rules_records_train_each_sources_rate(built):
+    p = built.p
+    quick = p.json(paths.lr_range_json(ARCH).as_posix())["picks"]
+    grids = [p.json(paths.evidence_json("grid", ARCH, s).as_posix()) for s in EVIDENCE["seeds"]]
+    grid = tuple(EVIDENCE["grid"])
+    for source in EVIDENCE["long_rules"]["rates"]:
+        for seed in EVIDENCE["long_rules"]["seeds"]:
+            record = p.json(paths.evidence_json("long_rules", ARCH, seed, source).as_posix())
+            assert (record["kind"], record["arch"], record["seed"], record["lr_chosen_by"]) == (
+                "long_rules", ARCH, seed, source)
+            check_run(record, rate_for(source, quick, grid, grid_best(grid, grids)), EVIDENCE["max_epochs"])
+
+
+def test_make_prune_would_remove_every_evidence_file_once_the_arch_is_gone(built):
+    """The names the stages really write match prune's patterns: all of them, whole folders, nothing left."""
+    found = paths.prunable([], built.p.root)
+    folders = [built.p.root / folder for _, folder in paths.evidence_folders(ARCH)]
+    assert [path for path in found if paths.EVIDENCE in path.relative_to(built.p.root).parents] == folders
+    assert paths.left_alone([], built.p.root) == []
+
+
+# --- what a change marks as changed ------------------------------------------------------------------
+
+
+def test_changing_the_range_tests_factor_marks_range_then_what_reads_the_range_records(project):
+    """`dvc status` judges each stage by its own deps: a stage that reads another's records is marked once
+    those records are rewritten. long and long_rules read the quick study's whole range-test record, so any
+    change to it marks them, whether or not the pick they train at moved."""
+    write_param(project, "lr_range", factor=1.2)
+    ranges = {f"range@{ARCH}-{seed}" for seed in EVIDENCE["range_seeds"]}
+    assert changed(project) == {stage: [{"changed deps": {"params.yaml": {"lr_range.factor": "modified"}}}]
+                                for stage in ranges}
+
+    project.repro("lr_range")  # the quick study's range test, as `make evidence` starts
+    readers = {f"long@{ARCH}-{seed}" for seed in EVIDENCE["seeds"]} | {
+        f"long_rules@{rate}-{seed}" for rate in EVIDENCE["long_rules"]["rates"]
+        for seed in EVIDENCE["long_rules"]["seeds"]}
+    status = changed(project)
+    assert set(status) == ranges | readers, status
+    for stage in readers:
+        assert status[stage] == [{"changed deps": {paths.lr_range_json(ARCH).as_posix(): "modified"}}], stage
+
+    project.repro("--single-item", *named(ranges))
+    picks = {f"picks@{ARCH}-{seed}" for seed in EVIDENCE["seeds"]}
+    status = changed(project)
+    assert set(status) == readers | picks, status
+    for stage in picks:
+        assert status[stage] == [{"changed deps": {paths.evidence_dir("range", ARCH).as_posix(): "modified"}}]
+
+
+def test_changing_the_grid_marks_grid_and_long_rules_but_not_long(project):
+    write_param(project, "evidence", grid=[0.05, 0.3])
+    grid_changed = [{"changed deps": {"params.yaml": {"evidence.grid": "modified"}}}]
+    expected = {f"grid@{ARCH}-{seed}" for seed in EVIDENCE["seeds"]} | {
+        f"long_rules@{rate}-{seed}" for rate in EVIDENCE["long_rules"]["rates"]
+        for seed in EVIDENCE["long_rules"]["seeds"]}
+    assert changed(project) == {stage: grid_changed for stage in expected}
+
+
+def test_adding_a_seed_adds_its_stages_and_leaves_the_others_current(project):
+    """Except long_rules: the grid's best rate is chosen over every seed's grid record."""
+    evidence = json.loads(json.dumps(EVIDENCE))
+    evidence["seeds"].append(2)
+    write_param(project, "evidence", seeds=evidence["seeds"])
+    new = evidence_stages(evidence) - evidence_stages(EVIDENCE)
+    assert new == {f"{kind}@{ARCH}-2" for kind in ("grid", "picks", "long")}
+    locked = set(yaml.safe_load(project.read(PIPELINE.replace(".yaml", ".lock")))["stages"])
+    assert not new & locked
+    long_rules = {f"long_rules@{rate}-{seed}" for rate in EVIDENCE["long_rules"]["rates"]
+                  for seed in EVIDENCE["long_rules"]["seeds"]}
+    status = changed(project)
+    assert set(status) == new | long_rules, status
+    for stage in long_rules:
+        assert status[stage] == [{"changed deps": {"params.yaml": {"evidence.seeds": "modified"}}}]
+
+
+# --- a fresh clone ----------------------------------------------------------------------------------
+
+
+def test_a_fresh_clone_with_the_committed_records_is_current_without_running_anything(project, tmp_path):
+    remote = tmp_path / "remote"
+    project.dvc("remote", "add", "-d", "store", str(remote))
+    project.commit("a remote")
+    project.dvc("push")
+    clone = Project(tmp_path / "clone", project.env)
+    project.run("git", "clone", "-q", str(project.root), str(clone.root))
+
+    # Before `dvc pull`: only the cached data is missing, which `--allow-missing` lets pass.
+    missing = [{"changed deps": {paths.PREPARED_DIR.as_posix(): "deleted"}}]
+    status = changed(clone)
+    assert {stage: status.get(stage) for stage in evidence_stages(EVIDENCE)} == {
+        stage: missing for stage in evidence_stages(EVIDENCE)}
+    assert set(status) <= evidence_stages(EVIDENCE) | single_stages(), status
+    stages, output = clone.repro("--dry", "--allow-missing", PIPELINE)
+    assert stages == [], output
+
+    clone.dvc("pull")
+    assert clone.status() == {}  # both pipelines
+    assert clone.run("git", "status", "--porcelain") == ""
+
+
+# --- make check-lock -------------------------------------------------------------------------------
+
+
+def check_lock(p: Project) -> tuple[int, list[str], list[str]]:
+    done = p.call(sys.executable, "-m", "scripts.check_lock")
+    return done.returncode, done.stdout.splitlines(), done.stderr.splitlines()
+
+
+def test_check_lock_passes_when_everything_is_current(project):
+    output = project.run("make", "check-lock")
+    assert output.splitlines() == ["dvc.lock and evidence/dvc.lock match code and params"], output
+
+
+def test_check_lock_lists_a_stage_not_yet_run_and_passes(project):
+    pipeline = yaml.safe_load(project.read(PIPELINE))
+    pipeline["stages"]["summary"] = {"wdir": "..", "cmd": "python -c pass",
+                                     "deps": [paths.evidence_dir("grid", ARCH).as_posix()],
+                                     "outs": [{"reports/summary.md": {"cache": False}}]}
+    (project.root / PIPELINE).write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    code, out, err = check_lock(project)
+    assert code == 0, out + err
+    assert out == ["evidence: summary: not yet run (allowed; `make evidence` runs it)",
+                   "dvc.lock and evidence/dvc.lock match code and params"]
+
+
+def test_check_lock_fails_on_a_stale_stage_naming_the_fix(project):
+    write_param(project, "evidence", grid=[0.05, 0.3])
+    code, out, err = check_lock(project)
+    assert code == 1
+    assert f"evidence: grid@{ARCH}-1: stale: params.yaml: evidence.grid modified" in out
+    assert err == [f"error: {EVIDENCE_FIX}"]
