@@ -36,7 +36,7 @@ PLAIN = ComputeParams(steps_per_execution=1)
 def sweep_params(start_lr: float = 0.01, factor: float = 1.05, *, epochs: int = 1, stop_factor: float = 4.0,
                  smoothing: float = 0.98) -> LrRangeParams:
     return LrRangeParams(start_lr=start_lr, factor=factor, batch_size=BATCH, epochs=epochs,
-                         stop_factor=stop_factor, smoothing=smoothing, rule="min_halved")
+                         stop_factor=stop_factor, smoothing=smoothing, rule="flat_center")
 
 
 def compute(steps_per_execution: int) -> ComputeParams:
