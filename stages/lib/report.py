@@ -125,9 +125,9 @@ def conclusion(results: list[ArchResult], comparisons: list[Pair], tie_margin: f
         head = (f"- Highest validation accuracy in this run: **{best.name}**, {pct(best.metrics['val_accuracy'])} "
                 f"(its test accuracy: {pct(best.metrics['test_accuracy'])}; {best.metrics['params']:,} parameters).")
         return [head, *_within_margin(best, ranked, tie_margin), *lines,
-                "- One seed ranks nothing: accuracy moves by a few tenths of a point from seed to seed, about as "
-                "much as these architectures differ, so another seed may order them otherwise. With `train.repeats` "
-                f"of 2 or more every difference gets a {LEVEL} interval; the answer, over many seeds, is in {ANSWER}."]
+                "- One seed ranks nothing: one run per architecture cannot tell these differences from seed-to-seed "
+                "noise, and another seed may order them otherwise. With `train.repeats` of 2 or more every "
+                f"difference gets a {LEVEL} interval; the answer, over many seeds, is in {ANSWER}."]
     head = (f"- Highest mean validation accuracy over {seeds} seeds: **{best.name}**, "
             f"{score_cell(best, 'val_accuracy')} (its test accuracy: {score_cell(best, 'test_accuracy')}; "
             f"{best.metrics['params']:,} parameters).")
