@@ -12,7 +12,7 @@ LOCK := requirements/py$(if $(filter 3.10,$(PY_VERSION)),3.10,3.11-3.13).txt
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint check-lock compare bench prune clean
+.PHONY: setup repro test test-fast lint check-lock compare bench prune clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ repro: setup
 
 test: setup
 	python -m pytest
+
+# The edit-test loop: only the tests that start no dvc or TensorFlow subprocess.
+test-fast: setup
+	python -m pytest -m "not slow"
 
 lint: setup
 	ruff check .

@@ -35,6 +35,9 @@ params["lr_range"]["factor"] = 1.01
 params["train"]["epochs"] = params["train"]["epochs"] + 2
 params["train"]["repeats"] = params["train"]["repeats"] + 1
 params["report"]["tie_margin"] = params["report"]["tie_margin"] * 2
+params["evidence"]["seeds"].append(max(params["evidence"]["seeds"]) + 1)
+params["evidence"]["grid"] = params["evidence"]["grid"][1:]
+params["evidence"]["max_epochs"] = params["evidence"]["max_epochs"] // 2
 archs = params["archs"]
 first, last = list(archs)[0], list(archs)[-1]
 archs[first]["hidden"] = [256, 128]  # change an arch

@@ -76,7 +76,7 @@ def _cell(value) -> str:
 
 
 def _dvc_json(*args: str) -> dict:
-    done = subprocess.run(["dvc", *args, "--json"], capture_output=True, text=True)
+    done = subprocess.run(["dvc", *args, "--json"], capture_output=True, text=True, encoding="utf-8")
     try:
         if done.returncode == 0:
             return json.loads(done.stdout or "{}")
@@ -93,7 +93,7 @@ def _is_commit(rev: str) -> bool:
 
 
 def _report_at(rev: str) -> str | None:
-    done = subprocess.run(["git", "show", f"{rev}:{paths.REPORT_MD}"], capture_output=True, text=True)
+    done = subprocess.run(["git", "show", f"{rev}:{paths.REPORT_MD}"], capture_output=True, text=True, encoding="utf-8")
     return done.stdout if done.returncode == 0 else None
 
 

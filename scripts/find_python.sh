@@ -17,6 +17,18 @@ supported() {
     case " $SUPPORTED " in *" $1 "*) return 0 ;; esac
     return 1
 }
+# An interpreter that runs for name $1: itself, else for python3.X (or 3.X) pyenv's build of 3.X even when
+# pyenv has not selected it (its shim then fails, while `pyenv prefix` and the versions folder still find it).
+resolve() {
+    if [ -n "$(version_of "$1")" ]; then echo "$1"; return 0; fi
+    want=$(printf '%s\n' "$1" | sed -n 's/^\(python\)\{0,1\}\(3\.[0-9][0-9]*\)$/\2/p')
+    [ -n "$want" ] || return 1
+    prefix=$(pyenv prefix "$want" 2>/dev/null) || prefix=""
+    for py in ${prefix:+"$prefix/bin/python$want"} "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$want".*/bin/"python$want"; do
+        if [ "$(version_of "$py")" = "$want" ]; then echo "$py"; return 0; fi
+    done
+    return 1
+}
 fail() {
     echo "error: $*" >&2
     echo "Supported Python versions: $SUPPORTED. Install one, or name it: make PYTHON=/path/to/python3.X setup" >&2
@@ -24,10 +36,10 @@ fail() {
 }
 
 if [ -n "${PYTHON:-}" ]; then
-    ver=$(version_of "$PYTHON")
-    [ -n "$ver" ] || fail "PYTHON=$PYTHON does not run (not installed, or a pyenv shim of a version pyenv has not selected)"
+    py=$(resolve "$PYTHON") || fail "PYTHON=$PYTHON does not run (not installed, or not found through pyenv)"
+    ver=$(version_of "$py")
     supported "$ver" || fail "PYTHON=$PYTHON is Python $ver, which this project does not support"
-    echo "$PYTHON $ver"
+    echo "$py $ver"
     exit 0
 fi
 
@@ -43,8 +55,8 @@ if [ -f "$venv/pyvenv.cfg" ]; then
 fi
 
 for want in $PREFERRED; do
-    if [ "$(version_of "python$want")" = "$want" ]; then
-        echo "python$want $want"
+    if py=$(resolve "python$want"); then
+        echo "$py $want"
         exit 0
     fi
 done

@@ -10,17 +10,29 @@ import time
 from stages.lib import machine, paths
 from stages.lib.atomic import write_csv, write_json
 from stages.lib.cli import arch_name, run
-from stages.lib.data import load_prepared
-from stages.lib.lr_finder import CURVE_COLUMNS, curve_rows, sweep_record
+from stages.lib.data import load_prepared, part_size
+from stages.lib.errors import StageError
+from stages.lib.lr_finder import CURVE_COLUMNS, MIN_POINTS, SKIP_END, SKIP_START, curve_rows, sweep_record
 from stages.lib.params import load_params
 from stages.lib.tf_runtime import load_keras_model
+
+
+def check_sweep_length(examples: int, batch_size: int, epochs: int) -> None:
+    """A sweep too short for any rule to pick from fails now, naming what makes it short."""
+    per_epoch = -(-examples // batch_size)
+    needed = SKIP_START + MIN_POINTS + SKIP_END
+    if per_epoch * epochs < needed:
+        raise StageError(f"lr_range: {examples:,} training images in batches of {batch_size:,} give {per_epoch:,} "
+                         f"batch(es) per epoch, {per_epoch * epochs:,} in {epochs:,} epoch(s); a range test needs "
+                         f"at least {needed}: lower lr_range.batch_size or raise lr_range.epochs")
 
 
 def main(argv: list[str]) -> None:
     name = arch_name(argv, "lr_range")
     params = load_params()
     arch = params.arch(name)
-    keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
+    check_sweep_length(part_size("train"), params.lr_range.batch_size, params.lr_range.epochs)
+    keras_model = load_keras_model(params.compute)  # TensorFlow only once params and data are known good
 
     x, y = load_prepared(parts=("train",))["train"]
     model = keras_model.build_model(arch, params.seed)

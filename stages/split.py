@@ -8,12 +8,18 @@ from stages.lib.data import DataError, read_raw, save_prepared, split_train_val
 from stages.lib.errors import StageError
 from stages.lib.idx import IdxError
 from stages.lib.params import load_params
-from stages.lib.paths import PREPARED_DIR
+from stages.lib.paths import PREPARED_DIR, RAW_DIR
 from stages.lib.schema import ParamsError
+from stages.lib.sources import SourceError, verify
 
 
 def main(argv: list[str]) -> None:
     params = load_params()
+    try:
+        verify(RAW_DIR, params.data.sha256)  # as download did: data/raw may have changed since, outside DVC
+    except SourceError as err:
+        raise StageError(f"{RAW_DIR}: {err}: restore it with `dvc checkout data/raw` "
+                         "or `dvc repro -f download`") from None
     try:
         full_train, test = read_raw()
     except (DataError, IdxError, OSError) as err:

@@ -9,6 +9,8 @@ Usage: python -m stages.train <arch>
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 
 from stages.lib import machine, paths, records
@@ -41,12 +43,20 @@ def duration(seconds: float) -> str:
 
 
 def last_seconds_per_epoch(name: str) -> float | None:
-    """From the previous run's timings, if there is one to trust."""
+    """From the previous run's timings, if there is one to trust: the file in the workspace, else (`dvc repro`
+    removes it before the stage runs) the one committed at git's HEAD."""
+    path = paths.timing_json(name, "train")
     try:
-        timings = records.read(paths.timing_json(name, "train"), {"seconds_per_epoch": records.POSITIVE})
-        return timings["seconds_per_epoch"]
+        return records.read(path, {"seconds_per_epoch": records.POSITIVE})["seconds_per_epoch"]
     except StageError:
-        return None  # missing or damaged: this run rewrites it
+        pass  # missing or damaged: this run rewrites it
+    try:
+        committed = subprocess.run(["git", "show", f"HEAD:{path.as_posix()}"], capture_output=True, timeout=30)
+        value = json.loads(committed.stdout)["seconds_per_epoch"] if committed.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+        return None  # no git, no commit, or not one of ours
+    usable = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+    return value if usable else None
 
 
 def main(argv: list[str]) -> None:

@@ -21,7 +21,18 @@ from conftest import EXAMPLE_PARAMS, ROOT, example_params
 
 from stages.lib import atomic, paths
 from stages.lib.lr_finder import RULES
-from stages.lib.params import MAX_SEED, dump_raw, load_params, load_raw, parse_params
+from stages.lib.params import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_LIST,
+    MAX_REPEATS,
+    MAX_SEED,
+    MAX_STEPS_PER_EXECUTION,
+    dump_raw,
+    load_params,
+    load_raw,
+    parse_params,
+)
 from stages.lib.schema import (
     GRID_NEIGHBOURHOOD,
     INPUT_SIZE,
@@ -199,7 +210,7 @@ def test_batch_size_at_least_one(raw, section, batch_size):
     raw[section]["batch_size"] = batch_size
     line = only_problem(raw)
     assert_line(line, f"{section}.batch_size", batch_size, "out of range")
-    assert line.endswith("expected an integer >= 1)")
+    assert line.endswith(f"expected an integer >= 1 and <= {MAX_BATCH_SIZE:g})")
 
 
 @pytest.mark.parametrize("smoothing", [1, 1.0, -0.1])
@@ -431,7 +442,8 @@ def test_the_evidence_section_is_required(raw):
 
 @pytest.mark.parametrize("missing, what", [("seeds", "not a list of distinct seeds"),
                                            ("range_seeds", "not a list of distinct seeds"),
-                                           ("grid", "not a list of positive rates"), ("max_epochs", "missing"),
+                                           ("grid", "not a list of distinct positive rates"),
+                                           ("max_epochs", "missing"),
                                            ("patience", "missing"), ("long_rules", "missing section")])
 def test_each_evidence_key_is_required(raw, missing, what):
     del raw["evidence"][missing]
@@ -455,7 +467,7 @@ def test_bad_seeds(raw, key, seeds):
     section[key.rpartition(".")[2]] = seeds
     line = only_problem(raw)
     assert_line(line, f"evidence.{key}", seeds, "not a list of distinct seeds")
-    assert line.endswith(f"expected a non-empty list of distinct integers 0 to {MAX_SEED})")
+    assert line.endswith(f"expected a list of 1 to {MAX_LIST} distinct integers 0 to {MAX_SEED})")
 
 
 def test_seeds_at_both_ends_of_the_range_are_allowed(raw):
@@ -494,10 +506,33 @@ def test_long_rules_arch_follows_the_archs(raw):
     assert parse_params(raw).evidence.long_rules.arch == "slim"
 
 
-@pytest.mark.parametrize("grid", [[], [0.1, 0], [0.1, -0.2], [0.1, "0.2"], 0.1, [float("inf")], [True]])
-def test_the_grid_is_a_list_of_positive_rates(raw, grid):
+@pytest.mark.parametrize("grid", [[], [0.1, 0], [0.1, -0.2], [0.1, "0.2"], 0.1, [float("inf")], [True], [0.1, 0.1],
+                                  [[0.1]], [0.1] + [0.2 + k for k in range(MAX_LIST)]])
+def test_the_grid_is_a_list_of_distinct_positive_rates(raw, grid):
     raw["evidence"]["grid"] = grid
-    assert_line(only_problem(raw), "evidence.grid", grid, "not a list of positive rates")
+    assert_line(only_problem(raw), "evidence.grid", grid, "not a list of distinct positive rates")
+
+
+def test_evidence_lists_up_to_the_limit(raw):
+    raw["evidence"]["seeds"] = list(range(MAX_LIST))
+    raw["evidence"]["grid"] = [0.001 * (k + 1) for k in range(MAX_LIST)]
+    p = parse_params(raw)
+    assert len(p.evidence.seeds) == len(p.evidence.grid) == MAX_LIST
+    raw["evidence"]["seeds"].append(MAX_LIST)
+    assert_line(only_problem(raw), "evidence.seeds", raw["evidence"]["seeds"], "not a list of distinct seeds")
+
+
+@pytest.mark.parametrize("key, limit", [("train.epochs", MAX_EPOCHS), ("train.patience", MAX_EPOCHS),
+                                        ("train.repeats", MAX_REPEATS), ("train.batch_size", MAX_BATCH_SIZE),
+                                        ("lr_range.epochs", MAX_EPOCHS), ("lr_range.batch_size", MAX_BATCH_SIZE),
+                                        ("compute.steps_per_execution", MAX_STEPS_PER_EXECUTION),
+                                        ("evidence.max_epochs", MAX_EPOCHS), ("evidence.patience", MAX_EPOCHS)])
+def test_sizes_that_multiply_work_have_a_limit(raw, key, limit):
+    section, name = key.split(".")
+    raw[section][name] = limit
+    parse_params(copy.deepcopy(raw))
+    raw[section][name] = limit + 1
+    assert_line(only_problem(raw), key, limit + 1, "out of range")
 
 
 @pytest.mark.parametrize("key, value", [("max_epochs", 0), ("max_epochs", 2.5), ("patience", -1), ("patience", "20")])

@@ -112,7 +112,7 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode())
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, obj: object) -> None:

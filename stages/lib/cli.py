@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -25,6 +26,12 @@ def run(main: Callable[[list[str]], None], skip_teardown: bool = False, usage: s
         print(usage)
         return
     stage = os.environ.get("DVC_STAGE")  # set by `dvc repro` and `dvc exp run`
+    # A scheduler, `timeout` or `kill` stops a stage with SIGTERM: the same cleanup and message as Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # Under a locale that cannot encode a message (LC_ALL=C without UTF-8 coercion), print it escaped.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         main(sys.argv[1:])
         if skip_teardown:
@@ -54,6 +61,10 @@ def run(main: Callable[[list[str]], None], skip_teardown: bool = False, usage: s
         _interrupted(stage)
     except KeyboardInterrupt:
         _interrupted(stage)
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _fail(message: str, stage: str | None, code: int) -> None:
@@ -121,7 +132,7 @@ def arch_name(argv: list[str], stage: str) -> str:
 def read_json(path: Path) -> dict:
     """A JSON file an earlier stage wrote; a missing or damaged one says how to get it back."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise StageError(f"{path} is missing: restore it with `dvc checkout` or rebuild it with `dvc repro`") from None
     except json.JSONDecodeError as err:

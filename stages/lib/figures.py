@@ -207,3 +207,142 @@ def learning_curves_figure(histories: dict[str, list[dict]], path: Path) -> None
         ax.legend(fontsize=8)
     fig.tight_layout()
     save(fig, path)
+
+
+# The answer's figures (reports/answer/). Accuracies come in percentage points; an interval is
+# (estimate, low, high). Accuracy axes use a logit scale: it spreads 97 % from 98 % as well as 50 %
+# from 90 %, so chance (a diverged run) and the top of the range show in one panel.
+
+
+def _panels(n: int, width: float = 6.0, height: float = 3.8) -> tuple[plt.Figure, list]:
+    cols = min(n, 2)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)[:n]
+
+
+def _accuracy_axis(ax, label: str) -> None:
+    ax.set_yscale("logit")
+    ax.yaxis.set_major_formatter(lambda y, _: f"{100 * y:g} %")
+    ax.yaxis.set_minor_formatter(lambda y, _: "")
+    ax.set_ylabel(label)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _rule_style(i: int) -> dict:
+    """The i-th rule's marker and colour, the same in every answer figure (C0 is the grid's)."""
+    return {"marker": RULE_MARKERS[i % len(RULE_MARKERS)], "color": f"C{(i + 1) % 10}"}
+
+
+def _fraction(points: float | np.ndarray) -> float | np.ndarray:
+    """Points -> the fraction a logit axis takes, kept off 0 and 1."""
+    return np.clip(np.asarray(points, dtype=np.float64) / 100, 1e-4, 1 - 1e-4)
+
+
+def grid_figure(grid: list[float], curves: dict[str, list[tuple[float, float, float]]],
+                picks: dict[str, dict[str, list[tuple[float, float]]]], best: dict[str, float], path: Path) -> None:
+    """One panel per arch: one-epoch validation accuracy against rate (mean over seeds and its 95 % band),
+    every rule's pick in every range test at the mean accuracy trained there, and the grid's best rate."""
+    fig, axes = _panels(len(curves))
+    for ax, (name, curve) in zip(axes, curves.items()):
+        mean, low, high = (np.array(column) for column in zip(*curve))
+        ax.fill_between(grid, _fraction(low), _fraction(high), color="C0", alpha=0.2, label="95 % t interval")
+        ax.plot(grid, _fraction(mean), color="C0", marker=".", label="grid, mean over seeds")
+        ax.axvline(best[name], color="0.4", linestyle=":", label="best grid rate")
+        for i, (rule, points) in enumerate(picks[name].items()):
+            if points:
+                lrs, accuracies = zip(*points)
+                ax.plot(lrs, _fraction(accuracies), linestyle="none", label=rule, **_rule_style(i))
+        ax.set_xscale("log")
+        _accuracy_axis(ax, "validation accuracy after one epoch")
+        ax.set_xlabel("learning rate (log scale)")
+        ax.set_title(name)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def long_curves_figure(curves: dict[str, dict[int, tuple[list[float | None], int | None]]], path: Path) -> None:
+    """One panel per arch: validation accuracy per epoch of every seed's long run, its kept epoch dotted."""
+    fig, axes = _panels(len(curves))
+    for ax, (name, runs) in zip(axes, curves.items()):
+        for i, (seed, (accuracies, kept)) in enumerate(runs.items()):
+            epochs = np.arange(1, len(accuracies) + 1)
+            values = _fraction([np.nan if a is None else a for a in accuracies])
+            ax.plot(epochs, values, color=f"C{i}", linewidth=1.0, label=f"seed {seed}")
+            if kept is not None:
+                ax.plot([epochs[kept]], [values[kept]], marker="o", color=f"C{i}", markeredgecolor="black",
+                        linestyle="none")
+        _accuracy_axis(ax, "validation accuracy")
+        ax.set_xlabel("epoch (dot = kept: lowest validation loss)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(name)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def cost_figure(points: dict[str, dict], path: Path) -> None:
+    """Accuracy of the long runs (mean and 95 % t interval over seeds, validation and test) against
+    parameters and against seconds per epoch. ``points``: arch -> {params, seconds_per_epoch, val, test}."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (key, label, tick) in zip(axes, (("params", "parameters", "{x:,.0f}"),
+                                             ("seconds_per_epoch", "seconds per epoch, one core", "{x:g}"))):
+        span = max(p[key] for p in points.values()) - min(p[key] for p in points.values())
+        for i, (name, p) in enumerate(points.items()):
+            for part, shift, fill in (("val", -0.01, f"C{i}"), ("test", 0.01, "white")):
+                mean, low, high = p[part]
+                ax.errorbar([p[key] + shift * span], [mean], yerr=[[mean - low], [high - mean]], marker="o",
+                            capsize=3, color=f"C{i}", markerfacecolor=fill, linestyle="none",
+                            label=f"{name} {'validation' if part == 'val' else 'test'}")
+        ax.xaxis.set_major_formatter(tick)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.set_xlabel(label)
+        ax.set_ylabel("accuracy, % (filled: validation, open: test)")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def per_class_figure(classes: dict[str, list[tuple[float, float, float]]], chosen: str, path: Path) -> None:
+    """Per digit, the test accuracy of each arch (mean and 95 % t interval over seeds); ``chosen`` drawn bold."""
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    width = 0.8 / len(classes)
+    for i, (name, intervals) in enumerate(classes.items()):
+        mean, low, high = (np.array(column) for column in zip(*intervals))
+        x = np.arange(len(mean)) - 0.4 + width * (i + 0.5)
+        bold = name == chosen
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], marker="o", capsize=2, linestyle="none", color=f"C{i}",
+                    markersize=7 if bold else 4, markeredgecolor="black" if bold else f"C{i}",
+                    label=f"{name} (chosen on validation)" if bold else name)
+    ax.set_xticks(range(10))
+    ax.set_xlabel("true digit")
+    ax.set_ylabel("test accuracy on that digit, %")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def rule_picks_figure(picks: dict[str, dict[str, list[float]]], marks: dict[str, dict[str, float]],
+                      path: Path) -> None:
+    """One panel per arch, one row per rule: its pick in each range test (how far it wanders), with
+    reference rates (``marks``: arch -> label -> rate) as vertical lines."""
+    fig, axes = _panels(len(picks), height=3.2)
+    for ax, (name, by_rule) in zip(axes, picks.items()):
+        for row, (rule, lrs) in enumerate(by_rule.items()):
+            ax.plot(lrs, [row] * len(lrs), linestyle="none", alpha=0.7, **_rule_style(row))
+        for k, (label, lr) in enumerate(marks[name].items()):
+            ax.axvline(lr, color="0.3", linestyle=(":", "--", "-.")[k % 3], linewidth=1, label=label)
+        ax.set_yticks(range(len(by_rule)), list(by_rule))
+        ax.set_xscale("log")
+        ax.set_xlabel("picked rate (log scale), one dot per range test")
+        ax.set_title(name)
+        ax.set_ylim(-0.5, len(by_rule) - 0.5)
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    save(fig, path)

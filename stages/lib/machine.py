@@ -34,7 +34,7 @@ def record(numerics: str | None = None, threads: int | None = None) -> dict:
     """CPU, cores, numerics and versions of this process. TensorFlow and Keras are listed when
     this process has loaded them; numerics and threads only for stages that train."""
     try:
-        model, isa = cpu(CPUINFO.read_text())
+        model, isa = cpu(CPUINFO.read_text(encoding="utf-8", errors="replace"))
     except OSError:
         model, isa = platform.processor() or "unknown", ""
     out = {"cpu": model, "isa": isa, "cores": os.cpu_count(), "python": platform.python_version()}

@@ -47,9 +47,16 @@ from stages.lib.schema import (
 )
 
 PARAMS_FILE = Path("params.yaml")
-ARCH_NAME = re.compile(r"[A-Za-z0-9_-]+")
+ARCH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # no leading "-": command lines would read an option
 SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which keras.utils.set_random_seed calls, takes no more
+# Sizes that multiply work or memory, each far beyond a useful MNIST study, so that a stray digit is refused
+# at once instead of running for days or out of memory.
+MAX_EPOCHS = 1_000_000
+MAX_REPEATS = 1_000
+MAX_BATCH_SIZE = 60_000  # all of MNIST's training images
+MAX_STEPS_PER_EXECUTION = 100_000
+MAX_LIST = 1_000  # seeds and rates in the evidence section
 
 
 class _Checker:
@@ -85,7 +92,7 @@ class _Checker:
     def safe_name(self, name: Any, path: str, kind: str) -> bool:
         """Names become file and folder names: letters, digits, _ and - only, short enough for any file system."""
         if not (isinstance(name, str) and ARCH_NAME.fullmatch(name)):
-            self.fail(path, f"unsafe {kind} name", name, "letters, digits, _ and - only")
+            self.fail(path, f"unsafe {kind} name", name, "letters, digits, _ and - only, not starting with -")
             return False
         if len(name) > MAX_NAME_LENGTH:
             self.fail(path, f"{kind} name too long for file names", len(name), f"at most {MAX_NAME_LENGTH} characters")
@@ -143,7 +150,7 @@ def parse_params(raw: Any) -> Params:
         c.fail("(top level)", "not a mapping", raw, f"a mapping with sections {', '.join(top_keys)}")
         raise ParamsError(c.problems)
     c.unknown_keys(raw, "", top_keys)
-    seed = c.number(raw, "seed", "", integer=True, low=0)
+    seed = c.number(raw, "seed", "", integer=True, low=0, high=MAX_SEED, high_open=False)
 
     d = c.section(raw, "data", ("val_size", "sources", "sha256"))
     data = DataParams(
@@ -156,8 +163,8 @@ def parse_params(raw: Any) -> Params:
     lr_range = LrRangeParams(
         start_lr=c.number(lr, "start_lr", "lr_range", integer=False, low=0, low_open=True),
         factor=c.number(lr, "factor", "lr_range", integer=False, low=1, low_open=True),
-        batch_size=c.number(lr, "batch_size", "lr_range", integer=True, low=1),
-        epochs=c.number(lr, "epochs", "lr_range", integer=True, low=1),
+        batch_size=c.number(lr, "batch_size", "lr_range", integer=True, low=1, high=MAX_BATCH_SIZE, high_open=False),
+        epochs=c.number(lr, "epochs", "lr_range", integer=True, low=1, high=MAX_EPOCHS, high_open=False),
         stop_factor=c.number(lr, "stop_factor", "lr_range", integer=False, low=1, low_open=True),
         smoothing=c.number(lr, "smoothing", "lr_range", integer=False, low=0, high=1),
         rule=c.choice(lr, "rule", "lr_range", tuple(RULES)),
@@ -165,15 +172,16 @@ def parse_params(raw: Any) -> Params:
 
     t = c.section(raw, "train", ("epochs", "batch_size", "patience", "repeats"))
     train = TrainParams(
-        epochs=c.number(t, "epochs", "train", integer=True, low=1),
-        batch_size=c.number(t, "batch_size", "train", integer=True, low=1),
-        patience=c.number(t, "patience", "train", integer=True, low=0),
-        repeats=c.number(t, "repeats", "train", integer=True, low=1),
+        epochs=c.number(t, "epochs", "train", integer=True, low=1, high=MAX_EPOCHS, high_open=False),
+        batch_size=c.number(t, "batch_size", "train", integer=True, low=1, high=MAX_BATCH_SIZE, high_open=False),
+        patience=c.number(t, "patience", "train", integer=True, low=0, high=MAX_EPOCHS, high_open=False),
+        repeats=c.number(t, "repeats", "train", integer=True, low=1, high=MAX_REPEATS, high_open=False),
     ) if t is not None else None
 
     cp = c.section(raw, "compute", ("steps_per_execution", "numerics", "threads"))
     compute = ComputeParams(
-        steps_per_execution=c.number(cp, "steps_per_execution", "compute", integer=True, low=1),
+        steps_per_execution=c.number(cp, "steps_per_execution", "compute", integer=True, low=1,
+                                     high=MAX_STEPS_PER_EXECUTION, high_open=False),
         numerics=c.choice(cp, "numerics", "compute", NUMERICS, default=ComputeParams.numerics),
         threads=c.number(cp, "threads", "compute", integer=True, low=1, high=256, high_open=False,
                          default=ComputeParams.threads),
@@ -186,6 +194,9 @@ def parse_params(raw: Any) -> Params:
 
     archs = _archs(c, raw.get("archs"))
     evidence = _evidence(c, raw)
+    if seed is not None and train is not None and train.repeats is not None and seed + train.repeats - 1 > MAX_SEED:
+        c.fail("seed", "too large for train.repeats seeds after it", seed,
+               f"at most {MAX_SEED} - (train.repeats - 1) = {MAX_SEED - train.repeats + 1}")
     if c.problems:
         raise ParamsError(c.problems)
     return Params(seed=seed, data=data, lr_range=lr_range, train=train, compute=compute, report=report,
@@ -216,27 +227,30 @@ def _evidence(c: _Checker, raw: dict) -> EvidenceParams | None:
         seeds=_seeds(c, e.get("seeds"), "evidence.seeds"),
         range_seeds=_seeds(c, e.get("range_seeds"), "evidence.range_seeds"),
         grid=_rates(c, e.get("grid"), "evidence.grid"),
-        max_epochs=c.number(e, "max_epochs", "evidence", integer=True, low=1),
-        patience=c.number(e, "patience", "evidence", integer=True, low=0),
+        max_epochs=c.number(e, "max_epochs", "evidence", integer=True, low=1, high=MAX_EPOCHS, high_open=False),
+        patience=c.number(e, "patience", "evidence", integer=True, low=0, high=MAX_EPOCHS, high_open=False),
         long_rules=long_rules,
     )
 
 
 def _seeds(c: _Checker, value: Any, key: str) -> tuple[int, ...]:
     """Distinct seeds, each one numpy's and TensorFlow's generators accept."""
-    if not (isinstance(value, list) and value and all(
+    # Types first: a list or mapping among the values cannot go into the set below.
+    if not (isinstance(value, list) and 0 < len(value) <= MAX_LIST and all(
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED for v in value)
             and len(set(value)) == len(value)):
-        c.fail(key, "not a list of distinct seeds", value, f"a non-empty list of distinct integers 0 to {MAX_SEED}")
+        c.fail(key, "not a list of distinct seeds", value,
+               f"a list of 1 to {MAX_LIST} distinct integers 0 to {MAX_SEED}")
         return ()
     return tuple(value)
 
 
 def _rates(c: _Checker, value: Any, key: str) -> tuple[float, ...]:
-    if not isinstance(value, list) or not value or not all(
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_LIST or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in value
-    ):
-        c.fail(key, "not a list of positive rates", value, "a non-empty list of numbers > 0, like [0.05, 0.1]")
+    ) or len(set(value)) != len(value):
+        c.fail(key, "not a list of distinct positive rates", value,
+               f"a list of 1 to {MAX_LIST} distinct numbers > 0, like [0.05, 0.1]")
         return ()
     return tuple(float(v) for v in value)
 
@@ -335,7 +349,7 @@ def _yaml() -> YAML:
 def load_raw(path: Path = PARAMS_FILE) -> Any:
     """The parsed YAML as plain dicts, lists and scalars, unchecked."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError([f"{path}: not found (run from the project root)"]) from None
     try:

@@ -86,7 +86,7 @@ def read_csv(path: Path, columns: dict[str, Callable[[str], Any]], min_rows: int
     """The rows of a CSV file an earlier stage wrote: ``columns`` maps each column used to int or float
     (float takes nan and inf, which a diverged training writes). StageError if anything does not fit."""
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             missing = [name for name in columns if name not in (reader.fieldnames or [])]
             if missing:

@@ -1,0 +1,251 @@
+"""Stage answer: reports/answer.md and its figures in reports/answer/, from every evidence record.
+
+Usage: python -m stages.evidence.answer
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from stages.lib import paths, records
+from stages.lib.answer import Answer, Records, answer, learning_curves, per_class, pick_points
+from stages.lib.answer_md import render
+from stages.lib.atomic import write_text
+from stages.lib.cli import run
+from stages.lib.errors import StageError
+from stages.lib.evidence import SCORE_DIGITS, distinct_picks, grid_best, rate_for, unpack_bits
+from stages.lib.figures import cost_figure, grid_figure, long_curves_figure, per_class_figure, rule_picks_figure
+from stages.lib.lr_finder import RULES, chosen_rate
+from stages.lib.params import load_params
+from stages.lib.records import ANY, INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
+from stages.lib.schema import Params, ParamsError, count_params
+from stages.lib.stats import Interval
+
+REBUILD = "rebuild it with `dvc repro evidence/dvc.yaml`"
+REBUILD_QUICK = "rebuild it with `dvc repro` (the quick study), then `dvc repro evidence/dvc.yaml`"
+FIGURES = {"curves": "long_curves.png", "cost": "cost.png", "classes": "per_class.png", "grid": "grid.png",
+           "picks": "rule_picks.png"}
+
+# What the answer relies on in each record (stages.lib.records explains the notation).
+SCORES = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
+RUN = {"lr": POSITIVE, "epochs_run": INT, "best_epoch": Maybe(INT), "failed": Maybe(STR),
+       "history": ListOf({"val_accuracy": Maybe(NUMBER)}), **{f"{key}?": NUMBER for key in SCORES}}
+UNIT = {"kind": STR, "arch": STR, "seed": INT}
+RANGE = {**UNIT, "picks": MapOf(PICK)}
+ONE_EPOCH = {**UNIT, "runs": ListOf(RUN, 1)}
+LONG_RULES = {**UNIT, "lr_chosen_by": STR, **RUN}
+LONG = {**LONG_RULES, "test_correct?": STR, "confusion?": ListOf(ListOf(INT, 10, 10), 10, 10)}
+QUICK = {"picks": MapOf(PICK)}
+TIMING = {"seconds": NUMBER, "epochs?": INT, "machine": MapOf(ANY)}
+
+
+def damaged(path: Path, what: str, fix: str = REBUILD) -> StageError:
+    return StageError(f"{path}: {what}: the file is damaged, stale or not this pipeline's; {fix}")
+
+
+def not_a_number(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read(path: Path, spec: dict, fix: str = REBUILD) -> dict:
+    """A record, checked against ``spec``: a missing or damaged one is one line naming it and ``fix``."""
+    try:
+        data = json.loads(path.read_text(), parse_constant=not_a_number)
+        records.check(data, spec, "")
+    except FileNotFoundError:
+        raise StageError(f"{path} is missing: {fix}") from None
+    except (ValueError, records.Wrong) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise damaged(path, str(err).splitlines()[0], fix) from None
+    return data
+
+
+def read_unit(kind: str, arch: str, seed: int, spec: dict, rate: str | None = None) -> dict:
+    """One stage's record, which must say it is that stage's: kind, arch, seed."""
+    path = paths.evidence_json(kind, arch, seed, rate)
+    record = read(path, spec)
+    wrong = [f"{key} is {record[key]!r}, not {value!r}" for key, value in
+             (("kind", kind), ("arch", arch), ("seed", seed)) if record[key] != value]
+    if wrong:
+        raise damaged(path, "; ".join(wrong))
+    return record
+
+
+def check_runs(path: Path, runs: list[dict]) -> None:
+    """Every run scored whole or not at all, with one history row per epoch run and its kept epoch among them."""
+    for one in runs:
+        kept = one["best_epoch"]
+        if len({key in one for key in SCORES}) > 1:
+            raise damaged(path, f"the run at rate {one['lr']:g} has some of {', '.join(SCORES)} but not all")
+        if len(one["history"]) != one["epochs_run"] or not (kept is None or 0 <= kept < one["epochs_run"]):
+            raise damaged(path, f"the run at rate {one['lr']:g} has {len(one['history'])} epochs of history, "
+                                f"epochs_run {one['epochs_run']} and best_epoch {kept}")
+
+
+def check_rate(path: Path, record: dict, lr: float, how: str) -> None:
+    """A long run trained at the rate its source names now; otherwise the record is stale."""
+    if record["lr"] != lr or record["lr_chosen_by"] != how:
+        raise damaged(path, f"trained at rate {record['lr']:g} ({record['lr_chosen_by']}), but its source now "
+                            f"names {lr:g} ({how})")
+
+
+def check_test_detail(path: Path, record: dict) -> int | None:
+    """A scored long run's per-image results agree with its confusion matrix and accuracy; its test images."""
+    has = {key in record for key in ("test_correct", "confusion", "test_accuracy")}
+    if has != {"test_accuracy" in record}:
+        raise damaged(path, "test_correct and confusion must be present exactly when the run has scores")
+    if "test_accuracy" not in record:
+        return None
+    confusion = np.array(record["confusion"])
+    n_test, right = int(confusion.sum()), int(np.trace(confusion))
+    try:
+        flags = unpack_bits(record["test_correct"], n_test)
+    except ValueError as err:  # binascii.Error: bad padding
+        raise damaged(path, f"test_correct is not base64 ({err})") from None
+    if len(flags) < n_test:
+        raise damaged(path, f"test_correct holds {len(flags)} images' results, but confusion counts {n_test}")
+    if int(flags.sum()) != right or round(right / n_test, SCORE_DIGITS) != record["test_accuracy"]:
+        raise damaged(path, f"test_correct ({int(flags.sum())} right), confusion ({right} of {n_test} right) and "
+                            f"test_accuracy {record['test_accuracy']} disagree")
+    return n_test
+
+
+def check_seeds(params: Params) -> None:
+    e = params.evidence
+    for key, seeds in (("evidence.seeds", e.seeds), ("evidence.long_rules.seeds", e.long_rules.seeds)):
+        if len(seeds) < 2:
+            raise ParamsError([f"params.yaml: {key}: too few seeds for an interval (got {list(seeds)}; "
+                               "expected at least 2)"])
+
+
+def read_ranges(params: Params) -> dict[str, dict[int, dict]]:
+    ranges = {arch: {s: read_unit("range", arch, s, RANGE) for s in params.evidence.range_seeds}
+              for arch in params.archs}
+    for arch, by_seed in ranges.items():
+        for s, record in by_seed.items():
+            missing = [rule for rule in RULES if rule not in record["picks"]]
+            if missing:
+                raise damaged(paths.evidence_json("range", arch, s), f"picks has no {', '.join(missing)}")
+    return ranges
+
+
+def read_one_epoch(kind: str, params: Params, rates: dict[str, list[float]]) -> dict[str, dict[int, dict]]:
+    """The grid or picks records; each must have a run at every one of its arch's ``rates``."""
+    out = {}
+    for arch in params.archs:
+        out[arch] = {s: read_unit(kind, arch, s, ONE_EPOCH) for s in params.evidence.seeds}
+        for s, record in out[arch].items():
+            check_runs(paths.evidence_json(kind, arch, s), record["runs"])
+            missing = sorted(set(rates[arch]) - {run["lr"] for run in record["runs"]})
+            if missing:
+                raise damaged(paths.evidence_json(kind, arch, s),
+                              f"no run at rate(s) {', '.join(f'{lr:g}' for lr in missing)}")
+    return out
+
+
+def read_longs(params: Params, quick: dict[str, dict]) -> tuple[dict[str, dict[int, dict]], int]:
+    """The long runs, each at the rate the quick study names now; and the number of test images."""
+    longs, tests = {}, set()
+    for arch, a in params.archs.items():
+        lr, how = chosen_rate(a.lr, params.rule_for(a), quick[arch], arch)
+        longs[arch] = {s: read_unit("long", arch, s, LONG) for s in params.evidence.seeds}
+        for s, record in longs[arch].items():
+            check_runs(paths.evidence_json("long", arch, s), [record])
+            check_rate(paths.evidence_json("long", arch, s), record, lr, how)
+            tests.add(check_test_detail(paths.evidence_json("long", arch, s), record))
+    n_tests = sorted(tests - {None})
+    if len(n_tests) != 1:
+        raise StageError(f"the long runs' confusion matrices count {n_tests or 'no'} test images: expected one "
+                         f"number (no run scored, or records from different data); {REBUILD}")
+    return longs, n_tests[0]
+
+
+def read_long_rules(params: Params, quick: dict[str, dict], grids: dict[str, dict[int, dict]]) -> dict:
+    """The long budget's records, each at the rate its source names now."""
+    e = params.evidence
+    arch = e.long_rules.arch
+    best = grid_best(e.grid, list(grids[arch].values()))
+    out = {}
+    for source in e.long_rules.rates:
+        lr = rate_for(source, quick[arch], e.grid, best)
+        out[source] = {s: read_unit("long_rules", arch, s, LONG_RULES, source) for s in e.long_rules.seeds}
+        for s, record in out[source].items():
+            check_runs(paths.evidence_json("long_rules", arch, s, source), [record])
+            check_rate(paths.evidence_json("long_rules", arch, s, source), record, lr, source)
+    return out
+
+
+def read_timings(params: Params) -> dict[str, dict[str, list[dict]]]:
+    """kind -> arch -> the timing record of each of its stages."""
+    e = params.evidence
+    units = {kind: [(arch, s, None) for arch in params.archs for s in seeds]
+             for kind, seeds in (("range", e.range_seeds), ("grid", e.seeds), ("picks", e.seeds), ("long", e.seeds))}
+    units["long_rules"] = [(e.long_rules.arch, s, source) for source in e.long_rules.rates for s in e.long_rules.seeds]
+    timings: dict[str, dict[str, list[dict]]] = {}
+    for kind, keys in units.items():
+        for arch, s, source in keys:
+            record = read(paths.evidence_timing(kind, arch, s, source), TIMING)
+            timings.setdefault(kind, {}).setdefault(arch, []).append(record)
+    return timings
+
+
+def load_records(params: Params) -> Records:
+    """Every record the answer needs, read and checked before anything is drawn or written."""
+    check_seeds(params)
+    quick = {arch: read(paths.lr_range_json(arch), QUICK, REBUILD_QUICK)["picks"] for arch in params.archs}
+    ranges = read_ranges(params)
+    grids = read_one_epoch("grid", params, {arch: list(params.evidence.grid) for arch in params.archs})
+    picks = read_one_epoch("picks", params, {arch: distinct_picks(list(r.values())) for arch, r in ranges.items()})
+    longs, n_test = read_longs(params, quick)
+    return Records(ranges, grids, picks, longs, read_long_rules(params, quick, grids), read_timings(params), n_test)
+
+
+def triple(i: Interval) -> tuple[float, float, float]:
+    return i.estimate, i.low, i.high
+
+
+def draw(params: Params, data: Records, result: Answer) -> dict[str, Path]:
+    """Every figure, into reports/answer/; key -> the file written."""
+    out = {key: paths.ANSWER_FIGURES / name for key, name in FIGURES.items()}
+    la, o = result.long, result.one_epoch
+    long_curves_figure(learning_curves(data.longs), out["curves"])
+    cost_figure({arch: {"params": count_params(params.archs[arch].hidden),
+                        "seconds_per_epoch": result.cost.seconds_per_epoch[arch],
+                        "val": triple(s.val), "test": triple(s.test)} for arch, s in la.summaries.items()}, out["cost"])
+    per_class_figure({arch: [triple(i) for i in per_class(list(runs.values()))] for arch, runs in data.longs.items()},
+                     la.ranking.best, out["classes"])
+    grid_figure(list(o.grid), {arch: [triple(i) for i in curve] for arch, curve in o.curves.items()},
+                pick_points(data, list(RULES)), {arch: o.grid[i] for arch, i in o.best.items()}, out["grid"])
+    rule_picks_figure({arch: {rule: [r["picks"][rule]["lr"] for r in by_seed.values() if "lr" in r["picks"][rule]]
+                              for rule in RULES} for arch, by_seed in data.ranges.items()},
+                      {arch: {"best grid rate (one epoch)": o.grid[o.best[arch]],
+                              "long runs' rate": la.summaries[arch].lr} for arch in params.archs}, out["picks"])
+    return out
+
+
+def remove_stale_figures(written: list[Path]) -> None:
+    """A figure an earlier version of this stage drew and this one does not."""
+    for path in paths.ANSWER_FIGURES.glob("*.png"):
+        if path not in written:
+            path.unlink()
+
+
+def main(argv: list[str]) -> None:
+    if argv:
+        raise StageError("usage: python -m stages.evidence.answer")
+    params = load_params()
+    data = load_records(params)
+    result = answer(params, data)
+    figures = draw(params, data, result)
+    remove_stale_figures(list(figures.values()))
+    links = {key: path.relative_to(paths.ANSWER_MD.parent).as_posix() for key, path in figures.items()}
+    write_text(paths.ANSWER_MD, render(params, result, links))
+    best = result.long.ranking.best
+    print(f"answer: {paths.ANSWER_MD}: {best} is best on validation "
+          f"({result.long.summaries[best].val.estimate:.2f} %), {len(figures)} figures in {paths.ANSWER_FIGURES}")
+
+
+if __name__ == "__main__":
+    run(main)

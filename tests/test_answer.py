@@ -1,0 +1,508 @@
+"""The answer (stages/lib/answer.py, answer_md.py, stages/evidence/answer.py) on small synthetic records:
+numbers against hand and scipy computations, choices on validation even when test disagrees, honest
+wording, and the stage end to end in a temporary folder, without TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT, example_params
+from scipy import stats
+from test_deps import shaping_imports
+
+from stages.evidence import answer as stage
+from stages.lib import paths
+from stages.lib.answer import (
+    CHANCE,
+    LongBudget,
+    Target,
+    long_budget,
+    rank,
+    rule_gap,
+    rule_regret,
+    ruled_out,
+    summarize,
+    target,
+)
+from stages.lib.answer_md import render, target_section, verdicts
+from stages.lib.errors import StageError
+from stages.lib.evidence import pack_bits, unpack_bits
+from stages.lib.params import load_params
+from stages.lib.schema import ParamsError
+from stages.lib.stats import Interval, detectable_difference
+
+# The synthetic study: two archs, three grid rates, three training seeds, two range tests.
+ARCHS = {"base": {"hidden": [300, 100]}, "deep3": {"hidden": [300, 200, 100]}}
+GRID = [0.01, 0.1, 1.0]
+SEEDS = [1, 2, 3]
+RANGE_SEEDS = [1, 2]
+LONG_RULES = {"arch": "base", "seeds": [1, 2], "rates": ["notebook", "flat_center", "grid_best"]}
+N_TEST = 1000
+PEAK = {"base": (0.93, 0.1), "deep3": (0.95, 0.3)}  # one-epoch validation: (best accuracy, best rate)
+DIVERGES = 4.0  # one epoch at this rate or above leaves no finite weights
+# Each rule's pick in range tests 1 and 2 (the same for both archs); lightning diverges once.
+PICKS = {"notebook": (0.5, 0.6), "fastai_valley": (0.1, 0.2), "fastai_slide": (0.8, 0.9),
+         "fastai_minimum": (0.02, 0.03), "fastai_steep": (0.01, 0.012), "lightning": (0.001, 5.0),
+         "flat_center": (0.7, 0.8)}
+QUICK = {"notebook": 0.45, "flat_center": 0.22}  # the quick study's picks (the rest as range test 1)
+# Long runs: deep3 is higher on validation, base on test: the answer must follow validation.
+LONG = {"base": {"val": [0.975, 0.978, 0.976], "test": [0.981, 0.983, 0.982]},
+        "deep3": {"val": [0.979, 0.981, 0.980], "test": [0.977, 0.978, 0.976]}}
+# The long budget for base, per source and seed: grid_best is higher on validation, notebook on test.
+BUDGET = {"notebook": {"val": [0.970, 0.972], "test": [0.985, 0.986]},
+          "flat_center": {"val": LONG["base"]["val"][:2], "test": LONG["base"]["test"][:2]},
+          "grid_best": {"val": [0.982, 0.984], "test": [0.979, 0.980]}}
+MACHINE = {"cpu": "Test CPU", "isa": "avx2", "cores": 2, "python": "3.11.7", "numerics": "portable",
+           "onednn": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
+OTHER_MACHINE = {**MACHINE, "cpu": "Other CPU"}
+
+
+def one_epoch_val(arch: str, lr: float, seed: int) -> float | None:
+    """Validation accuracy after one epoch: a parabola in log rate, a little seed noise; None: diverged."""
+    if lr >= DIVERGES:
+        return None
+    peak, best = PEAK[arch]
+    return round(peak - 0.03 * math.log10(lr / best) ** 2 + 0.002 * (seed - 2) ** 2, 6)
+
+
+def one_epoch_run(arch: str, lr: float, seed: int) -> dict:
+    val = one_epoch_val(arch, lr, seed)
+    if val is None:
+        return {"lr": lr, "epochs_run": 1, "best_epoch": None, "failed": "loss became nan",
+                "history": [{"loss": None, "accuracy": None, "val_loss": None, "val_accuracy": None}]}
+    scores = {"val_accuracy": val, "val_loss": 0.3, "test_accuracy": round(val - 0.01, 6), "test_loss": 0.3}
+    return {"lr": lr, "epochs_run": 1, "best_epoch": 0, "failed": None,
+            "history": [{"loss": 0.4, "accuracy": 0.9, "val_loss": 0.3, "val_accuracy": val}], **scores}
+
+
+def image_detail(accuracy: float, seed: int) -> dict:
+    """Which test images a run gets right (a random subset of the right size) and its confusion matrix."""
+    right = round(accuracy * N_TEST)
+    flags = np.zeros(N_TEST, dtype=bool)
+    flags[np.random.default_rng(seed).permutation(N_TEST)[:right]] = True
+    labels = np.arange(N_TEST) % 10
+    confusion = np.zeros((10, 10), dtype=int)
+    np.add.at(confusion, (labels, np.where(flags, labels, (labels + 1) % 10)), 1)
+    return {"test_correct": pack_bits(flags), "confusion": confusion.tolist()}
+
+
+def long_run(lr: float, val: float, test: float, seed: int, epochs: int = 8, chosen_by: str = "flat_center") -> dict:
+    history = [{"loss": 0.1, "accuracy": 0.99, "val_loss": 0.1, "val_accuracy": round(val - 0.001 * (epochs - e), 6)}
+               for e in range(epochs)]
+    return {"lr": lr, "lr_chosen_by": chosen_by, "epochs_run": epochs, "best_epoch": epochs - 3, "failed": None,
+            "history": history,
+            "val_accuracy": val, "val_loss": 0.08, "test_accuracy": test, "test_loss": 0.08}
+
+
+def quick_picks() -> dict:
+    return {rule: {"lr": QUICK.get(rule, lrs[0]), "step": 1} for rule, lrs in PICKS.items()}
+
+
+def grid_best_rate(arch: str) -> float:
+    return max(GRID, key=lambda lr: np.mean([one_epoch_val(arch, lr, s) for s in SEEDS]))
+
+
+def records() -> dict[Path, dict]:
+    """Every file the answer reads, by path (relative to the project root)."""
+    files = {}
+    for arch in ARCHS:
+        files[paths.lr_range_json(arch)] = {"arch": arch, "picks": quick_picks()}
+        for r, _ in enumerate(RANGE_SEEDS):
+            seed = RANGE_SEEDS[r]
+            files[paths.evidence_json("range", arch, seed)] = {
+                "kind": "range", "arch": arch, "seed": seed, "steps": 100, "stop_step": 99,
+                "picks": {rule: {"lr": lrs[r], "step": 1} for rule, lrs in PICKS.items()}}
+            files[paths.evidence_timing("range", arch, seed)] = {"seconds": 2.0, "machine": MACHINE}
+        picked = sorted({lr for lrs in PICKS.values() for lr in lrs})
+        for s in SEEDS:
+            for kind, rates in (("grid", GRID), ("picks", picked)):
+                files[paths.evidence_json(kind, arch, s)] = {
+                    "kind": kind, "arch": arch, "seed": s, "runs": [one_epoch_run(arch, lr, s) for lr in rates]}
+                files[paths.evidence_timing(kind, arch, s)] = {"seconds": 10.0, "epochs": len(rates),
+                                                               "machine": MACHINE}
+            val, test = LONG[arch]["val"][s - 1], LONG[arch]["test"][s - 1]
+            files[paths.evidence_json("long", arch, s)] = {
+                "kind": "long", "arch": arch, "seed": s, **long_run(QUICK["flat_center"], val, test, s),
+                **image_detail(test, 100 * s + len(arch))}
+            files[paths.evidence_timing("long", arch, s)] = {"seconds": 40.0 * (1 + len(arch) % 2), "epochs": 8,
+                                                             "machine": MACHINE}
+    rates = {"notebook": QUICK["notebook"], "flat_center": QUICK["flat_center"], "grid_best": grid_best_rate("base")}
+    for source, lr in rates.items():
+        for k, s in enumerate(LONG_RULES["seeds"]):
+            files[paths.evidence_json("long_rules", "base", s, source)] = {
+                "kind": "long_rules", "arch": "base", "seed": s,
+                **long_run(lr, BUDGET[source]["val"][k], BUDGET[source]["test"][k], s, chosen_by=source)}
+            files[paths.evidence_timing("long_rules", "base", s, source)] = {"seconds": 30.0, "epochs": 8,
+                                                                              "machine": OTHER_MACHINE}
+    return files
+
+
+def params_dict() -> dict:
+    p = example_params()
+    for gone in ("lr_study", "studies"):  # sections params.yaml no longer has (conftest may still list them)
+        p.pop(gone, None)
+    p["archs"] = ARCHS
+    p["evidence"] = {"seeds": SEEDS, "range_seeds": RANGE_SEEDS, "grid": GRID, "max_epochs": 8, "patience": 3,
+                     "long_rules": LONG_RULES}
+    return p
+
+
+def write_project(root: Path, files: dict[Path, dict] | None = None, params: dict | None = None) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump(params or params_dict(), sort_keys=False))
+    for path, record in (files or records()).items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder with the synthetic records, as the working directory."""
+    write_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def result(project):
+    params = load_params()
+    return stage.answer(params, stage.load_records(params))
+
+
+def welch(a, b) -> tuple[float, float]:
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    return 100 * ci.low, 100 * ci.high
+
+
+# The numbers
+
+
+def test_rank_is_welch_and_pooled_sd_by_hand():
+    a, b = [0.97, 0.98, 0.99], [0.96, 0.97, 0.975]
+    r = rank({"b": b, "a": a})
+    assert r.best == "a" and r.order == ("a", "b")
+    assert r.gaps["b"].estimate == pytest.approx(100 * (0.98 - np.mean(b)))
+    assert (r.gaps["b"].low, r.gaps["b"].high) == pytest.approx(welch(a, b))
+    # squares about the means: a (-10² + 0² + 10²) e-6; b (mean 0.968333) ((-25/3)² + (5/3)² + (20/3)²) e-6;
+    # over 2 + 2 degrees of freedom
+    sd = math.sqrt((200e-6 + 1050 / 9 * 1e-6) / 4)
+    assert r.sd == pytest.approx(100 * sd)
+    assert r.detectable == pytest.approx(100 * detectable_difference(sd, 3, 3))
+    assert r.n == 3
+
+
+def test_ruled_out_is_the_far_end_of_the_interval():
+    r = rank({"a": [0.98, 0.99, 0.97], "b": [0.99, 0.96, 0.975]})
+    g = r.gaps["b"]
+    assert g.low < 0 < g.high
+    assert ruled_out(g) == max(-g.low, g.high)
+    sentence = verdicts(r)[0]
+    assert "b is not separated from it (Welch 95 % interval" in sentence
+    assert f"differences larger than {ruled_out(g):.2f} points are ruled out, smaller ones are not." in sentence
+
+
+def test_a_diverged_run_counts_as_chance():
+    runs = [long_run(0.1, 0.98, 0.97, 1), {"lr": 0.1, "lr_chosen_by": "flat_center", "epochs_run": 2,
+                                          "best_epoch": None, "failed": "nan", "history": []}]
+    s = summarize(runs)
+    assert s.val.estimate == pytest.approx(100 * (0.98 + CHANCE) / 2)
+    assert s.test.estimate == pytest.approx(100 * (0.97 + CHANCE) / 2)
+    assert s.diverged == 1
+    assert s.epochs_kept == 6  # only the run that kept an epoch
+
+
+def test_long_answer_follows_validation_not_test(result):
+    la = result.long
+    assert la.ranking.best == "deep3"  # higher on validation, lower on test
+    assert la.summaries["deep3"].val.estimate == pytest.approx(100 * np.mean(LONG["deep3"]["val"]))
+    ci = stats.ttest_1samp(LONG["base"]["test"], 0).confidence_interval(0.95)
+    base = la.summaries["base"].test
+    assert (base.low, base.high) == pytest.approx((100 * ci.low, 100 * ci.high))
+    gap = la.ranking.gaps["base"]
+    assert gap.estimate == pytest.approx(100 * (np.mean(LONG["deep3"]["val"]) - np.mean(LONG["base"]["val"])))
+    assert (gap.low, gap.high) == pytest.approx(welch(LONG["deep3"]["val"], LONG["base"]["val"]))
+
+
+def test_test_set_view_is_paired_over_images(project, result):
+    # per image: the fraction of seeds that got it right, deep3 minus base
+    files = records()
+    flags = {arch: np.mean([unpack_bits(files[paths.evidence_json("long", arch, s)]["test_correct"], N_TEST)
+                            for s in SEEDS], axis=0) for arch in ARCHS}
+    differences = flags["deep3"] - flags["base"]
+    ci = stats.ttest_1samp(differences, 0).confidence_interval(0.95)
+    g = result.long.image_gaps["base"]
+    assert g.estimate == pytest.approx(100 * (np.mean(LONG["deep3"]["test"]) - np.mean(LONG["base"]["test"])))
+    assert (g.low, g.high) == pytest.approx((100 * ci.low, 100 * ci.high))
+    assert g.n == N_TEST
+
+
+def test_one_epoch_picks_the_grid_best_on_validation(result):
+    o = result.one_epoch
+    for arch in ARCHS:
+        assert o.grid[o.best[arch]] == grid_best_rate(arch)
+        at_best = [one_epoch_val(arch, grid_best_rate(arch), s) for s in SEEDS]
+        assert o.curves[arch][o.best[arch]].estimate == pytest.approx(100 * np.mean(at_best))
+    assert o.ranking.best == "deep3"
+
+
+def test_rule_regret_by_hand(result):
+    by_rule = {t.rule: t for t in result.rules}
+    for rule, lrs in PICKS.items():
+        t = by_rule[rule]
+        cells = []
+        for arch in ARCHS:
+            best = grid_best_rate(arch)
+            for r, lr in zip(RANGE_SEEDS, lrs):
+                regrets = [one_epoch_val(arch, best, s) - (one_epoch_val(arch, lr, s) or CHANCE) for s in SEEDS]
+                assert t.cells[arch, r] == pytest.approx(100 * np.mean(regrets))
+                cells.append(100 * np.mean(regrets))
+        ci = stats.ttest_1samp(cells, 0).confidence_interval(0.95)
+        assert (t.regret.estimate, t.regret.low, t.regret.high) == pytest.approx((np.mean(cells), ci.low, ci.high))
+        assert t.wander == pytest.approx(math.log10(max(lrs) / min(lrs)))
+        assert t.runs == len(ARCHS) * len(RANGE_SEEDS) * len(SEEDS)
+        assert t.diverged == (len(ARCHS) * len(SEEDS) if rule == "lightning" else 0)
+    means = [t.regret.estimate for t in result.rules]
+    assert means == sorted(means)
+    assert result.recommended == result.rules[0].rule
+
+
+def test_rule_without_a_pick_is_counted_not_scored():
+    grids = {"a": {1: {"kind": "grid", "arch": "a", "seed": 1, "runs": [one_epoch_run("base", 0.1, 1)]}}}
+    picks = {"a": {1: {"kind": "picks", "arch": "a", "seed": 1, "runs": [one_epoch_run("base", 0.02, 1)]}}}
+    ranges = {"a": {1: {"picks": {"x": {"lr": 0.02, "step": 3}}}, 2: {"picks": {"x": {"error": "too short"}}}}}
+    t = rule_regret("x", (0.1,), grids, picks, ranges)
+    assert t.no_pick == 1 and len(t.cells) == 1 and t.regret is None and t.wander == 0
+    assert rule_gap(t, t) is None  # one shared cell: no interval
+
+
+def test_configured_rule_against_the_recommended_one_is_paired(result):
+    by_rule = {t.rule: t for t in result.rules}
+    configured, best = by_rule["flat_center"], by_rule[result.recommended]
+    assert result.recommended != "flat_center"
+    differences = [configured.cells[key] - best.cells[key] for key in configured.cells]
+    ci = stats.ttest_1samp(differences, 0).confidence_interval(0.95)
+    g = result.configured_gap
+    assert (g.estimate, g.low, g.high) == pytest.approx((np.mean(differences), ci.low, ci.high))
+
+
+def test_long_budget_and_target_follow_validation(result):
+    b = result.budget
+    assert b.arch == "base" and b.ranking.best == "grid_best"  # notebook is higher on test
+    assert (b.ranking.gaps["notebook"].low, b.ranking.gaps["notebook"].high) == pytest.approx(
+        welch(BUDGET["grid_best"]["val"], BUDGET["notebook"]["val"]))
+    t = result.target
+    assert t.met == (np.mean(LONG["base"]["test"]) >= 0.98)
+    assert t.best_source == "grid_best"
+    assert (t.gap.low, t.gap.high) == pytest.approx(welch(BUDGET["grid_best"]["val"], LONG["base"]["val"]))
+
+
+def test_target_without_long_budget_for_its_arch():
+    s = summarize([long_run(0.1, 0.97, 0.979, 1), long_run(0.1, 0.971, 0.978, 2)])
+    other = LongBudget("deep3", {}, rank({"x": [0.9, 0.91]}))
+    t = target(s, other)
+    assert not t.met and t.best_source is None and t.gap is None
+
+
+def test_cost_sums_stage_time_per_kind_and_groups_machines(result):
+    c = result.cost
+    assert c.kinds["range"] == (len(ARCHS) * len(RANGE_SEEDS), 2.0 * len(ARCHS) * len(RANGE_SEEDS), None)
+    assert c.kinds["grid"] == (6, 60.0, 6 * len(GRID))
+    assert c.kinds["long_rules"] == (6, 180.0, 48)
+    assert [counts for _, counts in c.machines] == [{"range": 4, "grid": 6, "picks": 6, "long": 6},
+                                                    {"long_rules": 6}]
+    assert c.seconds_per_epoch == {"base": 40.0 / 8, "deep3": 80.0 / 8}
+
+
+def test_long_budget_of_constant_runs():
+    b = long_budget("base", {"x": {1: long_run(0.1, 0.98, 0.98, 1), 2: long_run(0.1, 0.98, 0.98, 2)}})
+    assert b.ranking.best == "x" and b.summaries["x"].val.low == b.summaries["x"].val.high == 98.0
+
+
+# The report
+
+
+BANNED = ("as good", "does as well", "do as well", "equivalent", "the same as", "no difference", "indistinguishable")
+
+
+def rendered(result) -> str:
+    return render(load_params(), result, {key: f"answer/{name}" for key, name in stage.FIGURES.items()})
+
+
+def test_report_never_claims_equality(result):
+    text = rendered(result).lower()
+    for phrase in BANNED:
+        assert phrase not in text, phrase
+    assert "is not separated from it" in text  # there is a non-separated pair to word
+
+
+def test_report_opens_with_the_long_answer(result):
+    text = rendered(result)
+    first = text.split("\n\n")[1]
+    assert first.startswith("**Answer.**") and "**deep3 is best on validation**" in first
+    assert "base is not separated from it" in first or "base is below it" in first
+
+
+def test_every_table_names_its_split_and_seeds(result):
+    blocks = rendered(result).split("\n\n")
+    for i, block in enumerate(blocks):
+        if block.startswith("|"):
+            before = blocks[i - 1].lower()
+            if before.startswith("wall time"):
+                continue  # compute, not accuracy
+            assert "seed" in before and ("validation" in before or "wall time" in before), before
+
+
+def test_recommendation_states_whether_params_agree(result):
+    text = rendered(result)
+    assert f"Default recommended: **{result.recommended}**" in text
+    assert "`lr_range.rule` is `flat_center`: it does not agree." in text
+
+
+# The stage, end to end
+
+
+def test_stage_writes_answer_and_figures_deterministically(project, capsys):
+    stale = project / paths.ANSWER_FIGURES / "old_name.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\x89PNG")
+    other = project / paths.ANSWER_FIGURES / "notes.txt"
+    other.write_text("kept")
+    stage.main([])
+    first = {p.name: p.read_bytes() for p in (project / paths.ANSWER_FIGURES).iterdir()}
+    text = (project / paths.ANSWER_MD).read_text()
+    assert sorted(first) == sorted([*stage.FIGURES.values(), "notes.txt"])  # its stale figure gone, nothing else
+    for name in stage.FIGURES.values():
+        assert first[name].startswith(b"\x89PNG") and f"](answer/{name})" in text
+    assert "answer: reports/answer.md: deep3 is best on validation" in capsys.readouterr().out
+    stage.main([])
+    assert (project / paths.ANSWER_MD).read_text() == text
+    assert {p.name: p.read_bytes() for p in (project / paths.ANSWER_FIGURES).iterdir()} == first
+
+
+def test_stage_does_not_import_tensorflow():
+    code = "import sys, stages.evidence.answer; assert 'tensorflow' not in sys.modules, 'TensorFlow imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def fails_with(message: str) -> None:
+    with pytest.raises(StageError) as err:
+        stage.main([])
+    assert message in str(err.value) and "`dvc repro evidence/dvc.yaml`" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_record_names_it(project):
+    path = paths.evidence_json("picks", "deep3", 2)
+    (project / path).unlink()
+    fails_with(f"{path} is missing")
+    assert not (project / paths.ANSWER_MD).exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda r: r.update(kind="grid"), "kind is 'grid', not 'long'"),
+    (lambda r: r.update(val_accuracy="high"), "val_accuracy is 'high', not a number"),
+    (lambda r: r.pop("test_loss"), "the run at rate 0.22 has some of val_accuracy"),
+    (lambda r: r.update(best_epoch=8), "the run at rate 0.22 has 8 epochs of history, epochs_run 8 and best_epoch 8"),
+    (lambda r: r.update(lr=0.3), "trained at rate 0.3 (flat_center), but its source now names 0.22"),
+    (lambda r: r.update(test_accuracy=0.5), "test_correct (983 right), confusion (983 of 1000 right) and "
+                                            "test_accuracy 0.5 disagree"),
+    (lambda r: r.update(test_correct="AAA"), "test_correct is not base64 (Incorrect padding)"),
+    (lambda r: r.update(test_correct="AAAA"), "test_correct holds 24 images' results, but confusion counts 1000"),
+])
+def test_damaged_long_record_names_it(project, damage, message):
+    path = project / paths.evidence_json("long", "base", 2)
+    record = json.loads(path.read_text())
+    damage(record)
+    path.write_text(json.dumps(record))
+    fails_with(f"{paths.evidence_json('long', 'base', 2)}: {message}")
+
+
+def test_nan_and_invalid_json_are_damage(project):
+    path = paths.evidence_json("grid", "base", 1)
+    (project / path).write_text((project / path).read_text().replace("0.3,", "NaN,", 1))
+    fails_with(f"{path}: NaN is not a JSON number")
+    (project / path).write_text("{")
+    fails_with(f"{path}: Expecting property name")
+
+
+def test_grid_record_without_a_grid_rate(project):
+    path = paths.evidence_json("grid", "deep3", 3)
+    record = json.loads((project / path).read_text())
+    record["runs"] = record["runs"][:-1]
+    (project / path).write_text(json.dumps(record))
+    fails_with(f"{path}: no run at rate(s) 1")
+
+
+def test_one_seed_is_refused_as_params(tmp_path, monkeypatch):
+    p = params_dict()
+    p["evidence"]["long_rules"] = {**LONG_RULES, "seeds": [1]}
+    write_project(tmp_path, params=p)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamsError, match="evidence.long_rules.seeds: too few seeds"):
+        stage.main([])
+
+
+def test_answer_stage_deps_are_the_modules_it_imports():
+    spec = yaml.safe_load((ROOT / "evidence/dvc.yaml").read_text())["stages"]["answer"]
+    code = {dep for dep in spec["deps"] if dep.endswith(".py")}
+    assert code == shaping_imports(Path("stages/evidence/answer.py"))
+    assert {"reports/evidence", "reports/lr_range"} <= set(spec["deps"])
+    assert [next(iter(out)) for out in spec["outs"]] == [paths.ANSWER_MD.as_posix(), paths.ANSWER_FIGURES.as_posix()]
+
+
+def diverge(record: dict) -> None:
+    """What a long run whose kept weights were not finite leaves: no scores, no per-image results."""
+    for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "test_correct", "confusion"):
+        record.pop(key)
+    record.update(best_epoch=None, failed="loss became nan in epoch 2")
+
+
+def test_diverged_long_run_counts_as_chance_and_the_report_says_so(tmp_path, monkeypatch):
+    files = records()
+    diverge(files[paths.evidence_json("long", "base", 3)])
+    write_project(tmp_path, files)
+    monkeypatch.chdir(tmp_path)
+    params = load_params()
+    result = stage.answer(params, stage.load_records(params))
+    base = result.long.summaries["base"]
+    assert base.diverged == 1
+    assert base.val.estimate == pytest.approx(100 * np.mean([*LONG["base"]["val"][:2], CHANCE]))
+    # per image, the diverged run is right with probability 1/10
+    g = result.long.image_gaps["base"]
+    assert g.estimate == pytest.approx(100 * (np.mean(LONG["deep3"]["test"]) - np.mean([*LONG["base"]["test"][:2],
+                                                                                           CHANCE])))
+    assert "1 run(s) ended without finite weights; each counts as chance (10 % accuracy)" in rendered(result)
+
+
+def target_text(val_gap: tuple[float, float], best_test: float, same_rate: bool = False) -> str:
+    long = summarize([long_run(0.2, 0.975, 0.975, 1), long_run(0.2, 0.977, 0.976, 2)])
+    best = summarize([long_run(0.2 if same_rate else 0.1, 0.98, best_test, 1),
+                      long_run(0.2 if same_rate else 0.1, 0.982, best_test, 2)])
+    t = Target(long, False, "grid_best", best, Interval(sum(val_gap) / 2, *val_gap, 4))
+    return "\n".join(target_section(SimpleNamespace(target=t)))
+
+
+def test_target_not_met_asks_whether_the_rate_holds_it_back():
+    assert "The mean is below 98.0 %." in target_text((0.1, 0.5), 0.985)
+    assert "a better rate helps on validation, and at it the test mean reaches the target" in \
+        target_text((0.1, 0.5), 0.985).lower()
+    assert "the rate is not all that holds it back" in target_text((0.1, 0.5), 0.975)
+    assert ("Not separated: these runs do not show the rate holding it back; gaps larger than 0.40 points are "
+            "ruled out") in target_text((-0.4, 0.3), 0.985)
+    assert "That is base's own rate" in target_text((0.1, 0.5), 0.975, same_rate=True)
+    for reference in ("Géron", "98.00 %", "LeCun", "96.95 %"):
+        assert reference in target_text((0.1, 0.5), 0.975)
+
+
+def test_missing_quick_study_names_its_pipeline(project):
+    (project / paths.lr_range_json("deep3")).unlink()
+    with pytest.raises(StageError, match=r"reports/lr_range/deep3.json is missing: rebuild it with `dvc repro` "
+                                         r"\(the quick study\), then `dvc repro evidence/dvc.yaml`"):
+        stage.main([])
