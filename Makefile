@@ -12,7 +12,7 @@ LOCK := requirements/py$(if $(filter 3.10,$(PY_VERSION)),3.10,3.11-3.13).txt
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro evidence test test-fast lint check-lock lr-study studies compare bench prune clean
+.PHONY: setup repro evidence test test-fast lint check-lock compare bench prune clean
 
 setup: $(VENV)/.installed
 
@@ -54,20 +54,6 @@ check-lock: setup
 
 clean:
 	rm -rf $(VENV)
-
-# Opt-in: train every arch at a grid of fixed rates and at every rule's pick (reports/lr_study.json).
-lr-study: setup
-	dvc repro lr_range
-	python -m scripts.lr_study
-	dvc repro
-
-# Opt-in: the pipeline rerun per `studies:` entry of params.yaml (reports/studies/), then the report.
-# One study only: `make studies STUDY=five_seeds`.
-STUDY ?=
-studies: setup
-	dvc repro
-	python -m scripts.study $(STUDY)
-	dvc repro
 
 # Outputs of architectures removed from params.yaml (DVC leaves them); never anything a user put there.
 # `python -m scripts.prune --dry-run` lists them without removing. Then the report, whose deps they were.

@@ -1,8 +1,7 @@
-"""Stage report: reports/report.md and reports/figures/ for the archs params.yaml lists."""
+"""Stage report: reports/report.md, the quick check, and reports/figures/ for the archs params.yaml lists."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,11 @@ from stages.lib.figures import (
     lr_range_figure,
     lr_rules_figure,
 )
-from stages.lib.params import apply_overrides, load_params, load_raw, parse_params
-from stages.lib.records import ANY, INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
-from stages.lib.report import ArchResult, Study, render_report, study_matches
-from stages.lib.schema import Params, ParamsError
+from stages.lib.lr_finder import RULES
+from stages.lib.params import load_params
+from stages.lib.records import INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
+from stages.lib.report import ArchResult, render_report, rule_used
+from stages.lib.schema import Params
 
 SAMPLE_DIGITS = 20
 
@@ -37,14 +37,11 @@ TIMINGS = {
 METRICS = {"failed": Maybe(STR), "params": INT, "size_bytes": INT, "lr": POSITIVE, "lr_chosen_by": STR,
            "n_train": INT, "n_test": INT, "repeats": INT, "val_accuracy": Maybe(NUMBER),
            "test_accuracy": Maybe(NUMBER), "test_accuracy_std": Maybe(NUMBER), "test_loss": Maybe(NUMBER),
-           "seeds": MapOf({"epochs_run": INT, "test_accuracy?": NUMBER})}
-LR_RANGE = {"picks": MapOf(PICK), "steps": INT, "stop_step": Maybe(INT), "stop_reason": STR,
+           "seeds": MapOf({"epochs_run": INT, "val_accuracy?": NUMBER, "test_accuracy?": NUMBER})}
+LR_RANGE = {"picks": {rule: PICK for rule in RULES}, "steps": INT, "stop_step": Maybe(INT), "stop_reason": STR,
             "min_smoothed_loss": Maybe(NUMBER), "lr_at_min": Maybe(NUMBER)}
 ERRORS = {"confusion": Maybe(ListOf(ListOf(INT, 10, 10), 10, 10)),
           "confident_errors": ListOf({"index": INT, "label": INT, "predicted": INT, "confidence": NUMBER})}
-LR_STUDY = {"settings": ANY, "grid": ListOf(POSITIVE),
-            "archs": MapOf({"hidden": ListOf(INT), "activation": STR, "picks": MapOf(PICK),
-                            "runs": ListOf({"lr": POSITIVE, "test_accuracy?": NUMBER})})}
 CURVE_COLUMNS = {"lr": float, "loss": float, "smoothed_loss": float}
 HISTORY_COLUMNS = {"seed": int, "epoch": int, "loss": float, "accuracy": float, "val_loss": float,
                    "val_accuracy": float, "lr": float}
@@ -63,24 +60,16 @@ def read_metrics(path: Path) -> dict:
     metrics = records.read(path, METRICS)
     if not metrics["failed"]:
         unscored = [key for key in ("val_accuracy", "test_accuracy", "test_loss") if metrics[key] is None]
-        scored_seeds = sum("test_accuracy" in run for run in metrics["seeds"].values())
-        if scored_seeds >= 2 and metrics["test_accuracy_std"] is None:
+        if len(metrics["seeds"]) >= 2 and metrics["test_accuracy_std"] is None:
             unscored.append("test_accuracy_std")
         if unscored:
             raise records.damaged(path, f"{', '.join(unscored)} null for an arch that did not fail")
-    return metrics
-
-
-def read_lr_study(path: Path) -> dict:
-    study = records.read(path, LR_STUDY)
-    rules = {name: sorted(entry["picks"]) for name, entry in study["archs"].items()}
-    if len({tuple(names) for names in rules.values()}) > 1:
-        raise records.damaged(path, f"its archs have different rules' picks: {rules}")
-    for name, entry in study["archs"].items():
-        missing = sorted(set(study["grid"]) - {run["lr"] for run in entry["runs"]})
+        # Every seed is scored, or the arch failed: comparisons over seeds rest on it.
+        missing = [f"seeds.{seed}.{key}" for seed, run in metrics["seeds"].items()
+                   for key in ("val_accuracy", "test_accuracy") if key not in run]
         if missing:
-            raise records.damaged(path, f"archs.{name}.runs has no run at grid rates {missing}")
-    return study
+            raise records.damaged(path, f"{', '.join(missing)} missing for an arch that did not fail")
+    return metrics
 
 
 def check_against_test_set(errors: dict[str, dict], n_test: int) -> None:
@@ -101,47 +90,25 @@ def check_against_curves(results: list[ArchResult], curves: dict[str, dict[str, 
                                                                f"{paths.lr_range_csv(r.name)} ({rows} rows)")
 
 
-def under(reports: Path, path: Path) -> Path:
-    """``path`` (one of paths' reports/ files) inside another reports folder, e.g. a study's copy."""
-    return reports / path.relative_to(paths.REPORTS)
-
-
 def machine_records(archs) -> dict[str, dict | None]:
     """stage@arch -> the machine record its timings file holds (None in files from before records)."""
     return {f"{stage}@{name}": records.read(paths.timing_json(name, stage), TIMINGS[stage]).get("machine")
             for name in archs for stage in TIMINGS}
 
 
-def arch_result(params: Params, name: str, reports: Path = paths.REPORTS) -> ArchResult:
-    """An arch's metrics and range test from ``reports`` (this run's, or a study's copy), plus timings."""
+def arch_result(params: Params, name: str) -> ArchResult:
+    """An arch's metrics and range test, plus its stages' timings."""
     arch = params.archs[name]
-    metrics = read_metrics(under(reports, paths.metrics_json(name)))
-    timings = {stage: records.read(under(reports, paths.timing_json(name, stage)), spec)
-               for stage, spec in TIMINGS.items()}
+    metrics = read_metrics(paths.metrics_json(name))
+    timings = {stage: records.read(paths.timing_json(name, stage), spec) for stage, spec in TIMINGS.items()}
     metrics["lr_range_seconds"] = timings["lr_range"]["seconds"]
     metrics["train_seconds_per_epoch"] = timings["train"]["seconds_per_epoch"]
     metrics["inference_ms"] = timings["evaluate"]["inference_ms_per_1000_images"]
     return ArchResult(name, arch.hidden, arch.activation, metrics, records.read(paths.lr_range_json(name), LR_RANGE))
 
 
-def load_study(params: Params, raw: dict, name: str, overrides: dict) -> tuple[Study, dict[str, list[dict]]]:
-    """A study's results for the archs whose study params match the current ones (with its overrides)."""
-    folder = paths.STUDIES / name
-    expected = parse_params(apply_overrides(raw, overrides))
-    try:
-        made_with = load_params(folder / "params.yaml")
-    except ParamsError:
-        made_with = None  # missing or from an older schema: every arch is stale
-    fresh = [a for a in params.archs if made_with is not None and study_matches(expected, made_with, a)]
-    results = [arch_result(expected, a, folder) for a in fresh]
-    histories = {a: read_history(under(folder, paths.history_csv(a))) for a in fresh}
-    study = Study(name, overrides, results, [a for a in params.archs if a not in fresh], figure=None)
-    return study, histories
-
-
 def main(argv: list[str]) -> None:
-    raw = load_raw()
-    params = parse_params(raw)
+    params = load_params()
     leftovers = paths.prunable(params.archs)
     if leftovers:
         print(f"report: {len(leftovers)} output(s) of architectures no longer in params.yaml are still in "
@@ -155,13 +122,11 @@ def main(argv: list[str]) -> None:
     check_against_test_set(errors, len(x_test))
     histories = ({name: read_history(paths.history_csv(name)) for name in params.archs}
                  if params.train.epochs > 1 else {})
-    loaded_studies = [load_study(params, raw, name, overrides) for name, overrides in params.studies.items()]
-    lr_study = read_lr_study(paths.LR_STUDY_JSON)
     machines = machine_records(params.archs)
 
     figures = {"lr_range": "lr_range.png", "lr_rules": "lr_range_rules.png", "digits": "digits.png"}
     lr_range_figure(curves, {r.name: r.metrics["lr"] for r in results}, paths.FIGURES / figures["lr_range"])
-    lr_rules_figure(curves, {r.name: r.lr_range for r in results}, {r.name: r.metrics["lr_chosen_by"] for r in results},
+    lr_rules_figure(curves, {r.name: r.lr_range for r in results}, {name: rule_used(params, name) for name in curves},
                     paths.FIGURES / figures["lr_rules"])
     digit_grid_figure(x_test[:SAMPLE_DIGITS], y_test[:SAMPLE_DIGITS], paths.FIGURES / figures["digits"])
     scored = {name: e for name, e in errors.items() if e["confusion"] is not None}  # failed archs have none
@@ -174,20 +139,11 @@ def main(argv: list[str]) -> None:
     if histories:
         figures["curves"] = "learning_curves.png"
         learning_curves_figure(histories, paths.FIGURES / figures["curves"])
+    remove_unused_figures(set(figures.values()))
 
-    studies = []
-    for study, study_histories in loaded_studies:
-        if study.results and max(row["epoch"] for rows in study_histories.values() for row in rows) > 0:
-            figure = f"learning_curves_{study.name}.png"
-            learning_curves_figure(study_histories, paths.FIGURES / figure)
-            study = dataclasses.replace(study, figure=f"figures/{figure}")
-        studies.append(study)
-    remove_unused_figures(set(figures.values()) | {Path(s.figure).name for s in studies if s.figure})
-
-    markdown = render_report(params, results, {key: f"figures/{name}" for key, name in figures.items()},
-                             studies, lr_study, machines)
+    markdown = render_report(params, results, {key: f"figures/{name}" for key, name in figures.items()}, machines)
     write_text(paths.REPORT_MD, markdown)
-    print(f"report: {paths.REPORT_MD} with {len(results)} architecture(s), {len(studies)} study section(s)")
+    print(f"report: {paths.REPORT_MD} with {len(results)} architecture(s)")
     failures = [f"{r.name}: {r.metrics['failed']}" for r in results if r.metrics["failed"]]
     if failures:
         # The report is written (read it), but the pipeline must not look green.

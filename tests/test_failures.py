@@ -214,13 +214,13 @@ FAKE_KERAS_MODEL = textwrap.dedent("""
     import sys, types
     import numpy as np
     import stages.lib
+    from stages.lib.lr_finder import Curve
 
     class Sweep:
         def __init__(self, n=60):
-            self.lrs = 0.001 * 1.15 ** np.arange(n)
-            self.losses = np.concatenate([np.linspace(2.3, 0.4, n - 10), np.linspace(0.5, 30.0, 10)])
-            self.smoothed = self.losses.copy()
-            self.stop_step = n - 5
+            losses = np.concatenate([np.linspace(2.3, 0.4, n - 10), np.linspace(0.5, 30.0, 10)])
+            # One epoch of n batches of 8, stopped on its last row, as range_test records a sweep.
+            self.curve = Curve(0.001 * 1.15 ** np.arange(n), losses, losses.copy(), np.full(n, 8), n, n, n - 1)
             self.stop_reason = "stand-in sweep"
 
     fake = types.ModuleType("stages.lib.keras_model")
@@ -675,7 +675,6 @@ def write_report_inputs(project: Project, tiny_models: dict[int, Path], failed: 
     (reports / "history").mkdir()
     (reports / "history" / f"{ARCH}.csv").write_text(
         "seed,epoch,loss,accuracy,val_loss,val_accuracy,lr\n42,0,2.1,0.3,2.0,0.35,0.1\n")
-    (reports / "lr_study.json").write_text('{"archs": {}, "grid": [], "settings": {}}\n')
     project.stage("evaluate", ARCH).assert_clean_exit(0)
 
 

@@ -11,12 +11,12 @@ Faults live in files (damaged arrays, JSON, CSV, model files, params.yaml) or in
 prelude patches one function before the stage starts, for a full disk (ENOSPC), a missing
 permission (EACCES; the tests run as root, whom chmod does not stop, so a patch stands in for
 it; the chmod test runs only for other users), a read-only file system and an out-of-memory error.
-lr_range, train and scripts.lr_study run with test_failures.py's stand-in keras_model (plus a
-stand-in training), so no subprocess here starts TensorFlow.
+lr_range and train run with test_failures.py's stand-in keras_model (plus a stand-in training), so
+no subprocess here starts TensorFlow.
 
 Under `dvc repro` a user meets only some of these: DVC reruns a stage whose outputs were changed, so
-damaged outputs are repaired rather than met. What remains (params.yaml, the committed files
-the report reads, and resources) runs under real `dvc repro` in a tiny DVC project at the end.
+damaged outputs are repaired rather than met. What remains (params.yaml and resources) runs under
+real `dvc repro` in a tiny DVC project at the end.
 """
 
 from __future__ import annotations
@@ -54,12 +54,11 @@ from test_mlp import declare_huge_kernel, edit_config, edit_weights, set_dense
 from test_pipeline import derived_params
 
 from stages.lib.idx import encode_idx
-from stages.lib.params import apply_overrides, dump_raw
+from stages.lib.params import dump_raw
 
 RULE = "flat_center"  # the tests' params' lr_range.rule
 DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-SCRIPT_OUTPUTS = {"scripts.lr_study": ["reports/lr_study.json"], "scripts.study": ["reports/studies"]}
-NEEDS_STAND_IN = {"lr_range", "train", "scripts.lr_study"}  # what imports keras_model
+NEEDS_STAND_IN = {"lr_range", "train"}  # what imports keras_model
 MESSAGE_STARTS = ("error: ", "params.yaml: ")
 FIX_MARKERS = ("`", "rerun", "usage:", "expected")  # a command to run, what to do, or what is expected
 project, tiny_models = test_failures.project, test_failures.tiny_models  # test_failures' fixtures, used here too
@@ -70,7 +69,7 @@ project, tiny_models = test_failures.project, test_failures.tiny_models  # test_
 
 def stand_in(model: Path) -> str:
     """test_failures' stand-in keras_model, plus a stand-in one-epoch training that saves the real tiny
-    ``model`` and a fixed test score (for scripts.lr_study)."""
+    ``model``."""
     return FAKE_KERAS_MODEL + textwrap.dedent(f"""
         import shutil as _shutil, types as _types
         _row = {{"epoch": 0, "loss": 2.0, "accuracy": 0.3, "val_loss": 1.9, "val_accuracy": 0.35, "lr": 0.1}}
@@ -88,7 +87,7 @@ def run(project: Project, made: Made, args: tuple[str, ...], patch: str = "") ->
 def declared_outputs(args: tuple[str, ...]) -> list[str]:
     """What this run may write or replace: its stage's outs, metrics and plots in dvc.yaml."""
     if "." in args[0]:
-        return SCRIPT_OUTPUTS.get(args[0], [])
+        return []  # the scripts behind make targets checked here write nothing when they fail
     spec = DVC_STAGES[args[0]]
     spec = spec.get("do", spec)
     entries = [e for kind in ("outs", "metrics", "plots") for e in spec.get(kind, [])]
@@ -166,7 +165,7 @@ def for_evaluate(p: Project, made: Made) -> None:
 
 
 def for_train(p: Project, made: Made) -> None:
-    """data/prepared and the range test's pick (what scripts.lr_study needs too)."""
+    """data/prepared and the range test's pick."""
     write_prepared(p.root, seed=0)
     path = p.root / "reports" / "lr_range" / f"{ARCH}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,22 +183,6 @@ def for_report_with_curves(p: Project, made: Made) -> None:
     p.params["train"]["epochs"] = 2
     p.write_params()
     for_report(p, made)
-
-
-STUDY = "patient"
-
-
-def for_report_with_a_study(p: Project, made: Made) -> None:
-    """A study whose params match: the report reads its copies of metrics, timings and histories."""
-    overrides = {"train.patience": 3}
-    p.params["studies"] = {STUDY: overrides}
-    p.write_params()
-    for_report(p, made)
-    folder = p.root / "reports" / "studies" / STUDY
-    folder.mkdir(parents=True)
-    (folder / "params.yaml").write_text(dump_raw(apply_overrides(p.params, overrides)))
-    for name in ("metrics", "timings", "history"):
-        shutil.copytree(p.root / "reports" / name, folder / name)
 
 
 # --- faults in files ----------------------------------------------------------------------------------
@@ -346,15 +329,12 @@ FAULTS = {
                                              (f"reports/history/{ARCH}.csv: line 2, column epoch is '0.5'", TRAIN_FIX),
                                              edit_text(f"reports/history/{ARCH}.csv",
                                                        lambda t: t.replace(",0,", ",0.5,", 1))),
-    "lr-study-without-a-run-at-a-grid-rate": Fault(
-        REPORT, for_report,
-        ("reports/lr_study.json: archs.base.runs has no run at grid rates [0.1]", "`make lr-study`"),
-        put("reports/lr_study.json", json.dumps({"settings": {}, "grid": [0.1], "archs": {ARCH: {
-            "hidden": [8], "activation": "relu", "picks": {}, "runs": []}}}))),
-    "study-copy-with-text-for-a-number": Fault(
-        REPORT, for_report_with_a_study, (f"reports/studies/{STUDY}/metrics/{ARCH}.json: params is 'many'",
-                                          f"`make studies STUDY={STUDY}`"),
-        edit_json(f"reports/studies/{STUDY}/metrics/{ARCH}.json", lambda d: d.update(params="many"))),
+    "metrics-with-an-unscored-seed": Fault(REPORT, for_report, (f"{METRICS}: seeds.{SEED}.val_accuracy missing for "
+                                                                "an arch that did not fail", EVALUATE_FIX),
+                                           edit_json(METRICS, lambda d: d["seeds"][str(SEED)].pop("val_accuracy"))),
+    "range-test-without-a-rules-pick": Fault(REPORT, for_report, (f"{LR_JSON}: picks.notebook is missing",
+                                                                  LR_RANGE_FIX),
+                                             edit_json(LR_JSON, lambda d: d["picks"].pop("notebook"))),
     # -- model files: sizes checked before anything is read
     "model-declaring-a-313-GB-kernel": Fault(EVALUATE, for_evaluate, (MODEL, "has shape (784, 100000000)", MODEL_FIX),
                                              edit_model(lambda src, dst: edit_weights(src, dst,
@@ -408,12 +388,6 @@ FAULTS = {
     # -- wrong arguments to every script behind a make target (and a stage)
     "evaluate-without-its-arch": Fault(("evaluate",), for_evaluate, ("usage: python -m stages.evaluate <arch>",),
                                        fixed=EVALUATE),
-    "study-with-an-option": Fault(("scripts.study", "--all"), nothing, ("usage: python -m scripts.study",),
-                                  fixed=("scripts.study", "--help")),
-    "study-that-does-not-exist": Fault(("scripts.study", "nope"), nothing, ("no study named nope",),
-                                       fixed=("scripts.study", "--help")),
-    "lr-study-with-an-argument": Fault(("scripts.lr_study", "base"), for_train, ("usage: python -m scripts.lr_study",),
-                                       fixed=("scripts.lr_study",)),
     "compare-with-two-revisions": Fault(("scripts.compare", "main", "HEAD"), nothing,
                                         ("usage: python -m scripts.compare [REV]",),
                                         fixed=("scripts.compare", "--help")),
@@ -565,12 +539,9 @@ def dvc_project(tmp_path_factory, tiny_models) -> DvcProject:
     for package in ("stages", "scripts"):
         shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(ROOT / "dvc.yaml", root / "dvc.yaml")
-    shutil.copytree(ROOT / "reports" / "studies", root / "reports" / "studies",
-                    ignore=lambda folder, names: [n for n in names if n != "README.md"])
-    (root / "reports" / "lr_study.json").write_text('{"archs": {}, "grid": [], "settings": {}}\n')
     source = base / "mnist"
     params = derived_params(source, write_idx_folder(source, tiny_mnist(seed=0)))
-    params.update(archs={ARCH: {"hidden": [8]}}, studies={})
+    params.update(archs={ARCH: {"hidden": [8]}})
     (root / "params.yaml").write_text(dump_raw(params))
     (root / ".gitignore").write_text("__pycache__/\n")
     site = base / "site"
@@ -602,7 +573,6 @@ DVC_SUBSET = {
     "params-arch-name-too-long-for-a-file": (f"lr_range@{'a' * 230}", ("repro",)),
     "params-yes-for-a-seed": (f"lr_range@{ARCH}", ("repro",)),
     "params-nan-smoothing": (f"lr_range@{ARCH}", ("repro",)),
-    "lr-study-without-a-run-at-a-grid-rate": ("report", ("repro",)),
     "disk-full-writing-metrics": (f"evaluate@{ARCH}", ("repro", "-f", f"evaluate@{ARCH}")),
     "disk-full-writing-prepared-arrays": ("split", ("repro", "-f", "split")),
     "permission-denied-reading-prepared-arrays": (f"evaluate@{ARCH}", ("repro", "-f", f"evaluate@{ARCH}")),

@@ -8,7 +8,14 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from stages.lib.figures import confident_errors_figure, confusion_figure, digit_grid_figure, learning_curves_figure
+from stages.lib.figures import (
+    confident_errors_figure,
+    confusion_figure,
+    digit_grid_figure,
+    learning_curves_figure,
+    lr_rules_figure,
+)
+from stages.lib.lr_finder import RULES
 
 
 def digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +53,17 @@ def draw(tmp_path, name: str, figure, *args) -> tuple[bytes, tuple[int, ...]]:
     return data, mpimg.imread(path).shape
 
 
+def sweep(n: int = 80) -> tuple[dict[str, np.ndarray], dict]:
+    """(curve, range-test record) of a falling then diverging sweep; every rule picks, but fastai_slide."""
+    lr = 0.001 * 1.1 ** np.arange(n)
+    smoothed = 2.3 * np.exp(-np.arange(n) / 15) + 0.3 + np.where(np.arange(n) > 70, 0.3 * (np.arange(n) - 70), 0)
+    picks = {rule: {"lr": float(lr[10 + 8 * k]), "step": 10 + 8 * k} for k, rule in enumerate(RULES)}
+    picks["fastai_slide"] = {"error": "only 12 usable points"}
+    return {"lr": lr, "loss": smoothed + 0.05, "smoothed_loss": smoothed}, {"stop_step": n - 1, "picks": picks}
+
+
 IMAGES = digits(20)[0]
+CURVE, SWEEP = sweep()
 CASES = {
     "digit_grid": (digit_grid_figure, digits(12), (*digits(12)[:1], digits(12, seed=1)[1])),
     "confusion": (confusion_figure, ({"a": confusion(0), "b": confusion(1), "c": confusion(2)},),
@@ -55,6 +72,9 @@ CASES = {
                          ({"a": errors(4), "b": errors(2, 2)}, IMAGES)),
     "learning_curves": (learning_curves_figure, ({"a": history((1, 2), 5), "b": history((1,), 5, 1)},),
                         ({"a": history((1, 2), 5), "b": history((1,), 5, 2)},)),
+    # the rule an arch trained with is drawn larger; one with a fixed rate (None) has none
+    "lr_rules": (lr_rules_figure, ({"a": CURVE}, {"a": SWEEP}, {"a": "flat_center"}),
+                 ({"a": CURVE}, {"a": SWEEP}, {"a": None})),
 }
 
 
@@ -125,3 +145,10 @@ def test_learning_curves_later_seeds_are_drawn(tmp_path):
     alone, _ = draw(tmp_path, "alone", learning_curves_figure, {"a": base})
     with_seed, _ = draw(tmp_path, "with_seed", learning_curves_figure, {"a": base + extra})
     assert alone != with_seed
+
+
+def test_lr_rules_one_panel_per_arch(tmp_path):
+    _, one = draw(tmp_path, "one", lr_rules_figure, {"a": CURVE}, {"a": SWEEP}, {"a": "notebook"})
+    _, three = draw(tmp_path, "three", lr_rules_figure, {k: CURVE for k in "abc"}, {k: SWEEP for k in "abc"},
+                    {"a": "notebook", "b": None, "c": "lightning"})
+    assert one[0] < three[0] and one[1] < three[1]

@@ -36,7 +36,7 @@ PLAIN = ComputeParams(steps_per_execution=1)
 def sweep_params(start_lr: float = 0.01, factor: float = 1.05, *, epochs: int = 1, stop_factor: float = 4.0,
                  smoothing: float = 0.98) -> LrRangeParams:
     return LrRangeParams(start_lr=start_lr, factor=factor, batch_size=BATCH, epochs=epochs,
-                         stop_factor=stop_factor, smoothing=smoothing, rule="min_halved")
+                         stop_factor=stop_factor, smoothing=smoothing, rule="flat_center")
 
 
 def compute(steps_per_execution: int) -> ComputeParams:
@@ -147,12 +147,21 @@ def test_sweep_records_each_batch_own_loss_not_the_running_mean(xy):
 def test_losses_identical_whatever_steps_per_execution(xy):
     x, y = xy
     p = sweep_params(0.01, 1.05)
-    one = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, compute(1))
-    four = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, compute(4))
+    one = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, compute(1)).curve
+    four = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, compute(4)).curve
     assert len(one.losses) == len(four.losses) == STEPS
     np.testing.assert_array_equal(one.losses, four.losses)
     np.testing.assert_array_equal(one.smoothed, four.smoothed)
     assert one.stop_step is four.stop_step is None
+
+
+def test_the_curve_knows_its_batches_and_epochs(xy):
+    """What the notebook and fastai rules read besides the losses: batch sizes, epoch length, planned length."""
+    x, y = xy
+    curve = km.range_test(km.build_model(ARCH, SEED), x, y, sweep_params(0.01, 1.01, epochs=2), SEED, PLAIN).curve
+    assert (curve.steps_per_epoch, curve.planned_steps, len(curve.losses)) == (STEPS, 2 * STEPS, 2 * STEPS)
+    per_epoch = [BATCH] * (STEPS - 1) + [N_TRAIN - BATCH * (STEPS - 1)]  # 37 batches of 8, then the last 4
+    assert curve.batch_sizes.tolist() == per_epoch * 2
 
 
 def test_two_sweeps_on_fresh_identical_models_are_identical(xy):
@@ -160,10 +169,10 @@ def test_two_sweeps_on_fresh_identical_models_are_identical(xy):
     p = sweep_params(0.01, 1.1)
     first = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, PLAIN)
     second = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, PLAIN)
-    assert len(first.losses) >= 20
-    np.testing.assert_array_equal(first.losses, second.losses)
-    np.testing.assert_array_equal(first.smoothed, second.smoothed)
-    assert (first.stop_step, first.stop_reason) == (second.stop_step, second.stop_reason)
+    assert len(first.curve.losses) >= 20
+    np.testing.assert_array_equal(first.curve.losses, second.curve.losses)
+    np.testing.assert_array_equal(first.curve.smoothed, second.curve.smoothed)
+    assert (first.curve.stop_step, first.stop_reason) == (second.curve.stop_step, second.stop_reason)
 
 
 # --- stopping --------------------------------------------------------------------------------
@@ -191,10 +200,10 @@ def test_divergence_stop_is_the_same_whatever_steps_per_execution(xy):
     p = sweep_params(0.001, 1.5)
     one = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, compute(1))
     four = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, compute(4))
-    assert one.stop_step is not None and one.stop_step % 4 != 3  # the stop falls inside an execution
-    assert four.stop_step == one.stop_step and four.stop_reason == one.stop_reason
-    np.testing.assert_array_equal(four.losses, one.losses)  # batches run after the stop are dropped
-    np.testing.assert_array_equal(four.lrs, one.lrs)
+    assert one.curve.stop_step is not None and one.curve.stop_step % 4 != 3  # the stop falls inside an execution
+    assert four.curve.stop_step == one.curve.stop_step and four.stop_reason == one.stop_reason
+    np.testing.assert_array_equal(four.curve.losses, one.curve.losses)  # batches run after the stop are dropped
+    np.testing.assert_array_equal(four.curve.lrs, one.curve.lrs)
 
 
 def test_non_finite_loss_stops_the_sweep(xy):

@@ -20,14 +20,29 @@ import yaml
 from conftest import EXAMPLE_PARAMS, ROOT, example_params
 
 from stages.lib import atomic, paths
-from stages.lib.params import dump_raw, load_params, load_raw, parse_params
+from stages.lib.lr_finder import RULES
+from stages.lib.params import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_LIST,
+    MAX_REPEATS,
+    MAX_SEED,
+    MAX_STEPS_PER_EXECUTION,
+    dump_raw,
+    load_params,
+    load_raw,
+    parse_params,
+)
 from stages.lib.schema import (
+    GRID_NEIGHBOURHOOD,
     INPUT_SIZE,
     MAX_HIDDEN_LAYERS,
     MAX_NAME_LENGTH,
     MAX_PARAMS,
     NUM_CLASSES,
     Arch,
+    EvidenceParams,
+    LongRulesParams,
     ParamsError,
     count_params,
 )
@@ -89,8 +104,13 @@ def test_example_params_parse(raw):
     assert p.lr_range.smoothing == 0.98 and p.lr_range.rule == "flat_center"
     assert (p.train.epochs, p.train.batch_size, p.train.patience, p.train.repeats) == (1, 32, 20, 1)
     assert p.seeds == (42,)
-    assert p.studies == {"five_seeds": {"train.repeats": 5}, "multi_epoch": {"train.epochs": 50, "train.patience": 5}}
     assert p.report.tie_margin == 0.005
+    e = raw["evidence"]
+    assert p.evidence == EvidenceParams(
+        seeds=tuple(e["seeds"]), range_seeds=tuple(e["range_seeds"]), grid=tuple(float(lr) for lr in e["grid"]),
+        max_epochs=e["max_epochs"], patience=e["patience"],
+        long_rules=LongRulesParams(e["long_rules"]["arch"], tuple(e["long_rules"]["seeds"]),
+                                   tuple(e["long_rules"]["rates"])))
     assert p.archs == {
         "base": Arch("base", (300, 100)),
         "deep3": Arch("deep3", (300, 200, 100)),
@@ -109,10 +129,10 @@ def test_load_params_reads_a_file(tmp_path):
 
 
 def test_arch_options_are_parsed(raw):
-    raw["archs"]["base"] = {"hidden": [10], "activation": "tanh", "lr": 0.05, "rule": "valley"}
+    raw["archs"]["base"] = {"hidden": [10], "activation": "tanh", "lr": 0.05, "rule": "fastai_valley"}
     p = parse_params(raw)
-    assert p.archs["base"] == Arch("base", (10,), "tanh", 0.05, "valley")
-    assert p.rule_for(p.archs["base"]) == "valley"
+    assert p.archs["base"] == Arch("base", (10,), "tanh", 0.05, "fastai_valley")
+    assert p.rule_for(p.archs["base"]) == "fastai_valley"
 
 
 def test_unknown_arch_lookup(raw):
@@ -190,7 +210,7 @@ def test_batch_size_at_least_one(raw, section, batch_size):
     raw[section]["batch_size"] = batch_size
     line = only_problem(raw)
     assert_line(line, f"{section}.batch_size", batch_size, "out of range")
-    assert line.endswith("expected an integer >= 1)")
+    assert line.endswith(f"expected an integer >= 1 and <= {MAX_BATCH_SIZE:g})")
 
 
 @pytest.mark.parametrize("smoothing", [1, 1.0, -0.1])
@@ -204,12 +224,20 @@ def test_smoothing_zero_is_allowed(raw):
     assert parse_params(raw).lr_range.smoothing == 0.0
 
 
-def test_unknown_rule(raw):
-    raw["lr_range"]["rule"] = "minimum"
+@pytest.mark.parametrize("rule", ["minimum", "min_halved", "min_div10", "steepest", "valley"])  # the last 4: old names
+def test_unknown_rule(raw, rule):
+    raw["lr_range"]["rule"] = rule
     line = only_problem(raw)
-    assert_line(line, "lr_range.rule", "minimum", "unknown value")
-    for rule in ("min_halved", "min_div10", "steepest", "valley"):
-        assert rule in line
+    assert_line(line, "lr_range.rule", rule, "unknown value")
+    assert line.endswith(f"expected one of {', '.join(RULES)})")
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_every_rule_is_a_valid_choice(raw, rule):
+    raw["lr_range"]["rule"] = rule
+    raw["archs"]["deep3"]["rule"] = rule
+    p = parse_params(raw)
+    assert p.lr_range.rule == rule and p.rule_for(p.archs["deep3"]) == rule
 
 
 def test_unknown_rule_of_one_arch(raw):
@@ -355,12 +383,11 @@ def test_arch_name_with_trailing_newline_is_unsafe(raw):
     assert_line(only_problem(raw), "archs.base\n", "base\n", "unsafe architecture name")
 
 
-# --- compute and lr_study --------------------------------------------------------------------
+# --- compute ---------------------------------------------------------------------------------
 
-def test_compute_and_lr_study_are_parsed(raw):
+def test_compute_is_parsed(raw):
     params = parse_params(raw)
-    assert params.compute.steps_per_execution == 32
-    assert params.lr_study.grid == (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+    assert (params.compute.steps_per_execution, params.compute.numerics, params.compute.threads) == (32, "portable", 1)
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5])
@@ -369,13 +396,7 @@ def test_steps_per_execution_at_least_one(raw, value):
     assert_line(only_problem(raw), "compute.steps_per_execution", value)
 
 
-@pytest.mark.parametrize("grid", [[], [0.1, 0], [0.1, "0.2"], 0.1, [float("inf")]])
-def test_lr_study_grid_is_a_list_of_positive_rates(raw, grid):
-    raw["lr_study"]["grid"] = grid
-    assert_line(only_problem(raw), "lr_study.grid", grid, "positive rates")
-
-
-# --- repeats and the opt-in studies -------------------------------------------------------------
+# --- repeats -----------------------------------------------------------------------------------
 
 def test_repeats_give_consecutive_seeds(raw):
     raw["train"]["repeats"] = 3
@@ -388,38 +409,168 @@ def test_repeats_at_least_one_integer(raw, value):
     assert_line(only_problem(raw), "train.repeats", value)
 
 
-def test_studies_are_parsed(raw):
-    raw["studies"] = {"five_seeds": {"train.repeats": 5}, "long": {"train.epochs": 50, "train.patience": 5}}
-    assert parse_params(raw).studies == raw["studies"]
+# --- the evidence section ------------------------------------------------------------------------------
 
 
-def test_studies_are_optional(raw):
-    del raw["studies"]
-    assert parse_params(raw).studies == {}
-
-
-def test_a_study_key_that_does_not_exist_is_named(raw):
-    raw["studies"] = {"s": {"train.repeat": 5}}
-    assert_line(only_problem(raw), "studies.s.train.repeat", "train.repeat", "not a key of params.yaml")
-
-
-def test_a_study_value_is_checked_like_the_key_itself(raw):
-    raw["studies"] = {"s": {"train.repeats": 0}}
-    assert_line(only_problem(raw), "studies.s: train.repeats", 0, "out of range")
-
-
-@pytest.mark.parametrize("studies", [{"s": {}}, {"s": 5}, {"bad name": {"train.repeats": 2}}, [1]])
-def test_malformed_studies(raw, studies):
-    raw["studies"] = studies
+@pytest.mark.parametrize("section", ["lr_study", "studies"])
+def test_the_removed_sections_are_unknown_keys(raw, section):
+    """The evidence pipeline replaced them: a params.yaml that still has one is told so, not half-read."""
+    raw[section] = {"grid": [0.1]} if section == "lr_study" else {"five_seeds": {"train.repeats": 5}}
     line = only_problem(raw)
-    assert line.startswith("params.yaml: studies"), line
+    assert_line(line, section, section, "unknown key")
+    assert "did you mean" not in line  # nothing close: the known sections are listed instead
+    assert line.endswith("expected one of seed, data, lr_range, train, compute, report, evidence, archs)")
 
 
-def test_apply_overrides_sets_dotted_keys_on_a_copy(raw):
-    from stages.lib.params import apply_overrides
-    out = apply_overrides(raw, {"train.repeats": 5, "archs.base.hidden": [10]})
-    assert out["train"]["repeats"] == 5 and out["archs"]["base"]["hidden"] == [10]
-    assert raw["train"]["repeats"] == 1 and raw["archs"]["base"]["hidden"] == [300, 100]
+@pytest.mark.parametrize("typo, key, meant", [("evidense", "evidense", "evidence"), ("seed", "evidence.seed", "seeds"),
+                                             ("max_epoch", "evidence.max_epoch", "max_epochs")])
+def test_a_misspelt_evidence_key_suggests_the_close_one(raw, typo, key, meant):
+    if typo == "evidense":
+        raw[typo] = raw.pop("evidence")
+        problems = problems_of(raw)  # and the section is missing
+        line = problems[0]
+    else:
+        raw["evidence"][typo] = raw["evidence"].get(meant)
+        line = only_problem(raw)
+    assert_line(line, key, typo, f"did you mean '{meant}'?")
+
+
+def test_the_evidence_section_is_required(raw):
+    del raw["evidence"]
+    assert_line(only_problem(raw), "evidence", None, "missing section")
+
+
+@pytest.mark.parametrize("missing, what", [("seeds", "not a list of distinct seeds"),
+                                           ("range_seeds", "not a list of distinct seeds"),
+                                           ("grid", "not a list of distinct positive rates"),
+                                           ("max_epochs", "missing"),
+                                           ("patience", "missing"), ("long_rules", "missing section")])
+def test_each_evidence_key_is_required(raw, missing, what):
+    del raw["evidence"][missing]
+    assert_line(only_problem(raw), f"evidence.{missing}", None, what)
+
+
+@pytest.mark.parametrize("missing, what", [("arch", "not an architecture of archs"),
+                                           ("seeds", "not a list of distinct seeds"),
+                                           ("rates", "not a list of distinct rate sources")])
+def test_each_long_rules_key_is_required(raw, missing, what):
+    del raw["evidence"]["long_rules"][missing]
+    assert_line(only_problem(raw), f"evidence.long_rules.{missing}", None, what)
+
+
+@pytest.mark.parametrize("key", ["seeds", "range_seeds", "long_rules.seeds"])
+@pytest.mark.parametrize("seeds", [[-1], [MAX_SEED + 1], [1, 2, 1], [True], [1, False], [1.0], ["1"], [], 1, None],
+                         ids=["negative", "above-2**32-1", "duplicate", "true", "false", "float", "text", "empty",
+                              "not-a-list", "null"])
+def test_bad_seeds(raw, key, seeds):
+    section = raw["evidence"]["long_rules"] if key.startswith("long_rules.") else raw["evidence"]
+    section[key.rpartition(".")[2]] = seeds
+    line = only_problem(raw)
+    assert_line(line, f"evidence.{key}", seeds, "not a list of distinct seeds")
+    assert line.endswith(f"expected a list of 1 to {MAX_LIST} distinct integers 0 to {MAX_SEED})")
+
+
+def test_seeds_at_both_ends_of_the_range_are_allowed(raw):
+    raw["evidence"]["seeds"] = [0, MAX_SEED]
+    raw["evidence"]["long_rules"]["seeds"] = [MAX_SEED]
+    p = parse_params(raw)
+    assert p.evidence.seeds == (0, 2**32 - 1) and p.evidence.long_rules.seeds == (2**32 - 1,)
+
+
+@pytest.mark.parametrize("rates", [["min_halved"], ["flat_center", "grid_best", "flat_center"], [], "flat_center",
+                                   ["grid_best", "grid_worst"], [0.1]],
+                         ids=["old-rule-name", "duplicate", "empty", "not-a-list", "unknown-grid-source", "a-number"])
+def test_long_rules_rates_are_distinct_known_sources(raw, rates):
+    raw["evidence"]["long_rules"]["rates"] = rates
+    line = only_problem(raw)
+    assert_line(line, "evidence.long_rules.rates", rates, "not a list of distinct rate sources")
+    assert line.endswith(f"expected a non-empty list of {', '.join((*RULES, *GRID_NEIGHBOURHOOD))})")
+
+
+def test_every_rule_and_grid_source_is_a_valid_rate(raw):
+    raw["evidence"]["long_rules"]["rates"] = [*RULES, *GRID_NEIGHBOURHOOD]
+    assert parse_params(raw).evidence.long_rules.rates == (*RULES, *GRID_NEIGHBOURHOOD)
+
+
+@pytest.mark.parametrize("arch", ["nope", "Base", None, 3])
+def test_long_rules_arch_must_be_one_of_archs(raw, arch):
+    raw["evidence"]["long_rules"]["arch"] = arch
+    line = only_problem(raw)
+    assert_line(line, "evidence.long_rules.arch", arch, "not an architecture of archs")
+    assert line.endswith("expected one of base, deep3, deep4, wide3)")
+
+
+def test_long_rules_arch_follows_the_archs(raw):
+    raw["archs"]["slim"] = {"hidden": [10]}
+    raw["evidence"]["long_rules"]["arch"] = "slim"
+    assert parse_params(raw).evidence.long_rules.arch == "slim"
+
+
+@pytest.mark.parametrize("grid", [[], [0.1, 0], [0.1, -0.2], [0.1, "0.2"], 0.1, [float("inf")], [True], [0.1, 0.1],
+                                  [[0.1]], [0.1] + [0.2 + k for k in range(MAX_LIST)]])
+def test_the_grid_is_a_list_of_distinct_positive_rates(raw, grid):
+    raw["evidence"]["grid"] = grid
+    assert_line(only_problem(raw), "evidence.grid", grid, "not a list of distinct positive rates")
+
+
+def test_evidence_lists_up_to_the_limit(raw):
+    raw["evidence"]["seeds"] = list(range(MAX_LIST))
+    raw["evidence"]["grid"] = [0.001 * (k + 1) for k in range(MAX_LIST)]
+    p = parse_params(raw)
+    assert len(p.evidence.seeds) == len(p.evidence.grid) == MAX_LIST
+    raw["evidence"]["seeds"].append(MAX_LIST)
+    assert_line(only_problem(raw), "evidence.seeds", raw["evidence"]["seeds"], "not a list of distinct seeds")
+
+
+@pytest.mark.parametrize("key, limit", [("train.epochs", MAX_EPOCHS), ("train.patience", MAX_EPOCHS),
+                                        ("train.repeats", MAX_REPEATS), ("train.batch_size", MAX_BATCH_SIZE),
+                                        ("lr_range.epochs", MAX_EPOCHS), ("lr_range.batch_size", MAX_BATCH_SIZE),
+                                        ("compute.steps_per_execution", MAX_STEPS_PER_EXECUTION),
+                                        ("evidence.max_epochs", MAX_EPOCHS), ("evidence.patience", MAX_EPOCHS)])
+def test_sizes_that_multiply_work_have_a_limit(raw, key, limit):
+    section, name = key.split(".")
+    raw[section][name] = limit
+    parse_params(copy.deepcopy(raw))
+    raw[section][name] = limit + 1
+    assert_line(only_problem(raw), key, limit + 1, "out of range")
+
+
+@pytest.mark.parametrize("key, value", [("max_epochs", 0), ("max_epochs", 2.5), ("patience", -1), ("patience", "20")])
+def test_evidence_epochs_and_patience(raw, key, value):
+    raw["evidence"][key] = value
+    assert_line(only_problem(raw), f"evidence.{key}", value)
+
+
+def test_evidence_problems_have_the_documented_shape(raw):
+    raw["evidence"].update(seeds=[-1], grid=[], max_epochs=0)
+    raw["evidence"]["long_rules"].update(arch="nope", rates=["valley"])
+    problems = problems_of(raw)
+    assert len(problems) == 5, problems
+    for line in problems:
+        assert LINE.match(line), line
+
+
+def test_a_bad_arch_is_one_problem_even_when_long_rules_names_it(raw):
+    """long_rules.arch is checked against the names archs lists, not against the archs that parsed."""
+    raw["archs"]["base"]["hidden"] = 0  # base is evidence.long_rules.arch
+    assert_line(only_problem(raw), "archs.base.hidden", 0)
+    del raw["archs"]
+    assert_line(only_problem(raw), "archs", None)  # and no archs at all is one problem too
+
+
+def test_long_rules_problems_name_their_full_key(raw):
+    raw["evidence"]["long_rules"]["arhc"] = "base"
+    assert_line(only_problem(raw), "evidence.long_rules.arhc", "arhc", "did you mean 'arch'?")
+    raw["evidence"]["long_rules"] = 5
+    assert_line(only_problem(raw), "evidence.long_rules", 5, "not a mapping")
+
+
+@pytest.mark.parametrize("key, value", [("seeds", [[1]]), ("seeds", [{"a": 1}]), ("long_rules.arch", ["base"]),
+                                        ("long_rules.arch", {"a": 1}), ("long_rules.rates", [["flat_center"]])])
+def test_unhashable_values_are_one_line_not_a_crash(raw, key, value):
+    section = raw["evidence"]["long_rules"] if key.startswith("long_rules.") else raw["evidence"]
+    section[key.rpartition(".")[2]] = value
+    assert_line(only_problem(raw), f"evidence.{key}", value)
 
 
 def test_logs_is_not_an_arch_name(raw):
@@ -462,14 +613,12 @@ def test_too_many_hidden_layers(raw):
     assert_line(only_problem(raw), "archs.base.hidden", MAX_HIDDEN_LAYERS + 1, "too many hidden layers")
 
 
-@pytest.mark.parametrize("section, kind", [("archs", "architecture"), ("studies", "study")])
-def test_names_too_long_for_file_names(raw, section, kind):
-    entry = {"hidden": [10]} if section == "archs" else {"train.repeats": 2}
-    raw[section]["n" * MAX_NAME_LENGTH] = entry
+def test_arch_names_too_long_for_file_names(raw):
+    raw["archs"]["n" * MAX_NAME_LENGTH] = {"hidden": [10]}
     parse_params(copy.deepcopy(raw))
     name = "n" * (MAX_NAME_LENGTH + 1)
-    raw[section][name] = entry
-    assert_line(only_problem(raw), f"{section}.{name}", MAX_NAME_LENGTH + 1, f"{kind} name too long for file names")
+    raw["archs"][name] = {"hidden": [10]}
+    assert_line(only_problem(raw), f"archs.{name}", MAX_NAME_LENGTH + 1, "architecture name too long for file names")
 
 
 def too_long_for_the_file_system(folder: Path, name: str) -> list[str]:

@@ -1,54 +1,89 @@
-"""report.md from hand-made results: tables, figures, the conclusion and its statistics."""
+"""report.md, the quick check, from hand-made results: tables, figures, what the run shows and its intervals.
+
+Expected intervals come from scipy directly (scipy.stats.ttest_ind with equal_var=False), not from
+stages.lib.stats, and everything else is worked out by hand.
+"""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 from conftest import example_params
+from scipy import stats as scipy_stats
 
+from stages import report as report_stage
+from stages.lib.errors import StageError
+from stages.lib.lr_finder import RULES
 from stages.lib.params import parse_params
-from stages.lib.report import ArchResult, Study, conclusion, pairwise, render_report
+from stages.lib.report import ArchResult, conclusion, pairs, render_report
 
 FIGURES = {"lr_range": "figures/lr_range.png", "lr_rules": "figures/lr_range_rules.png",
            "digits": "figures/digits.png", "confusion": "figures/confusion.png",
            "errors": "figures/confident_errors.png"}
-FIGURE = FIGURES["lr_range"]
-RULE_NAMES = ("min_halved", "min_div10", "steepest", "valley")
+# What the quick check must never say of two archs the seeds cannot tell apart, nor of a choice.
+FORBIDDEN = ("as good", "does as well", "do as well", "distinguishable", "best test accuracy")
 
 
 @pytest.fixture(scope="module")
 def params():
-    """The tests' own params (tie_margin 0.005, val_size 5000, seed 42, one seed and one epoch)."""
+    """The tests' own params (tie_margin 0.005, val_size 5000, seed 42, one seed and one epoch, rule flat_center)."""
     return parse_params(example_params())
 
 
-def result(name: str, hidden: tuple[int, ...], acc: float | list[float], n_params: int, *, activation: str = "relu",
-           chosen: str = "min_halved", lr: float = 0.05, picks: dict | None = None) -> ArchResult:
-    """One arch's result; ``acc`` a list gives one run per seed (42, 43, ...)."""
-    accs = acc if isinstance(acc, list) else [acc]
-    mean = sum(accs) / len(accs)
-    std = None if len(accs) == 1 else (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5
+def params_with(**changes) -> object:
+    """The tests' params with some dotted keys changed, e.g. ``train__repeats=5``."""
+    raw = example_params()
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = raw
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return parse_params(raw)
+
+
+def all_picks(**changes) -> dict:
+    """Every rule's pick: rule k picks 0.01 * (k + 1) unless ``changes`` says otherwise."""
+    picks = {rule: {"lr": 0.01 * (k + 1), "step": 100 + k} for k, rule in enumerate(RULES)}
+    return {**picks, **changes}
+
+
+def result(name: str, hidden: tuple[int, ...], val: float | list[float], n_params: int, *,
+           test: float | list[float] | None = None, activation: str = "relu", chosen: str = "flat_center",
+           lr: float = 0.05, picks: dict | None = None) -> ArchResult:
+    """One arch's result; ``val`` a list gives one run per seed (42, 43, ...); test defaults to val - 0.003."""
+    vals = val if isinstance(val, list) else [val]
+    tests = test if isinstance(test, list) else [v - 0.003 for v in vals] if test is None else [test]
+    runs = {str(42 + i): {"epochs_run": 1, "best_epoch": 0, "val_accuracy": v, "val_loss": 0.11,
+                          "test_accuracy": t, "test_loss": 0.1234} for i, (v, t) in enumerate(zip(vals, tests))}
     metrics = {
-        "failed": None, "test_accuracy": mean, "test_accuracy_std": std, "test_loss": 0.1234,
-        "val_accuracy": mean - 0.001, "val_loss": 0.11, "params": n_params, "size_bytes": 3 * 2**20,
-        "lr": lr, "lr_chosen_by": chosen, "n_train": 55000, "n_test": 10000, "repeats": len(accs),
-        "seeds": {str(42 + i): {"epochs_run": 1, "best_epoch": 0, "test_accuracy": a, "test_loss": 0.1234,
-                                "val_accuracy": a - 0.001, "val_loss": 0.11} for i, a in enumerate(accs)},
+        "failed": None, "val_accuracy": float(np.mean(vals)), "val_loss": 0.11, "test_accuracy": float(np.mean(tests)),
+        "test_accuracy_std": float(np.std(tests, ddof=1)) if len(tests) > 1 else None, "test_loss": 0.1234,
+        "params": n_params, "size_bytes": 3 * 2**20, "lr": lr, "lr_chosen_by": chosen, "n_train": 55000,
+        "n_test": 10000, "repeats": len(vals), "seeds": runs,
         "lr_range_seconds": 3.21, "train_seconds_per_epoch": 4.56, "inference_ms": 7.89,
     }
-    if picks is None:
-        picks = {"min_halved": {"lr": 0.05, "step": 700}, "min_div10": {"lr": 0.01, "step": 700},
-                 "steepest": {"lr": 0.02, "step": 600}, "valley": {"lr": 0.03, "step": 650}}
     lr_range = {"steps": 900, "stop_step": 890, "stop_reason": "smoothed loss above 4 x its best",
-                "min_smoothed_loss": 0.2345, "lr_at_min": 0.1, "picks": picks}
+                "min_smoothed_loss": 0.2345, "lr_at_min": 0.1, "picks": all_picks() if picks is None else picks}
     return ArchResult(name, hidden, activation, metrics, lr_range)
 
 
-def conclude(results: list[ArchResult], tie_margin: float) -> list[str]:
-    return conclusion(results, pairwise(results), tie_margin)
+def failed_result(**arch) -> ArchResult:
+    r = result(**arch, val=0.0)
+    metrics = {**r.metrics, "failed": "training loss became nan in epoch 1", "test_accuracy": None,
+               "test_loss": None, "val_accuracy": None, "val_loss": None, "test_accuracy_std": None,
+               "seeds": {"42": {"epochs_run": 1, "best_epoch": None}}}
+    return ArchResult(r.name, r.hidden, r.activation, metrics, r.lr_range)
 
 
 def render(params, results, **kwargs) -> str:
     return render_report(params, results, FIGURES, **kwargs)
+
+
+def conclude(results: list[ArchResult], tie_margin: float = 0.005) -> list[str]:
+    return conclusion(results, pairs(results), tie_margin)
 
 
 # hidden sizes of the example params; parameter counts of Dense 784 -> hidden... -> 10
@@ -60,7 +95,7 @@ WIDE3 = dict(name="wide3", hidden=(800, 700, 600), n_params=1_615_310)
 
 def section(markdown: str, heading: str) -> str:
     """The text under ``## heading`` up to the next ## heading."""
-    return markdown.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    return markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -72,278 +107,256 @@ def results_table(markdown: str) -> list[list[str]]:
     return table_rows(section(markdown, "Results"))
 
 
-def conclusion_lines(markdown: str) -> list[str]:
-    return [line for line in section(markdown, "Conclusion").splitlines() if line.startswith("- ")]
+def shown_lines(markdown: str) -> list[str]:
+    return [line for line in section(markdown, "What this run shows").splitlines() if line.startswith("- ")]
 
 
-def test_table_has_one_row_per_arch_sorted_by_test_accuracy(params):
-    results = [result(**BASE, acc=0.9701), result(**DEEP3, acc=0.9755), result(**DEEP4, acc=0.9688),
-               result(**WIDE3, acc=0.9732)]
-    md = render(params, results)
-    rows = results_table(md)
-    assert [row[0] for row in rows] == ["deep3", "wide3", "base", "deep4"]
-    assert rows[0][1] == "300 → 200 → 100"
-    assert rows[0][2] == "0.05 (min_halved)"
-    assert rows[0][3] == "1"
-    assert rows[0][5] == "**97.55 %**"
-    assert rows[2][5] == "**97.01 %**"
-    assert len(rows[0]) == 7  # one seed: no per-seed column
+def assert_never_claims_equality(markdown: str) -> None:
+    for phrase in FORBIDDEN:
+        assert phrase not in markdown.lower(), phrase
 
 
-def test_every_figure_is_linked_and_header_facts(params):
-    md = render(params, [result(**BASE, acc=0.97)])
-    for path in FIGURES.values():
-        assert f"]({path})" in md
-    assert "learning_curves" not in md  # one epoch: no learning curves
-    assert md.startswith("# Which network learns best")
+# --- what the report is -------------------------------------------------------------------------
+
+
+def test_it_opens_as_a_quick_check_that_points_to_the_answer(params):
+    md = render(params, [result(**BASE, val=0.97)])
+    lines = md.splitlines()
+    assert lines[0] == "# Quick check: one run per architecture (seed 42), 1 epoch"
+    assert lines[2].startswith("This is a quick check, not the answer: each architecture trains once for one epoch")
+    assert "[answer.md](answer.md), the evidence pipeline's report (`make evidence`)" in lines[2]
+    assert ("Choices are made on validation accuracy; test accuracy is reported for what was chosen, never used "
+            "to choose.") in md
     assert "55,000 training, 5,000 validation and 10,000 test images" in md
-    assert "seed 42)" in md and "; seed 42)" in md
     assert md.endswith("\n")
 
 
+def test_the_title_says_how_many_seeds_and_epochs(params):
+    md = render(params_with(train__repeats=3, train__epochs=50), [result(**BASE, val=[0.97, 0.971, 0.972])])
+    assert md.startswith("# Quick check: 3 runs per architecture (seeds 42–44), up to 50 epochs\n")
+    assert "each architecture trains 3 times for up to 50 epochs" in md
+
+
+def test_every_figure_is_linked(params):
+    md = render(params, [result(**BASE, val=0.97)])
+    for path in FIGURES.values():
+        assert f"]({path})" in md
+    assert "learning_curves" not in md  # one epoch: no learning curves
+
+
 def test_learning_curves_are_linked_when_given(params):
-    md = render_report(params, [result(**BASE, acc=0.97)], {**FIGURES, "curves": "figures/learning_curves.png"})
+    md = render_report(params, [result(**BASE, val=0.97)], {**FIGURES, "curves": "figures/learning_curves.png"})
     assert "![Learning curves](figures/learning_curves.png)" in md
 
 
 def test_cost_table_from_the_stages_figures(params):
-    md = render(params, [result(**WIDE3, acc=0.97), result(**BASE, acc=0.96)])
-    rows = table_rows(section(md, "Cost per architecture"))
-    assert rows == [["base", "266,610", "3.00 MiB", "3.2", "4.6", "7.9"],
-                    ["wide3", "1,615,310", "3.00 MiB", "3.2", "4.6", "7.9"]]
+    md = render(params, [result(**WIDE3, val=0.97), result(**BASE, val=0.96)])
+    assert table_rows(section(md, "Cost per architecture")) == [
+        ["base", "266,610", "3.00 MiB", "3.2", "4.6", "7.9"], ["wide3", "1,615,310", "3.00 MiB", "3.2", "4.6", "7.9"]]
 
 
-def test_conclusion_names_best_and_smallest_within_the_margin(params):
-    # tie_margin 0.005: base is 0.3 points below deep3 and the smallest -> named;
-    # wide3 is within the margin too, deep4 is 1 point below -> not close.
-    results = [result(**BASE, acc=0.9720), result(**DEEP3, acc=0.9750), result(**DEEP4, acc=0.9650),
-               result(**WIDE3, acc=0.9740)]
-    lines = conclusion_lines(render(params, results))
-    assert lines[0] == "- Best test accuracy: **deep3**, 97.50 % (316,810 parameters)."
-    assert lines[1].startswith("- Smallest network within 0.5 points of it: **base**, 97.20 % (0.30 points lower)")
-    assert "266,610 parameters (1.2x fewer)" in lines[1]
-    assert lines[2] == "- Also within 0.5 points of the best: wide3."
+def test_mistakes_are_shown_when_an_arch_has_a_result(params):
+    text = section(render(params, [result(**BASE, val=0.97)]), "Mistakes")
+    assert "](figures/confusion.png)" in text and "](figures/confident_errors.png)" in text
+
+
+# --- one seed: chosen on validation, ranks nothing ----------------------------------------------------
+
+
+def test_the_table_is_ordered_by_validation_not_test_accuracy(params):
+    # deep3 has the highest test accuracy but the lowest validation accuracy: it comes last.
+    results = [result(**BASE, val=0.9701, test=0.9650), result(**DEEP3, val=0.9688, test=0.9790),
+               result(**WIDE3, val=0.9732, test=0.9600)]
+    rows = results_table(render(params, results))
+    assert [row[0] for row in rows] == ["wide3", "base", "deep3"]
+    assert rows[0][1:] == ["800 → 700 → 600", "0.05 (flat_center)", "1", "97.32 %", "96.00 %", "0.1234"]
+    assert len(rows[0]) == 7  # one seed: no per-seed column
+
+
+def test_the_highest_validation_accuracy_is_named_with_its_test_accuracy_not_the_highest_test(params):
+    results = [result(**BASE, val=0.9701, test=0.9650), result(**DEEP3, val=0.9688, test=0.9790)]
+    lines = conclude(results)
+    assert lines[0] == ("- Highest validation accuracy in this run: **base**, 97.01 % (its test accuracy: 96.50 %; "
+                        "266,610 parameters).")
+    assert "97.90" not in "\n".join(lines)  # deep3's higher test accuracy chooses nothing
+
+
+def test_within_the_margin_on_validation_and_the_smallest_of_them(params):
+    # tie_margin 0.005: base 0.3 points and wide3 0.1 points below deep3 on validation; deep4 1 point below.
+    results = [result(**BASE, val=0.9720), result(**DEEP3, val=0.9750), result(**DEEP4, val=0.9650),
+               result(**WIDE3, val=0.9740)]
+    lines = shown_lines(render(params, results))
+    assert lines[0].startswith("- Highest validation accuracy in this run: **deep3**, 97.50 %")
+    assert lines[1] == ("- Within 0.5 points of it on validation (`report.tie_margin`): wide3, base. The smallest of "
+                        "these is **base**, 97.20 % (266,610 parameters, 1.2x fewer).")
     assert "deep4" not in "\n".join(lines)
 
 
-def test_a_smaller_arch_outside_the_margin_is_not_chosen(params):
-    results = [result(**BASE, acc=0.9600), result(**DEEP4, acc=0.9750), result(**WIDE3, acc=0.9760)]
-    lines = conclude(results, params.report.tie_margin)
-    assert lines[0].startswith("- Best test accuracy: **wide3**")
-    assert lines[1].startswith("- Smallest network within 0.5 points of it: **deep4**")
-    assert "base" not in "\n".join(lines)
+def test_when_the_highest_is_also_the_smallest(params):
+    lines = conclude([result(**BASE, val=0.9800), result(**DEEP3, val=0.9790), result(**WIDE3, val=0.9700)])
+    assert lines[1] == "- Within 0.5 points of it on validation (`report.tie_margin`): deep3."
 
 
-def test_conclusion_when_the_best_is_also_the_smallest(params):
-    results = [result(**BASE, acc=0.9800), result(**DEEP3, acc=0.9790), result(**WIDE3, acc=0.9700)]
-    lines = conclusion_lines(render(params, results))
-    assert lines[0] == "- Best test accuracy: **base**, 98.00 % (266,610 parameters)."
-    assert lines[1] == "- No smaller network comes within 0.5 points of it."
-    assert lines[2] == "- Also within 0.5 points of the best: deep3."
-    assert not any("Smallest network" in line for line in lines)
+def test_no_other_arch_within_the_margin(params):
+    lines = conclude([result(**DEEP4, val=0.9)])
+    assert lines[:2] == ["- Highest validation accuracy in this run: **deep4**, 90.00 % (its test accuracy: 89.70 %; "
+                         "515,610 parameters).",
+                         "- No other architecture comes within 0.5 points of it on validation (`report.tie_margin`)."]
 
 
-def test_conclusion_with_a_single_arch(params):
-    lines = conclude([result(**DEEP4, acc=0.9)], 0.005)
-    assert lines[:2] == ["- Best test accuracy: **deep4**, 90.00 % (515,610 parameters).",
-                         "- No smaller network comes within 0.5 points of it."]
+def test_a_gap_of_exactly_the_tie_margin_counts_as_within(params):
+    lines = conclude([result(**DEEP3, val=0.9800), result(**BASE, val=0.9750)], 0.005)
+    assert lines[1].startswith("- Within 0.5 points of it on validation (`report.tie_margin`): base.")
 
 
-def test_one_seed_says_it_cannot_rank(params):
-    lines = conclude([result(**DEEP4, acc=0.9), result(**BASE, acc=0.89)], 0.005)
-    assert "one training run with one seed" in lines[-1] and "train.repeats" in lines[-1]
+def test_one_seed_says_it_ranks_nothing_and_where_the_answer_is(params):
+    md = render(params, [result(**DEEP4, val=0.9), result(**BASE, val=0.89)])
+    last = shown_lines(md)[-1]
+    assert last.startswith("- One seed ranks nothing: ")
+    assert "`train.repeats`" in last and "[answer.md](answer.md)" in last
+    assert "Every pair" not in md  # no intervals from one seed
+    assert_never_claims_equality(md)
 
 
 def test_archs_absent_from_the_results_do_not_appear(params):
-    assert set(params.archs) == {"base", "deep3", "deep4", "wide3"}
-    results = [result(**BASE, acc=0.97), result(**DEEP3, acc=0.98)]
-    md = render(params, results)
+    md = render(params, [result(**BASE, val=0.97), result(**DEEP3, val=0.98)])
     assert "deep4" not in md and "wide3" not in md
     assert [row[0] for row in results_table(md)] == ["deep3", "base"]
 
 
-def test_lr_range_table(params):
-    picks = {"min_halved": {"lr": 0.05, "step": 700}, "min_div10": {"error": "only 3 finite points"},
-             "steepest": {"lr": 0.0123456, "step": 600}, "valley": {"lr": 0.03, "step": 650}}
-    results = [result(**BASE, acc=0.97, chosen="steepest", lr=0.0123456, picks=picks),
-               result(**DEEP3, acc=0.98, activation="tanh", chosen="fixed in params", lr=0.1)]
-    md = render(params, results)
-    section = md.split("## LR range tests", 1)[1]
-    header = next(line for line in section.splitlines() if line.startswith("| arch"))
-    for rule in RULE_NAMES:
-        assert f"`{rule}`" in header
-    base_row = next(line for line in section.splitlines() if line.startswith("| base |"))
-    assert base_row == ("| base | 900 | smoothed loss above 4 x its best | 0.2345 | 0.1 | "
-                        "0.05 | n/a | **0.0123** | 0.03 |")
-    deep3_row = next(line for line in section.splitlines() if line.startswith("| deep3 |"))
-    assert "**" not in deep3_row  # a fixed rate is none of the rules' picks
-    results_rows = results_table(md)
-    assert results_rows[0][1] == "300 → 200 → 100 (tanh)"
-    assert results_rows[0][2] == "0.1 (fixed in params)"
+# --- failed archs -------------------------------------------------------------------------------------
 
 
-def test_a_gap_of_exactly_the_tie_margin_counts_as_within(params):
-    results = [result(**DEEP3, acc=0.9800), result(**BASE, acc=0.9750)]
-    lines = conclude(results, 0.005)
-    assert lines[1].startswith("- Smallest network within 0.5 points of it: **base**")
-
-
-# --- the lr_study section --------------------------------------------------------------------
-
-def study_for(params, archs: dict) -> dict:
-    from stages.lib.report import study_settings
-    return {"settings": study_settings(params), "grid": [0.1, 0.3], "archs": archs}
-
-
-def study_entry(hidden, runs: dict[float, float], picks: dict) -> dict:
-    return {"hidden": list(hidden), "activation": "relu", "picks": picks,
-            "runs": [{"lr": lr, "test_accuracy": acc, "test_loss": 0.1} for lr, acc in runs.items()]}
-
-
-def test_lr_study_section_shows_grid_best_and_each_rules_gap(params):
-    picks = {"min_halved": {"lr": 0.05, "step": 1}, "flat_center": {"lr": 0.2, "step": 2},
-             "steepest": {"error": "too few points"}}
-    study = study_for(params, {"base": study_entry((300, 100), {0.05: 0.95, 0.1: 0.96, 0.2: 0.9655, 0.3: 0.967},
-                                                   picks)})
-    md = render(params, [result(**BASE, acc=0.95)], lr_study=study)
-    section = md.split("## How good are the picked rates?", 1)[1]
-    grid_row = next(line for line in section.splitlines() if line.startswith("| base | 96.00"))
-    assert grid_row == "| base | 96.00 % | **96.70 %** |"
-    rule_row = [line for line in section.splitlines() if line.startswith("| base |")][1]
-    assert "0.05 → 95.00 % (-1.70)" in rule_row
-    assert "0.2 → 96.55 % (-0.15)" in rule_row
-    assert "n/a" in rule_row
-    # archs of params missing from the study are named as missing, not given invented rows
-    assert not any(line.startswith("| deep3") for line in section.splitlines())
-    assert "deep3" in next(line for line in section.splitlines() if "rerun `make lr-study`" in line)
-
-
-def test_lr_study_section_flags_a_stale_study(params):
-    picks = {"min_halved": {"lr": 0.1, "step": 1}}
-    study = study_for(params, {"base": study_entry((256, 128), {0.1: 0.95, 0.3: 0.96}, picks)})
-    md = render(params, [result(**BASE, acc=0.95)], lr_study=study)
-    section = md.split("## How good are the picked rates?", 1)[1]
-    assert "stale" in section and "base" in section.split("stale", 1)[1].splitlines()[0]
-    assert "96.00 %" not in section
-
-
-# --- failed archs ----------------------------------------------------------------------------
-
-def failed_result(**arch) -> ArchResult:
-    r = result(**arch, acc=0.0)
-    metrics = {**r.metrics, "failed": "training loss became nan in epoch 1", "test_accuracy": None,
-               "test_loss": None, "val_accuracy": None, "val_loss": None}
-    return ArchResult(r.name, r.hidden, r.activation, metrics, r.lr_range)
-
-
-def test_a_failed_arch_is_shown_as_failed_and_left_out_of_the_ranking(params):
-    results = [failed_result(**WIDE3), result(**BASE, acc=0.9651), result(**DEEP3, acc=0.9702)]
-    md = render(params, results)
+def test_a_failed_arch_is_shown_as_failed_and_left_out(params):
+    md = render(params, [failed_result(**WIDE3), result(**BASE, val=0.9651), result(**DEEP3, val=0.9702)])
     rows = results_table(md)
     assert [row[0] for row in rows] == ["deep3", "base", "wide3"]
-    assert "**failed**: training loss became nan in epoch 1" in rows[-1]
+    assert rows[-1][4:] == ["—", "**failed**: training loss became nan in epoch 1", "—"]
     assert "nan %" not in md.lower() and "None" not in md
-    lines = conclusion_lines(md)
-    assert lines[0].startswith("- Best test accuracy: **deep3**")
-    assert any(line.startswith("- **wide3 failed**: training loss became nan") for line in lines)
+    lines = shown_lines(md)
+    assert lines[0].startswith("- Highest validation accuracy in this run: **deep3**")
+    assert "- **wide3 failed**: training loss became nan in epoch 1." in lines
 
 
-def test_when_every_arch_failed_the_conclusion_says_so(params):
+def test_when_every_arch_failed_it_says_so(params):
     no_mistakes = {key: path for key, path in FIGURES.items() if key not in ("confusion", "errors")}
     md = render_report(params, [failed_result(**BASE)], no_mistakes)
-    assert "- No architecture produced a result." in conclusion_lines(md)
+    assert shown_lines(md) == ["- **base failed**: training loss became nan in epoch 1.",
+                               "- No architecture produced a result."]
     assert "## Mistakes" not in md
 
 
-# --- several seeds: mean ± std and which differences are real ---------------------------------
+# --- several seeds: every pair with a 95 % Welch interval ---------------------------------------------
 
-# Separated 5-seed samples: the exact permutation p is 2/252 for each pair.
 LOW = [0.9600, 0.9605, 0.9610, 0.9615, 0.9620]
 HIGH = [0.9700, 0.9705, 0.9710, 0.9715, 0.9720]
 HIGH_TOO = [0.9701, 0.9707, 0.9709, 0.9712, 0.9716]  # interleaved with HIGH
 
 
-def test_several_seeds_show_mean_std_and_each_seed(params):
-    md = render(params, [result(**BASE, acc=LOW)])
+def scipy_welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """(difference, low, high) in points: scipy's Welch interval of mean(a) - mean(b) at 95 %."""
+    ci = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    return 100 * (np.mean(a) - np.mean(b)), 100 * ci.low, 100 * ci.high
+
+
+def test_several_seeds_show_mean_sd_and_each_seed(params):
+    md = render(params_with(train__repeats=5), [result(**BASE, val=LOW)])
     row = results_table(md)[0]
-    assert row[5] == "**96.10 ± 0.08 %**"
+    # sd of LOW: deviations -0.1 .. +0.1 points in steps of 0.05 -> sqrt(0.025 / 4) = 0.079 points
+    assert row[4] == "96.10 ± 0.08 %"
+    assert row[5] == "95.80 ± 0.08 %"
     assert row[7] == "96.00, 96.05, 96.10, 96.15, 96.20"
 
 
-def test_a_difference_beyond_the_noise_is_called_real(params):
-    # one pair: Holm changes nothing, p = 2/252 = 0.0079 < 0.05
-    lines = conclude([result(**BASE, acc=LOW), result(**WIDE3, acc=HIGH)], 0.005)
-    assert lines[0] == "- Best mean test accuracy over 5 seeds: **wide3**, 97.10 ± 0.08 % (1,615,310 parameters)."
-    assert lines[1] == "- Below it by more than seed-to-seed noise: base (1.00 points lower, adjusted p = 0.00794)."
-    assert not any(line.startswith("- Not distinguishable") for line in lines)
-    assert lines[-2] == ("- For scale: the standard deviation over seeds is 0.08–0.08 points per architecture; "
-                         "the means span 1.00 points.")
-    assert "permutation test" in lines[-1] and "Holm-corrected over all 1 pairs" in lines[-1]
+def test_every_pair_has_its_welch_interval_and_reading(params):
+    results = [result(**BASE, val=HIGH_TOO), result(**WIDE3, val=HIGH), result(**DEEP3, val=LOW)]
+    md = render(params_with(train__repeats=5), results)
+    rows = table_rows(section(md, "What this run shows"))
+    # by mean validation accuracy: wide3 97.10, base 97.09, deep3 96.10
+    assert [row[0] for row in rows] == ["wide3 − base", "wide3 − deep3", "base − deep3"]
+    for row, (a, b) in zip(rows, [(HIGH, HIGH_TOO), (HIGH, LOW), (HIGH_TOO, LOW)]):
+        difference, low, high = scipy_welch(a, b)
+        assert row[1] == f"{difference:+.2f}"
+        assert row[2] == f"{low:+.2f} to {high:+.2f}"
+    not_separated = scipy_welch(HIGH, HIGH_TOO)
+    assert rows[0][3] == ("not separated at this number of seeds; differences larger than "
+                          f"{max(abs(not_separated[1]), abs(not_separated[2])):.2f} points are ruled out")
+    assert rows[1][3] == "wide3 higher" and rows[2][3] == "base higher"
+    assert_never_claims_equality(md)
 
 
-def test_overlapping_seeds_are_not_distinguishable_and_the_smaller_net_is_named(params):
-    results = [result(**BASE, acc=HIGH_TOO), result(**WIDE3, acc=HIGH), result(**DEEP3, acc=LOW)]
-    lines = conclude(results, 0.005)
-    # 3 pairs; wide3-base p close to 1 (means differ by 0.01 points), deep3 separated from both:
-    # raw 2/252 each, Holm: 3 x 2/252 = 0.0238 and 2 x 2/252 -> 0.0238 (monotone).
-    assert lines[0].startswith("- Best mean test accuracy over 5 seeds: **wide3**")
-    assert lines[1] == "- Below it by more than seed-to-seed noise: deep3 (1.00 points lower, adjusted p = 0.0238)."
-    assert lines[2].startswith("- Not distinguishable from it at this number of seeds: base (0.01 points lower")
-    assert lines[3].startswith("- So the smallest network that does as well as the best, as far as these runs can "
-                               "tell, is **base** (266,610 parameters, 6.1x fewer than wide3).")
+def test_the_conclusion_over_seeds_names_what_is_and_is_not_separated(params):
+    results = [result(**BASE, val=HIGH_TOO), result(**WIDE3, val=HIGH), result(**DEEP3, val=LOW)]
+    lines = conclude(results)
+    assert lines[0] == ("- Highest mean validation accuracy over 5 seeds: **wide3**, 97.10 ± 0.08 % (its test "
+                        "accuracy: 96.80 ± 0.08 %; 1,615,310 parameters).")
+    difference, low, high = scipy_welch(HIGH, LOW)
+    assert lines[1] == (f"- Separated from it (the interval excludes 0): deep3 ({difference:.2f} points lower, 95 % "
+                        f"interval {low:+.2f} to {high:+.2f}).")
+    difference, low, high = scipy_welch(HIGH, HIGH_TOO)
+    assert lines[2] == (f"- Not separated from it at this number of seeds: base ({difference:.2f} points lower; "
+                        f"differences larger than {max(abs(low), abs(high)):.2f} points are ruled out).")
+    assert "Welch" in lines[-1] and "not adjusted for the 3 pairs" in lines[-1] and "[answer.md]" in lines[-1]
 
 
-def test_every_pair_is_listed_with_raw_and_adjusted_p(params):
-    md = render(params, [result(**BASE, acc=HIGH_TOO), result(**WIDE3, acc=HIGH), result(**DEEP3, acc=LOW)])
-    rows = table_rows(section(md, "Conclusion"))
-    assert [(row[0], row[4]) for row in rows] == [
-        ("base − deep3", "different"), ("wide3 − deep3", "different"), ("base − wide3", "not distinguishable")]
-    assert rows[0][1:4] == ["+0.99", "0.00794", "0.0238"]
+def test_test_accuracy_never_chooses_over_seeds(params):
+    # wide3 has the higher test accuracy on every seed, base the higher validation accuracy.
+    results = [result(**BASE, val=HIGH, test=LOW), result(**WIDE3, val=LOW, test=HIGH)]
+    (pair,) = pairs(results)
+    assert (pair.a, pair.b) == ("base", "wide3") and pair.interval.estimate > 0
+    assert conclude(results)[0].startswith("- Highest mean validation accuracy over 5 seeds: **base**")
 
 
-def test_a_failed_arch_with_several_seeds_stays_out_of_the_tests(params):
-    results = [result(**BASE, acc=LOW), result(**WIDE3, acc=HIGH), failed_result(**DEEP3)]
-    lines = conclude(results, 0.005)
-    assert "over all 1 pairs" in lines[-2]
-    assert lines[-1].startswith("- **deep3 failed**")
+def test_a_failed_arch_with_several_seeds_stays_out_of_the_pairs(params):
+    results = [result(**BASE, val=LOW), result(**WIDE3, val=HIGH), failed_result(**DEEP3)]
+    assert [(p.a, p.b) for p in pairs(results)] == [("wide3", "base")]
+    lines = conclude(results)
+    assert "not adjusted for the 1 pairs" in lines[-1]
+    assert "- **deep3 failed**: training loss became nan in epoch 1." in lines
 
 
-# --- the opt-in studies -----------------------------------------------------------------------
-
-def test_a_study_section_has_its_own_table_conclusion_and_figure(params):
-    study = Study("five_seeds", {"train.repeats": 5}, [result(**BASE, acc=LOW), result(**WIDE3, acc=HIGH)],
-                  stale=["deep3", "deep4"], figure="figures/learning_curves_five_seeds.png")
-    md = render(params, [result(**BASE, acc=0.97)], studies=[study])
-    text = section(md, "Study `five_seeds`")
-    assert text.startswith(": `train.repeats=5`")
-    assert [row[0] for row in table_rows(text)[:2]] == ["wide3", "base"]
-    assert "- Below it by more than seed-to-seed noise: base (1.00 points lower, adjusted p = 0.00794)." in text
-    assert "deep3, deep4" in next(line for line in text.splitlines() if "rerun `make studies`" in line)
-    assert "](figures/learning_curves_five_seeds.png)" in text
-    # the run's own section still has one seed
-    assert conclusion_lines(md)[0].startswith("- Best test accuracy: **base**")
+def test_one_seed_gives_no_pairs():
+    assert pairs([result(**BASE, val=0.97), result(**WIDE3, val=0.98)]) == []
 
 
-def test_a_study_with_no_matching_results_shows_no_numbers(params):
-    study = Study("multi_epoch", {"train.epochs": 50}, [], stale=["base"], figure=None)
-    text = section(render(params, [result(**BASE, acc=0.97)], studies=[study]), "Study `multi_epoch`")
-    assert "rerun `make studies`" in text and "%" not in text
+# --- LR range tests: every rule's pick, the one used in bold -----------------------------------------
 
 
-def test_the_summary_comes_from_the_study_with_the_most_seeds(params):
-    five = Study("five_seeds", {"train.repeats": 5}, [result(**BASE, acc=LOW), result(**WIDE3, acc=HIGH)],
-                 stale=[], figure=None)
-    long = Study("multi_epoch", {"train.epochs": 50}, [result(**BASE, acc=0.98)], stale=[], figure=None)
-    md = render(params, [result(**BASE, acc=0.97)], studies=[long, five])
-    text = section(md, "Summary")
-    assert "study `five_seeds` (5 seeds per architecture" in text
-    assert "- Best mean test accuracy over 5 seeds: **wide3**" in text
-    assert md.index("## Summary") < md.index("## Results")
+def rules_rows(markdown: str) -> dict[str, str]:
+    text = section(markdown, "LR range tests")
+    return {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
 
 
-def test_no_summary_without_a_multi_seed_study(params):
-    long = Study("multi_epoch", {"train.epochs": 50}, [result(**BASE, acc=0.98)], stale=[], figure=None)
-    assert "## Summary" not in render(params, [result(**BASE, acc=0.97)], studies=[long])
+def test_the_rules_table_has_every_rule_in_order(params):
+    md = render(params, [result(**BASE, val=0.97)])
+    header = rules_rows(md)["arch"]
+    assert header.endswith(" | ".join(f"`{rule}`" for rule in RULES) + " |")
+    assert list(RULES) == ["notebook", "fastai_valley", "fastai_slide", "fastai_minimum", "fastai_steep",
+                           "lightning", "flat_center"]
+
+
+def test_the_rule_each_arch_used_is_in_bold(params):
+    # base uses lr_range.rule (flat_center); deep3 its own rule; wide3 a fixed rate, so no rule.
+    p = params_with(archs__deep3={"hidden": [300, 200, 100], "rule": "fastai_valley"},
+                    archs__wide3={"hidden": [800, 700, 600], "lr": 0.1})
+    picks = all_picks(fastai_slide={"error": "only 12 usable points"}, notebook={"lr": 0.0123456, "step": 600})
+    results = [result(**BASE, val=0.97, picks=picks), result(**DEEP3, val=0.98, activation="tanh"),
+               result(**WIDE3, val=0.96, chosen="fixed in params", lr=0.1)]
+    rows = rules_rows(render(p, results))
+    assert rows["base"] == ("| base | 900 | smoothed loss above 4 x its best | 0.2345 | 0.1 | "
+                            "0.0123 | 0.02 | n/a | 0.04 | 0.05 | 0.06 | **0.07** |")
+    assert rows["deep3"].endswith("| 0.01 | **0.02** | 0.03 | 0.04 | 0.05 | 0.06 | 0.07 |")
+    assert "**" not in rows["wide3"]
+
+
+def test_the_rule_used_is_marked_even_when_it_is_not_lr_range_rule(params):
+    """The old study table marked lr_range.rule whatever the arch used; this one does not."""
+    p = params_with(archs__base={"hidden": [300, 100], "rule": "lightning"})
+    row = rules_rows(render(p, [result(**BASE, val=0.97)]))["base"]
+    assert row.endswith("| **0.06** | 0.07 |")
+
+
+# --- where the numbers were made ----------------------------------------------------------------------
 
 
 def machine(cpu: str, **extra) -> dict:
@@ -355,7 +368,7 @@ def test_the_report_says_which_machine_and_software_ran_each_stage(params):
                       onednn={"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"}, intra_op_threads=1)
     machines = {"lr_range@base": trained, "train@base": trained, "evaluate@base": machine("CPU B"),
                 "lr_range@wide3": None}
-    text = section(render(params, [result(**BASE, acc=0.97)], machines=machines), "Where these numbers were made")
+    text = section(render(params, [result(**BASE, val=0.97)], machines=machines), "Where these numbers were made")
     lines = [line for line in text.splitlines() if line.startswith("- ")]
     assert lines == [
         "- CPU A (avx, avx2), 2 cores; Python 3.11.7, TensorFlow 2.21.0, Keras 3.15.1, numpy 2.4.6; numerics "
@@ -367,4 +380,29 @@ def test_the_report_says_which_machine_and_software_ran_each_stage(params):
 
 
 def test_no_machine_section_without_records(params):
-    assert "Where these numbers were made" not in render(params, [result(**BASE, acc=0.97)])
+    assert "Where these numbers were made" not in render(params, [result(**BASE, val=0.97)])
+
+
+# --- what the stage reads -----------------------------------------------------------------------------
+
+
+def write_metrics(tmp_path, change) -> object:
+    metrics = dict(result(**BASE, val=[0.97, 0.98]).metrics)
+    for key in ("lr_range_seconds", "train_seconds_per_epoch", "inference_ms"):
+        metrics.pop(key)
+    change(metrics)
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(metrics))
+    return path
+
+
+def test_metrics_with_every_seed_scored_read_clean(tmp_path):
+    assert report_stage.read_metrics(write_metrics(tmp_path, lambda m: None))["repeats"] == 2
+
+
+def test_metrics_with_an_unscored_seed_are_damaged(tmp_path):
+    """The pairs rest on every seed's validation accuracy: one missing would quietly shrink an interval's n."""
+    path = write_metrics(tmp_path, lambda m: m["seeds"]["43"].pop("val_accuracy"))
+    with pytest.raises(StageError, match=r"seeds\.43\.val_accuracy missing for an arch that did not fail: .*"
+                                         r"rebuild it with `dvc repro -f` on the stage that writes it$"):
+        report_stage.read_metrics(path)

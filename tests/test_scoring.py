@@ -68,3 +68,12 @@ def test_summarize_one_seed_has_no_spread_and_a_failed_arch_has_nothing():
     assert summarize({"1": {"val_accuracy": 0.9, "val_loss": 0.3, "test_accuracy": 0.8, "test_loss": 0.5}}
                      )["test_accuracy_std"] is None
     assert set(summarize({"1": {"epochs_run": 1}}).values()) == {None}
+
+
+def test_summarize_spread_is_the_sample_standard_deviation_by_hand():
+    # test accuracies 0.1 .. 0.4: squared deviations 0.0225 + 0.0025 + 0.0025 + 0.0225 = 0.05 over n - 1 = 3
+    per_seed = {str(s): {"val_accuracy": 0.5, "val_loss": 1.0, "test_accuracy": a, "test_loss": 1.0}
+                for s, a in enumerate([0.1, 0.2, 0.3, 0.4])}
+    out = summarize(per_seed)
+    assert out["test_accuracy"] == 0.25
+    assert out["test_accuracy_std"] == round(math.sqrt(0.05 / 3), 6) == 0.129099

@@ -68,16 +68,18 @@ class _Checker:
     def fail(self, key: str, what: str, got: Any, expected: str) -> None:
         self.problems.append(f"params.yaml: {key}: {what} (got {got!r}; expected {expected})")
 
-    def section(self, parent: dict, key: str, known: tuple[str, ...]) -> dict | None:
-        """A top-level section, or None (reported) when it is missing or not a mapping."""
+    def section(self, parent: dict, key: str, known: tuple[str, ...], path: str = "") -> dict | None:
+        """The section ``key`` of ``parent`` (found at ``path``), or None (reported) when it is missing or
+        not a mapping."""
+        full = f"{path}.{key}" if path else key
         if key not in parent:
-            self.fail(key, "missing section", None, f"a mapping with keys {', '.join(known)}")
+            self.fail(full, "missing section", None, f"a mapping with keys {', '.join(known)}")
             return None
         value = parent[key]
         if not isinstance(value, dict):
-            self.fail(key, "not a mapping", value, f"a mapping with keys {', '.join(known)}")
+            self.fail(full, "not a mapping", value, f"a mapping with keys {', '.join(known)}")
             return None
-        self.unknown_keys(value, key, known)
+        self.unknown_keys(value, full, known)
         return value
 
     def unknown_keys(self, mapping: dict, path: str, known: tuple[str, ...]) -> None:
@@ -191,7 +193,7 @@ def parse_params(raw: Any) -> Params:
     ) if r is not None else None
 
     archs = _archs(c, raw.get("archs"))
-    evidence = _evidence(c, raw, archs)
+    evidence = _evidence(c, raw)
     if seed is not None and train is not None and train.repeats is not None and seed + train.repeats - 1 > MAX_SEED:
         c.fail("seed", "too large for train.repeats seeds after it", seed,
                f"at most {MAX_SEED} - (train.repeats - 1) = {MAX_SEED - train.repeats + 1}")
@@ -201,18 +203,18 @@ def parse_params(raw: Any) -> Params:
                   evidence=evidence, archs=archs)
 
 
-def _evidence(c: _Checker, raw: dict, archs: dict[str, Arch]) -> EvidenceParams | None:
+def _evidence(c: _Checker, raw: dict) -> EvidenceParams | None:
     e = c.section(raw, "evidence", ("seeds", "range_seeds", "grid", "max_epochs", "patience", "long_rules"))
     if e is None:
         return None
-    lr = c.section(e, "long_rules", ("arch", "seeds", "rates")) if "long_rules" in e else None
-    if lr is None and "long_rules" not in e:
-        c.fail("evidence.long_rules", "missing section", None, "a mapping with keys arch, seeds, rates")
+    lr = c.section(e, "long_rules", ("arch", "seeds", "rates"), path="evidence")
     long_rules = None
     if lr is not None:
         arch = lr.get("arch")
-        if arch not in archs:
-            c.fail("evidence.long_rules.arch", "not an architecture of archs", arch, f"one of {', '.join(archs)}")
+        # The names archs lists, valid or not: a mistake in an arch is its own one line, not also this one.
+        names = [str(name) for name in raw["archs"]] if isinstance(raw.get("archs"), dict) else []
+        if names and not (isinstance(arch, str) and arch in names):
+            c.fail("evidence.long_rules.arch", "not an architecture of archs", arch, f"one of {', '.join(names)}")
         allowed = (*RULES, *GRID_NEIGHBOURHOOD)
         rates = lr.get("rates")
         if not (isinstance(rates, list) and rates and all(r in allowed for r in rates)
@@ -233,8 +235,10 @@ def _evidence(c: _Checker, raw: dict, archs: dict[str, Arch]) -> EvidenceParams 
 
 def _seeds(c: _Checker, value: Any, key: str) -> tuple[int, ...]:
     """Distinct seeds, each one numpy's and TensorFlow's generators accept."""
-    if not (isinstance(value, list) and 0 < len(value) <= MAX_LIST and len(set(value)) == len(value) and all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED for v in value)):
+    # Types first: a list or mapping among the values cannot go into the set below.
+    if not (isinstance(value, list) and 0 < len(value) <= MAX_LIST and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED for v in value)
+            and len(set(value)) == len(value)):
         c.fail(key, "not a list of distinct seeds", value,
                f"a list of 1 to {MAX_LIST} distinct integers 0 to {MAX_SEED}")
         return ()
@@ -242,9 +246,9 @@ def _seeds(c: _Checker, value: Any, key: str) -> tuple[int, ...]:
 
 
 def _rates(c: _Checker, value: Any, key: str) -> tuple[float, ...]:
-    if not isinstance(value, list) or not 0 < len(value) <= MAX_LIST or len(set(value)) != len(value) or not all(
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_LIST or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in value
-    ):
+    ) or len(set(value)) != len(value):
         c.fail(key, "not a list of distinct positive rates", value,
                f"a list of 1 to {MAX_LIST} distinct numbers > 0, like [0.05, 0.1]")
         return ()

@@ -109,12 +109,8 @@ def damaged(path: Path, what: str) -> StageError:
 
 
 def rebuild_command(path: Path) -> str:
-    """What rebuilds ``path``: the stage that writes it, or the make target of an opt-in study."""
+    """What rebuilds ``path``: the stage that writes it."""
     path = Path(path)
-    if path == paths.LR_STUDY_JSON:
-        return "`make lr-study`"
-    if path.is_relative_to(paths.STUDIES) and path != paths.STUDIES:
-        return f"`make studies STUDY={path.relative_to(paths.STUDIES).parts[0]}`"
     arch = path.name.split(".")[0]
     for stage, outputs in _per_arch_outputs(arch).items():
         if path in outputs:

@@ -1,11 +1,26 @@
-"""Render reports/report.md from what the stages wrote. Pure: data in, Markdown out."""
+"""Render reports/report.md, the quick check, from what the stages wrote. Pure: data in, Markdown out.
+
+The quick check is one short run per architecture, not the answer (that is answer.md, from the
+evidence pipeline). Choices are made on validation accuracy; test accuracy is reported for what
+was chosen, never used to choose. One seed ranks nothing; with several, every pair of architectures
+gets a 95 % Welch interval of its difference.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from stages.lib import paths
+from stages.lib.lr_finder import RULES
 from stages.lib.schema import Params
-from stages.lib.stats import Comparison, compare_all
+from stages.lib.stats import CONFIDENCE, Interval, welch_interval
+
+# answer.md, the evidence pipeline's report, as report.md links it (both are in reports/).
+ANSWER_LINK = paths.ANSWER_MD.relative_to(paths.REPORT_MD.parent).as_posix()
+ANSWER = f"[{ANSWER_LINK}]({ANSWER_LINK})"
+LEVEL = f"{100 * CONFIDENCE:g} %"  # of every interval the report gives
 
 
 @dataclass(frozen=True)
@@ -18,27 +33,20 @@ class ArchResult:
 
 
 @dataclass(frozen=True)
-class Study:
-    """One opt-in rerun of the pipeline (`make studies`) with some params changed."""
-    name: str
-    overrides: dict  # dotted key -> value
-    results: list[ArchResult]  # archs whose study results match the current params
-    stale: list[str]  # archs with no result, or one made with other params
-    figure: str | None  # learning curves, when the study trains for more than one epoch
-
-
-ALPHA = 0.05
-
-
-def study_matches(expected: Params, made_with: Params, arch: str) -> bool:
-    """Whether a study's result for ``arch`` was made with the params it would be made with now."""
-    return (made_with.seed == expected.seed and made_with.data.val_size == expected.data.val_size
-            and made_with.lr_range == expected.lr_range and made_with.train == expected.train
-            and made_with.archs.get(arch) == expected.archs[arch])
+class Pair:
+    """Two archs, ``a`` ranked above ``b`` on mean validation accuracy, and Welch's interval of
+    mean(a) - mean(b) over their seeds."""
+    a: str
+    b: str
+    interval: Interval
 
 
 def pct(x: float) -> str:
     return f"{100 * x:.2f} %"
+
+
+def points(x: float) -> str:
+    return f"{100 * x:.2f}"
 
 
 def failed(result: ArchResult) -> str | None:
@@ -46,175 +54,124 @@ def failed(result: ArchResult) -> str | None:
     return result.metrics.get("failed")
 
 
-def per_seed_accuracies(result: ArchResult) -> list[float]:
-    return [run["test_accuracy"] for run in result.metrics["seeds"].values() if "test_accuracy" in run]
+def per_seed(result: ArchResult, key: str) -> list[float]:
+    """``key`` (val_accuracy, test_accuracy) of each seed that has it."""
+    return [run[key] for run in result.metrics["seeds"].values() if key in run]
 
 
-def accuracy_cell(m: dict) -> str:
-    """Mean test accuracy, ± the standard deviation over seeds when there are several."""
-    if m["test_accuracy_std"] is None:
-        return pct(m["test_accuracy"])
-    return f"{100 * m['test_accuracy']:.2f} ± {100 * m['test_accuracy_std']:.2f} %"
+def score_cell(result: ArchResult, key: str) -> str:
+    """The mean over seeds of ``key``, ± the standard deviation over seeds when there are several."""
+    values = per_seed(result, key)
+    if len(values) < 2:
+        return pct(result.metrics[key])
+    return f"{points(result.metrics[key])} ± {points(float(np.std(values, ddof=1)))} %"
 
 
-def pairwise(results: list[ArchResult], alpha: float = ALPHA) -> list[Comparison]:
-    """Every pair of archs with a result, tested once; conclusion and comparisons_table share them."""
-    return compare_all({r.name: per_seed_accuracies(r) for r in results if not failed(r)}, alpha)
+def seeds_run(results: list[ArchResult]) -> int:
+    """Seeds every arch with a result has scores for (evaluate scores all of an arch's seeds, or none)."""
+    return min(len(per_seed(r, "val_accuracy")) for r in results if not failed(r))
 
 
-def conclusion(results: list[ArchResult], tests: list[Comparison], tie_margin: float,
-               alpha: float = ALPHA) -> list[str]:
-    """Which arch is best and which differences are real; failed archs apart.
-
-    With several seeds per arch, "real" means an exact permutation test on the per-seed
-    test accuracies, Holm-corrected over all pairs; with one seed, nothing can be ranked, so
-    the smallest arch within ``tie_margin`` of the best is named with that caveat.
-    """
-    lines = [f"- **{r.name} failed**: {failed(r)}." for r in results if failed(r)]
-    results = [r for r in results if not failed(r)]
-    if not results:
-        return lines + ["- No architecture produced a result."]
-    best = max(results, key=lambda r: r.metrics["test_accuracy"])
-    repeats = min(len(per_seed_accuracies(r)) for r in results)
-    head = (f"- Best mean test accuracy over {repeats} seeds: **{best.name}**, {accuracy_cell(best.metrics)} "
-            f"({best.metrics['params']:,} parameters)." if repeats >= 2 else
-            f"- Best test accuracy: **{best.name}**, {pct(best.metrics['test_accuracy'])} "
-            f"({best.metrics['params']:,} parameters).")
-    if repeats >= 2:
-        return [head, *_significance(best, results, tests, alpha), *lines]
-    return [head, *_within_margin(best, results, tie_margin), *lines,
-            "- Each number is one training run with one seed: accuracy moves by a few tenths of a point from "
-            "seed to seed, so differences this small rank nothing. `train.repeats` (or a study with it) gives "
-            "mean ± std and a significance test."]
+def by_validation(results: list[ArchResult]) -> list[ArchResult]:
+    """Highest mean validation accuracy first, failed archs last."""
+    return sorted(results, key=lambda r: (bool(failed(r)), -(r.metrics["val_accuracy"] or 0)))
 
 
-def _significance(best: ArchResult, results: list[ArchResult], comparisons: list[Comparison],
-                  alpha: float) -> list[str]:
-    tests = {(c.a, c.b): c for c in comparisons}
-    below, level = [], []
-    for r in sorted(results, key=lambda r: -r.metrics["test_accuracy"]):
-        if r is best:
-            continue
-        c = tests.get((best.name, r.name)) or tests.get((r.name, best.name))
-        gap = 100 * (best.metrics["test_accuracy"] - r.metrics["test_accuracy"])
-        text = f"{r.name} ({gap:.2f} points lower, adjusted p = {c.p_adjusted:.3g})"
-        (below if c.significant else level).append((r, text))
-    lines = []
-    if below:
-        lines.append(f"- Below it by more than seed-to-seed noise: {', '.join(t for _, t in below)}.")
-    if level:
-        lines.append(f"- Not distinguishable from it at this number of seeds: {', '.join(t for _, t in level)}.")
-        smallest = min([best] + [r for r, _ in level], key=lambda r: r.metrics["params"])
-        if smallest is not best:
-            ratio = best.metrics["params"] / smallest.metrics["params"]
-            lines.append(f"- So the smallest network that does as well as the best, as far as these runs can tell, "
-                         f"is **{smallest.name}** ({smallest.metrics['params']:,} parameters, {ratio:.1f}x fewer "
-                         f"than {best.name}).")
-    else:
-        lines.append("- Every other architecture is below it by more than seed-to-seed noise.")
-    stds = [100 * r.metrics["test_accuracy_std"] for r in results]
-    means = [100 * r.metrics["test_accuracy"] for r in results]
-    lines.append(f"- For scale: the standard deviation over seeds is {min(stds):.2f}–{max(stds):.2f} points per "
-                 f"architecture; the means span {max(means) - min(means):.2f} points.")
-    n_pairs = len(results) * (len(results) - 1) // 2
-    lines.append(f"- \"More than noise\" means: a two-sided exact permutation test on the per-seed test accuracies, "
-                 f"Holm-corrected over all {n_pairs} pairs, finds the difference at level {alpha:g}. "
-                 "\"Not distinguishable\" is not \"equal\": more seeds could still separate them.")
-    return lines
+def rule_used(params: Params, name: str) -> str | None:
+    """The rule whose pick arch ``name`` trained with; None when its rate is fixed in params."""
+    arch = params.archs[name]
+    return None if arch.lr is not None else params.rule_for(arch)
 
 
-def _within_margin(best: ArchResult, results: list[ArchResult], tie_margin: float) -> list[str]:
-    best_acc = best.metrics["test_accuracy"]
-    # The tolerance keeps a gap of exactly tie_margin inside despite float rounding.
-    close = [r for r in results if best_acc - r.metrics["test_accuracy"] <= tie_margin + 1e-9]
-    smallest = min(close, key=lambda r: r.metrics["params"])
-    if smallest is best:
-        lines = [f"- No smaller network comes within {100 * tie_margin:.2g} points of it."]
-    else:
-        gap = best_acc - smallest.metrics["test_accuracy"]
-        ratio = best.metrics["params"] / smallest.metrics["params"]
-        lines = [
-            f"- Smallest network within {100 * tie_margin:.2g} points of it: **{smallest.name}**, "
-            f"{pct(smallest.metrics['test_accuracy'])} ({gap * 100:.2f} points lower) with "
-            f"{smallest.metrics['params']:,} parameters ({ratio:.1f}x fewer)."
-        ]
-    others = ", ".join(r.name for r in close if r not in (best, smallest))
-    if others:
-        lines.append(f"- Also within {100 * tie_margin:.2g} points of the best: {others}.")
-    return lines
-
-
-def comparisons_table(tests: list[Comparison], alpha: float = ALPHA) -> list[str]:
-    """Every pair of archs: difference of mean test accuracy, raw and Holm-adjusted p."""
-    if not tests:
+def pairs(results: list[ArchResult]) -> list[Pair]:
+    """Every pair of archs with a result, on per-seed validation accuracy; none with fewer than 2 seeds."""
+    ranked = [r for r in by_validation(results) if not failed(r)]
+    if len(ranked) < 2 or seeds_run(ranked) < 2:
         return []
-    lines = [f"| pair | difference (points) | p | Holm-adjusted p | at level {alpha:g} |",
-             "|---|---:|---:|---:|---|"]
-    for c in sorted(tests, key=lambda c: c.p_value):
-        verdict = "different" if c.significant else "not distinguishable"
-        lines.append(f"| {c.a} − {c.b} | {100 * c.difference:+.2f} | {c.p_value:.3g} | {c.p_adjusted:.3g} "
-                     f"| {verdict} |")
+    return [Pair(a.name, b.name, welch_interval(per_seed(a, "val_accuracy"), per_seed(b, "val_accuracy")))
+            for i, a in enumerate(ranked) for b in ranked[i + 1:]]
+
+
+def ruled_out(interval: Interval) -> str:
+    """What an interval that holds 0 still says: how large the difference can be."""
+    return f"differences larger than {points(max(abs(interval.low), abs(interval.high)))} points are ruled out"
+
+
+def reading(pair: Pair) -> str:
+    """What a pair's interval says; a difference it cannot tell from 0 is bounded, never called equal."""
+    if pair.interval.excludes(0.0):
+        return f"{pair.a if pair.interval.estimate > 0 else pair.b} higher"
+    return f"not separated at this number of seeds; {ruled_out(pair.interval)}"
+
+
+def interval_text(interval: Interval) -> str:
+    return f"{100 * interval.low:+.2f} to {100 * interval.high:+.2f}"
+
+
+def welch_method(n_pairs: int) -> str:
+    return (f"Each difference is of mean validation accuracy over the seeds, with its {LEVEL} Welch "
+            "interval (Welch's t interval for a difference of two means, no equal-variance assumption). Each "
+            f"interval is {LEVEL} on its own, not adjusted for the {n_pairs} pairs: one of them may miss by chance.")
+
+
+def conclusion(results: list[ArchResult], comparisons: list[Pair], tie_margin: float) -> list[str]:
+    """The highest validation accuracy, what the seeds can and cannot tell; failed archs apart."""
+    lines = [f"- **{r.name} failed**: {failed(r)}." for r in results if failed(r)]
+    ranked = [r for r in by_validation(results) if not failed(r)]
+    if not ranked:
+        return lines + ["- No architecture produced a result."]
+    best, seeds = ranked[0], seeds_run(ranked)
+    if seeds < 2:
+        head = (f"- Highest validation accuracy in this run: **{best.name}**, {pct(best.metrics['val_accuracy'])} "
+                f"(its test accuracy: {pct(best.metrics['test_accuracy'])}; {best.metrics['params']:,} parameters).")
+        return [head, *_within_margin(best, ranked, tie_margin), *lines,
+                "- One seed ranks nothing: one run per architecture cannot tell these differences from seed-to-seed "
+                "noise, and another seed may order them otherwise. With `train.repeats` of 2 or more every "
+                f"difference gets a {LEVEL} interval; the answer, over many seeds, is in {ANSWER}."]
+    head = (f"- Highest mean validation accuracy over {seeds} seeds: **{best.name}**, "
+            f"{score_cell(best, 'val_accuracy')} (its test accuracy: {score_cell(best, 'test_accuracy')}; "
+            f"{best.metrics['params']:,} parameters).")
+    against_best = [pair for pair in comparisons if pair.a == best.name]
+    separated = [f"{pair.b} ({points(pair.interval.estimate)} points lower, {LEVEL} interval "
+                 f"{interval_text(pair.interval)})" for pair in against_best if pair.interval.excludes(0.0)]
+    not_separated = [f"{pair.b} ({points(pair.interval.estimate)} points lower; {ruled_out(pair.interval)})"
+                     for pair in against_best if not pair.interval.excludes(0.0)]
+    body = [head]
+    if separated:
+        body.append(f"- Separated from it (the interval excludes 0): {', '.join(separated)}.")
+    if not_separated:
+        body.append(f"- Not separated from it at this number of seeds: {', '.join(not_separated)}.")
+    return [*body, *lines, f"- {welch_method(len(comparisons))} The answer, over many seeds, is in {ANSWER}."]
+
+
+def _within_margin(best: ArchResult, ranked: list[ArchResult], tie_margin: float) -> list[str]:
+    """The archs within ``tie_margin`` of the best on validation, and the smallest of them."""
+    best_acc = best.metrics["val_accuracy"]
+    # The tolerance keeps a gap of exactly tie_margin inside despite float rounding.
+    close = [r for r in ranked if best_acc - r.metrics["val_accuracy"] <= tie_margin + 1e-9]
+    margin = f"{100 * tie_margin:.2g} points"
+    if len(close) == 1:
+        return [f"- No other architecture comes within {margin} of it on validation (`report.tie_margin`)."]
+    smallest = min(close, key=lambda r: r.metrics["params"])
+    others = ", ".join(r.name for r in close if r is not best)
+    line = f"- Within {margin} of it on validation (`report.tie_margin`): {others}."
+    if smallest is not best:
+        ratio = best.metrics["params"] / smallest.metrics["params"]
+        line += (f" The smallest of these is **{smallest.name}**, {pct(smallest.metrics['val_accuracy'])} "
+                 f"({smallest.metrics['params']:,} parameters, {ratio:.1f}x fewer).")
+    return [line]
+
+
+def comparisons_table(comparisons: list[Pair]) -> list[str]:
+    """Every pair: difference of mean validation accuracy, its Welch interval and what that says."""
+    if not comparisons:
+        return []
+    lines = [f"| pair | difference of mean val accuracy (points) | {LEVEL} Welch interval | reading |",
+             "|---|---:|---:|---|"]
+    for pair in comparisons:
+        lines.append(f"| {pair.a} − {pair.b} | {100 * pair.interval.estimate:+.2f} | {interval_text(pair.interval)} "
+                     f"| {reading(pair)} |")
     return lines
-
-
-def study_settings(params: Params) -> dict:
-    """What the opt-in study's numbers depend on besides the arch; a mismatch makes them stale."""
-    t = params.train
-    return {"seed": params.seed, "epochs": t.epochs, "batch_size": t.batch_size, "patience": t.patience}
-
-
-def lr_study_section(params: Params, study: dict) -> list[str]:
-    """Tables from reports/lr_study.json: test accuracy at fixed rates and at every rule's pick."""
-    lines = [
-        "## How good are the picked rates?",
-        "",
-        "`make lr-study` trains every arch again, same seed and training, at a grid of fixed rates and at "
-        "every rule's pick. Test accuracy:",
-        "",
-    ]
-    current = study_settings(params)
-    fresh = {
-        name: entry for name, entry in study["archs"].items()
-        if name in params.archs and study["settings"] == current
-        and tuple(entry["hidden"]) == params.archs[name].hidden and entry["activation"] == params.archs[name].activation
-    }
-    missing = [name for name in params.archs if name not in fresh]
-    if missing:
-        lines += [f"_Not shown, study missing or stale for current params (rerun `make lr-study`): "
-                  f"{', '.join(missing)}._", ""]
-    if not fresh:
-        return lines
-    grid = study["grid"]
-    lines += ["| arch | " + " | ".join(f"{lr:g}" for lr in grid) + " |", "|---|" + "---:|" * len(grid)]
-    # A run that failed (NaN loss) has no test_accuracy.
-    accuracy = {name: {run["lr"]: run.get("test_accuracy") for run in entry["runs"]} for name, entry in fresh.items()}
-    best = {}
-    for name, acc in accuracy.items():
-        best[name] = max((acc[lr] for lr in grid if acc[lr] is not None), default=None)
-        cells = ["failed" if acc[lr] is None else f"**{pct(acc[lr])}**" if acc[lr] == best[name] else pct(acc[lr])
-                 for lr in grid]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    rules = list(next(iter(fresh.values()))["picks"])
-    lines += [
-        "",
-        "Each rule's pick, and its test accuracy minus the grid's best (points); the rule training uses is marked ✓:",
-        "",
-        "| arch | " + " | ".join(f"`{rule}`" + (" ✓" if rule == params.lr_range.rule else "") for rule in rules) + " |",
-        "|---|" + "---|" * len(rules),
-    ]
-    for name, entry in fresh.items():
-        cells = []
-        for rule in rules:
-            pick = entry["picks"][rule]
-            acc = accuracy[name].get(pick.get("lr"))
-            if acc is None:
-                cells.append("n/a" if "lr" not in pick else f"{pick['lr']:.3g} → failed")
-            elif best[name] is None:
-                cells.append(f"{pick['lr']:.3g} → {pct(acc)}")
-            else:
-                cells.append(f"{pick['lr']:.3g} → {pct(acc)} ({100 * (acc - best[name]):+.2f})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines + [""]
 
 
 def _pick_cell(r: ArchResult) -> str:
@@ -226,23 +183,21 @@ def _layers(r: ArchResult) -> str:
 
 
 def results_table(results: list[ArchResult]) -> list[str]:
-    """One row per arch, best mean test accuracy first, failed archs last."""
-    several = any(r.metrics.get("repeats", 1) > 1 for r in results)
+    """One row per arch, highest mean validation accuracy first, failed archs last."""
+    several = any(len(r.metrics["seeds"]) > 1 for r in results)
     lines = [
         "| arch | hidden layers | learning rate (picked by) | epochs run | val accuracy | test accuracy | test loss |"
-        + (" test accuracy per seed |" if several else ""),
+        + (" val accuracy per seed |" if several else ""),
         "|---|---|---|---|---:|---:|---:|" + ("---|" if several else ""),
     ]
-    for r in sorted(results, key=lambda r: (bool(failed(r)), -(r.metrics["test_accuracy"] or 0))):
-        m = r.metrics
-        runs = list(m["seeds"].values())
-        epochs = sorted({run["epochs_run"] for run in runs})
+    for r in by_validation(results):
+        epochs = sorted({run["epochs_run"] for run in r.metrics["seeds"].values()})
         epochs_cell = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
         scores = (f"— | **failed**: {failed(r)} | —" if failed(r) else
-                  f"{pct(m['val_accuracy'])} | **{accuracy_cell(m)}** | {m['test_loss']:.4f}")
+                  f"{score_cell(r, 'val_accuracy')} | {score_cell(r, 'test_accuracy')} | {r.metrics['test_loss']:.4f}")
         row = f"| {r.name} | {_layers(r)} | {_pick_cell(r)} | {epochs_cell} | {scores} |"
         if several:
-            row += " " + ", ".join(f"{100 * a:.2f}" for a in per_seed_accuracies(r)) + " |"
+            row += " " + ", ".join(points(a) for a in per_seed(r, "val_accuracy")) + " |"
         lines.append(row)
     return lines
 
@@ -260,44 +215,28 @@ def cost_table(results: list[ArchResult]) -> list[str]:
     return lines
 
 
-def _overrides_text(overrides: dict) -> str:
-    return ", ".join(f"`{key}={value}`" for key, value in overrides.items())
-
-
-def study_section(study: Study, tests: list[Comparison], tie_margin: float) -> list[str]:
-    lines = [
-        f"## Study `{study.name}`: {_overrides_text(study.overrides)}",
-        "",
-        f"`make studies` reran the whole pipeline in a scratch copy with {_overrides_text(study.overrides)} and "
-        f"everything else as above (same picked rates); its files are in `reports/studies/{study.name}/`.",
-        "",
-    ]
-    if study.stale:
-        lines += [f"_Not shown, study missing or made with other params (rerun `make studies`): "
-                  f"{', '.join(study.stale)}._", ""]
-    if not study.results:
-        return lines
-    lines += [*results_table(study.results), "", *conclusion(study.results, tests, tie_margin), ""]
-    pairs = comparisons_table(tests)
-    if pairs:
-        lines += ["All pairs (exact permutation test on the per-seed test accuracies):", "", *pairs, ""]
-    if study.figure:
-        lines += [f"![Learning curves, study {study.name}]({study.figure})", "",
-                  "Validation loss and accuracy per epoch (training loss dashed), one line per seed; the dot "
-                  "marks the epoch kept (lowest validation loss).", ""]
+def rules_table(params: Params, results: list[ArchResult]) -> list[str]:
+    """Each sweep's stop and lowest point, and every rule's pick; the rule the arch trained with in bold."""
+    lines = ["| arch | batches | stopped because | lowest smoothed loss | at rate | "
+             + " | ".join(f"`{rule}`" for rule in RULES) + " |",
+             "|---|---:|---|---:|---:|" + "---:|" * len(RULES)]
+    for r in results:
+        s, used = r.lr_range, rule_used(params, r.name)
+        picks = []
+        for rule in RULES:
+            pick = s["picks"][rule]
+            cell = "n/a" if "error" in pick else f"{pick['lr']:.3g}"
+            picks.append(f"**{cell}**" if rule == used else cell)
+        lowest = "— | —" if s["min_smoothed_loss"] is None else f"{s['min_smoothed_loss']:.4f} | {s['lr_at_min']:.3g}"
+        lines.append(f"| {r.name} | {s['steps']} | {s['stop_reason']} | {lowest} | " + " | ".join(picks) + " |")
     return lines
 
 
-def summary(studies: list[Study], tests: dict[str, list[Comparison]], tie_margin: float) -> list[str]:
-    """The headline from the study with the most seeds, when one has at least two."""
-    def repeats(study: Study) -> int:
-        return min((len(per_seed_accuracies(r)) for r in study.results if not failed(r)), default=0)
-    best = max(studies, key=repeats, default=None)
-    if best is None or repeats(best) < 2:
-        return []
-    return ["## Summary", "",
-            f"From study `{best.name}` ({repeats(best)} seeds per architecture; details below):", "",
-            *conclusion(best.results, tests[best.name], tie_margin), ""]
+def title(params: Params) -> str:
+    seeds, epochs = params.seeds, params.train.epochs
+    runs = (f"one run per architecture (seed {seeds[0]})" if len(seeds) == 1 else
+            f"{len(seeds)} runs per architecture (seeds {seeds[0]}–{seeds[-1]})")
+    return f"# Quick check: {runs}, {'1 epoch' if epochs == 1 else f'up to {epochs} epochs'}"
 
 
 def _machine_text(record: dict) -> str:
@@ -326,47 +265,49 @@ def provenance_section(machines: dict[str, dict | None]) -> list[str]:
 
 
 def render_report(params: Params, results: list[ArchResult], figures: dict[str, str],
-                  studies: list[Study] = (), lr_study: dict | None = None,
                   machines: dict[str, dict | None] | None = None) -> str:
     """The whole report. ``figures`` maps lr_range, lr_rules, digits, confusion and errors (unless every
     arch failed) and curves (when training runs more than one epoch) to their relative paths."""
     m0 = results[0].metrics
     lr, tr = params.lr_range, params.train
-    tests = pairwise(results)
-    study_tests = {study.name: pairwise(study.results) for study in studies}
+    comparisons = pairs(results)
     seeds = params.seeds
-    seed_text = (f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}, one run each")
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}, one run each"
+    runs = "once" if len(seeds) == 1 else f"{len(seeds)} times"
+    epochs = "one epoch" if tr.epochs == 1 else f"up to {tr.epochs} epochs"
     lines = [
-        "# Which network learns best with its own tuned learning rate?",
+        title(params),
+        "",
+        f"This is a quick check, not the answer: each architecture trains {runs} for {epochs}, at the rate one "
+        f"rule picked from one LR range test. The answer, over many seeds and with training until early stopping, "
+        f"is in {ANSWER}, the evidence pipeline's report (`make evidence`).",
         "",
         f"MNIST: {m0['n_train']:,} training, {params.data.val_size:,} validation and {m0['n_test']:,} test images "
         f"(a sample below). Each architecture gets an LR range test (SGD, batch {lr.batch_size}, rate from "
         f"{lr.start_lr:g} multiplied by {lr.factor:g} per batch, seed {params.seed}), then fresh copies train with "
         f"plain SGD at the picked rate for up to {tr.epochs} epoch(s) (batch {tr.batch_size}, early stopping on "
-        f"validation loss with patience {tr.patience}, best epoch kept; {seed_text}) and are scored on the test "
-        "set. Generated by `dvc repro` from the files under `reports/`; do not edit by hand.",
+        f"validation loss with patience {tr.patience}, best epoch kept; {seed_text}). Choices are made on "
+        "validation accuracy; test accuracy is reported for what was chosen, never used to choose. Generated by "
+        "`dvc repro` from the files under `reports/`; do not edit by hand.",
         "",
         f"![Sample test digits with their labels]({figures['digits']})",
         "",
-        *summary(studies, study_tests, params.report.tie_margin),
         "## Results",
         "",
         *results_table(results),
         "",
-        "## Conclusion",
+        "## What this run shows",
         "",
-        *conclusion(results, tests, params.report.tie_margin),
+        *conclusion(results, comparisons, params.report.tie_margin),
         "",
     ]
-    pairs = comparisons_table(tests)
-    if pairs:
-        lines += ["All pairs:", "", *pairs, ""]
+    if comparisons:
+        lines += ["Every pair (the first named has the higher mean validation accuracy):", "",
+                  *comparisons_table(comparisons), ""]
     if "curves" in figures:
         lines += [f"![Learning curves]({figures['curves']})", "",
                   "Validation loss and accuracy per epoch (training loss dashed), one line per seed; the dot "
                   "marks the epoch kept.", ""]
-    for study in studies:
-        lines += study_section(study, study_tests[study.name], params.report.tie_margin)
     lines += [
         "## Cost per architecture",
         "",
@@ -396,27 +337,20 @@ def render_report(params: Params, results: list[ArchResult], figures: dict[str, 
         f"![LR range test curves]({figures['lr_range']})",
         "",
         "Loss of every batch (faint) and its smoothed curve against the rate, log scale; the marker is the "
-        "rate training used. Rows after the stop are not used to pick.",
+        "rate training used.",
         "",
         f"![Each rule's pick on each curve]({figures['lr_rules']})",
         "",
         "Per architecture: where the sweep stopped and where each rule points; the rule training used is "
         "drawn larger, outlined.",
         "",
-        "| arch | batches | stopped because | lowest smoothed loss | at rate | " + " | ".join(
-            f"`{rule}`" for rule in results[0].lr_range["picks"]) + " |",
-        "|---|---:|---|---:|---:|" + "---:|" * len(results[0].lr_range["picks"]),
+        *rules_table(params, results),
+        "",
+        "Every rule's pick (README, \"The LR range test and the picking rules\"); in bold the one the "
+        "architecture trained with (its `archs.<name>.rule`, else `lr_range.rule`; none when its rate is fixed "
+        "in params). n/a: the curve is too short for that rule.",
+        "",
     ]
-    for r in results:
-        s = r.lr_range
-        picks = [
-            "n/a" if "error" in p else (f"**{p['lr']:.3g}**" if rule == r.metrics["lr_chosen_by"] else f"{p['lr']:.3g}")
-            for rule, p in s["picks"].items()
-        ]
-        lowest = "— | —" if s["min_smoothed_loss"] is None else f"{s['min_smoothed_loss']:.4f} | {s['lr_at_min']:.3g}"
-        lines.append(f"| {r.name} | {s['steps']} | {s['stop_reason']} | {lowest} | " + " | ".join(picks) + " |")
-    if lr_study is not None:
-        lines += ["", *lr_study_section(params, lr_study)]
     if machines:
         lines += provenance_section(machines)
     return "\n".join(lines).rstrip("\n") + "\n"

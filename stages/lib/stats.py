@@ -69,7 +69,10 @@ def detectable_difference(sd: float, n_a: int, n_b: int, alpha: float = 1 - CONF
                           power: float = POWER) -> float:
     """Smallest true difference of means a two-sided two-sample t test at ``alpha`` detects with ``power``,
     when both groups have standard deviation ``sd`` (df = n_a + n_b - 2)."""
-    if sd <= 0:
+    if not (sd >= 0 and np.isfinite(sd) and min(n_a, n_b) >= 1 and n_a + n_b >= 3 and 0 < alpha < power < 1):
+        raise ValueError(f"detectable_difference needs sd >= 0, n_a and n_b >= 1 with n_a + n_b >= 3, and "
+                         f"0 < alpha < power < 1 (got sd={sd}, n_a={n_a}, n_b={n_b}, alpha={alpha}, power={power})")
+    if sd == 0:
         return 0.0
     df = n_a + n_b - 2
     se = sd * np.sqrt(1 / n_a + 1 / n_b)
