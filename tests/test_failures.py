@@ -434,10 +434,19 @@ def damage_raw(raw: Path, how: str) -> str:
     elif how == "missing":
         path = raw / "train-labels-idx1-ubyte"
         path.unlink()
-    else:  # labels that do not match the images
-        (raw / "t10k-labels-idx1-ubyte").write_bytes(encode_idx(np.zeros(99, np.uint8)))
-        return "data/raw: test has 100 images but 99 labels"
+    else:  # labels that do not match the images: their file no longer has params' sha256
+        path = raw / "t10k-labels-idx1-ubyte"
+        path.write_bytes(encode_idx(np.zeros(99, np.uint8)))
     return f"data/raw/{path.name}"
+
+
+def test_split_refuses_valid_idx_files_whose_sha256_is_not_params(project):
+    """Outside DVC too: data/raw replaced by other (well-formed) digits is not split."""
+    write_idx_folder(project.root / "data" / "raw", tiny_mnist(seed=1))  # params hold seed 0's sums
+    result = project.stage("split")
+    result.assert_clean_exit(1)
+    assert result.stderr.startswith("error: data/raw/train-images-idx3-ubyte: its sha256 is not data.sha256's")
+    assert not (project.root / "data" / "prepared").exists()
 
 
 @pytest.mark.parametrize("previous", [False, True], ids=["no-previous-prepared", "previous-prepared"])
