@@ -404,7 +404,7 @@ def test_training_that_diverges_is_reported_as_failed_and_fails_the_pipeline(pro
     report = p.read("reports/report.md")
     assert f"**failed**: seed {SEED}: loss became nan" in table_rows(report, "b")[0]
     assert "- **b failed**" in report
-    assert "Best test accuracy: **base**" in report  # the other arch still reports
+    assert "Highest validation accuracy in this run: **base**" in report  # the other arch still reports
     assert "nan %" not in report.lower()
     assert "report" in json.dumps(p.status())  # not marked done: the next repro says so again
 
