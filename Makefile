@@ -3,8 +3,10 @@
 # else the first that runs of python3.11 (the committed results were made with it), 3.13, 3.12, 3.10.
 PYTHON ?=
 VENV ?= .venv
+# A make variable reaches a shell only as one word: single-quoted, each ' inside written '\''.
+quote = '$(subst ','\'',$(1))'
 BIN := $(VENV)/bin
-FOUND := $(shell PYTHON='$(PYTHON)' sh scripts/find_python.sh '$(VENV)' 2>/dev/null)
+FOUND := $(shell PYTHON=$(call quote,$(PYTHON)) sh scripts/find_python.sh $(call quote,$(VENV)) 2>/dev/null)
 PY := $(word 1,$(FOUND))
 PY_VERSION := $(word 2,$(FOUND))
 # One lock per set of Python versions whose pinned packages are the same.
@@ -18,13 +20,13 @@ setup: $(VENV)/.installed
 
 # The stamp holds the Python version: a venv made with another one (or none found) is remade from scratch.
 $(VENV)/.installed: $(LOCK)
-	@[ -n "$(PY_VERSION)" ] || { PYTHON='$(PYTHON)' sh scripts/find_python.sh '$(VENV)' >/dev/null; exit 1; }
-	@echo "Making $(VENV) with $(PY) (Python $(PY_VERSION)) from $(LOCK)"
-	$(PY) -m venv --clear $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r $(LOCK)
-	echo $(PY_VERSION) > $@
-ifneq ($(shell cat $(VENV)/.installed 2>/dev/null),$(PY_VERSION))
+	@[ -n "$(PY_VERSION)" ] || { PYTHON=$(call quote,$(PYTHON)) sh scripts/find_python.sh $(call quote,$(VENV)) >/dev/null; exit 1; }
+	@echo "Making "$(call quote,$(VENV))" with "$(call quote,$(PY))" (Python $(PY_VERSION)) from $(LOCK)"
+	$(call quote,$(PY)) -m venv --clear $(call quote,$(VENV))
+	$(call quote,$(BIN)/pip) install --quiet --upgrade pip
+	$(call quote,$(BIN)/pip) install --quiet -r $(LOCK)
+	echo $(PY_VERSION) > $(call quote,$@)
+ifneq ($(shell cat $(call quote,$(VENV)/.installed) 2>/dev/null),$(PY_VERSION))
 .PHONY: $(VENV)/.installed
 endif
 
@@ -53,7 +55,7 @@ check-lock: setup
 	@python -m scripts.check_lock
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(call quote,$(VENV))
 
 # Outputs of architectures removed from params.yaml (DVC leaves them); never anything a user put there.
 # `python -m scripts.prune --dry-run` lists them without removing. Then the report, whose deps they were.
@@ -64,7 +66,7 @@ prune: setup
 # Markdown comparison of the workspace with a branch: `make compare REV=main > comparison.md`
 REV ?= main
 compare: setup
-	@python -m scripts.compare $(REV)
+	@python -m scripts.compare $(call quote,$(REV))
 
 # The notebook way against `dvc repro -f`, same machine, same data (needs data/raw);
 # then what compute.numerics and compute.threads cost.
