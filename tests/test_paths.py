@@ -36,7 +36,9 @@ def record(root, arch, folder="train"):
 def ran(root, *archs):
     """What the pipeline writes for each arch."""
     for arch in archs:
-        make(root, f"models/{arch}/seed-42.keras", f"models/{arch}/seed-43.keras", f"models/logs/{arch}/seed-42/",
+        make(root, f"models/{arch}/seed-42.keras", f"models/{arch}/seed-43.keras",
+             f"models/logs/{arch}/seed-42/train/events.out.tfevents.1796403177.vm.9476.0.v2",
+             f"models/logs/{arch}/seed-42/validation/events.out.tfevents.1796403190.vm.9476.1.v2",
              f"reports/lr_range/{arch}.csv", f"reports/history/{arch}.csv", f"reports/metrics/{arch}.json",
              f"reports/errors/{arch}.json",
              *(f"reports/timings/{arch}.{s}.json" for s in ("lr_range", "train", "evaluate")))
@@ -92,6 +94,17 @@ def test_a_removed_archs_folder_with_a_users_file_in_it_is_left_alone(tmp_path):
     found = rel(tmp_path, prunable([], tmp_path))
     assert "models/gone" not in found and "models/logs/gone" not in found
     assert "reports/metrics/gone.json" in found
+
+
+@pytest.mark.parametrize("mine", ["models/logs/gone/seed-42/notes.txt",
+                                  "models/logs/gone/seed-42/train/plugins/profile/run.xplane.pb",
+                                  "models/logs/gone/seed-42/validation/my-summary.csv"])
+def test_a_file_a_user_or_the_profiler_put_inside_a_log_folder_keeps_it(tmp_path, mine):
+    ran(tmp_path, "gone")
+    make(tmp_path, mine)
+    assert "models/logs/gone" not in rel(tmp_path, prunable([], tmp_path))
+    assert "models/logs/gone" in rel(tmp_path, left_alone([], tmp_path))
+    assert "models/gone" in rel(tmp_path, prunable([], tmp_path))  # the models beside it are the stages'
 
 
 def test_nothing_is_prunable_in_a_fresh_project(tmp_path):

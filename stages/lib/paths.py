@@ -17,6 +17,9 @@ REPORTS = Path("reports")
 LOGS = MODELS / "logs"  # so no arch may be called "logs"
 SEED_NAME = re.compile(r"seed-\d+")
 SEED_FILE = re.compile(r"seed-\d+\.keras")
+# What keras.callbacks.TensorBoard (profile_batch=0, write_graph=False) writes in a run's log folder.
+TENSORBOARD_PARTS = ("train", "validation")
+TENSORBOARD_EVENTS = "events.out.tfevents."
 
 
 def model_dir(arch: str) -> Path:
@@ -148,16 +151,25 @@ def recorded_archs(root: Path = Path(".")) -> set[str]:
 
 def pipeline_made(path: Path) -> bool:
     """Whether ``path`` holds only what the stages write there: a models/<arch>/ folder only seed-<n>.keras
-    files, a models/logs/<arch>/ folder only seed-<n>/ folders, anything else is a file."""
+    files; a models/logs/<arch>/ folder only seed-<n>/ folders, each holding only TensorBoard's train/ and
+    validation/ folders of event files (a profile or a note put there by hand keeps the folder); anything else
+    is a file."""
     if path.is_symlink():
         return False
     if not path.is_dir():
         return path.is_file()
     if path.parent.name == LOGS.name:
-        return all(entry.is_dir() and not entry.is_symlink() and SEED_NAME.fullmatch(entry.name)
-                   for entry in path.iterdir())
+        return all(_plain_dir(entry) and SEED_NAME.fullmatch(entry.name) and all(
+            _plain_dir(part) and part.name in TENSORBOARD_PARTS and all(
+                event.is_file() and not event.is_symlink() and event.name.startswith(TENSORBOARD_EVENTS)
+                for event in part.iterdir())
+            for part in entry.iterdir()) for entry in path.iterdir())
     return all(entry.is_file() and not entry.is_symlink() and SEED_FILE.fullmatch(entry.name)
                for entry in path.iterdir())
+
+
+def _plain_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def evidence_made(path: Path, kind: str, arch: str) -> bool:
