@@ -124,20 +124,20 @@ def main(argv: list[str]) -> None:
                  if params.train.epochs > 1 else {})
     machines = machine_records(params.archs)
 
-    figures = {"lr_range": "lr_range.png", "lr_rules": "lr_range_rules.png", "digits": "digits.png"}
+    figures = {key: FIGURE_FILES[key] for key in ("lr_range", "lr_rules", "digits")}
     lr_range_figure(curves, {r.name: r.metrics["lr"] for r in results}, paths.FIGURES / figures["lr_range"])
     lr_rules_figure(curves, {r.name: r.lr_range for r in results}, {name: rule_used(params, name) for name in curves},
                     paths.FIGURES / figures["lr_rules"])
     digit_grid_figure(x_test[:SAMPLE_DIGITS], y_test[:SAMPLE_DIGITS], paths.FIGURES / figures["digits"])
     scored = {name: e for name, e in errors.items() if e["confusion"] is not None}  # failed archs have none
     if scored:
-        figures |= {"confusion": "confusion.png", "errors": "confident_errors.png"}
+        figures |= {key: FIGURE_FILES[key] for key in ("confusion", "errors")}
         confusion_figure({name: np.array(e["confusion"]) for name, e in scored.items()},
                          paths.FIGURES / figures["confusion"])
         confident_errors_figure({name: e["confident_errors"] for name, e in scored.items()}, x_test,
                                 paths.FIGURES / figures["errors"])
     if histories:
-        figures["curves"] = "learning_curves.png"
+        figures["curves"] = FIGURE_FILES["curves"]
         learning_curves_figure(histories, paths.FIGURES / figures["curves"])
     remove_unused_figures(set(figures.values()))
 
@@ -150,11 +150,15 @@ def main(argv: list[str]) -> None:
         raise StageError("training failed for:\n  " + "\n  ".join(failures))
 
 
+# Every figure this stage may draw: it removes only these, never another file put in reports/figures/.
+FIGURE_FILES = {"lr_range": "lr_range.png", "lr_rules": "lr_range_rules.png", "digits": "digits.png",
+                "confusion": "confusion.png", "errors": "confident_errors.png", "curves": "learning_curves.png"}
+
+
 def remove_unused_figures(used: set[str]) -> None:
-    """A figure the report no longer links (e.g. learning curves after going back to one epoch) goes."""
-    for path in paths.FIGURES.glob("*.png"):
-        if path.name not in used:
-            path.unlink()
+    """A figure of its own the report no longer links (e.g. learning curves after going back to one epoch) goes."""
+    for name in set(FIGURE_FILES.values()) - used:
+        (paths.FIGURES / name).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -406,3 +406,15 @@ def test_metrics_with_an_unscored_seed_are_damaged(tmp_path):
     with pytest.raises(StageError, match=r"seeds\.43\.val_accuracy missing for an arch that did not fail: .*"
                                          r"rebuild it with `dvc repro -f` on the stage that writes it$"):
         report_stage.read_metrics(path)
+
+
+def test_the_report_removes_only_its_own_unused_figures(tmp_path, monkeypatch):
+    from stages import report as report_stage
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "reports" / "figures"
+    folder.mkdir(parents=True)
+    for name in ("lr_range.png", "learning_curves.png", "my-sketch.png"):
+        (folder / name).write_bytes(b"png")
+    report_stage.remove_unused_figures({"lr_range.png"})
+    assert sorted(p.name for p in folder.iterdir()) == ["lr_range.png", "my-sketch.png"]

@@ -225,13 +225,6 @@ def draw(params: Params, data: Records, result: Answer) -> dict[str, Path]:
     return out
 
 
-def remove_stale_figures(written: list[Path]) -> None:
-    """A figure an earlier version of this stage drew and this one does not."""
-    for path in paths.ANSWER_FIGURES.glob("*.png"):
-        if path not in written:
-            path.unlink()
-
-
 def main(argv: list[str]) -> None:
     if argv:
         raise StageError("usage: python -m stages.evidence.answer")
@@ -239,7 +232,6 @@ def main(argv: list[str]) -> None:
     data = load_records(params)
     result = answer(params, data)
     figures = draw(params, data, result)
-    remove_stale_figures(list(figures.values()))
     links = {key: path.relative_to(paths.ANSWER_MD.parent).as_posix() for key, path in figures.items()}
     write_text(paths.ANSWER_MD, render(params, result, links))
     best = result.long.ranking.best
