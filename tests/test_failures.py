@@ -912,8 +912,9 @@ SWEEP_MARKER = textwrap.dedent(f"""
 """)
 
 
-def sigint_lr_range(project: Project, command: list[str], is_event: Callable[[str], bool], event: str) -> Result:
-    """Start lr_range with ``command``; send SIGINT as soon as a stderr line satisfies ``is_event``."""
+def sigint_lr_range(project: Project, command: list[str], is_event: Callable[[str], bool], event: str,
+                    signum: int = signal.SIGINT) -> Result:
+    """Start lr_range with ``command``; send ``signum`` as soon as a stderr line satisfies ``is_event``."""
     proc = subprocess.Popen(command, cwd=project.root, env=project.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(TIMEOUT_S, proc.kill)  # bounds the wait for the event
@@ -927,7 +928,7 @@ def sigint_lr_range(project: Project, command: list[str], is_event: Callable[[st
         else:
             pytest.fail(f"lr_range exited {proc.wait()} before {event}:\n{''.join(seen)[-2000:]}")
         assert proc.poll() is None, f"lr_range finished right after {event}, before the SIGINT"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         watchdog.cancel()
@@ -1017,3 +1018,49 @@ def test_other_errors_still_propagate(capsys):
 
     with pytest.raises(ImportError, match="a real missing module"):
         run(main)
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_range_test_is_ctrl_c(project):
+    """What a scheduler, `timeout` or `kill` sends: the same cleanup and the same one line as Ctrl-C."""
+    write_prepared(project.root, seed=0)
+    lr_range_outputs(project.root)
+    long_sweep(project)
+    before = snapshot(project.root)
+
+    result = sigint_lr_range(project, project.command("lr_range", ARCH, prelude=SWEEP_MARKER),
+                             lambda line: line == SWEEP_STARTED + "\n", "the sweep started", signal.SIGTERM)
+
+    assert_interrupted(result)
+    assert snapshot(project.root) == before
+    assert temp_leftovers(project.root / "reports" / "lr_range", project.root / "reports" / "timings") == []
+
+
+# A locale that encodes ASCII only, with Python's UTF-8 coercion and mode off, as on a minimal system.
+C_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0", "PYTHONIOENCODING": ""}
+
+
+def test_a_stage_under_a_locale_without_utf8_reads_utf8_files(project):
+    write_idx_folder(project.root / "data" / "raw", tiny_mnist(seed=0))
+    text = (project.root / "params.yaml").read_text(encoding="utf-8")
+    (project.root / "params.yaml").write_text("# données: 28 × 28 pixels\n" + text, encoding="utf-8")
+    result = project.stage("split", env={**project.env, **C_LOCALE})
+    result.assert_clean_exit(0)
+
+
+def test_a_message_the_locale_cannot_encode_is_printed_escaped(project):
+    project.params["archs"] = {"bäse": {"hidden": [8]}}
+    (project.root / "params.yaml").write_text(yaml.safe_dump(project.params, allow_unicode=True), encoding="utf-8")
+    result = project.stage("split", env={**project.env, **C_LOCALE})
+    result.assert_clean_exit(2)
+    assert result.stderr.startswith("params.yaml: archs.b\\xe4se: unsafe architecture name"), result.stderr
+
+
+def test_a_range_test_too_short_for_any_rule_names_batch_size(project):
+    write_prepared(project.root, seed=0)
+    project.params["lr_range"].update(batch_size=100_000 // 100, epochs=1)
+    project.write_params()
+    result = project.stage("lr_range", ARCH, importtime=True)
+    result.assert_clean_exit(1)
+    assert "lower lr_range.batch_size or raise lr_range.epochs" in result.stderr, result.stderr
+    assert not any(module.startswith("tensorflow") for module in result.imported)  # it fails before TensorFlow
