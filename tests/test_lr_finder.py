@@ -364,22 +364,13 @@ DIVERGED_AT_ONCE = {f"first-batch-{value}": Curve(np.array([START]), np.array([v
                                                    np.array([BATCH]), STEPS_PER_EPOCH, 150, 0)
                     for value in (np.inf, np.nan)}
 # Where this code and its source disagree (reported, not fixed here): each case names the difference.
-KNOWN_DIFFERENCES = {
-    ("fastai_slide", "short-23"): "fastai's slide picks from 16 rows (lr_diff + 1); fastai_slide needs 17",
-    ("notebook", "first-batch-inf"): "np.nanargmin([inf]) is 0, so the notebook picks start_lr / 2 from a sweep "
-                                     "that diverged at once; notebook refuses it (no finite running loss)",
-}
-
-
 def cases(curves: dict[str, Curve]) -> list:
     out = []
     for name in curves:
         for rule in RULES:
             if rule == "flat_center":
                 continue
-            marks = ([pytest.mark.xfail(strict=True, reason=KNOWN_DIFFERENCES[rule, name])]
-                     if (rule, name) in KNOWN_DIFFERENCES else [])
-            out.append(pytest.param(rule, name, marks=marks, id=f"{rule}-{name}"))
+            out.append(pytest.param(rule, name, id=f"{rule}-{name}"))
     return out
 
 

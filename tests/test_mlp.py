@@ -214,6 +214,14 @@ DAMAGE = {
     "kernels do not chain": lambda src, dst: edit_weights(src, dst, reshape_kernel),
     "link to another file": lambda src, dst: edit_weights(src, dst, link_kernel_elsewhere),
     "missing file": lambda src, dst: dst,
+    # Hostile rather than damaged: shapes a reader that trusts the file would trip over.
+    "config nested 100,000 deep": lambda src, dst: rewrite(
+        src, dst, lambda n, d: b'{"class_name": "Sequential", "config": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        if n == "config.json" else d),
+    "dtype config a list": lambda src, dst: edit_config(src, dst, set_dense("dtype", {"config": ["float32"]})),
+    "dtype without config": lambda src, dst: edit_config(src, dst, set_dense("dtype", {"class_name": "DTypePolicy"})),
+    "layers a list of lists": lambda src, dst: edit_config(src, dst, lambda layers: layers.__setitem__(2, [1, 2])),
+    "units a list": lambda src, dst: edit_config(src, dst, set_dense("units", [10])),
 }
 
 

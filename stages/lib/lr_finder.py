@@ -131,7 +131,7 @@ def _needs(points: int, at_least: int, what: str) -> None:
 def notebook(curve: Curve) -> Suggestion:
     """The original notebook's rule: the rate at the lowest Keras loss, halved."""
     running = keras_running_loss(curve.losses, curve.batch_sizes, curve.steps_per_epoch)
-    _needs(int(np.isfinite(running).sum()), 1, "in the sweep")
+    _needs(int((~np.isnan(running)).sum()), 1, "in the sweep")  # as np.nanargmin: an inf still counts
     i = int(np.nanargmin(running))
     return Suggestion(float(curve.lrs[i] / 2), nearest_row(curve.lrs, curve.lrs[i] / 2))
 
@@ -171,7 +171,7 @@ def fastai_valley(curve: Curve) -> Suggestion:
 def fastai_slide(curve: Curve, lr_diff: int = 15, thresh: float = 0.005, adjust_value: float = 1.0) -> Suggestion:
     """fastai's slide: walk left from the end until the loss gradient over lr_diff rows flattens."""
     lrs, losses, start = _fastai_rows(curve)
-    _needs(len(losses), lr_diff + 2, f"after fastai's trimming of {start} rows at the start and "
+    _needs(len(losses), lr_diff + 1, f"after fastai's trimming of {start} rows at the start and "
                                      f"{FASTAI_SKIP_END} at the end")
     loss_grad = np.gradient(losses)
     r_idx = -1

@@ -216,8 +216,11 @@ def load_mlp(path: Path) -> Mlp:
         return _load(path)
     except _Bad as err:
         what = str(err)
-    except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile,
-            zlib.error) as err:
+    except RecursionError:
+        what = "config.json is nested too deeply to be a model's"
+    except (OSError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError, zipfile.BadZipFile,
+            zipfile.LargeZipFile, zlib.error) as err:
+        # A file is input: whatever shape it has, it is refused in one line, never a traceback.
         what = f"{type(err).__name__}: {err}"
     raise ModelFileError(
         f"{path}: cannot load model ({what}); restore it with `dvc checkout {path.parent}` "
@@ -296,7 +299,8 @@ def _dense_configs(config: object) -> tuple[int, list[dict]]:
             if dense.get(key):
                 raise _Bad(f"Dense layer {name!r} has {key} {dense[key]!r}; only plain float layers are supported")
         dtype = dense.get("dtype", "float32")
-        dtype = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+        if isinstance(dtype, dict):
+            dtype = dtype.get("config").get("name") if isinstance(dtype.get("config"), dict) else None
         if dtype != "float32":
             raise _Bad(f"Dense layer {name!r} computes in {dtype!r}, not float32")
         units = dense.get("units")
