@@ -719,3 +719,18 @@ def test_dvc_reads_params_yaml_as_the_stages_do(tmp_path):
     ours = load_raw(tmp_path / "params.yaml")
     assert dvc_values == ours == {"lr": 0.001, "b": 0.001, "c": 0.5, "flag": "yes", "x": 10}
     assert yaml.safe_load(text) == {"lr": "1e-3", "b": 0.001, "c": 0.5, "flag": True, "x": 8}  # YAML 1.1
+
+
+def test_the_last_training_seed_is_one_numpy_takes(raw):
+    raw["seed"], raw["train"]["repeats"] = MAX_SEED - 4, 5
+    parse_params(copy.deepcopy(raw))
+    raw["train"]["repeats"] = 6
+    assert_line(only_problem(raw), "seed", MAX_SEED - 4, "too large for train.repeats seeds after it")
+
+
+@pytest.mark.parametrize("name", ["-x", "--help", "-"])
+def test_an_arch_name_never_looks_like_an_option(raw, name):
+    raw["archs"][name] = {"hidden": [10]}
+    line = only_problem(raw)
+    assert_line(line, f"archs.{name}", name, "unsafe architecture name")
+    assert line.endswith("not starting with -)")
