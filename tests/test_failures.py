@@ -29,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from dataclasses import dataclass
@@ -914,27 +915,34 @@ SWEEP_MARKER = textwrap.dedent(f"""
 
 def sigint_lr_range(project: Project, command: list[str], is_event: Callable[[str], bool], event: str,
                     signum: int = signal.SIGINT) -> Result:
-    """Start lr_range with ``command``; send ``signum`` as soon as a stderr line satisfies ``is_event``."""
-    proc = subprocess.Popen(command, cwd=project.root, env=project.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(TIMEOUT_S, proc.kill)  # bounds the wait for the event
-    watchdog.start()
-    try:
-        seen = []
-        for line in proc.stderr:  # drains the pipe up to the event
-            seen.append(line)
-            if is_event(line):
-                break
-        else:
-            pytest.fail(f"lr_range exited {proc.wait()} before {event}:\n{''.join(seen)[-2000:]}")
-        assert proc.poll() is None, f"lr_range finished right after {event}, before the SIGINT"
-        proc.send_signal(signum)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    """Start lr_range with ``command``; send ``signum`` as soon as a stderr line satisfies ``is_event``.
+
+    Stdout goes to a file, not a pipe: while this waits on stderr, an unread stdout pipe could fill up and
+    block the stage before the event, and the test would fail for a reason of its own.
+    """
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as stdout_file:
+        proc = subprocess.Popen(command, cwd=project.root, env=project.env, stdout=stdout_file,
+                                stderr=subprocess.PIPE, text=True)
+        watchdog = threading.Timer(TIMEOUT_S, proc.kill)  # bounds the wait for the event
+        watchdog.start()
+        try:
+            seen = []
+            for line in proc.stderr:  # drains the pipe up to the event
+                seen.append(line)
+                if is_event(line):
+                    break
+            else:
+                pytest.fail(f"lr_range exited {proc.wait()} before {event}:\n{''.join(seen)[-2000:]}")
+            assert proc.poll() is None, f"lr_range finished right after {event}, before the signal"
+            proc.send_signal(signum)
+            _, stderr = proc.communicate(timeout=TIMEOUT_S)
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        stdout_file.seek(0)
+        stdout = stdout_file.read()
     own, imported = split_stderr(("".join(seen) + stderr).replace(SWEEP_STARTED + "\n", "", 1))
     return Result(proc.returncode, stdout, own, imported)
 
