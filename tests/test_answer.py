@@ -369,15 +369,15 @@ def test_recommendation_states_whether_params_agree(result):
 
 
 def test_stage_writes_answer_and_figures_deterministically(project, capsys):
-    stale = project / paths.ANSWER_FIGURES / "old_name.png"
-    stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"\x89PNG")
+    mine = project / paths.ANSWER_FIGURES / "my-sketch.png"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"\x89PNG")
     other = project / paths.ANSWER_FIGURES / "notes.txt"
     other.write_text("kept")
     stage.main([])
     first = {p.name: p.read_bytes() for p in (project / paths.ANSWER_FIGURES).iterdir()}
     text = (project / paths.ANSWER_MD).read_text()
-    assert sorted(first) == sorted([*stage.FIGURES.values(), "notes.txt"])  # its stale figure gone, nothing else
+    assert sorted(first) == sorted([*stage.FIGURES.values(), "my-sketch.png", "notes.txt"])  # nothing of a user's goes
     for name in stage.FIGURES.values():
         assert first[name].startswith(b"\x89PNG") and f"](answer/{name})" in text
     assert "answer: reports/answer.md: deep3 is best on validation" in capsys.readouterr().out

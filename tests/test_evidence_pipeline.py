@@ -38,8 +38,8 @@ pytestmark = pytest.mark.slow
 PIPELINE = "evidence/dvc.yaml"
 ARCH = "base"
 N_TRAIN, N_TEST, VAL_SIZE = 300, 100, 50
-EVIDENCE = {"seeds": [1], "range_seeds": [1, 2], "grid": [0.05, 0.2], "max_epochs": 3, "patience": 1,
-            "long_rules": {"arch": ARCH, "seeds": [1], "rates": ["flat_center", "grid_best"]}}
+EVIDENCE = {"seeds": [1, 2], "range_seeds": [1, 2], "grid": [0.05, 0.2], "max_epochs": 3, "patience": 1,
+            "long_rules": {"arch": ARCH, "seeds": [1, 2], "rates": ["flat_center", "grid_best"]}}
 QUICK_STUDY = {"download", "split", "report", *(f"{stage}@{ARCH}" for stage in ("lr_range", "train", "evaluate"))}
 RUN_KEYS = {"lr", "epochs_run", "best_epoch", "failed", "history"}
 SCORE_KEYS = {f"{part}_{score}" for part in ("val", "test") for score in ("accuracy", "loss")}
@@ -265,10 +265,11 @@ def test_changing_the_grid_marks_grid_and_long_rules_but_not_long(project):
 def test_adding_a_seed_adds_its_stages_and_leaves_the_others_current(project):
     """Except long_rules: the grid's best rate is chosen over every seed's grid record."""
     evidence = json.loads(json.dumps(EVIDENCE))
-    evidence["seeds"].append(2)
+    added = max(evidence["seeds"]) + 1
+    evidence["seeds"].append(added)
     write_param(project, "evidence", seeds=evidence["seeds"])
     new = evidence_stages(evidence) - evidence_stages(EVIDENCE)
-    assert new == {f"{kind}@{ARCH}-2" for kind in ("grid", "picks", "long")}
+    assert new == {f"{kind}@{ARCH}-{added}" for kind in ("grid", "picks", "long")}
     locked = set(yaml.safe_load(project.read(PIPELINE.replace(".yaml", ".lock")))["stages"])
     assert not new & locked
     long_rules = {f"long_rules@{rate}-{seed}" for rate in EVIDENCE["long_rules"]["rates"]

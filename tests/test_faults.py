@@ -294,7 +294,8 @@ FAULTS = {
     "labels-that-are-not-digits": Fault(EVALUATE, for_evaluate,
                                         ("data/prepared/y_test.npy", "not digits", PREPARED_FIX),
                                         put("data/prepared/y_test.npy", npy(np.full(100, 12, np.uint8)))),
-    "raw-images-that-are-not-28x28": Fault(SPLIT, raw, ("data/raw: test images (100, 784)", "`dvc checkout data/raw`"),
+    "raw-images-that-are-not-28x28": Fault(SPLIT, raw, ("data/raw/t10k-images-idx3-ubyte: its sha256 is not "
+                                                        "data.sha256's", "`dvc checkout data/raw`"),
                                            put("data/raw/t10k-images-idx3-ubyte",
                                                encode_idx(np.zeros((100, 784), np.uint8)))),
     # -- what an earlier stage wrote, valid JSON or CSV with the wrong content

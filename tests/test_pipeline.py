@@ -612,6 +612,8 @@ def test_readme_sharing_commands_run_as_written(project, tmp_path):
                 assert "Data and pipelines are up to date." in output, output  # as README's comment says
             elif command.text.startswith("dvc remote add "):
                 assert remote.as_posix() in p.dvc("remote", "list")
+            elif command.text.startswith("dvc remote modify shared verify true"):
+                assert "verify = true" in (p.root / ".dvc" / "config").read_text(encoding="utf-8")
             elif command.text == "dvc push":
                 assert any(remote.rglob("*")), "dvc push wrote nothing"
             elif not command.text.startswith("git add .dvc/config"):
