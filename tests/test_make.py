@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 INJECTIONS = ["main; touch {marker}", "main' ; touch {marker} ; '", "$(touch {marker})", "`touch {marker}`"]
