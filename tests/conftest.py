@@ -34,6 +34,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# A process started from one that ignores SIGINT inherits SIG_IGN: so does every job a non-interactive shell
+# puts in the background (`.ci/run &`, `nohup`), and Python then never turns SIGINT into KeyboardInterrupt.
+# A test that sends SIGINT starts its child through this, with SIGINT's default disposition.
+WITH_DEFAULT_SIGINT = (sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                       "os.execvp(sys.argv[1], sys.argv[1:])")
+
 # The tests' own params.yaml, shaped like the committed one. Tests start from this, never from
 # the live file, so a user's edit or `dvc exp run -S ...` cannot change what they expect.
 EXAMPLE_PARAMS = {

@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, example_params, tiny_mnist, write_idx_folder
+from conftest import ROOT, WITH_DEFAULT_SIGINT, example_params, tiny_mnist, write_idx_folder
 
 from stages.lib.data import Split, save_prepared, split_train_val
 from stages.lib.idx import encode_idx, sha256_bytes
@@ -921,7 +921,7 @@ def sigint_lr_range(project: Project, command: list[str], is_event: Callable[[st
     block the stage before the event, and the test would fail for a reason of its own.
     """
     with tempfile.TemporaryFile("w+", encoding="utf-8") as stdout_file:
-        proc = subprocess.Popen(command, cwd=project.root, env=project.env, stdout=stdout_file,
+        proc = subprocess.Popen([*WITH_DEFAULT_SIGINT, *command], cwd=project.root, env=project.env, stdout=stdout_file,
                                 stderr=subprocess.PIPE, text=True)
         watchdog = threading.Timer(TIMEOUT_S, proc.kill)  # bounds the wait for the event
         watchdog.start()

@@ -30,6 +30,7 @@ from conftest import (
     COMMAND_TIMEOUT_S,
     DVC,
     ROOT,
+    WITH_DEFAULT_SIGINT,
     Project,
     as_after_make_setup,
     example_params,
@@ -644,7 +645,8 @@ def test_ctrl_c_during_training_under_dvc_repro_says_what_dvc_removed_and_how_to
     p.write_params(params)
     # One stream, unbuffered: Keras' epoch lines reach the test as they are printed, and no unread pipe
     # can fill up and stop the stage.
-    proc = subprocess.Popen([DVC, "repro", "-s", "train@base"], cwd=p.root, env={**p.env, "PYTHONUNBUFFERED": "1"},
+    proc = subprocess.Popen([*WITH_DEFAULT_SIGINT, DVC, "repro", "-s", "train@base"], cwd=p.root,
+                            env={**p.env, "PYTHONUNBUFFERED": "1"},
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         # Keras prints a line per epoch: training is under way
