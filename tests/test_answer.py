@@ -23,6 +23,7 @@ from stages.lib import paths
 from stages.lib.answer import (
     CHANCE,
     LongBudget,
+    Ranking,
     Target,
     long_budget,
     rank,
@@ -32,7 +33,7 @@ from stages.lib.answer import (
     summarize,
     target,
 )
-from stages.lib.answer_md import render, target_section, verdicts
+from stages.lib.answer_md import acc, render, standing, target_section, verdicts
 from stages.lib.errors import StageError
 from stages.lib.evidence import pack_bits, unpack_bits
 from stages.lib.params import load_params
@@ -489,8 +490,41 @@ def target_text(val_gap: tuple[float, float], best_test: float, same_rate: bool 
     return "\n".join(target_section(SimpleNamespace(target=t)))
 
 
+def test_the_target_sentence_says_whether_the_seeds_can_tell():
+    def said(tests: list[float]) -> str:
+        long = summarize([long_run(0.2, 0.98, test, seed) for seed, test in enumerate(tests, 1)])
+        t = Target(long, long.test.estimate >= 98.0, None, None, None)
+        return "\n".join(target_section(SimpleNamespace(target=t)))
+
+    assert "The mean, 97.500 %, is below 98.0 %, and its interval lies below it." in said([0.975, 0.9751, 0.9749])
+    assert "The mean, 98.200 %, meets 98.0 %, and its interval lies above it." in said([0.982, 0.9821, 0.9819])
+    assert "The mean, 97.999 %, is below 98.0 %; its interval holds 98.0 %" in said([0.97999, 0.97989, 0.98009])
+
+
+def test_the_configured_rule_first_at_the_long_budget_says_from_how_many_it_is_not_separated():
+    def said(gaps: dict[str, tuple[float, float]]) -> list[str]:
+        ranking = Ranking("flat_center", ("flat_center", *gaps),
+                          {name: Interval(sum(g) / 2, *g, 3) for name, g in gaps.items()}, 0.2, 0.5, 3)
+        params = SimpleNamespace(lr_range=SimpleNamespace(rule="flat_center"))
+        return standing(params, SimpleNamespace(budget=SimpleNamespace(ranking=ranking)))
+
+    assert said({"notebook": (-0.3, 1.0), "lightning": (0.4, 1.9)}) == [
+        "- flat_center (the configured rule, `lr_range.rule`) ranks 1 of 3 on validation: first, though not "
+        "separated from 1 of the other 2.",
+        "- notebook (the original notebook's rule) ranks 2 of 3 on validation, 0.35 points below flat_center (Welch "
+        "95 % interval [-0.30, 1.00]: not separated)."]
+    assert said({"lightning": (0.4, 1.9)})[0].endswith("first, and separated from every other source.")
+
+
+def test_an_accuracy_interval_is_cut_at_0_and_100_percent():
+    assert acc(Interval(77.27, 35.85, 118.70, 2)) == "77.27 % [35.85, 100.00]"
+    assert acc(Interval(3.0, -1.5, 7.5, 2)) == "3.00 % [0.00, 7.50]"
+    assert acc(Interval(98.0, 97.5, 98.5, 2)) == "98.00 % [97.50, 98.50]"
+
+
 def test_target_not_met_asks_whether_the_rate_holds_it_back():
-    assert "The mean is below 98.0 %." in target_text((0.1, 0.5), 0.985)
+    assert ("The mean, 97.550 %, is below 98.0 %; its interval holds 98.0 %, so these seeds do not tell on which "
+            "side of it base's true mean lies.") in target_text((0.1, 0.5), 0.985)
     assert "a better rate helps on validation, and at it the test mean reaches the target" in \
         target_text((0.1, 0.5), 0.985).lower()
     assert "the rate is not all that holds it back" in target_text((0.1, 0.5), 0.975)
