@@ -13,6 +13,9 @@ PY_VERSION := $(word 2,$(FOUND))
 LOCK := requirements/py$(if $(filter 3.10,$(PY_VERSION)),3.10,3.11-3.13).txt
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
+# Stages that do not depend on each other run at once, JOBS at a time (scripts/lanes.py), one per core unless
+# told: each trains on one thread. `make repro JOBS=1` is plain `dvc repro`.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: setup repro evidence test test-fast lint check-lock compare bench prune clean
 
@@ -31,13 +34,12 @@ ifneq ($(shell cat $(call quote,$(VENV)/.installed) 2>/dev/null),$(PY_VERSION))
 endif
 
 repro: setup
-	dvc repro
+	$(if $(filter 1,$(JOBS)),dvc repro,python -m scripts.lanes -j $(call quote,$(JOBS)))
 
-# The evidence (evidence/dvc.yaml; hours): its stages read data/prepared and the quick study's range tests
-# (reports/lr_range/), so those first. Then commit reports/evidence and evidence/dvc.lock.
+# The evidence (evidence/dvc.yaml; hours), with the quick-study stages it reads (data/prepared, the range
+# tests). Then commit reports/evidence, reports/answer.md, reports/answer/ and evidence/dvc.lock.
 evidence: setup
-	dvc repro lr_range
-	dvc repro evidence/dvc.yaml
+	python -m scripts.lanes -j $(call quote,$(JOBS)) evidence/dvc.yaml
 
 test: setup
 	python -m pytest

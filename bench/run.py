@@ -1,13 +1,20 @@
-"""`make bench`: the notebook way against `dvc repro -f` of this pipeline, on the same machine.
+"""`make bench`: the notebook way against this pipeline, on the same machine, in one run.
 
-Prints wall time and peak memory of each, their ratio, the pipeline's per-stage wall
-times, a no-op `dvc repro` and a one-arch change. The pipeline runs in a temporary
-clone of this repo (with data/raw copied in), so the workspace is left as it was.
+Prints, each from this one run:
+- (a) the notebook way, against (b) `dvc repro -f` (one stage at a time, as `make repro JOBS=1`) and (c) every
+  stage forced through scripts/lanes.py on all cores (as `make repro`): wall times, peak memory, ratios;
+- the critical path: download, split, the longest arch chain and the report, from (b)'s per-stage times: the
+  wall time on a machine with one core per arch;
+- the ceiling of lanes here: two single-thread trainings at once against one after the other;
+- the evidence's range tests on one lane and on all, their speed-up set against that ceiling;
+- a no-op `dvc repro` and `make repro`, and a one-arch change.
+The pipeline runs in a temporary clone of this repo (with data/raw copied in), so the workspace is left as it was.
 Figures from one run on a possibly busy machine: compare ratios, not seconds.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +26,7 @@ from pathlib import Path
 from stages.lib.cli import run
 from stages.lib.errors import StageError
 from stages.lib.params import dump_raw, load_params, load_raw
-from stages.lib.paths import RAW_DIR
+from stages.lib.paths import EVIDENCE, RAW_DIR
 
 USAGE = "usage: python -m bench.run [--pipeline-only]"
 
@@ -54,6 +61,38 @@ def stage_times(log: str, total: float) -> list[tuple[str, float]]:
     return [(name, end - start) for (start, name), end in zip(marks, ends)]
 
 
+def critical_path(times: dict[str, float], archs: list[str]) -> tuple[float, str]:
+    """Seconds of the longest chain of stages, and its arch: what one core per arch cannot beat."""
+    chain = {arch: sum(times.get(f"{stage}@{arch}", 0.0) for stage in ("lr_range", "train", "evaluate"))
+             for arch in archs}
+    longest = max(chain, key=chain.get)
+    return sum(times.get(stage, 0.0) for stage in ("download", "split", "report")) + chain[longest], longest
+
+
+def ceiling(clones: list[Path], arch: str) -> tuple[float, float]:
+    """Seconds of one training of ``arch`` per clone, one after the other and then all at once (`python -m
+    stages.train`, outside DVC, so only the training processes compete)."""
+    cmd = [sys.executable, "-m", "stages.train", arch]
+    started = time.perf_counter()
+    for clone in clones:
+        subprocess.run(cmd, cwd=clone, check=True, capture_output=True)
+    serial = time.perf_counter() - started
+    started = time.perf_counter()
+    procs = [subprocess.Popen(cmd, cwd=clone, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for clone in clones]
+    if any(proc.wait() != 0 for proc in procs):
+        raise StageError(f"{' '.join(cmd)} failed in a bench clone")
+    return serial, time.perf_counter() - started
+
+
+def evidence_range_tests(clone: Path, jobs: int) -> float:
+    """Seconds to remake every evidence range test (their records removed) through lanes of ``jobs``."""
+    shutil.rmtree(clone / EVIDENCE / "range")
+    seconds, _, _ = measured([sys.executable, "-m", "scripts.lanes", "-j", str(jobs), "evidence/dvc.yaml:range"],
+                             clone)
+    return seconds
+
+
 def main(argv: list[str]) -> None:
     if argv not in ([], ["--pipeline-only"]):
         raise StageError(f"{USAGE} (got {' '.join(argv)})")
@@ -61,6 +100,8 @@ def main(argv: list[str]) -> None:
     if not all((RAW_DIR / name).is_file() for name in load_params().data.sha256):
         raise StageError(f"MNIST is not in {RAW_DIR}/: run `dvc repro download` first")
     dvc = str(Path(sys.executable).parent / "dvc")
+    cores = len(os.sched_getaffinity(0))
+    lanes = [sys.executable, "-m", "scripts.lanes", "-j", str(cores)]
     with tempfile.TemporaryDirectory(prefix="bench.") as tmp:
         clone = Path(tmp) / "project"
         subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
@@ -72,8 +113,9 @@ def main(argv: list[str]) -> None:
         params = load_raw(clone / "params.yaml")
         params["data"]["sources"].insert(0, {"local": str(local)})
         (clone / "params.yaml").write_text(dump_raw(params))
+        archs = list(params["archs"])
 
-        if argv == ["--pipeline-only"]:  # for trying a change: (b) alone
+        if argv == ["--pipeline-only"]:  # for trying a change: the pipeline alone
             a_s, a_mib = float("nan"), 0
         else:
             print("bench: (a) the notebook way ...", flush=True)
@@ -81,21 +123,44 @@ def main(argv: list[str]) -> None:
             print(a_log, end="")
         print("bench: (b) dvc repro -f ...", flush=True)
         b_s, b_mib, b_log = measured([dvc, "repro", "-f"], clone)
+        times = dict(stage_times(b_log, b_s))
+        print(f"bench: (c) every stage forced, {cores} lanes ...", flush=True)
+        c_s, c_mib, _ = measured([*lanes, "-f"], clone)
         noop_s, _, _ = measured([dvc, "repro"], clone)
+        noop_lanes_s, _, _ = measured(lanes, clone)
+
+        print("bench: the ceiling, and the evidence's range tests ...", flush=True)
+        others = [clone, *(Path(tmp) / f"project-{i}" for i in range(1, cores))]
+        for other in others[1:]:
+            shutil.copytree(clone, other, symlinks=True)
+        serial_s, together_s = ceiling(others, archs[0])
+        range_1_s = evidence_range_tests(clone, 1)
+        range_n_s = evidence_range_tests(clone, cores)
+
+        first = archs[0]
         params = load_raw(clone / "params.yaml")
-        first = next(iter(params["archs"]))
         params["archs"][first]["hidden"] = [h + 8 for h in params["archs"][first]["hidden"]]
         (clone / "params.yaml").write_text(dump_raw(params))
         one_s, _, _ = measured([dvc, "repro"], clone)
 
+    path_s, path_arch = critical_path(times, archs)
+    limit = serial_s / together_s
     print("\nper-stage wall time of (b):")
-    for name, seconds in stage_times(b_log, b_s):
+    for name, seconds in times.items():
         print(f"  {name:<20} {seconds:6.1f} s")
-    print(f"\n(a) notebook way        {a_s:7.1f} s   peak {a_mib:5d} MiB")
-    print(f"(b) dvc repro -f        {b_s:7.1f} s   peak {b_mib:5d} MiB (largest single stage process)")
-    print(f"ratio a/b               {a_s / b_s:7.2f}   (>= 2.0 is the target)")
-    print(f"no-op dvc repro         {noop_s:7.1f} s")
-    print(f"one-arch change ({first}) {one_s:7.1f} s   ({one_s / b_s:.0%} of a full run)")
+    print(f"\n(a) notebook way                {a_s:7.1f} s   peak {a_mib:5d} MiB")
+    print(f"(b) dvc repro -f (JOBS=1)       {b_s:7.1f} s   peak {b_mib:5d} MiB (largest single stage process)   "
+          f"ratio a/b {a_s / b_s:.2f}")
+    print(f"(c) forced on {cores} lanes (JOBS={cores}) {c_s:7.1f} s   peak {c_mib:5d} MiB (largest single stage "
+          f"process)   ratio a/c {a_s / c_s:.2f}")
+    print(f"critical path (one core per arch) {path_s:5.1f} s   download, split, {path_arch}'s chain, report   "
+          f"ratio a/path {a_s / path_s:.2f}")
+    print(f"ceiling: {cores} trainings of {archs[0]} one after the other {serial_s:.1f} s, at once {together_s:.1f} s: "
+          f"{limit:.2f}x the throughput")
+    print(f"evidence range tests: 1 lane {range_1_s:.1f} s, {cores} lanes {range_n_s:.1f} s: "
+          f"{range_1_s / range_n_s:.2f}x, {range_1_s / range_n_s / limit:.0%} of the ceiling")
+    print(f"no-op: dvc repro {noop_s:.1f} s, make repro (lanes) {noop_lanes_s:.1f} s")
+    print(f"one-arch change ({first}): dvc repro {one_s:.1f} s ({one_s / b_s:.0%} of a full run)")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 on tiny data in a temporary project, with tiny evidence params: one arch, one training seed, two range-test
 seeds, two grid rates, a 3-epoch long budget and two long_rules sources (ten TensorFlow starts in all).
 
-One module-scoped fixture builds the project as a user would: `make evidence` (the quick study's range
-tests, then every evidence stage), then `dvc repro` (the rest of the quick study), all committed. Checks
-that change it work on their own copy, and most ask only `dvc status`, which starts no TensorFlow.
+One module-scoped fixture builds the project as a user would: `make evidence JOBS=2` (every evidence stage
+and the quick-study stages they read, two at a time), then `dvc repro` (the rest of the quick study), all
+committed. Checks that change it work on their own copy, and most ask only `dvc status`, which starts no TensorFlow.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def built(tmp_path_factory) -> Built:
     sums = write_idx_folder(base / "mnist", tiny_mnist(n_train=N_TRAIN, n_test=N_TEST))
     p = tiny_project(base, tiny_params(base / "mnist", sums), ("dvc.yaml", PIPELINE))
     as_after_make_setup(p)
-    make_output = p.run("make", "evidence")
+    make_output = p.run("make", "evidence", "JOBS=2")
     evidence_made = snapshot(p.root / paths.EVIDENCE)
     repro_output = p.dvc("repro")
     p.commit("results and evidence")
@@ -121,10 +121,14 @@ def write_param(p: Project, section: str, **values) -> None:
 # --- the first run ---------------------------------------------------------------------------------
 
 
-def test_make_evidence_runs_the_quick_studys_range_tests_then_every_evidence_stage(built):
+def test_make_evidence_runs_every_evidence_stage_and_the_quick_study_stages_they_read_two_at_a_time(built):
     stages = ran(built.make_output)
-    assert stages[:3] == ["download", "split", f"lr_range@{ARCH}"], built.make_output
-    assert sorted(stages[3:]) == sorted(named(evidence_stages(EVIDENCE) | single_stages())), built.make_output
+    assert stages[:2] == ["download", "split"], built.make_output
+    assert sorted(stages[2:]) == sorted({f"lr_range@{ARCH}", *named(evidence_stages(EVIDENCE) | single_stages())})
+    # the long runs train at the quick study's pick: after its range test
+    assert all(stages.index(f"lr_range@{ARCH}") < stages.index(stage) for stage in stages
+               if stage.startswith((f"{PIPELINE}:long@", f"{PIPELINE}:long_rules@"))), built.make_output
+    assert "up to 2 at once" in built.make_output
 
 
 def test_the_quick_studys_dvc_repro_runs_no_evidence_stage(built):

@@ -41,6 +41,15 @@ def test_compare_takes_rev_as_one_argument(venv, tmp_path, template):
     assert "is not a git branch, tag or commit here" in done.stderr
 
 
+@pytest.mark.parametrize("target", ["repro", "evidence"])
+@pytest.mark.parametrize("template", INJECTIONS)
+def test_jobs_is_one_argument(venv, tmp_path, template, target):
+    marker = tmp_path / "ran"
+    done = make(venv, target, f"JOBS={template.format(marker=marker)}")
+    assert not marker.exists(), "JOBS ran as shell code"
+    assert done.returncode != 0 and "-j takes a number of lanes, 1 or more" in done.stderr
+
+
 @pytest.mark.parametrize("template", INJECTIONS)
 def test_python_and_venv_are_never_shell_code(tmp_path, template):
     marker = tmp_path / "ran"

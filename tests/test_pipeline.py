@@ -30,6 +30,7 @@ from conftest import (
     COMMAND_TIMEOUT_S,
     DVC,
     ROOT,
+    RUNNING,
     WITH_DEFAULT_SIGINT,
     Project,
     as_after_make_setup,
@@ -689,3 +690,76 @@ def test_a_params_error_under_dvc_repro_says_which_outputs_dvc_removed(project, 
     p.write_params(project.params())
     p.run("git", "checkout", "--", *outputs)
     assert p.status() == {}
+
+
+# --- make repro on several lanes (scripts/lanes.py) --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_lanes(tmp_path_factory, tiny_data) -> tuple[Project, str]:
+    """Another tiny project like `built`'s, built from nothing by `make repro JOBS=2`; and its output."""
+    folder, sums, _ = tiny_data
+    p = tiny_project(tmp_path_factory.mktemp("lanes"), derived_params(folder, sums))
+    as_after_make_setup(p)
+    return p, p.run("make", "repro", "JOBS=2")
+
+
+def results(p: Project) -> dict[str, bytes | None]:
+    """What the stages made, but for the timings and what shows them (the report): data, models, results. The
+    .gitignore files DVC writes list the same outputs in the order they were made: compared as sets of lines."""
+    made = {f"{folder}/{name}": content for folder in ("data", "models", *(f"reports/{kind}" for kind in (
+        "lr_range", "history", "train", "metrics", "errors"))) for name, content in snapshot(p.root / folder).items()
+            if not name.startswith("logs/")}  # TensorBoard's logs: their names hold the time
+    return {name: b"".join(sorted(content.splitlines(keepends=True))) if name.endswith(".gitignore") else content
+            for name, content in made.items()}
+
+
+def test_make_repro_on_two_lanes_runs_every_stage_once_two_at_a_time_each_line_marked(two_lanes):
+    p, output = two_lanes
+    assert sorted(ran(output)) == sorted(ALL_STAGES), output
+    assert re.search(rf"lanes: {len(ALL_STAGES)} stages in [\d.]+ s, up to 2 at once", output), output
+    stage_lines = [line for line in output.splitlines() if RUNNING.search(line)]
+    assert all(line == f"[{stage}] Running stage '{stage}':" for line in stage_lines
+               for stage in RUNNING.findall(line)), stage_lines
+    assert p.status() == {}
+    assert "Data and pipelines are up to date." in p.run("make", "repro", "JOBS=2")
+
+
+def test_make_repro_gives_the_same_bytes_on_two_lanes_as_on_one(project, two_lanes):
+    assert results(two_lanes[0]) == results(project)
+    assert len(results(project)) > 20  # the results are there to compare
+
+
+def test_ctrl_c_stops_every_lane_and_each_stage_says_what_became_of_its_outputs(project, tmp_path):
+    p = committed_copy(project, tmp_path / "project")
+    params = p.params()
+    params["train"].update(repeats=3, epochs=100_000, patience=100_000)  # still training when the signal comes
+    p.write_params(params)
+    proc = subprocess.Popen([*WITH_DEFAULT_SIGINT, sys.executable, "-m", "scripts.lanes", "-j", "2"], cwd=p.root,
+                            env=p.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    training = set()
+
+    def both_training(line: str) -> bool:
+        if "val_loss" in line:
+            training.add(line.partition("]")[0].lstrip("["))
+        return training == {f"train@{arch}" for arch in ARCHS}
+
+    try:
+        seen = read_until(proc, both_training, "epoch lines of both trainings", TRAINING_STARTED_S)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        rest, _ = proc.communicate(timeout=COMMAND_TIMEOUT_S)
+    finally:
+        kill_group(proc)
+    output = "".join(seen) + rest
+    assert proc.returncode == 130 and "Traceback" not in output, output
+    last = output.splitlines()[-1]
+    assert re.fullmatch(r"interrupted: stopped train@\w+, train@\w+ \(each says above what became of its "
+                        r"outputs\); no stage had finished; rerun the same command to do the rest",
+                        last), output
+    for arch in ARCHS:
+        assert f"train@{arch}" in last
+        # the stage's own line, under DVC: what DVC removed, and how to get it back
+        assert re.search(rf"^\[train@{arch}\] interrupted: `dvc repro` removed train@{arch}'s outputs", output,
+                         re.MULTILINE), output
+        assert not (p.root / f"models/{arch}").exists()

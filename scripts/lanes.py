@@ -1,0 +1,285 @@
+"""`make repro JOBS=N` and `make evidence JOBS=N`: stages that do not depend on each other run at once,
+N at a time, each through DVC itself (`dvc --wait-for-lock repro -s <stage>`) in this workspace.
+
+DVC releases its repo lock while a stage's command runs, so several `dvc repro -s` share one workspace. A stage
+starts only once every stage it depends on has finished: no two processes ever hold the same stage's outputs,
+so DVC never finds one "busy" (treeverse/dvc#11054), and DVC alone decides whether each stage runs, is restored
+from the run cache, or is skipped. What runs is what `dvc repro <targets>` would run: the changed stages among
+the targets and their upstream, and everything downstream of those. The stage with the longest chain of work
+behind it (estimated from the committed timings) starts first. Each line a stage prints is prefixed with its
+name. Ctrl-C (or SIGTERM) stops every lane.
+
+Usage: python -m scripts.lanes [-j N] [-f] [target ...]   (targets as `dvc repro` takes them; default dvc.yaml)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, TextIO
+
+from stages.lib.cli import run
+from stages.lib.errors import StageError
+
+USAGE = "usage: python -m scripts.lanes [-j N] [-f] [target ...]"
+STOP_TIMEOUT_S = 120  # how long a stopped stage may take to clean up before it is killed
+UNKNOWN_COST_S = 1.0  # a stage no timing record says anything about: as cheap as the cheapest
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The stages to run, each with the stages it must wait for (among those), and its estimated seconds."""
+    stages: tuple[str, ...]  # in an order DVC would run them one at a time
+    upstream: dict[str, frozenset[str]]
+    cost: dict[str, float]
+
+
+# --- pure: what runs, in which order -------------------------------------------------------------------
+
+
+def with_downstream(order: Iterable[str], upstream: dict[str, Iterable[str]], changed: set[str]) -> list[str]:
+    """The stages of ``order`` (upstream first) that are ``changed`` or depend, however indirectly, on one that
+    is: once a stage reruns, DVC checks everything below it."""
+    chosen: list[str] = []
+    for stage in order:
+        if stage in changed or any(up in chosen for up in upstream.get(stage, ())):
+            chosen.append(stage)
+    return chosen
+
+
+def chain_lengths(upstream: dict[str, frozenset[str]], cost: dict[str, float]) -> dict[str, float]:
+    """Each stage's cost plus that of the longest chain of stages that wait for it: the least time the work
+    from that stage on can take, however many cores."""
+    downstream: dict[str, set[str]] = {stage: set() for stage in upstream}
+    for stage, ups in upstream.items():
+        for up in ups:
+            downstream[up].add(stage)
+    lengths: dict[str, float] = {}
+
+    def length(stage: str) -> float:
+        if stage not in lengths:
+            lengths[stage] = cost[stage] + max((length(d) for d in downstream[stage]), default=0.0)
+        return lengths[stage]
+
+    for stage in upstream:
+        length(stage)
+    return lengths
+
+
+def ready(plan: Plan, waiting: Iterable[str], finished: set[str], priority: dict[str, float]) -> list[str]:
+    """The ``waiting`` stages whose upstream has all finished, longest chain first (ties in plan order)."""
+    position = {stage: i for i, stage in enumerate(plan.stages)}
+    free = [stage for stage in waiting if plan.upstream[stage] <= finished]
+    return sorted(free, key=lambda stage: (-priority[stage], position[stage]))
+
+
+def estimated_costs(stages: Iterable[str], timing_files: dict[str, list[Path]]) -> dict[str, float]:
+    """Seconds per stage from the `seconds` of its timing records (the last run's); a stage without one gets
+    the mean of its kind (`train@...`), else UNKNOWN_COST_S."""
+    known: dict[str, float] = {}
+    for stage in stages:
+        seconds = [s for path in timing_files.get(stage, []) if (s := _seconds(path)) is not None]
+        if seconds:
+            known[stage] = sum(seconds)
+    by_kind: dict[str, list[float]] = {}
+    for stage, seconds in known.items():
+        by_kind.setdefault(kind_of(stage), []).append(seconds)
+    return {stage: known.get(stage) or _mean(by_kind.get(kind_of(stage))) or UNKNOWN_COST_S for stage in stages}
+
+
+def kind_of(stage: str) -> str:
+    """`train` of `train@base`, `evidence/dvc.yaml:long` of `evidence/dvc.yaml:long@base-1`."""
+    return stage.partition("@")[0]
+
+
+def _seconds(path: Path) -> float | None:
+    try:
+        seconds = json.loads(path.read_text(encoding="utf-8")).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(seconds) if isinstance(seconds, (int, float)) and seconds >= 0 else None
+
+
+def _mean(values: list[float] | None) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def prefixed(stage: str, line: str) -> str:
+    return f"[{stage}] {line.rstrip()}\n"
+
+
+# --- DVC: the plan -------------------------------------------------------------------------------------
+
+
+def make_plan(targets: list[str], force: bool) -> Plan:
+    """What `dvc repro [-f] <targets>` would run, with the graph among those stages. DVC's own collection and
+    order (the same functions `dvc repro` calls), so what runs is never a guess of ours."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    try:
+        with Repo(".") as repo:
+            graph = get_active_graph(repo.index.graph)
+            order = plan_repro(graph, collect_stages(repo, targets))
+            names = {stage: stage.addressing for stage in order}
+            upstream = {names[stage]: frozenset(names[up] for up in graph.successors(stage) if up in names)
+                        for stage in order}
+            with repo.lock:
+                changed = {names[stage] for stage in order if force or stage.changed()}
+            timing_files = {names[stage]: [Path(out.fs_path) for out in stage.outs if out.metric]
+                            for stage in order}
+    except DvcException as err:
+        raise StageError(f"dvc: {err}") from None
+    stages = with_downstream(list(names.values()), upstream, changed)
+    return Plan(tuple(stages), {s: upstream[s] & set(stages) for s in stages},
+                estimated_costs(stages, timing_files))
+
+
+# --- running the lanes ---------------------------------------------------------------------------------
+
+
+def dvc_command(stage: str, force: bool) -> list[str]:
+    return [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "-s", *(["-f"] if force else []), stage]
+
+
+class Lanes:
+    """Runs a plan's stages, ``jobs`` at a time, each as the process ``command`` gives (main: a `dvc repro -s`),
+    in its own session, so that Ctrl-C reaches it once, from here."""
+
+    def __init__(self, plan: Plan, jobs: int, command: Callable[[str], list[str]], out: TextIO = sys.stdout):
+        self.plan, self.jobs, self.command, self.out = plan, jobs, command, out
+        self.priority = chain_lengths(plan.upstream, plan.cost)
+        self.running: dict[str, subprocess.Popen] = {}
+        self.relays: list[threading.Thread] = []
+        self.finished: set[str] = set()
+        self.failed: list[str] = []
+        self.most_at_once = 0
+        self.events: queue.Queue[tuple[str, int]] = queue.Queue()
+        self.printing = threading.Lock()
+
+    def say(self, text: str) -> None:
+        with self.printing:
+            self.out.write(text)
+            self.out.flush()
+
+    def start(self, stage: str) -> None:
+        proc = subprocess.Popen(self.command(stage), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                text=True, encoding="utf-8", errors="backslashreplace", start_new_session=True)
+        self.running[stage] = proc
+        self.most_at_once = max(self.most_at_once, len(self.running))
+        relay = threading.Thread(target=self.relay, args=(stage, proc), daemon=True)
+        relay.start()
+        self.relays.append(relay)
+
+    def relay(self, stage: str, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            self.say(prefixed(stage, line))
+        self.events.put((stage, proc.wait()))
+
+    def run(self) -> None:
+        waiting = list(self.plan.stages)
+        while waiting or self.running:
+            if not self.failed:
+                for stage in ready(self.plan, waiting, self.finished, self.priority)[:self.jobs - len(self.running)]:
+                    waiting.remove(stage)
+                    self.start(stage)
+            if not self.running:
+                break  # a stage failed: what waits on nothing more is not started
+            stage, code = self.events.get()
+            del self.running[stage]
+            (self.finished.add if code == 0 else self.failed.append)(stage)
+
+    def stop(self) -> list[str]:
+        """Ctrl-C every running stage (DVC passes it to the stage's command, which cleans up and says what
+        became of its outputs); those still running after STOP_TIMEOUT_S are killed. Returns the killed."""
+        for proc in self.running.values():
+            _signal_group(proc, signal.SIGINT)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        killed = []
+        for stage, proc in self.running.items():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+                killed.append(stage)
+        for relay in self.relays:
+            relay.join(max(0.0, deadline - time.monotonic()))  # their last lines come before ours
+        return killed
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass  # it ended meanwhile
+
+
+def finished(count: int) -> str:
+    if count == 0:
+        return "no stage had finished"
+    return f"the {count} stage{'s' * (count != 1)} that had finished {'keep' if count != 1 else 'keeps'} " \
+           f"{'their' if count != 1 else 'its'} results"
+
+
+def _listing(stages: Iterable[str]) -> str:
+    return ", ".join(stages)
+
+
+def parse_args(argv: list[str]) -> tuple[int, bool, list[str]]:
+    jobs, force, targets = os.cpu_count() or 1, False, []
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-j", "--jobs"):
+            value = next(args, "")
+            if not (value.isascii() and value.isdigit() and int(value) >= 1):
+                raise StageError(f"{USAGE}: -j takes a number of lanes, 1 or more (got {value!r})")
+            jobs = int(value)
+        elif arg in ("-f", "--force"):
+            force = True
+        elif arg.startswith("-"):
+            raise StageError(f"{USAGE} (got {arg!r})")
+        else:
+            targets.append(arg)
+    return jobs, force, targets or ["dvc.yaml"]
+
+
+def main(argv: list[str]) -> None:
+    jobs, force, targets = parse_args(argv)
+    plan = make_plan(targets, force)
+    if not plan.stages:
+        print("Data and pipelines are up to date.")
+        return
+    lanes = Lanes(plan, jobs, lambda stage: dvc_command(stage, force))
+    started = time.perf_counter()
+    try:
+        lanes.run()
+    except KeyboardInterrupt:
+        stopped = list(lanes.running)
+        killed = lanes.stop()
+        lanes.say(f"interrupted: stopped {_listing(stopped) or 'no stage'}"
+                  + (f" (killed {_listing(killed)}, which had not stopped {STOP_TIMEOUT_S} s after Ctrl-C)"
+                     if killed else " (each says above what became of its outputs)")
+                  + f"; {finished(len(lanes.finished))}; rerun the same command to do the rest\n")
+        raise SystemExit(130) from None
+    if lanes.failed:
+        never = [s for s in plan.stages if s not in lanes.finished and s not in lanes.failed]
+        raise StageError(f"{_listing(lanes.failed)} failed (its lines above start with [{lanes.failed[0]}])"
+                         + (f", so {_listing(never)} did not run" if never else "")
+                         + "; fix the cause and rerun")
+    print(f"lanes: {len(plan.stages)} stage{'s' * (len(plan.stages) != 1)} in {time.perf_counter() - started:.1f} s, "
+          f"up to {lanes.most_at_once} at once")
+
+
+if __name__ == "__main__":
+    run(main, usage=USAGE)

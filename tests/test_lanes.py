@@ -1,0 +1,174 @@
+"""scripts/lanes.py: which stages run, in which order, how many at once, and how a failure or Ctrl-C ends them.
+
+The scheduling is tested here with small Python commands standing in for `dvc repro -s` (each waits for an
+event, never for a time); tests/test_pipeline.py runs `make repro JOBS=2` on a real tiny project.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scripts import lanes
+from scripts.lanes import Lanes, Plan, chain_lengths, estimated_costs, parse_args, ready, with_downstream
+from stages.lib.errors import StageError
+
+WAIT_S = 60  # every wait of a stand-in stage: far beyond what starting a Python process takes
+
+# download -> split -> (lr_range -> train -> evaluate) per arch -> report, as dvc.yaml has it
+QUICK = {"download": set(), "split": {"download"}, "report": set()}
+for _arch in ("base", "wide3"):
+    QUICK |= {f"lr_range@{_arch}": {"split"}, f"train@{_arch}": {"split", f"lr_range@{_arch}"},
+              f"evaluate@{_arch}": {"split", f"train@{_arch}"}}
+    QUICK["report"] |= {f"evaluate@{_arch}", f"lr_range@{_arch}", "split"}
+ORDER = ["download", "split", "lr_range@base", "train@base", "evaluate@base", "lr_range@wide3", "train@wide3",
+         "evaluate@wide3", "report"]
+
+
+def plan_of(upstream: dict[str, set[str]], cost: dict[str, float] | None = None) -> Plan:
+    return Plan(tuple(upstream), {s: frozenset(ups) for s, ups in upstream.items()},
+                cost or dict.fromkeys(upstream, 1.0))
+
+
+def test_what_runs_is_what_changed_and_everything_below_it():
+    assert with_downstream(ORDER, QUICK, set()) == []
+    assert with_downstream(ORDER, QUICK, {"train@wide3"}) == ["train@wide3", "evaluate@wide3", "report"]
+    assert with_downstream(ORDER, QUICK, {"split"}) == ORDER[1:]
+    assert with_downstream(ORDER, QUICK, {"report", "lr_range@base"}) == [
+        "lr_range@base", "train@base", "evaluate@base", "report"]
+
+
+def test_the_longest_chain_starts_first():
+    cost = {"download": 1, "split": 1, "lr_range@base": 5, "train@base": 10, "evaluate@base": 1,
+            "lr_range@wide3": 15, "train@wide3": 40, "evaluate@wide3": 1, "report": 3}
+    plan = plan_of(QUICK, cost)
+    lengths = chain_lengths(plan.upstream, plan.cost)
+    assert lengths["train@wide3"] == 44 and lengths["lr_range@wide3"] == 59 and lengths["download"] == 61
+    assert ready(plan, ORDER, set(), lengths) == ["download", "report"][:1]  # report waits for the rest
+    after_split = ready(plan, ORDER[2:], {"download", "split"}, lengths)
+    assert after_split == ["lr_range@wide3", "lr_range@base"]
+    # ties keep the order DVC would run them in
+    even = plan_of(QUICK)
+    assert ready(even, ORDER[2:], {"download", "split"}, chain_lengths(even.upstream, even.cost)) == [
+        "lr_range@base", "lr_range@wide3"]
+
+
+def test_costs_come_from_the_timing_records_else_from_the_stages_of_the_same_kind(tmp_path):
+    timing = tmp_path / "base.train.json"
+    timing.write_text(json.dumps({"seconds": 12.5, "machine": {}}))
+    other = tmp_path / "wide3.train.json"
+    other.write_text(json.dumps({"seconds": 30.5}))
+    no_seconds, damaged = tmp_path / "metrics.json", tmp_path / "damaged.json"
+    no_seconds.write_text(json.dumps({"val_accuracy": 0.9}))
+    damaged.write_text("{")
+    costs = estimated_costs(["train@base", "train@wide3", "train@new", "evaluate@base", "report"], {
+        "train@base": [timing, no_seconds], "train@wide3": [other, damaged], "train@new": [tmp_path / "missing"],
+        "evaluate@base": [no_seconds]})
+    assert costs == {"train@base": 12.5, "train@wide3": 30.5, "train@new": 21.5,
+                     "evaluate@base": lanes.UNKNOWN_COST_S, "report": lanes.UNKNOWN_COST_S}
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], (None, False, ["dvc.yaml"])),
+    (["-j", "3", "evidence/dvc.yaml"], (3, False, ["evidence/dvc.yaml"])),
+    (["--force", "--jobs", "1", "train@base", "report"], (1, True, ["train@base", "report"])),
+])
+def test_arguments(argv, expected):
+    jobs, force, targets = parse_args(argv)
+    assert (jobs if expected[0] else None, force, targets) == expected
+    assert jobs >= 1
+
+
+def test_the_interrupt_line_counts_finished_stages_in_words():
+    assert [lanes.finished(n) for n in (0, 1, 5)] == [
+        "no stage had finished", "the 1 stage that had finished keeps its results",
+        "the 5 stages that had finished keep their results"]
+
+
+@pytest.mark.parametrize("argv", [["-j", "0"], ["-j", "two"], ["-j"], ["-j", "-1"], ["--dry"]])
+def test_bad_arguments_say_what_is_allowed(argv):
+    with pytest.raises(StageError, match="usage: python -m scripts.lanes"):
+        parse_args(argv)
+
+
+# --- lanes of real processes: Python stand-ins for `dvc repro -s` ----------------------------------------
+
+def stand_in(script: str, events: Path):
+    """A command per stage: ``script`` run by Python with STAGE and EVENTS (a folder) defined."""
+    preamble = ("import pathlib, sys, time; STAGE = sys.argv[1]; EVENTS = pathlib.Path(sys.argv[2])\n"
+                f"def wait_for(name):\n"
+                f"    deadline = time.monotonic() + {WAIT_S}\n"
+                "    while not (EVENTS / name).exists():\n"
+                "        if time.monotonic() > deadline: sys.exit(f'{STAGE}: no {name} within the bound')\n"
+                "        time.sleep(0.01)\n")
+    return lambda stage: [sys.executable, "-c", preamble + script, stage, str(events)]
+
+
+def test_independent_stages_run_at_once_and_each_line_says_its_stage(tmp_path):
+    # a and b each finish only once the other has started: that happens only if both run at once
+    script = "(EVENTS / STAGE).touch(); print('started', STAGE); wait_for({'a': 'b', 'b': 'a'}.get(STAGE, STAGE))"
+    out = io.StringIO()
+    runner = Lanes(plan_of({"a": set(), "b": set(), "c": {"a", "b"}}), 2, stand_in(script, tmp_path), out)
+    runner.run()
+    assert runner.finished == {"a", "b", "c"} and runner.failed == [] and runner.most_at_once == 2
+    lines = out.getvalue().splitlines()
+    assert sorted(lines) == ["[a] started a", "[b] started b", "[c] started c"]
+    assert lines[-1] == "[c] started c"  # c only after both
+
+
+def test_one_lane_runs_one_stage_at_a_time_in_dependency_order(tmp_path):
+    script = "print(STAGE, sorted(p.name for p in EVENTS.iterdir())); (EVENTS / STAGE).touch()"
+    out = io.StringIO()
+    runner = Lanes(plan_of({"a": set(), "b": {"a"}, "c": set()}, {"a": 1, "b": 1, "c": 5}), 1,
+                   stand_in(script, tmp_path), out)
+    runner.run()
+    assert out.getvalue().splitlines() == ["[c] c []", "[a] a ['c']", "[b] b ['a', 'c']"]
+    assert runner.most_at_once == 1
+
+
+def test_a_failed_stage_starts_nothing_new_but_lets_the_running_ones_finish(tmp_path):
+    # a fails at once; b, already running, finishes after it; c waits for a, so it never starts
+    script = "(EVENTS / STAGE).touch()\nif STAGE == 'a': sys.exit(3)\nwait_for('a')"
+    runner = Lanes(plan_of({"a": set(), "b": set(), "c": {"a"}}), 2, stand_in(script, tmp_path), io.StringIO())
+    runner.run()
+    assert runner.failed == ["a"] and runner.finished == {"b"} and not (tmp_path / "c").exists()
+    # one lane: the failure comes first (longest chain), and the independent stage is not started after it
+    (tmp_path / "a").unlink()
+    (tmp_path / "b").unlink()
+    runner = Lanes(plan_of({"a": set(), "b": set()}, {"a": 2, "b": 1}), 1, stand_in(script, tmp_path),
+                   io.StringIO())
+    runner.run()
+    assert runner.failed == ["a"] and runner.finished == set() and not (tmp_path / "b").exists()
+
+
+def wait_for_files(*paths: Path) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not all(path.exists() for path in paths):
+        assert time.monotonic() < deadline, f"not all of {paths} within {WAIT_S} s"
+        time.sleep(0.01)
+
+
+def test_stop_ctrl_cs_every_running_stage_and_kills_one_that_will_not_stop(tmp_path, monkeypatch):
+    monkeypatch.setattr(lanes, "STOP_TIMEOUT_S", 2)
+    script = ("import signal\n"
+              "if STAGE == 'stubborn': signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+              "(EVENTS / STAGE).touch()  # its signal handling is set up\n"
+              "try:\n"
+              "    wait_for('never')\n"
+              "except KeyboardInterrupt:\n"
+              "    print('cleaned up'); sys.exit(130)\n")
+    out = io.StringIO()
+    runner = Lanes(plan_of({"polite": set(), "stubborn": set()}), 2, stand_in(script, tmp_path), out)
+    for stage in ("polite", "stubborn"):
+        runner.start(stage)
+    wait_for_files(tmp_path / "polite", tmp_path / "stubborn")
+    assert runner.stop() == ["stubborn"]
+    assert runner.running["polite"].returncode == 130
+    assert runner.running["stubborn"].returncode == -signal.SIGKILL
+    assert "[polite] cleaned up" in out.getvalue()
