@@ -17,7 +17,7 @@ export DVC_NO_ANALYTICS := 1
 # told: each trains on one thread. `make repro JOBS=1` is plain `dvc repro`.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: setup repro evidence test test-fast lint check-lock compare bench prune clean
+.PHONY: setup repro evidence worker aggregate test test-fast lint check-lock compare bench prune clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,17 @@ repro: setup
 # tests). Then commit reports/evidence, reports/answer.md, reports/answer/ and evidence/dvc.lock.
 evidence: setup
 	python -m scripts.lanes -j $(call quote,$(JOBS)) evidence/dvc.yaml
+
+# Past one machine (README): `make worker SHARD=0/2` (or STAGES='train@base wide3') trains this machine's share
+# and sends it to the default DVC remote; `make aggregate` brings everything back and makes the report.
+# PIPELINE=evidence/dvc.yaml does the same for the evidence.
+PIPELINE ?= dvc.yaml
+worker: setup
+	python -m scripts.worker -j $(call quote,$(JOBS)) --pipeline $(call quote,$(PIPELINE)) \
+		$(if $(SHARD),--shard $(call quote,$(SHARD))) $(if $(STAGES),--stages $(call quote,$(STAGES)))
+
+aggregate: setup
+	python -m scripts.worker --aggregate --pipeline $(call quote,$(PIPELINE))
 
 test: setup
 	python -m pytest

@@ -9,7 +9,8 @@ the targets and their upstream, and everything downstream of those. The stage wi
 behind it (estimated from the committed timings) starts first. Each line a stage prints is prefixed with its
 name. Ctrl-C (or SIGTERM) stops every lane.
 
-Usage: python -m scripts.lanes [-j N] [-f] [target ...]   (targets as `dvc repro` takes them; default dvc.yaml)
+Usage: python -m scripts.lanes [-j N] [-f] [--pull] [target ...]   (targets and options as `dvc repro` takes them;
+default dvc.yaml)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Callable, Iterable, TextIO
 from stages.lib.cli import run
 from stages.lib.errors import StageError
 
-USAGE = "usage: python -m scripts.lanes [-j N] [-f] [target ...]"
+USAGE = "usage: python -m scripts.lanes [-j N] [-f] [--pull] [target ...]"
 STOP_TIMEOUT_S = 120  # how long a stopped stage may take to clean up before it is killed
 UNKNOWN_COST_S = 1.0  # a stage no timing record says anything about: as cheap as the cheapest
 
@@ -135,20 +136,24 @@ def make_plan(targets: list[str], force: bool) -> Plan:
                         for stage in order}
             with repo.lock:
                 changed = {names[stage] for stage in order if force or stage.changed()}
-            timing_files = {names[stage]: [Path(out.fs_path) for out in stage.outs if out.metric]
-                            for stage in order}
+            timings = timing_files(order)
     except DvcException as err:
         raise StageError(f"dvc: {err}") from None
     stages = with_downstream(list(names.values()), upstream, changed)
     return Plan(tuple(stages), {s: upstream[s] & set(stages) for s in stages},
-                estimated_costs(stages, timing_files))
+                estimated_costs(stages, timings))
+
+
+def timing_files(stages) -> dict[str, list[Path]]:
+    """The metrics files of each DVC stage, by name: a stage's timing record is one of them."""
+    return {stage.addressing: [Path(out.fs_path) for out in stage.outs if out.metric] for stage in stages}
 
 
 # --- running the lanes ---------------------------------------------------------------------------------
 
 
-def dvc_command(stage: str, force: bool) -> list[str]:
-    return [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "-s", *(["-f"] if force else []), stage]
+def dvc_command(stage: str, options: list[str]) -> list[str]:
+    return [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "-s", *options, stage]
 
 
 class Lanes:
@@ -236,8 +241,9 @@ def _listing(stages: Iterable[str]) -> str:
     return ", ".join(stages)
 
 
-def parse_args(argv: list[str]) -> tuple[int, bool, list[str]]:
-    jobs, force, targets = os.cpu_count() or 1, False, []
+def parse_args(argv: list[str]) -> tuple[int, list[str], list[str]]:
+    """Lanes, the `dvc repro` options each stage gets (-f, --pull), targets."""
+    jobs, options, targets = len(os.sched_getaffinity(0)), [], []
     args = iter(argv)
     for arg in args:
         if arg in ("-j", "--jobs"):
@@ -245,22 +251,22 @@ def parse_args(argv: list[str]) -> tuple[int, bool, list[str]]:
             if not (value.isascii() and value.isdigit() and int(value) >= 1):
                 raise StageError(f"{USAGE}: -j takes a number of lanes, 1 or more (got {value!r})")
             jobs = int(value)
-        elif arg in ("-f", "--force"):
-            force = True
+        elif arg in ("-f", "--force", "--pull"):
+            options.append(arg)
         elif arg.startswith("-"):
             raise StageError(f"{USAGE} (got {arg!r})")
         else:
             targets.append(arg)
-    return jobs, force, targets or ["dvc.yaml"]
+    return jobs, options, targets or ["dvc.yaml"]
 
 
 def main(argv: list[str]) -> None:
-    jobs, force, targets = parse_args(argv)
-    plan = make_plan(targets, force)
+    jobs, options, targets = parse_args(argv)
+    plan = make_plan(targets, force=bool({"-f", "--force"} & set(options)))
     if not plan.stages:
         print("Data and pipelines are up to date.")
         return
-    lanes = Lanes(plan, jobs, lambda stage: dvc_command(stage, force))
+    lanes = Lanes(plan, jobs, lambda stage: dvc_command(stage, options))
     started = time.perf_counter()
     try:
         lanes.run()

@@ -75,13 +75,14 @@ def test_costs_come_from_the_timing_records_else_from_the_stages_of_the_same_kin
 
 
 @pytest.mark.parametrize("argv, expected", [
-    ([], (None, False, ["dvc.yaml"])),
-    (["-j", "3", "evidence/dvc.yaml"], (3, False, ["evidence/dvc.yaml"])),
-    (["--force", "--jobs", "1", "train@base", "report"], (1, True, ["train@base", "report"])),
+    ([], (None, [], ["dvc.yaml"])),
+    (["-j", "3", "evidence/dvc.yaml"], (3, [], ["evidence/dvc.yaml"])),
+    (["--force", "--jobs", "1", "train@base", "report"], (1, ["--force"], ["train@base", "report"])),
+    (["--pull", "-f", "train@base"], (None, ["--pull", "-f"], ["train@base"])),
 ])
 def test_arguments(argv, expected):
-    jobs, force, targets = parse_args(argv)
-    assert (jobs if expected[0] else None, force, targets) == expected
+    jobs, options, targets = parse_args(argv)
+    assert (jobs if expected[0] else None, options, targets) == expected
     assert jobs >= 1
 
 

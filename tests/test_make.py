@@ -50,6 +50,15 @@ def test_jobs_is_one_argument(venv, tmp_path, template, target):
     assert done.returncode != 0 and "-j takes a number of lanes, 1 or more" in done.stderr
 
 
+@pytest.mark.parametrize("variable", ["SHARD", "STAGES", "PIPELINE"])
+@pytest.mark.parametrize("template", INJECTIONS)
+def test_worker_variables_are_one_argument(venv, tmp_path, template, variable):
+    marker = tmp_path / "ran"
+    done = make(venv, "worker", "PIPELINE=nothing.yaml", f"{variable}={template.format(marker=marker)}")
+    assert not marker.exists(), f"{variable} ran as shell code"
+    assert done.returncode != 0 and "error: " in done.stderr  # the worker refused it, before any work
+
+
 @pytest.mark.parametrize("template", INJECTIONS)
 def test_python_and_venv_are_never_shell_code(tmp_path, template):
     marker = tmp_path / "ran"

@@ -11,7 +11,7 @@ from conftest import ROOT
 
 # Declared but never imported, each for a reason.
 NOT_IMPORTED = {
-    "dvc": "the pipeline engine, run as a command",
+    "dvc-ssh": "DVC's ssh:// remotes, which DVC loads (scripts/worker.py)",
     "tensorboard": "what keras.callbacks.TensorBoard writes with",
 }
 CODE = ("stages", "scripts", "bench")

@@ -1,0 +1,285 @@
+"""scripts/worker.py: who trains what, and workers sharing their results through a real SSH remote.
+
+The end-to-end tests run a real sshd on 127.0.0.1 (Debian's openssh-server; .ci/run installs it) with a
+throwaway host key and user key, and tiny projects: two workers at once, each on its half of the archs, then an
+aggregator with an empty cache that must train nothing; and a worker killed with SIGKILL mid-training, run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import (
+    COMMAND_TIMEOUT_S,
+    Project,
+    example_params,
+    kill_group,
+    ran,
+    read_until,
+    tiny_mnist,
+    tiny_project,
+    write_idx_folder,
+)
+
+from scripts.worker import arch_of, deal, parse_args, share
+from stages.lib.errors import StageError
+
+ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
+TRAINING = {f"{kind}@{arch}" for kind in ("lr_range", "train", "evaluate") for arch in ARCHS}
+SSHD_START_S = 30
+# What the stages made, compared between machines: not timings, nor the report that shows them.
+RESULTS = ("data", "models/base", "models/b", "reports/lr_range", "reports/history", "reports/train",
+           "reports/metrics", "reports/errors")
+
+
+def test_each_stage_belongs_to_its_arch_and_the_rule_check_to_its_arch():
+    archs, rules_arch = ["base", "my-net", "my"], "base"
+    assert arch_of("train@my-net", archs, rules_arch) == "my-net"
+    assert arch_of("evidence/dvc.yaml:range@my-net-2", archs, rules_arch) == "my-net"
+    assert arch_of("evidence/dvc.yaml:grid@my-1", archs, rules_arch) == "my"
+    assert arch_of("evidence/dvc.yaml:long_rules@grid_best-3", archs, rules_arch) == "base"
+    for shared in ("download", "split", "report", "evidence/dvc.yaml:answer", "train@gone"):
+        assert arch_of(shared, archs, rules_arch) is None
+
+
+def test_archs_are_dealt_costliest_first_to_the_least_loaded_shard():
+    costs = {"base": 10.0, "deep3": 14.0, "deep4": 15.0, "wide3": 30.0}
+    assert deal(costs, 2) == [["wide3"], ["deep4", "deep3", "base"]]
+    assert deal(costs, 3) == [["wide3"], ["deep4"], ["deep3", "base"]]
+    assert deal(costs, 5)[4] == []
+    stages = ["download", "lr_range@base", "lr_range@wide3", "train@base", "report"]
+    by_arch = {stage: arch_of(stage, costs, "base") for stage in stages}
+    assert share(stages, by_arch, {"base"}) == ["lr_range@base", "train@base"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "give one of --shard, --stages, --aggregate"),
+    (["--shard", "2/2"], "--shard takes I/N with 0 <= I < N"),
+    (["--shard", "one/two"], "--shard takes I/N"),
+    (["--shard", "0/2", "--aggregate"], "give one of"),
+    (["--stages", " "], "--stages is empty"),
+    (["--pipeline", "other.yaml", "--aggregate"], "--pipeline takes one of dvc.yaml, evidence/dvc.yaml"),
+    (["--shard"], "--shard takes a value"),
+    (["--now"], "(got '--now')"),
+])
+def test_bad_arguments_say_what_is_allowed(argv, message):
+    with pytest.raises(StageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_args(argv)
+
+
+# --- a real sshd ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sshd:
+    port: int
+    user: str
+    key: Path
+    root: Path  # where remotes go
+
+    def url(self, name: str) -> str:
+        return f"ssh://127.0.0.1:{self.port}{self.root / name}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    binary = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(binary):
+        if os.environ.get("REQUIRE_SSHD"):
+            pytest.fail("sshd is missing: .ci/run installs openssh-server")
+        pytest.skip("no sshd here (Debian: apt-get install openssh-server)")
+    base = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / name)], check=True)
+    (base / "authorized_keys").write_text((base / "user_key.pub").read_text())
+    (base / "authorized_keys").chmod(0o600)
+    port = free_port()
+    (base / "sshd_config").write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {base / 'host_key'}",
+        f"AuthorizedKeysFile {base / 'authorized_keys'}", "PubkeyAuthentication yes", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no",
+        f"PidFile {base / 'sshd.pid'}", "Subsystem sftp internal-sftp", ""]))
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # its privilege separation folder, as the package's service makes
+    proc = subprocess.Popen([binary, "-D", "-e", "-f", str(base / "sshd_config")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + SSHD_START_S
+    while True:  # until it accepts connections (an event), bounded
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                kill_group(proc)
+                pytest.fail(f"sshd did not start: {proc.stderr.read()}")
+            time.sleep(0.05)
+    (base / "remotes").mkdir()
+    try:
+        yield Sshd(port, os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True,
+                                                                  check=True).stdout.strip(),
+                   base / "user_key", base / "remotes")
+    finally:
+        kill_group(proc)
+
+
+def tiny_params(idx_folder: Path, sums: dict[str, str]) -> dict:
+    params = example_params()
+    params["data"].update(sources=[{"local": str(idx_folder)}], sha256=sums, val_size=50)
+    params["lr_range"].update(batch_size=8, epochs=2, factor=1.15, start_lr=0.001)
+    # long enough to be killed while training: about a second per 10 epochs
+    params["train"].update(epochs=40, patience=40, batch_size=16)
+    params["archs"] = {arch: dict(spec) for arch, spec in ARCHS.items()}
+    return params
+
+
+@dataclass
+class Team:
+    template: Path  # a committed project, its remote not yet set
+    single: Project  # the same project built on one machine with `dvc repro`
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory) -> Team:
+    base = tmp_path_factory.mktemp("team")
+    sums = write_idx_folder(base / "mnist", tiny_mnist(n_train=300, n_test=100))
+    p = tiny_project(base, tiny_params(base / "mnist", sums))
+    single = p.copy(base / "single")
+    single.dvc("repro")
+    return Team(p.root, single, p.env)
+
+
+def clone(team: Team, sshd: Sshd, dest: Path, remote: str) -> Project:
+    """A fresh copy of the committed project (empty DVC cache), with the remote as the team's default."""
+    shutil.copytree(team.template, dest, symlinks=True)
+    p = Project(dest, team.env)
+    p.dvc("remote", "add", "-d", "shared", sshd.url(remote))
+    p.dvc("remote", "modify", "shared", "user", sshd.user)
+    p.dvc("remote", "modify", "--local", "shared", "keyfile", str(sshd.key))
+    return p
+
+
+def worker(p: Project, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "scripts.worker", "-j", "1", *args], cwd=p.root, env=p.env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finished(proc: subprocess.Popen) -> str:
+    try:
+        output, _ = proc.communicate(timeout=COMMAND_TIMEOUT_S)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 0, output
+    return output
+
+
+def results(p: Project) -> dict[str, bytes]:
+    return {f"{folder}/{path.relative_to(p.root / folder)}": path.read_bytes() for folder in RESULTS
+            for path in sorted((p.root / folder).rglob("*")) if path.is_file() and path.name != ".gitignore"}
+
+
+def remote_is_whole(folder: Path, killed: bool = False) -> None:
+    """Every object on a folder-layout remote (what the SSH remote holds) hashes to its name. DVC uploads each
+    under a temporary name and renames it once whole (dvc_ssh.spec.SSHFileSystem._put_file): a worker killed
+    mid-upload may leave such a temporary file (never read as an object), else none is left."""
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    assert files
+    for path in files:
+        rel = path.relative_to(folder).parts
+        if path.suffix == ".tmp" and killed:
+            continue
+        if rel[:2] == ("files", "md5"):
+            digest = hashlib.md5(path.read_bytes()).hexdigest()
+            assert (rel[2] + rel[3]).removesuffix(".dir") == digest, path
+        else:
+            assert rel[0] == "runs" and path.suffix != ".tmp", path  # the run cache: <stage key>/<entry>
+
+
+@pytest.mark.slow
+def test_two_workers_at_once_then_an_aggregator_that_trains_nothing(team, sshd, tmp_path):
+    workers = [clone(team, sshd, tmp_path / f"worker{i}", "two") for i in range(2)]
+    procs = [worker(p, "--shard", f"{i}/2") for i, p in enumerate(workers)]
+    outputs = [finished(proc) for proc in procs]
+    trained = [set(ran(output)) & TRAINING for output in outputs]
+    assert trained[0] and trained[1] and not trained[0] & trained[1], outputs  # each its own half
+    remote_is_whole(sshd.root / "two")
+
+    aggregator = clone(team, sshd, tmp_path / "aggregator", "two")
+    output = finished(worker(aggregator, "--aggregate"))
+    assert ran(output) == ["report"], output
+    for stage in TRAINING | {"download", "split"}:
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in output, output
+    assert results(aggregator) == results(team.single)
+    assert aggregator.status() == {}
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, parents first."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass  # it ended meanwhile
+    found, i = [pid], 0
+    while i < len(found):
+        found += [child for child, parent in parents.items() if parent == found[i]]
+        i += 1
+    return found
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_training_leaves_nothing_half_pushed_and_its_rerun_finishes_the_job(team, sshd,
+                                                                                                 tmp_path):
+    p = clone(team, sshd, tmp_path / "worker", "killed")
+    proc = worker(p, "--shard", "0/1")
+    try:
+        read_until(proc, lambda line: line.startswith("[train@") and "Epoch 3/" in line, "training under way",
+                   COMMAND_TIMEOUT_S)
+        for pid in descendants(proc.pid):  # the machine dies: the worker, its lanes, dvc and the stage
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(COMMAND_TIMEOUT_S)
+    finally:
+        kill_group(proc)
+    remote = sshd.root / "killed"
+    if remote.exists():
+        remote_is_whole(remote, killed=True)
+
+    output = finished(worker(p, "--shard", "0/1"))
+    assert "worker: done" in output
+    assert results(p) == results(team.single)
+    remote_is_whole(remote, killed=True)
+    aggregator = clone(team, sshd, tmp_path / "aggregator", "killed")
+    output = finished(worker(aggregator, "--aggregate"))
+    assert ran(output) == ["report"], output
+    assert results(aggregator) == results(team.single)
+
+
+@pytest.mark.slow
+def test_a_worker_without_a_remote_says_how_to_add_one(tmp_path):
+    p = tiny_project(tmp_path, example_params())
+    done = subprocess.run([sys.executable, "-m", "scripts.worker", "--shard", "0/2"], cwd=p.root, env=p.env,
+                          capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == "error: no default DVC remote: add the team's with `dvc remote add -d <name> " \
+                                  "<url>` and commit .dvc/config (README: Past one machine)"
