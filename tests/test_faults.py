@@ -415,6 +415,8 @@ FAULTS = {
     "bench-variants-with-an-unknown-arch": Fault(("bench.variants", "nope"), nothing,
                                                  ("params.yaml: archs: no architecture named 'nope'",), code=2,
                                                  fixed=("bench.variants", "--help")),
+    "bench-workers-with-an-argument": Fault(("bench.workers", "--now"), nothing, ("usage: python -m bench.workers",),
+                                            fixed=("bench.workers", "--help")),
     "bench-notebook-with-an-argument": Fault(("bench.notebook", "base"), nothing,
                                              ("usage: python -m bench.notebook",), fixed=("bench.notebook", "--help")),
 }

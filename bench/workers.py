@@ -1,0 +1,77 @@
+"""`python -m bench.workers`: one worker against two on the same stages, on this machine, in one run.
+
+Each worker is a fresh clone with an empty DVC cache (MNIST copied in as a local source, so the network is not
+timed) and a folder remote of its own run: one worker does `--shard 0/1` on one lane; then two workers do
+`--shard 0/2` and `--shard 1/2` at once, one lane each; then an aggregator, a clone with an empty cache, restores
+everything from the two workers' remote and makes the report. Prints each wall time and the ratio. On a machine
+of two cores the two workers share them, as two machines would not: it shows what splitting costs and gains,
+not what a second machine gives.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from stages.lib.cli import run
+from stages.lib.errors import StageError
+from stages.lib.params import dump_raw, load_params, load_raw
+from stages.lib.paths import RAW_DIR
+
+USAGE = "usage: python -m bench.workers"
+
+
+def fresh_clone(root: Path, dest: Path, mnist: Path, remote: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", str(root), str(dest)], check=True)
+    params = load_raw(dest / "params.yaml")
+    params["data"]["sources"].insert(0, {"local": str(mnist)})
+    (dest / "params.yaml").write_text(dump_raw(params))
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "-q", "-d", "bench", str(remote)], cwd=dest,
+                   check=True)
+    return dest
+
+
+def timed(commands: list[tuple[list[str], Path]]) -> float:
+    """Wall seconds until every command, all started at once, has finished."""
+    started = time.perf_counter()
+    procs = [(subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), cmd)
+             for cmd, cwd in commands]
+    for proc, cmd in procs:
+        output, _ = proc.communicate()
+        if proc.returncode != 0:
+            print(output, file=sys.stderr)
+            raise StageError(f"{' '.join(cmd)} failed (its output is above)")
+    return time.perf_counter() - started
+
+
+def main(argv: list[str]) -> None:
+    if argv:
+        raise StageError(f"{USAGE} (got {' '.join(argv)})")
+    root = Path.cwd()
+    if not all((RAW_DIR / name).is_file() for name in load_params().data.sha256):
+        raise StageError(f"MNIST is not in {RAW_DIR}/: run `dvc repro download` first")
+    worker = [sys.executable, "-m", "scripts.worker", "-j", "1"]
+    with tempfile.TemporaryDirectory(prefix="bench.") as tmp:
+        base = Path(tmp)
+        mnist = base / "mnist"
+        shutil.copytree(RAW_DIR, mnist)
+        alone = fresh_clone(root, base / "alone", mnist, base / "remote-alone")
+        print("bench.workers: one worker ...", flush=True)
+        one_s = timed([([*worker, "--shard", "0/1"], alone)])
+        pair = [fresh_clone(root, base / f"worker-{i}", mnist, base / "remote-pair") for i in range(2)]
+        print("bench.workers: two workers at once ...", flush=True)
+        two_s = timed([([*worker, "--shard", f"{i}/2"], clone) for i, clone in enumerate(pair)])
+        aggregator = fresh_clone(root, base / "aggregator", mnist, base / "remote-pair")
+        print("bench.workers: the aggregator ...", flush=True)
+        aggregate_s = timed([([sys.executable, "-m", "scripts.worker", "--aggregate"], aggregator)])
+    print(f"\none worker (--shard 0/1, 1 lane)       {one_s:7.1f} s")
+    print(f"two workers at once (0/2 and 1/2)      {two_s:7.1f} s   ratio {one_s / two_s:.2f}")
+    print(f"aggregator (restores all, the report)  {aggregate_s:7.1f} s")
+
+
+if __name__ == "__main__":
+    run(main, usage=USAGE)
