@@ -1,15 +1,16 @@
 """`python -m bench.workers`: one worker against two on the same stages, on this machine, in one run.
 
-Each worker is a fresh clone with an empty DVC cache (MNIST copied in as a local source, so the network is not
-timed) and a folder remote of its own run: one worker does `--shard 0/1` on one lane; then two workers do
-`--shard 0/2` and `--shard 1/2` at once, one lane each; then an aggregator, a clone with an empty cache, restores
-everything from the two workers' remote and makes the report. Prints each wall time and the ratio. On a machine
-of two cores the two workers share them, as two machines would not: it shows what splitting costs and gains,
-not what a second machine gives.
+Each worker is a fresh clone with an empty DVC cache and no dvc.lock, so every stage of the quick study is to be
+made (MNIST copied in as a local source, so the network is not timed), and a folder remote of its own run: one
+worker does `--shard 0/1` on one lane; then two workers do `--shard 0/2` and `--shard 1/2` at once, one lane
+each; then an aggregator, a clone with an empty cache, restores everything from the two workers' remote and
+makes the report. Prints each wall time and the ratio. On a machine of two cores the two workers share them, as
+two machines would not: it shows what splitting costs and gains, not what a second machine gives.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -17,16 +18,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from scripts.lanes import RUNNING
 from stages.lib.cli import run
 from stages.lib.errors import StageError
 from stages.lib.params import dump_raw, load_params, load_raw
 from stages.lib.paths import RAW_DIR
 
 USAGE = "usage: python -m bench.workers"
+RESTORED = re.compile(r"Stage '([^']+)' is cached - skipping run")
 
 
 def fresh_clone(root: Path, dest: Path, mnist: Path, remote: Path) -> Path:
+    """A clone whose results are yet to be made, as after a change of params that touches every stage: no
+    dvc.lock (its committed results would be current, or come from the remote of whoever committed them)."""
     subprocess.run(["git", "clone", "-q", str(root), str(dest)], check=True)
+    (dest / "dvc.lock").unlink()
     params = load_raw(dest / "params.yaml")
     params["data"]["sources"].insert(0, {"local": str(mnist)})
     (dest / "params.yaml").write_text(dump_raw(params))
@@ -35,17 +41,19 @@ def fresh_clone(root: Path, dest: Path, mnist: Path, remote: Path) -> Path:
     return dest
 
 
-def timed(commands: list[tuple[list[str], Path]]) -> float:
-    """Wall seconds until every command, all started at once, has finished."""
+def timed(commands: list[tuple[list[str], Path]]) -> tuple[float, str]:
+    """Wall seconds until every command, all started at once, has finished; and their output."""
     started = time.perf_counter()
     procs = [(subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), cmd)
              for cmd, cwd in commands]
+    outputs = []
     for proc, cmd in procs:
         output, _ = proc.communicate()
         if proc.returncode != 0:
             print(output, file=sys.stderr)
             raise StageError(f"{' '.join(cmd)} failed (its output is above)")
-    return time.perf_counter() - started
+        outputs.append(output)
+    return time.perf_counter() - started, "".join(outputs)
 
 
 def main(argv: list[str]) -> None:
@@ -61,16 +69,18 @@ def main(argv: list[str]) -> None:
         shutil.copytree(RAW_DIR, mnist)
         alone = fresh_clone(root, base / "alone", mnist, base / "remote-alone")
         print("bench.workers: one worker ...", flush=True)
-        one_s = timed([([*worker, "--shard", "0/1"], alone)])
+        one_s, _ = timed([([*worker, "--shard", "0/1"], alone)])
         pair = [fresh_clone(root, base / f"worker-{i}", mnist, base / "remote-pair") for i in range(2)]
         print("bench.workers: two workers at once ...", flush=True)
-        two_s = timed([([*worker, "--shard", f"{i}/2"], clone) for i, clone in enumerate(pair)])
+        two_s, _ = timed([([*worker, "--shard", f"{i}/2"], clone) for i, clone in enumerate(pair)])
         aggregator = fresh_clone(root, base / "aggregator", mnist, base / "remote-pair")
         print("bench.workers: the aggregator ...", flush=True)
-        aggregate_s = timed([([sys.executable, "-m", "scripts.worker", "--aggregate"], aggregator)])
+        aggregate_s, aggregated = timed([([sys.executable, "-m", "scripts.worker", "--aggregate"], aggregator)])
     print(f"\none worker (--shard 0/1, 1 lane)       {one_s:7.1f} s")
     print(f"two workers at once (0/2 and 1/2)      {two_s:7.1f} s   ratio {one_s / two_s:.2f}")
-    print(f"aggregator (restores all, the report)  {aggregate_s:7.1f} s")
+    restored = RESTORED.findall(aggregated)
+    print(f"aggregator                             {aggregate_s:7.1f} s   restored {len(restored)} stages, "
+          f"ran {', '.join(RUNNING.findall(aggregated)) or 'nothing'}")
 
 
 if __name__ == "__main__":

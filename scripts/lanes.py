@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from stages.lib.errors import StageError
 
 USAGE = "usage: python -m scripts.lanes [-j N] [-f] [--pull] [target ...]"
 STOP_TIMEOUT_S = 120  # how long a stopped stage may take to clean up before it is killed
+RUNNING = re.compile(r"Running stage '([^']+)'")  # how `dvc repro` says it runs a stage
 UNKNOWN_COST_S = 1.0  # a stage no timing record says anything about: as cheap as the cheapest
 
 

@@ -192,8 +192,23 @@ def work(args: dict) -> None:
 
 
 def aggregate(args: dict) -> None:
+    """`dvc repro --pull`, its output passed through; then which training stages it had to run itself."""
     default_remote()
-    dvc("repro", "--pull", args["pipeline"])
+    params = load_params()
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--pull", args["pipeline"]],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+                            errors="backslashreplace")
+    trained = []
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        trained += [stage for stage in lanes.RUNNING.findall(line)
+                    if arch_of(stage, params.archs, params.evidence.long_rules.arch) is not None]
+    if proc.wait() != 0:
+        raise StageError(f"`dvc repro --pull {args['pipeline']}` failed (its output is above)")
+    if trained:
+        print(f"aggregate: ran {', '.join(trained)} itself: neither a worker nor the remote had their results for "
+              "this commit (workers push what they make; results committed in dvc.lock come from the `dvc push` of "
+              "whoever committed them)")
 
 
 def main(argv: list[str]) -> None:
