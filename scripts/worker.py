@@ -79,7 +79,8 @@ def share(stages: Iterable[str], archs_of_stage: dict[str, str | None], archs: s
 def parse_shard(text: str) -> tuple[int, int]:
     match = SHARD.fullmatch(text)
     if not match or not int(match[1]) < int(match[2]):
-        raise StageError(f"--shard takes I/N with 0 <= I < N, such as 0/2 (got {text!r})")
+        raise StageError(f"--shard takes I/N with 0 <= I < N (got {text!r}): for two machines, `make worker "
+                         "SHARD=0/2` on one and `make worker SHARD=1/2` on the other")
     return int(match[1]), int(match[2])
 
 
