@@ -155,21 +155,33 @@ def wait_for_files(*paths: Path) -> None:
         time.sleep(0.01)
 
 
-def test_stop_ctrl_cs_every_running_stage_and_kills_one_that_will_not_stop(tmp_path, monkeypatch):
-    monkeypatch.setattr(lanes, "STOP_TIMEOUT_S", 2)
-    script = ("import signal\n"
-              "if STAGE == 'stubborn': signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-              "(EVENTS / STAGE).touch()  # its signal handling is set up\n"
-              "try:\n"
-              "    wait_for('never')\n"
-              "except KeyboardInterrupt:\n"
-              "    print('cleaned up'); sys.exit(130)\n")
-    out = io.StringIO()
-    runner = Lanes(plan_of({"polite": set(), "stubborn": set()}), 2, stand_in(script, tmp_path), out)
-    for stage in ("polite", "stubborn"):
+STOPPABLE = ("import signal\n"
+             "if STAGE.startswith('stubborn'): signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+             "(EVENTS / STAGE).touch()  # its signal handling is set up\n"
+             "try:\n"
+             "    wait_for('never')\n"
+             "except KeyboardInterrupt:\n"
+             "    print('cleaned up'); sys.exit(130)\n")
+
+
+def started(stages: list[str], tmp_path: Path, out: io.StringIO) -> Lanes:
+    runner = Lanes(plan_of(dict.fromkeys(stages, set())), len(stages), stand_in(STOPPABLE, tmp_path), out)
+    for stage in stages:
         runner.start(stage)
-    wait_for_files(tmp_path / "polite", tmp_path / "stubborn")
+    wait_for_files(*(tmp_path / stage for stage in stages))
+    return runner
+
+
+def test_stop_ctrl_cs_every_running_stage_and_waits_for_each_to_clean_up(tmp_path):
+    out = io.StringIO()
+    runner = started(["polite-1", "polite-2"], tmp_path, out)
+    assert runner.stop() == []  # both ended on their own, long before STOP_TIMEOUT_S
+    assert [proc.returncode for proc in runner.running.values()] == [130, 130]
+    assert sorted(out.getvalue().splitlines()) == ["[polite-1] cleaned up", "[polite-2] cleaned up"]
+
+
+def test_stop_kills_a_stage_that_ignores_ctrl_c_once_the_bound_is_past(tmp_path, monkeypatch):
+    monkeypatch.setattr(lanes, "STOP_TIMEOUT_S", 1)  # it never ends on its own: the bound only sets when
+    runner = started(["stubborn"], tmp_path, io.StringIO())
     assert runner.stop() == ["stubborn"]
-    assert runner.running["polite"].returncode == 130
     assert runner.running["stubborn"].returncode == -signal.SIGKILL
-    assert "[polite] cleaned up" in out.getvalue()
