@@ -164,6 +164,10 @@ class Lanes:
 
     def __init__(self, plan: Plan, jobs: int, command: Callable[[str], list[str]], out: TextIO = sys.stdout):
         self.plan, self.jobs, self.command, self.out = plan, jobs, command, out
+        # The stages must stop on the SIGINT stop() sends. Started from a process that ignores SIGINT (a job a
+        # non-interactive shell puts in the background, nohup), they would inherit SIG_IGN; Python's own handler
+        # is reset to the default at exec.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         self.priority = chain_lengths(plan.upstream, plan.cost)
         self.running: dict[str, subprocess.Popen] = {}
         self.relays: list[threading.Thread] = []

@@ -172,7 +172,15 @@ def started(stages: list[str], tmp_path: Path, out: io.StringIO) -> Lanes:
     return runner
 
 
-def test_stop_ctrl_cs_every_running_stage_and_waits_for_each_to_clean_up(tmp_path):
+@pytest.fixture
+def sigint_ignored():
+    """This process ignores SIGINT, as a background job of a non-interactive shell (CI's) does."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_stop_ctrl_cs_every_running_stage_and_waits_for_each_to_clean_up(tmp_path, sigint_ignored):
     out = io.StringIO()
     runner = started(["polite-1", "polite-2"], tmp_path, out)
     assert runner.stop() == []  # both ended on their own, long before STOP_TIMEOUT_S
