@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.lanes import estimated_costs
+from scripts.lanes import RUNNING, estimated_costs
 from stages.lib.cli import run
 from stages.lib.errors import StageError
 from stages.lib.params import dump_raw, load_params, load_raw
@@ -39,7 +39,6 @@ MEASURE = (
     "print('peak_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
-RUNNING = re.compile(r"Running stage '([^']+)'")
 
 
 def measured(cmd: list[str], cwd: Path) -> tuple[float, int, str]:

@@ -10,7 +10,6 @@ import http.server
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 import yaml
 
+from scripts.lanes import RUNNING
 from stages.lib.idx import IDX_FILES, encode_idx, sha256_bytes
 from stages.lib.tf_runtime import PORTABLE_ENV
 
@@ -168,7 +168,6 @@ def refused_url(monkeypatch):
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
 COMMAND_TIMEOUT_S = 1200  # one git or dvc command on tiny data: far beyond a full tiny `dvc repro`
-RUNNING = re.compile(r"Running stage '([^']+)'")
 
 
 def ran(output: str) -> list[str]:
