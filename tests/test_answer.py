@@ -14,9 +14,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, example_params
+from harness import ROOT, example_params, shaping_imports
 from scipy import stats
-from test_deps import shaping_imports
 
 from stages.evidence import answer as stage
 from stages.lib import paths

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from harness import ROOT
 
 from stages.lib.atomic import atomic_dir, atomic_path, write_bytes, write_csv, write_json, write_text
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from harness import ROOT
 
 
 def run_stage_code(body: str) -> subprocess.CompletedProcess:

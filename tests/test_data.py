@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from harness import HEADER_DAMAGE, IMAGES, npy_with_header
 
 from stages.lib.data import (
     PARTS,
@@ -168,28 +169,6 @@ def test_wrong_shapes_are_a_clear_data_error(tmp_path, parts, x, y):
     message = str(info.value)
     assert "x_test.npy, y_test.npy: shapes" in message
     assert "`dvc repro -f split`" in message
-
-
-def npy_with_header(header: str, data: bytes, version: bytes = b"\x01\x00") -> bytes:
-    """A .npy file with this header text (padded as np.save pads it) and these data bytes."""
-    text = header.encode("latin1")
-    text += b" " * (-(10 + len(text) + 1) % 64) + b"\n"
-    return b"\x93NUMPY" + version + len(text).to_bytes(2, "little") + text + data
-
-
-IMAGES = bytes(4 * 28 * 28)
-HEADER_DAMAGE = {
-    # numpy's header parser raised tokenize.TokenError: a traceback
-    "unclosed-parenthesis": npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (4, 28, 28, }", IMAGES),
-    "unterminated-string": npy_with_header("{'descr': '|u1, 'fortran_order': False, 'shape': (4, 28, 28), }", IMAGES),
-    # numpy would have allocated 261 GB (MemoryError) before finding the data short
-    "huge-shape": npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (100000, 100000, 28), }", IMAGES),
-    "longer-than-the-data": npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (5, 28, 28), }", IMAGES),
-    "object-dtype": npy_with_header("{'descr': '|O', 'fortran_order': False, 'shape': (4,), }", bytes(32)),
-    "not-a-dict": npy_with_header("[1, 2, 3]", IMAGES),
-    "unknown-version": npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (4, 28, 28), }", IMAGES,
-                                       version=b"\x07\x00"),
-}
 
 
 def test_the_header_helper_makes_a_loadable_file(tmp_path, parts):

@@ -5,60 +5,15 @@ call a result up to date after a change that makes it stale.
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from harness import LEFT_OUT, ROOT, imported_modules, module_file, shaping_imports
 
-# Imported by stages but left out of their deps on purpose: none can change what a stage
-# computes, so editing one does not rerun (and retrain) everything. The walk stops at them.
-LEFT_OUT = {
-    "stages/lib/params.py": "reads and checks params.yaml; what a value means and its default live in schema.py",
-    "stages/lib/cli.py": "how a stage ends: messages and exit codes",
-    "stages/lib/errors.py": "the base class of errors a user can fix",
-    "stages/lib/atomic.py": "writes each file whole or not at all",
-    "stages/lib/records.py": "checks what earlier stages wrote before it is used: passes it on unchanged or stops",
-    "stages/lib/paths.py": "where outputs go; dvc.yaml spells the same paths, so a change shows there",
-    "stages/lib/machine.py": "the machine record in timings files, which differ per machine anyway",
-}
 STAGE_MODULE = re.compile(r"python -m (stages(?:\.\w+)+)")
 PIPELINES = ("dvc.yaml", "evidence/dvc.yaml")  # the quick study and the evidence
-
-
-def module_file(name: str) -> Path | None:
-    """stages.lib.x -> stages/lib/x.py (relative to ROOT), None for packages and other code."""
-    path = Path(*name.split(".")).with_suffix(".py")
-    return path if name.startswith("stages.") and (ROOT / path).is_file() else None
-
-
-def imported_modules(path: Path) -> set[Path]:
-    """The in-repo modules ``path`` imports anywhere in its code (also inside functions)."""
-    found = set()
-    for node in ast.walk(ast.parse((ROOT / path).read_text())):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            # `from stages.lib import paths` imports a module; `from stages.lib.x import y` a name of x
-            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        found |= {file for name in names if (file := module_file(name)) is not None}
-    return found
-
-
-def shaping_imports(entry: Path) -> set[str]:
-    """``entry`` and every module reachable from it through imports, stopping at LEFT_OUT."""
-    seen, todo = set(), [entry]
-    while todo:
-        path = todo.pop()
-        if path.as_posix() in LEFT_OUT or path in seen:
-            continue
-        seen.add(path)
-        todo += imported_modules(path)
-    return {path.as_posix() for path in seen}
 
 
 def stages() -> dict[str, tuple[str, set[str]]]:

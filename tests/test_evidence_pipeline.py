@@ -13,17 +13,18 @@ import csv
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import (
+from harness import (
+    ARCH,
     ROOT,
     Project,
     as_after_make_setup,
-    example_params,
     ran,
+    snapshot,
     tiny_mnist,
+    tiny_params,
     tiny_project,
     write_idx_folder,
 )
@@ -36,23 +37,12 @@ from stages.lib.lr_finder import CURVE_COLUMNS, RULES
 pytestmark = pytest.mark.slow
 
 PIPELINE = "evidence/dvc.yaml"
-ARCH = "base"
-N_TRAIN, N_TEST, VAL_SIZE = 300, 100, 50
+N_TRAIN, N_TEST = 300, 100
 EVIDENCE = {"seeds": [1, 2], "range_seeds": [1, 2], "grid": [0.05, 0.2], "max_epochs": 3, "patience": 1,
             "long_rules": {"arch": ARCH, "seeds": [1, 2], "rates": ["flat_center", "grid_best"]}}
 QUICK_STUDY = {"download", "split", "report", *(f"{stage}@{ARCH}" for stage in ("lr_range", "train", "evaluate"))}
 RUN_KEYS = {"lr", "epochs_run", "best_epoch", "failed", "history"}
 SCORE_KEYS = {f"{part}_{score}" for part in ("val", "test") for score in ("accuracy", "loss")}
-
-
-def tiny_params(idx_folder: Path, sums: dict[str, str]) -> dict:
-    params = example_params()
-    params["data"].update(sources=[{"local": str(idx_folder)}], sha256=sums, val_size=VAL_SIZE)
-    params["lr_range"].update(batch_size=8, epochs=2, factor=1.15, start_lr=0.001)
-    params["train"].update(epochs=2, batch_size=16)
-    params["archs"] = {ARCH: {"hidden": [8]}}
-    params["evidence"] = json.loads(json.dumps(EVIDENCE))
-    return params
 
 
 def evidence_stages(evidence: dict) -> set[str]:
@@ -81,10 +71,6 @@ def changed(p: Project) -> dict:
     return {name.removeprefix(f"{PIPELINE}:"): entries for name, entries in p.status(PIPELINE).items()}
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @dataclass
 class Built:
     p: Project
@@ -97,7 +83,8 @@ class Built:
 def built(tmp_path_factory) -> Built:
     base = tmp_path_factory.mktemp("evidence")
     sums = write_idx_folder(base / "mnist", tiny_mnist(n_train=N_TRAIN, n_test=N_TEST))
-    p = tiny_project(base, tiny_params(base / "mnist", sums), ("dvc.yaml", PIPELINE))
+    p = tiny_project(base, tiny_params(base / "mnist", sums, lr_range={"epochs": 2}, train={"epochs": 2},
+                                      evidence=EVIDENCE), ("dvc.yaml", PIPELINE))
     as_after_make_setup(p)
     make_output = p.run("make", "evidence", "JOBS=2")
     evidence_made = snapshot(p.root / paths.EVIDENCE)
@@ -113,7 +100,7 @@ def project(built, tmp_path) -> Project:
 
 
 def write_param(p: Project, section: str, **values) -> None:
-    params = p.params()
+    params = p.read_params()
     params[section].update(values)
     p.write_params(params)
 
@@ -196,7 +183,7 @@ def test_grid_and_picks_records_train_one_epoch_at_each_rate(built):
 
 def test_long_records_train_the_quick_studys_rate_until_early_stopping(built):
     p = built.p
-    rule = p.params()["lr_range"]["rule"]
+    rule = p.read_params()["lr_range"]["rule"]
     quick = p.json(paths.lr_range_json(ARCH).as_posix())["picks"][rule]["lr"]
     for seed in EVIDENCE["seeds"]:
         record = p.json(paths.evidence_json("long", ARCH, seed).as_posix())

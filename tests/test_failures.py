@@ -25,178 +25,49 @@ import copy
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, WITH_DEFAULT_SIGINT, example_params, tiny_mnist, write_idx_folder
+from harness import (
+    ARCH,
+    FAKE_KERAS_MODEL,
+    HIDDEN,
+    IMPORT_TIME,
+    SEED,
+    STAGE_TIMEOUT_S,
+    VAL_SIZE,
+    WITH_DEFAULT_SIGINT,
+    Project,
+    Result,
+    install_models,
+    snapshot,
+    split_stderr,
+    tiny_mnist,
+    write_idx_folder,
+    write_prepared,
+    write_train_json,
+)
 
-from stages.lib.data import Split, save_prepared, split_train_val
 from stages.lib.idx import encode_idx, sha256_bytes
 from stages.lib.params import parse_params
-from stages.lib.schema import Arch, ParamsError
+from stages.lib.schema import ParamsError
 
-ARCH = "base"
-HIDDEN = (8,)  # the arch in the test project's params.yaml
-SEED = 42  # params.yaml's seed: the first (and by default only) training seed
-VAL_SIZE = 50
 PREPARED_FILES = sorted(f"{kind}_{part}.npy" for part in ("train", "val", "test") for kind in ("x", "y"))
 PROBLEM_LINE = re.compile(
     r"^params\.yaml: (?P<key>[^:]+): (?P<what>.+) \(got (?P<got>.*); expected (?P<expected>.+)\)$")
-IMPORT_TIME = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s*(?P<module>\S+)\s*$")
 TF_MODULE = re.compile(r"^(tensorflow|keras|tf_keras)(\.|$)")
-PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy"}
-TIMEOUT_S = 120
 
 
 # --- a throwaway project ------------------------------------------------------------------------
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str  # without -X importtime lines
-    imported: list[str]  # modules -X importtime reported, when it was on
-
-    def assert_clean_exit(self, code: int) -> None:
-        assert self.returncode == code, f"exit {self.returncode}, expected {code}\n{self.stdout}\n{self.stderr}"
-        assert "Traceback" not in self.stderr and "Traceback" not in self.stdout, self.stderr
-
-
-def split_stderr(stderr: str) -> tuple[str, list[str]]:
-    """(the stage's own stderr, modules listed by -X importtime)."""
-    own, imported = [], []
-    for line in stderr.splitlines(keepends=True):
-        match = IMPORT_TIME.match(line)
-        if match:
-            imported.append(match["module"])
-        elif not line.startswith("import time:"):
-            own.append(line)
-    return "".join(own), imported
-
-
-@dataclass
-class Project:
-    root: Path
-    params: dict
-    env: dict[str, str]
-    source: Path  # a local folder with the good tiny IDX files
-    sums: dict[str, str]  # their sha256, as params.yaml lists them
-
-    def write_params(self, params: dict | None = None) -> None:
-        (self.root / "params.yaml").write_text(yaml.safe_dump(params if params is not None else self.params))
-
-    def _run(self, cmd: list[str], env: dict[str, str] | None, timeout: float) -> Result:
-        done = subprocess.run(cmd, cwd=self.root, env=env or self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        stderr, imported = split_stderr(done.stderr)
-        return Result(done.returncode, done.stdout, stderr, imported)
-
-    def command(self, *args: str, prelude: str | None = None, importtime: bool = False) -> list[str]:
-        """`python -m stages.<args[0]> <args[1:]>`, as dvc.yaml runs it; with a ``prelude`` (patches), the
-        prelude first, then the stage exactly as `python -m` would run it. A dotted ``args[0]`` (like
-        scripts.prune) names the module itself."""
-        flags = ["-X", "importtime"] if importtime else []
-        module = args[0] if "." in args[0] else f"stages.{args[0]}"
-        if prelude is None:
-            return [sys.executable, *flags, "-m", module, *args[1:]]
-        code = prelude + textwrap.dedent(f"""
-            import runpy, sys
-            sys.argv = [{module!r}, *{list(args[1:])!r}]
-            runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
-        """)
-        return [sys.executable, *flags, "-c", code]
-
-    def stage(self, *args: str, env: dict[str, str] | None = None, importtime: bool = False,
-              timeout: float = TIMEOUT_S) -> Result:
-        return self._run(self.command(*args, importtime=importtime), env, timeout)
-
-    def script(self, prelude: str, *args: str, importtime: bool = False, timeout: float = TIMEOUT_S) -> Result:
-        """Run ``prelude`` (patches), then stage ``args[0]`` exactly as `python -m` would."""
-        return self._run(self.command(*args, prelude=prelude, importtime=importtime), None, timeout)
-
-
-def stage_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key.lower() not in PROXY_VARS}
-    env.update(
-        PYTHONPATH=str(ROOT),  # `python -m stages.x` resolves to this repository's code
-        PYTHONDONTWRITEBYTECODE="1",  # leave no __pycache__ in stages/ behind
-        TF_CPP_MIN_LOG_LEVEL="2",
-        KERAS_HOME=str(tmp_path / "keras-home"),  # not ~/.keras
-    )
-    env.update(extra)
-    return env
-
-
-@pytest.fixture
-def project(tmp_path) -> Project:
-    """A project dir with a valid params.yaml (the tests' own, with tiny data and one tiny arch) and nothing else."""
-    source = tmp_path / "mnist"
-    sums = write_idx_folder(source, tiny_mnist(seed=0))
-    params = example_params()
-    params["data"].update(val_size=VAL_SIZE, sha256=sums, sources=[{"local": str(source)}])
-    params["lr_range"].update(batch_size=8, epochs=1, factor=1.15, start_lr=0.001)
-    params["train"].update(epochs=1, batch_size=16)
-    params["archs"] = {ARCH: {"hidden": list(HIDDEN)}}
-    parse_params(copy.deepcopy(params))  # the starting point is valid
-    root = tmp_path / "project"
-    root.mkdir()
-    proj = Project(root, params, stage_env(tmp_path), source, sums)
-    proj.write_params()
-    return proj
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> dict[int, Path]:
-    """Real .keras files of the test project's arch, as train writes them, for seeds 42 and 43.
-
-    Built once per module in this process (the only TensorFlow import here); evaluate reads them
-    with numpy, so a test that uses them starts no TensorFlow.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from stages.lib import keras_model
-
-    folder = tmp_path_factory.mktemp("models")
-    files = {}
-    for seed in (SEED, SEED + 1):
-        files[seed] = folder / f"seed-{seed}.keras"
-        keras_model.save_model(keras_model.build_model(Arch(ARCH, HIDDEN), seed), files[seed])
-    return files
-
-
-def install_models(root: Path, tiny_models: dict[int, Path], seeds: tuple[int, ...] = (SEED,)) -> Path:
-    """models/<arch>/seed-<n>.keras for each seed, as train@<arch> leaves them; returns models/<arch>."""
-    folder = root / "models" / ARCH
-    folder.mkdir(parents=True, exist_ok=True)
-    for seed in seeds:
-        shutil.copyfile(tiny_models[seed], folder / f"seed-{seed}.keras")
-    return folder
-
-
-def write_prepared(root: Path, seed: int) -> None:
-    arrays = tiny_mnist(seed=seed)
-    train, val = split_train_val(Split(arrays["x_train"], arrays["y_train"]), VAL_SIZE)
-    folder = root / "data" / "prepared"
-    folder.mkdir(parents=True, exist_ok=True)
-    save_prepared({"train": train, "val": val, "test": Split(arrays["x_test"], arrays["y_test"])}, folder)
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None] | None:
-    """Every entry under ``folder`` (hidden ones too) with its bytes; None if there is no folder."""
-    if not folder.exists():
-        return None
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 
 
 def entries(folder: Path) -> list[str]:
@@ -207,30 +78,6 @@ def temp_leftovers(*folders: Path) -> list[str]:
     """Names a temporary file or folder would have: .<name>.XXXX.tmp (atomic) or tmpXXXX (tempfile)."""
     return [str(p) for folder in folders if folder.exists() for p in folder.iterdir()
             if p.name.startswith((".", "tmp"))]
-
-
-# Stands in for stages.lib.keras_model (which imports TensorFlow) where a test exercises
-# what lr_range or train does around the model, not the model itself. evaluate does not use it.
-FAKE_KERAS_MODEL = textwrap.dedent("""
-    import sys, types
-    import numpy as np
-    import stages.lib
-    from stages.lib.lr_finder import Curve
-
-    class Sweep:
-        def __init__(self, n=60):
-            losses = np.concatenate([np.linspace(2.3, 0.4, n - 10), np.linspace(0.5, 30.0, 10)])
-            # One epoch of n batches of 8, stopped on its last row, as range_test records a sweep.
-            self.curve = Curve(0.001 * 1.15 ** np.arange(n), losses, losses.copy(), np.full(n, 8), n, n, n - 1)
-            self.stop_reason = "stand-in sweep"
-
-    fake = types.ModuleType("stages.lib.keras_model")
-    fake.use_threads = lambda intra_op: None
-    fake.build_model = lambda arch, seed: object()
-    fake.range_test = lambda *args, **kwargs: Sweep()
-    sys.modules["stages.lib.keras_model"] = fake
-    stages.lib.keras_model = fake
-""")
 
 
 def interrupt_write_bytes(pattern: str, nth: int) -> str:
@@ -371,15 +218,15 @@ def test_download_checksum_mismatch_names_file_source_and_both_sums(project, tmp
     data[-1] = (data[-1] + 1) % 10  # still a valid IDX file, one label changed
     path.write_bytes(bytes(data))
     actual = sha256_bytes(bytes(data))
-    assert actual != project.sums[name]
+    assert actual != project.params["data"]["sha256"][name]
 
     result = project.stage("download")
 
     result.assert_clean_exit(1)
     line = next((ln for ln in result.stderr.splitlines() if ln.startswith(f"  local {project.source}: ")), None)
     assert line is not None, result.stderr
-    assert name in line and project.sums[name] in line and actual in line, line
-    assert line.index(project.sums[name]) < line.index(actual), line  # expected first, then actual
+    assert name in line and project.params["data"]["sha256"][name] in line and actual in line, line
+    assert line.index(project.params["data"]["sha256"][name]) < line.index(actual), line  # expected first, then actual
     assert_raw_as_before(project, before)
 
 
@@ -487,16 +334,6 @@ def test_split_with_val_size_larger_than_the_data_is_a_params_error(project):
 
 
 # --- 1e. evaluate on real model files; damaged models/<arch>/ and damaged data/prepared ---------
-
-
-def write_train_json(root: Path, seeds: tuple[int, ...] = (SEED,), failed: str | None = None) -> None:
-    """reports/train/<arch>.json as train@<arch> writes it: one run per seed, all failed if ``failed``."""
-    path = root / "reports" / "train" / f"{ARCH}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    runs = [{"seed": seed, "epochs_run": 1, "best_epoch": None if failed else 0, "failed": failed} for seed in seeds]
-    arch_failed = "; ".join(f"seed {seed}: {failed}" for seed in seeds) if failed else None
-    path.write_text(json.dumps({"arch": ARCH, "lr": 0.1, "lr_chosen_by": "x", "runs": runs,
-                                "failed": arch_failed}) + "\n")
 
 
 def write_old_metrics(root: Path) -> Path:
@@ -923,7 +760,7 @@ def sigint_lr_range(project: Project, command: list[str], is_event: Callable[[st
     with tempfile.TemporaryFile("w+", encoding="utf-8") as stdout_file:
         proc = subprocess.Popen([*WITH_DEFAULT_SIGINT, *command], cwd=project.root, env=project.env, stdout=stdout_file,
                                 stderr=subprocess.PIPE, text=True)
-        watchdog = threading.Timer(TIMEOUT_S, proc.kill)  # bounds the wait for the event
+        watchdog = threading.Timer(STAGE_TIMEOUT_S, proc.kill)  # bounds the wait for the event
         watchdog.start()
         try:
             seen = []
@@ -935,7 +772,7 @@ def sigint_lr_range(project: Project, command: list[str], is_event: Callable[[st
                 pytest.fail(f"lr_range exited {proc.wait()} before {event}:\n{''.join(seen)[-2000:]}")
             assert proc.poll() is None, f"lr_range finished right after {event}, before the signal"
             proc.send_signal(signum)
-            _, stderr = proc.communicate(timeout=TIMEOUT_S)
+            _, stderr = proc.communicate(timeout=STAGE_TIMEOUT_S)
         finally:
             watchdog.cancel()
             if proc.poll() is None:

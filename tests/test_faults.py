@@ -26,8 +26,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,33 +33,37 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import test_failures
 import yaml
-from conftest import ROOT, isolated_env, tiny_mnist, write_idx_folder
-from test_data import HEADER_DAMAGE
-from test_failures import (
+from harness import (
     ARCH,
+    DVC,
     FAKE_KERAS_MODEL,
+    HEADER_DAMAGE,
+    ROOT,
     SEED,
     Project,
     Result,
+    declare_huge_kernel,
+    edit_config,
+    edit_weights,
     install_models,
+    set_dense,
     snapshot,
+    tiny_mnist,
+    tiny_params,
+    tiny_project,
+    write_idx_folder,
     write_prepared,
     write_train_json,
 )
-from test_mlp import declare_huge_kernel, edit_config, edit_weights, set_dense
-from test_pipeline import derived_params
 
 from stages.lib.idx import encode_idx
-from stages.lib.params import dump_raw
 
 RULE = "flat_center"  # the tests' params' lr_range.rule
 DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 NEEDS_STAND_IN = {"lr_range", "train"}  # what imports keras_model
 MESSAGE_STARTS = ("error: ", "params.yaml: ")
 FIX_MARKERS = ("`", "rerun", "usage:", "expected")  # a command to run, what to do, or what is expected
-project, tiny_models = test_failures.project, test_failures.tiny_models  # test_failures' fixtures, used here too
 
 
 # --- running a stage or script, and checking what it did --------------------------------------------
@@ -531,49 +533,21 @@ SITECUSTOMIZE = textwrap.dedent("""
 """)
 
 
-@dataclass
-class DvcProject:
-    root: Path
-    env: dict[str, str]
-
-    def run(self, *cmd: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(cmd, cwd=self.root, env=env or self.env, capture_output=True, text=True, timeout=300)
-
-    def dvc(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return self.run(str(Path(sys.executable).parent / "dvc"), *args, env=env)
-
-
 @pytest.fixture(scope="module")
-def dvc_project(tmp_path_factory, tiny_models) -> DvcProject:
-    """This repo's stages and dvc.yaml in a tiny git + DVC project, `dvc repro` run once and committed."""
+def dvc_project(tmp_path_factory, tiny_models) -> Project:
+    """This repo's stages and dvc.yaml in a tiny git + DVC project (the stage project's params), `dvc repro`
+    run once with the stand-in training and committed."""
     base = tmp_path_factory.mktemp("dvc")
-    root = base / "project"
-    for package in ("stages", "scripts"):
-        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(ROOT / "dvc.yaml", root / "dvc.yaml")
     source = base / "mnist"
-    params = derived_params(source, write_idx_folder(source, tiny_mnist(seed=0)))
-    params.update(archs={ARCH: {"hidden": [8]}})
-    (root / "params.yaml").write_text(dump_raw(params))
-    (root / ".gitignore").write_text("__pycache__/\n")
     site = base / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     (site / "stand_in.py").write_text(stand_in(tiny_models[SEED]))
-    env = isolated_env(base)
-    env.update(PYTHONPATH=f"{site}{os.pathsep}{root}", TEST_STAND_IN=str(site / "stand_in.py"),
-               PYTHONDONTWRITEBYTECODE="1")
-    p = DvcProject(root, env)
-    for cmd in (("git", "init", "-q"), ("git", "config", "user.name", "Faults Test"),
-                ("git", "config", "user.email", "faults-test@example.invalid")):
-        assert p.run(*cmd).returncode == 0
-    for args in (("init", "-q"), ("config", "core.analytics", "false"), ("config", "core.check_update", "false")):
-        assert p.dvc(*args).returncode == 0
-    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")
-    done = p.dvc("repro")
-    assert done.returncode == 0, done.stdout + done.stderr
-    for cmd in (("git", "add", "-A"), ("git", "commit", "-qm", "tiny project, reproduced")):
-        assert p.run(*cmd).returncode == 0
+    p = tiny_project(base, tiny_params(source, write_idx_folder(source, tiny_mnist(seed=0))),
+                     env={"PYTHONPATH": f"{site}{os.pathsep}{base / 'project'}", "PYTHONDONTWRITEBYTECODE": "1",
+                          "TEST_STAND_IN": str(site / "stand_in.py")})
+    p.dvc("repro")
+    p.commit("tiny project, reproduced")
     return p
 
 
@@ -601,8 +575,7 @@ def stage_outputs(stage: str) -> list[str]:
 @pytest.mark.parametrize("name", DVC_SUBSET)
 def test_a_fault_under_dvc_repro_is_one_true_message_and_a_rerun_recovers(dvc_project, tmp_path, name):
     fault, (stage, command) = FAULTS[name], DVC_SUBSET[name]
-    p = DvcProject(tmp_path / "project", dvc_project.env)
-    shutil.copytree(dvc_project.root, p.root, symlinks=True)
+    p = dvc_project.copy(tmp_path / "project")
     env = dict(p.env, PYTHONPATH=p.env["PYTHONPATH"].replace(str(dvc_project.root), str(p.root)))
     good = snapshot(p.root)
     if fault.damage is not None:
@@ -614,7 +587,7 @@ def test_a_fault_under_dvc_repro_is_one_true_message_and_a_rerun_recovers(dvc_pr
                           TEST_FAULT_PATCH=str(tmp_path / "patch.py"))
     before = snapshot(p.root)
 
-    done = p.dvc(*command, env=faulty_env)
+    done = p.call(DVC, *command, env=faulty_env)
 
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
@@ -633,5 +606,5 @@ def test_a_fault_under_dvc_repro_is_one_true_message_and_a_rerun_recovers(dvc_pr
     named = re.search(r", so (.+?) (?:is|are) missing: ", state[0]).group(1).split(", ")
     assert sorted(named) == sorted(rel for rel in stage_outputs(stage) if not (p.root / rel).exists()), state[0]
     restore(p.root, good, keep=(".git", ".dvc"))  # DVC's own records stay as the failed run left them
-    done = p.dvc(*command, env=env)
+    done = p.call(DVC, *command, env=env)
     assert done.returncode == 0, done.stdout + done.stderr

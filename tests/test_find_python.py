@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import ROOT
+from harness import ROOT
 
 SCRIPT = ROOT / "scripts" / "find_python.sh"
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_mnist
+from harness import tiny_mnist
 
 from stages.lib import keras_model as km
 from stages.lib.data import scale

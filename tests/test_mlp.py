@@ -6,13 +6,11 @@ module under test must not import it (checked in a fresh interpreter).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,13 +19,13 @@ import h5py  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from harness import ROOT, declare_huge_kernel, edit_config, edit_weights, rewrite, set_dense
 
 from stages.lib import keras_model as km  # noqa: E402
 from stages.lib import mlp  # noqa: E402
 from stages.lib.mlp import ACTIVATION_FUNCTIONS, Mlp, ModelFileError, erfc, load_mlp  # noqa: E402
 from stages.lib.schema import ACTIVATIONS, MAX_HIDDEN_LAYERS, MAX_PARAMS, Arch, count_params  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SEED = 3
 HIDDEN = (8, 6)
 
@@ -138,47 +136,9 @@ def test_mlp_checks_its_layers():
 # --- damaged files -----------------------------------------------------------------------------------------
 
 
-def rewrite(src: Path, dst: Path, change) -> Path:
-    """Copy the .keras zip src to dst with change(name, data) -> bytes or None (drop the entry)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for name in zin.namelist():
-            data = change(name, zin.read(name))
-            if data is not None:
-                zout.writestr(name, data)
-    return dst
-
-
-def edit_config(src: Path, dst: Path, edit) -> Path:
-    def change(name, data):
-        if name != "config.json":
-            return data
-        config = json.loads(data)
-        edit(config["config"]["layers"])
-        return json.dumps(config).encode()
-    return rewrite(src, dst, change)
-
-
-def edit_weights(src: Path, dst: Path, edit) -> Path:
-    def change(name, data):
-        if name != "model.weights.h5":
-            return data
-        buffer = io.BytesIO(data)
-        with h5py.File(buffer, "r+") as h5:
-            edit(h5)
-        return buffer.getvalue()
-    return rewrite(src, dst, change)
-
-
 def conv2d(layers):
     layers.insert(2, {"class_name": "Conv2D", "module": "keras.layers", "registered_name": None,
                       "config": {"name": "conv", "filters": 4, "kernel_size": [3, 3], "activation": "relu"}})
-
-
-def set_dense(key, value, index=0):
-    def edit(layers):
-        layers[2 + index]["config"][key] = value
-    return edit
 
 
 def write(dst: Path, data: bytes) -> Path:
@@ -264,15 +224,6 @@ def test_intact_copy_still_loads(tmp_path, base_model):
 
 
 # --- sizes are checked before anything is read --------------------------------------------------------------
-
-
-def declare_huge_kernel(out_size: int):
-    """Replace layer dense's kernel by one that declares (784, out_size) float32 but stores nothing
-    (a chunked dataset with no chunks written): a few KB on disk, out_size * 3 KB once read."""
-    def edit(h5):
-        del h5["layers/dense/vars/0"]
-        h5.create_dataset("layers/dense/vars/0", shape=(784, out_size), dtype=np.float32, chunks=(784, 1))
-    return edit
 
 
 @pytest.fixture

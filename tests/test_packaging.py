@@ -7,7 +7,7 @@ import importlib.metadata
 import re
 import sys
 
-from conftest import ROOT
+from harness import ROOT
 
 # Declared but never imported, each for a reason.
 NOT_IMPORTED = {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EXAMPLE_PARAMS, ROOT, example_params
+from harness import EXAMPLE_PARAMS, ROOT, example_params
 
 from stages.lib import atomic, paths
 from stages.lib.lr_finder import RULES

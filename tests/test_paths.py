@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT, example_params
+from harness import ROOT, example_params
 
 from stages.lib import paths
 from stages.lib.paths import left_alone, prunable, recorded_archs

@@ -26,19 +26,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
+from harness import (
     COMMAND_TIMEOUT_S,
     DVC,
     ROOT,
     RUNNING,
+    VAL_SIZE,
     WITH_DEFAULT_SIGINT,
     Project,
     as_after_make_setup,
-    example_params,
     kill_group,
     ran,
     read_until,
+    results,
+    snapshot,
     tiny_mnist,
+    tiny_params,
     tiny_project,
     write_idx_folder,
 )
@@ -51,7 +54,7 @@ pytestmark = pytest.mark.slow
 
 # base: the arch README's commands use, and example params' evidence.long_rules.arch
 ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
-N_TRAIN, N_TEST, VAL_SIZE = 300, 100, 50
+N_TRAIN, N_TEST = 300, 100
 LR_RANGE = {"batch_size": 8, "epochs": 2, "factor": 1.15, "start_lr": 0.001}
 TRAIN = {"epochs": 2, "batch_size": 16}
 SEED = 42  # params.yaml's: the only training seed of the main pipeline (train.repeats 1)
@@ -59,17 +62,6 @@ MIN_SWEEP_ROWS = 30  # the rules trim 10 rows at the start and 5 at the end and 
 ALL_STAGES = {"download", "split", "report", *(f"{s}@{a}" for s in ("lr_range", "train", "evaluate") for a in ARCHS)}
 STANDALONE_B = re.compile(r"(?<![\w`/.@-])b(?![\w`/.@-])")  # arch b's name, not a letter in a word
 TRAINING_STARTED_S = 600  # from `dvc repro` to Keras' first epoch line: a few seconds of TensorFlow start
-
-
-def derived_params(idx_folder: Path, sums: dict[str, str]) -> dict:
-    params = example_params()
-    params["data"]["sources"] = [{"local": str(idx_folder)}]
-    params["data"]["sha256"] = dict(sums)
-    params["data"]["val_size"] = VAL_SIZE
-    params["lr_range"].update(LR_RANGE)
-    params["train"].update(TRAIN)
-    params["archs"] = json.loads(json.dumps(ARCHS))
-    return params
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +75,8 @@ def tiny_data(tmp_path_factory) -> tuple[Path, dict[str, str], dict[str, np.ndar
 def built(tmp_path_factory, tiny_data) -> tuple[Project, str]:
     """The tiny project, and the output of the `dvc repro` that built it from nothing."""
     folder, sums, _ = tiny_data
-    p = tiny_project(tmp_path_factory.mktemp("pipeline"), derived_params(folder, sums))
+    p = tiny_project(tmp_path_factory.mktemp("pipeline"),
+                     tiny_params(folder, sums, ARCHS, lr_range=LR_RANGE, train=TRAIN))
     return p, p.dvc("repro")
 
 
@@ -100,11 +93,6 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 def table_rows(markdown: str, arch: str) -> list[str]:
     return [line for line in markdown.splitlines() if line.startswith(f"| {arch} |")]
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every entry under ``folder`` with its bytes (None for folders)."""
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 
 
 # --- the first run ---------------------------------------------------------------------------
@@ -190,7 +178,7 @@ def check_train_and_evaluate(project: Project, reports: Path, arch: str, seeds: 
     def load(rel: str) -> dict:
         return json.loads((reports / rel).read_text())
 
-    rule = project.params()["lr_range"]["rule"]
+    rule = project.read_params()["lr_range"]["rule"]
     lr = project.json(f"reports/lr_range/{arch}.json")["picks"][rule]["lr"]
 
     header, rows = read_csv(reports / "history" / f"{arch}.csv")
@@ -226,7 +214,7 @@ def check_train_and_evaluate(project: Project, reports: Path, arch: str, seeds: 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_train_and_evaluate_outputs(project, arch):
-    params = project.params()
+    params = project.read_params()
     trained = project.json(f"reports/train/{arch}.json")
     rule = params["lr_range"]["rule"]
     assert trained["lr_chosen_by"] == rule and trained["failed"] is None
@@ -276,7 +264,7 @@ def test_changing_one_arch_reruns_only_that_arch_and_the_report(project, tmp_pat
     b_before = {rel: (p.root / rel).read_bytes()
                 for rel in (f"models/b/seed-{SEED}.keras", "reports/lr_range/b.csv", "reports/metrics/b.json",
                             "reports/errors/b.json")}
-    params = p.params()
+    params = p.read_params()
     params["archs"]["base"]["hidden"] = [5]
     p.write_params(params)
 
@@ -293,7 +281,7 @@ def test_removing_an_arch_drops_it_from_the_report(project, tmp_path):
     p = project.copy(tmp_path / "project")
     before = p.read("reports/report.md")
     assert len(table_rows(before, "b")) >= 2 and STANDALONE_B.search(before)
-    params = p.params()
+    params = p.read_params()
     del params["archs"]["b"]
     p.write_params(params)
     # What a user keeps beside the outputs: the report stage once deleted both
@@ -389,7 +377,7 @@ def test_after_a_forced_identical_retrain_only_the_report_reruns(forced):
 
 def test_training_that_diverges_is_reported_as_failed_and_fails_the_pipeline(project, tmp_path):
     p = project.copy(tmp_path / "project")
-    params = p.params()
+    params = p.read_params()
     params["archs"]["b"]["lr"] = 1e12  # a fixed rate far too high: the loss becomes NaN
     p.write_params(params)
 
@@ -489,7 +477,7 @@ def branches(project, tmp_path_factory) -> Project:
     p.commit("results")
     p.run("git", "branch", "-M", "main")
     p.run("git", "checkout", "-q", "-b", "my-branch")
-    params = p.params()
+    params = p.read_params()
     params["archs"]["base"]["hidden"] = [12]
     p.write_params(params)
     p.repro()
@@ -641,7 +629,7 @@ def committed_copy(project: Project, dest: Path) -> Project:
 
 def test_ctrl_c_during_training_under_dvc_repro_says_what_dvc_removed_and_how_to_get_it_back(project, tmp_path):
     p = committed_copy(project, tmp_path / "project")
-    params = p.params()
+    params = p.read_params()
     params["train"].update(repeats=3, epochs=100_000, patience=100_000)  # still training when the signal comes
     p.write_params(params)
     # One stream, unbuffered: Keras' epoch lines reach the test as they are printed, and no unread pipe
@@ -669,14 +657,14 @@ def test_ctrl_c_during_training_under_dvc_repro_says_what_dvc_removed_and_how_to
     assert f"`git checkout -- {' '.join(outputs[2:])}` the committed results" in ours[0]
     p.dvc("checkout", "train@base")
     p.run("git", "checkout", "--", *outputs[2:])
-    p.write_params(project.params())
+    p.write_params(project.read_params())
     assert p.status() == {}
     assert p.run("git", "status", "--porcelain") == ""
 
 
 def test_a_params_error_under_dvc_repro_says_which_outputs_dvc_removed(project, tmp_path):
     p = committed_copy(project, tmp_path / "project")
-    params = p.params()
+    params = p.read_params()
     params["archs"]["base"]["hidden"] = [0]
     p.write_params(params)
     done = subprocess.run([DVC, "repro", "-s", "lr_range@base"], cwd=p.root, env=p.env, capture_output=True,
@@ -687,7 +675,7 @@ def test_a_params_error_under_dvc_repro_says_which_outputs_dvc_removed(project, 
     assert f"`dvc repro` removed lr_range@base's outputs before running it, so {', '.join(outputs)} are missing: " \
            f"`git checkout -- {' '.join(outputs)}` the committed results" in done.stderr
     assert not any((p.root / rel).exists() for rel in outputs)
-    p.write_params(project.params())
+    p.write_params(project.read_params())
     p.run("git", "checkout", "--", *outputs)
     assert p.status() == {}
 
@@ -699,19 +687,9 @@ def test_a_params_error_under_dvc_repro_says_which_outputs_dvc_removed(project, 
 def two_lanes(tmp_path_factory, tiny_data) -> tuple[Project, str]:
     """Another tiny project like `built`'s, built from nothing by `make repro JOBS=2`; and its output."""
     folder, sums, _ = tiny_data
-    p = tiny_project(tmp_path_factory.mktemp("lanes"), derived_params(folder, sums))
+    p = tiny_project(tmp_path_factory.mktemp("lanes"), tiny_params(folder, sums, ARCHS, lr_range=LR_RANGE, train=TRAIN))
     as_after_make_setup(p)
     return p, p.run("make", "repro", "JOBS=2")
-
-
-def results(p: Project) -> dict[str, bytes | None]:
-    """What the stages made, but for the timings and what shows them (the report): data, models, results. The
-    .gitignore files DVC writes list the same outputs in the order they were made: compared as sets of lines."""
-    made = {f"{folder}/{name}": content for folder in ("data", "models", *(f"reports/{kind}" for kind in (
-        "lr_range", "history", "train", "metrics", "errors"))) for name, content in snapshot(p.root / folder).items()
-            if not name.startswith("logs/")}  # TensorBoard's logs: their names hold the time
-    return {name: b"".join(sorted(content.splitlines(keepends=True))) if name.endswith(".gitignore") else content
-            for name, content in made.items()}
 
 
 def test_make_repro_on_two_lanes_runs_every_stage_once_two_at_a_time_each_line_marked(two_lanes):
@@ -732,7 +710,7 @@ def test_make_repro_gives_the_same_bytes_on_two_lanes_as_on_one(project, two_lan
 
 def test_ctrl_c_stops_every_lane_and_each_stage_says_what_became_of_its_outputs(project, tmp_path):
     p = committed_copy(project, tmp_path / "project")
-    params = p.params()
+    params = p.read_params()
     params["train"].update(repeats=3, epochs=100_000, patience=100_000)  # still training when the signal comes
     p.write_params(params)
     proc = subprocess.Popen([*WITH_DEFAULT_SIGINT, sys.executable, "-m", "scripts.lanes", "-j", "2"], cwd=p.root,

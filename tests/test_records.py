@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from harness import ROOT
 
 from stages import evaluate, report
 from stages.lib import paths, records

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PROXY_VARS, tiny_mnist, write_idx_folder
+from harness import PROXY_VARS, tiny_mnist, write_idx_folder
 
 from stages.lib.idx import IDX_FILES, sha256_file
 from stages.lib.schema import Source

@@ -10,14 +10,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from harness import ROOT
 
 from stages.lib import machine
 from stages.lib.tf_runtime import NATIVE_LOG_LINE, PORTABLE_ENV, numerics_env
 
-ROOT = Path(__file__).resolve().parents[1]
 TF_CHILD_TIMEOUT_S = 300  # a child that imports TensorFlow: seconds, more on a busy machine
 
 # Seen on an AVX-512 VNNI CPU, where TensorFlow turns oneDNN on and says so while it loads.

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import kill_group, read_until
+from harness import kill_group, read_until
 
 # A shell whose child holds the output pipe open for ten minutes, as the stage a `dvc repro` runs does.
 HOLDS_THE_PIPE = "sleep 600 & echo started; echo ready; wait"

@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import (
+from harness import (
     COMMAND_TIMEOUT_S,
     Project,
     example_params,
     kill_group,
     ran,
     read_until,
+    results,
     tiny_mnist,
+    tiny_params,
     tiny_project,
     write_idx_folder,
 )
@@ -37,9 +39,6 @@ from stages.lib.errors import StageError
 ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
 TRAINING = {f"{kind}@{arch}" for kind in ("lr_range", "train", "evaluate") for arch in ARCHS}
 SSHD_START_S = 30
-# What the stages made, compared between machines: not timings, nor the report that shows them.
-RESULTS = ("data", "models/base", "models/b", "reports/lr_range", "reports/history", "reports/train",
-           "reports/metrics", "reports/errors")
 
 
 def test_each_stage_belongs_to_its_arch_and_the_rule_check_to_its_arch():
@@ -136,16 +135,6 @@ def sshd(tmp_path_factory):
         kill_group(proc)
 
 
-def tiny_params(idx_folder: Path, sums: dict[str, str]) -> dict:
-    params = example_params()
-    params["data"].update(sources=[{"local": str(idx_folder)}], sha256=sums, val_size=50)
-    params["lr_range"].update(batch_size=8, epochs=2, factor=1.15, start_lr=0.001)
-    # long enough to be killed while training: about a second per 10 epochs
-    params["train"].update(epochs=40, patience=40, batch_size=16)
-    params["archs"] = {arch: dict(spec) for arch, spec in ARCHS.items()}
-    return params
-
-
 @dataclass
 class Team:
     template: Path  # a committed project, its remote not yet set
@@ -157,7 +146,9 @@ class Team:
 def team(tmp_path_factory) -> Team:
     base = tmp_path_factory.mktemp("team")
     sums = write_idx_folder(base / "mnist", tiny_mnist(n_train=300, n_test=100))
-    p = tiny_project(base, tiny_params(base / "mnist", sums))
+    p = tiny_project(base, tiny_params(base / "mnist", sums, ARCHS, lr_range={"epochs": 2},
+                                      # long enough to be killed while training: about a second per 10 epochs
+                                      train={"epochs": 40, "patience": 40}))
     single = p.copy(base / "single")
     single.dvc("repro")
     return Team(p.root, single, p.env)
@@ -185,11 +176,6 @@ def finished(proc: subprocess.Popen) -> str:
         kill_group(proc)
     assert proc.returncode == 0, output
     return output
-
-
-def results(p: Project) -> dict[str, bytes]:
-    return {f"{folder}/{path.relative_to(p.root / folder)}": path.read_bytes() for folder in RESULTS
-            for path in sorted((p.root / folder).rglob("*")) if path.is_file() and path.name != ".gitignore"}
 
 
 def remote_is_whole(folder: Path, killed: bool = False) -> None:
