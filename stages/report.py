@@ -22,7 +22,7 @@ from stages.lib.figures import (
 from stages.lib.lr_finder import RULES
 from stages.lib.params import load_params
 from stages.lib.records import INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
-from stages.lib.report import ArchResult, render_report, rule_used
+from stages.lib.report import ArchResult, render_report
 from stages.lib.schema import Params
 
 SAMPLE_DIGITS = 20
@@ -126,7 +126,7 @@ def main(argv: list[str]) -> None:
 
     figures = {key: FIGURE_FILES[key] for key in ("lr_range", "lr_rules", "digits")}
     lr_range_figure(curves, {r.name: r.metrics["lr"] for r in results}, paths.FIGURES / figures["lr_range"])
-    lr_rules_figure(curves, {r.name: r.lr_range for r in results}, {name: rule_used(params, name) for name in curves},
+    lr_rules_figure(curves, {r.name: r.lr_range for r in results}, {r.name: r.metrics["lr_chosen_by"] for r in results},
                     paths.FIGURES / figures["lr_rules"])
     digit_grid_figure(x_test[:SAMPLE_DIGITS], y_test[:SAMPLE_DIGITS], paths.FIGURES / figures["digits"])
     scored = {name: e for name, e in errors.items() if e["confusion"] is not None}  # failed archs have none

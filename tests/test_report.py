@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import example_params
+from harness import example_params
 from scipy import stats as scipy_stats
 
 from stages import report as report_stage
@@ -82,8 +82,13 @@ def render(params, results, **kwargs) -> str:
     return render_report(params, results, FIGURES, **kwargs)
 
 
+def seeds_in(results: list[ArchResult]) -> int:
+    """The seeds the results were made with, as the report has them from params.seeds."""
+    return max(len(r.metrics["seeds"]) for r in results)
+
+
 def conclude(results: list[ArchResult], tie_margin: float = 0.005) -> list[str]:
-    return conclusion(results, pairs(results), tie_margin)
+    return conclusion(results, pairs(results, seeds_in(results)), seeds_in(results), tie_margin)
 
 
 # hidden sizes of the example params; parameter counts of Dense 784 -> hidden... -> 10
@@ -302,21 +307,21 @@ def test_the_conclusion_over_seeds_names_what_is_and_is_not_separated(params):
 def test_test_accuracy_never_chooses_over_seeds(params):
     # wide3 has the higher test accuracy on every seed, base the higher validation accuracy.
     results = [result(**BASE, val=HIGH, test=LOW), result(**WIDE3, val=LOW, test=HIGH)]
-    (pair,) = pairs(results)
+    (pair,) = pairs(results, seeds_in(results))
     assert (pair.a, pair.b) == ("base", "wide3") and pair.interval.estimate > 0
     assert conclude(results)[0].startswith("- Highest mean validation accuracy over 5 seeds: **base**")
 
 
 def test_a_failed_arch_with_several_seeds_stays_out_of_the_pairs(params):
     results = [result(**BASE, val=LOW), result(**WIDE3, val=HIGH), failed_result(**DEEP3)]
-    assert [(p.a, p.b) for p in pairs(results)] == [("wide3", "base")]
+    assert [(p.a, p.b) for p in pairs(results, seeds_in(results))] == [("wide3", "base")]
     lines = conclude(results)
     assert "not adjusted for the 1 pairs" in lines[-1]
     assert "- **deep3 failed**: training loss became nan in epoch 1." in lines
 
 
 def test_one_seed_gives_no_pairs():
-    assert pairs([result(**BASE, val=0.97), result(**WIDE3, val=0.98)]) == []
+    assert pairs([result(**BASE, val=0.97), result(**WIDE3, val=0.98)], 1) == []
 
 
 # --- LR range tests: every rule's pick, the one used in bold -----------------------------------------
@@ -340,7 +345,8 @@ def test_the_rule_each_arch_used_is_in_bold(params):
     p = params_with(archs__deep3={"hidden": [300, 200, 100], "rule": "fastai_valley"},
                     archs__wide3={"hidden": [800, 700, 600], "lr": 0.1})
     picks = all_picks(fastai_slide={"error": "only 12 usable points"}, notebook={"lr": 0.0123456, "step": 600})
-    results = [result(**BASE, val=0.97, picks=picks), result(**DEEP3, val=0.98, activation="tanh"),
+    results = [result(**BASE, val=0.97, picks=picks),
+               result(**DEEP3, val=0.98, activation="tanh", chosen="fastai_valley"),
                result(**WIDE3, val=0.96, chosen="fixed in params", lr=0.1)]
     rows = rules_rows(render(p, results))
     assert rows["base"] == ("| base | 900 | smoothed loss above 4 x its best | 0.2345 | 0.1 | "
@@ -349,10 +355,11 @@ def test_the_rule_each_arch_used_is_in_bold(params):
     assert "**" not in rows["wide3"]
 
 
-def test_the_rule_used_is_marked_even_when_it_is_not_lr_range_rule(params):
-    """The old study table marked lr_range.rule whatever the arch used; this one does not."""
-    p = params_with(archs__base={"hidden": [300, 100], "rule": "lightning"})
-    row = rules_rows(render(p, [result(**BASE, val=0.97)]))["base"]
+def test_the_rule_marked_is_the_one_training_recorded_not_lr_range_rule(params):
+    """The old study table marked lr_range.rule whatever the arch used. The mark follows the training's own
+    record (lr_chosen_by), so it holds for an arch with its own rule, whatever params say now."""
+    assert params.lr_range.rule == "flat_center"
+    row = rules_rows(render(params, [result(**BASE, val=0.97, chosen="lightning")]))["base"]
     assert row.endswith("| **0.06** | 0.07 |")
 
 

@@ -225,18 +225,23 @@ def draw(params: Params, data: Records, result: Answer) -> dict[str, Path]:
     return out
 
 
+def figure_links() -> dict[str, str]:
+    """Each figure's link from answer.md: key -> its path relative to answer.md's folder."""
+    return {key: (paths.ANSWER_FIGURES / name).relative_to(paths.ANSWER_MD.parent).as_posix()
+            for key, name in FIGURES.items()}
+
+
 def main(argv: list[str]) -> None:
     if argv:
         raise StageError("usage: python -m stages.evidence.answer")
     params = load_params()
     data = load_records(params)
     result = answer(params, data)
-    figures = draw(params, data, result)
-    links = {key: path.relative_to(paths.ANSWER_MD.parent).as_posix() for key, path in figures.items()}
-    write_text(paths.ANSWER_MD, render(params, result, links))
+    draw(params, data, result)
+    write_text(paths.ANSWER_MD, render(params, result, figure_links()))
     best = result.long.ranking.best
     print(f"answer: {paths.ANSWER_MD}: {best} is best on validation "
-          f"({result.long.summaries[best].val.estimate:.2f} %), {len(figures)} figures in {paths.ANSWER_FIGURES}")
+          f"({result.long.summaries[best].val.estimate:.2f} %), {len(FIGURES)} figures in {paths.ANSWER_FIGURES}")
 
 
 if __name__ == "__main__":

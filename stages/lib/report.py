@@ -59,17 +59,11 @@ def per_seed(result: ArchResult, key: str) -> list[float]:
     return [run[key] for run in result.metrics["seeds"].values() if key in run]
 
 
-def score_cell(result: ArchResult, key: str) -> str:
+def score_cell(result: ArchResult, key: str, n_seeds: int) -> str:
     """The mean over seeds of ``key``, ± the standard deviation over seeds when there are several."""
-    values = per_seed(result, key)
-    if len(values) < 2:
+    if n_seeds < 2:
         return pct(result.metrics[key])
-    return f"{points(result.metrics[key])} ± {points(float(np.std(values, ddof=1)))} %"
-
-
-def seeds_run(results: list[ArchResult]) -> int:
-    """Seeds every arch with a result has scores for (evaluate scores all of an arch's seeds, or none)."""
-    return min(len(per_seed(r, "val_accuracy")) for r in results if not failed(r))
+    return f"{points(result.metrics[key])} ± {points(float(np.std(per_seed(result, key), ddof=1)))} %"
 
 
 def by_validation(results: list[ArchResult]) -> list[ArchResult]:
@@ -77,16 +71,10 @@ def by_validation(results: list[ArchResult]) -> list[ArchResult]:
     return sorted(results, key=lambda r: (bool(failed(r)), -(r.metrics["val_accuracy"] or 0)))
 
 
-def rule_used(params: Params, name: str) -> str | None:
-    """The rule whose pick arch ``name`` trained with; None when its rate is fixed in params."""
-    arch = params.archs[name]
-    return None if arch.lr is not None else params.rule_for(arch)
-
-
-def pairs(results: list[ArchResult]) -> list[Pair]:
+def pairs(results: list[ArchResult], n_seeds: int) -> list[Pair]:
     """Every pair of archs with a result, on per-seed validation accuracy; none with fewer than 2 seeds."""
     ranked = [r for r in by_validation(results) if not failed(r)]
-    if len(ranked) < 2 or seeds_run(ranked) < 2:
+    if len(ranked) < 2 or n_seeds < 2:
         return []
     return [Pair(a.name, b.name, welch_interval(per_seed(a, "val_accuracy"), per_seed(b, "val_accuracy")))
             for i, a in enumerate(ranked) for b in ranked[i + 1:]]
@@ -114,22 +102,23 @@ def welch_method(n_pairs: int) -> str:
             f"interval is {LEVEL} on its own, not adjusted for the {n_pairs} pairs: one of them may miss by chance.")
 
 
-def conclusion(results: list[ArchResult], comparisons: list[Pair], tie_margin: float) -> list[str]:
+def conclusion(results: list[ArchResult], comparisons: list[Pair], n_seeds: int, tie_margin: float) -> list[str]:
     """The highest validation accuracy, what the seeds can and cannot tell; failed archs apart."""
     lines = [f"- **{r.name} failed**: {failed(r)}." for r in results if failed(r)]
     ranked = [r for r in by_validation(results) if not failed(r)]
     if not ranked:
         return lines + ["- No architecture produced a result."]
-    best, seeds = ranked[0], seeds_run(ranked)
-    if seeds < 2:
+    best = ranked[0]
+    if n_seeds < 2:
         head = (f"- Highest validation accuracy in this run: **{best.name}**, {pct(best.metrics['val_accuracy'])} "
                 f"(its test accuracy: {pct(best.metrics['test_accuracy'])}; {best.metrics['params']:,} parameters).")
         return [head, *_within_margin(best, ranked, tie_margin), *lines,
                 "- One seed ranks nothing: one run per architecture cannot tell these differences from seed-to-seed "
                 "noise, and another seed may order them otherwise. With `train.repeats` of 2 or more every "
                 f"difference gets a {LEVEL} interval; the answer, over many seeds, is in {ANSWER}."]
-    head = (f"- Highest mean validation accuracy over {seeds} seeds: **{best.name}**, "
-            f"{score_cell(best, 'val_accuracy')} (its test accuracy: {score_cell(best, 'test_accuracy')}; "
+    head = (f"- Highest mean validation accuracy over {n_seeds} seeds: **{best.name}**, "
+            f"{score_cell(best, 'val_accuracy', n_seeds)} (its test accuracy: "
+            f"{score_cell(best, 'test_accuracy', n_seeds)}; "
             f"{best.metrics['params']:,} parameters).")
     against_best = [pair for pair in comparisons if pair.a == best.name]
     separated = [f"{pair.b} ({points(pair.interval.estimate)} points lower, {LEVEL} interval "
@@ -182,9 +171,9 @@ def _layers(r: ArchResult) -> str:
     return " → ".join(str(h) for h in r.hidden) + ("" if r.activation == "relu" else f" ({r.activation})")
 
 
-def results_table(results: list[ArchResult]) -> list[str]:
+def results_table(results: list[ArchResult], n_seeds: int) -> list[str]:
     """One row per arch, highest mean validation accuracy first, failed archs last."""
-    several = any(len(r.metrics["seeds"]) > 1 for r in results)
+    several = n_seeds > 1
     lines = [
         "| arch | hidden layers | learning rate (picked by) | epochs run | val accuracy | test accuracy | test loss |"
         + (" val accuracy per seed |" if several else ""),
@@ -194,7 +183,8 @@ def results_table(results: list[ArchResult]) -> list[str]:
         epochs = sorted({run["epochs_run"] for run in r.metrics["seeds"].values()})
         epochs_cell = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
         scores = (f"— | **failed**: {failed(r)} | —" if failed(r) else
-                  f"{score_cell(r, 'val_accuracy')} | {score_cell(r, 'test_accuracy')} | {r.metrics['test_loss']:.4f}")
+                  f"{score_cell(r, 'val_accuracy', n_seeds)} | {score_cell(r, 'test_accuracy', n_seeds)} "
+                  f"| {r.metrics['test_loss']:.4f}")
         row = f"| {r.name} | {_layers(r)} | {_pick_cell(r)} | {epochs_cell} | {scores} |"
         if several:
             row += " " + ", ".join(points(a) for a in per_seed(r, "val_accuracy")) + " |"
@@ -215,13 +205,14 @@ def cost_table(results: list[ArchResult]) -> list[str]:
     return lines
 
 
-def rules_table(params: Params, results: list[ArchResult]) -> list[str]:
-    """Each sweep's stop and lowest point, and every rule's pick; the rule the arch trained with in bold."""
+def rules_table(results: list[ArchResult]) -> list[str]:
+    """Each sweep's stop and lowest point, and every rule's pick; in bold the rule the arch trained with, as its
+    training recorded it (none for a rate fixed in params)."""
     lines = ["| arch | batches | stopped because | lowest smoothed loss | at rate | "
              + " | ".join(f"`{rule}`" for rule in RULES) + " |",
              "|---|---:|---|---:|---:|" + "---:|" * len(RULES)]
     for r in results:
-        s, used = r.lr_range, rule_used(params, r.name)
+        s, used = r.lr_range, r.metrics["lr_chosen_by"]
         picks = []
         for rule in RULES:
             pick = s["picks"][rule]
@@ -264,18 +255,14 @@ def provenance_section(machines: dict[str, dict | None]) -> list[str]:
                     "the machine's own.", ""]
 
 
-def render_report(params: Params, results: list[ArchResult], figures: dict[str, str],
-                  machines: dict[str, dict | None] | None = None) -> str:
-    """The whole report. ``figures`` maps lr_range, lr_rules, digits, confusion and errors (unless every
-    arch failed) and curves (when training runs more than one epoch) to their relative paths."""
+def intro_section(params: Params, results: list[ArchResult], figures: dict[str, str]) -> list[str]:
+    """What ran, on what data, and how choices are made."""
     m0 = results[0].metrics
-    lr, tr = params.lr_range, params.train
-    comparisons = pairs(results)
-    seeds = params.seeds
+    lr, tr, seeds = params.lr_range, params.train, params.seeds
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}, one run each"
     runs = "once" if len(seeds) == 1 else f"{len(seeds)} times"
     epochs = "one epoch" if tr.epochs == 1 else f"up to {tr.epochs} epochs"
-    lines = [
+    return [
         title(params),
         "",
         f"This is a quick check, not the answer: each architecture trains {runs} for {epochs}, at the rate one "
@@ -292,15 +279,18 @@ def render_report(params: Params, results: list[ArchResult], figures: dict[str, 
         "",
         f"![Sample test digits with their labels]({figures['digits']})",
         "",
-        "## Results",
-        "",
-        *results_table(results),
-        "",
-        "## What this run shows",
-        "",
-        *conclusion(results, comparisons, params.report.tie_margin),
-        "",
     ]
+
+
+def results_section(results: list[ArchResult], n_seeds: int) -> list[str]:
+    return ["## Results", "", *results_table(results, n_seeds), ""]
+
+
+def findings_section(results: list[ArchResult], n_seeds: int, tie_margin: float,
+                     figures: dict[str, str]) -> list[str]:
+    """What the run shows, every pair's interval when there are several seeds, and the learning curves."""
+    comparisons = pairs(results, n_seeds)
+    lines = ["## What this run shows", "", *conclusion(results, comparisons, n_seeds, tie_margin), ""]
     if comparisons:
         lines += ["Every pair (the first named has the higher mean validation accuracy):", "",
                   *comparisons_table(comparisons), ""]
@@ -308,7 +298,11 @@ def render_report(params: Params, results: list[ArchResult], figures: dict[str, 
         lines += [f"![Learning curves]({figures['curves']})", "",
                   "Validation loss and accuracy per epoch (training loss dashed), one line per seed; the dot "
                   "marks the epoch kept.", ""]
-    lines += [
+    return lines
+
+
+def cost_section(results: list[ArchResult]) -> list[str]:
+    return [
         "## Cost per architecture",
         "",
         *cost_table(results),
@@ -317,21 +311,29 @@ def render_report(params: Params, results: list[ArchResult], figures: dict[str, 
         "pass after each epoch; inference is numpy on the .keras weights, batches of 1,000).",
         "",
     ]
-    if "confusion" in figures:  # absent when every arch failed
-        lines += [
-            "## Mistakes",
-            "",
-            f"![Confusion matrices]({figures['confusion']})",
-            "",
-            "Test-set confusion of each architecture's first-seed model (rows: true digit; only errors are coloured).",
-            "",
-            f"![Most confidently wrong test digits]({figures['errors']})",
-            "",
-            "The test digits each architecture gets most confidently wrong: true → predicted, and the probability "
-            "it gave the wrong digit.",
-            "",
-        ]
-    lines += [
+
+
+def mistakes_section(figures: dict[str, str]) -> list[str]:
+    """The confusion matrices and the most confidently wrong digits; nothing when every arch failed."""
+    if "confusion" not in figures:
+        return []
+    return [
+        "## Mistakes",
+        "",
+        f"![Confusion matrices]({figures['confusion']})",
+        "",
+        "Test-set confusion of each architecture's first-seed model (rows: true digit; only errors are coloured).",
+        "",
+        f"![Most confidently wrong test digits]({figures['errors']})",
+        "",
+        "The test digits each architecture gets most confidently wrong: true → predicted, and the probability "
+        "it gave the wrong digit.",
+        "",
+    ]
+
+
+def lr_range_section(results: list[ArchResult], figures: dict[str, str]) -> list[str]:
+    return [
         "## LR range tests",
         "",
         f"![LR range test curves]({figures['lr_range']})",
@@ -344,13 +346,27 @@ def render_report(params: Params, results: list[ArchResult], figures: dict[str, 
         "Per architecture: where the sweep stopped and where each rule points; the rule training used is "
         "drawn larger, outlined.",
         "",
-        *rules_table(params, results),
+        *rules_table(results),
         "",
         "Every rule's pick (README, \"The LR range test and the picking rules\"); in bold the one the "
         "architecture trained with (its `archs.<name>.rule`, else `lr_range.rule`; none when its rate is fixed "
         "in params). n/a: the curve is too short for that rule.",
         "",
     ]
-    if machines:
-        lines += provenance_section(machines)
+
+
+def render_report(params: Params, results: list[ArchResult], figures: dict[str, str],
+                  machines: dict[str, dict | None] | None = None) -> str:
+    """The whole report. ``figures`` maps lr_range, lr_rules, digits, confusion and errors (unless every
+    arch failed) and curves (when training runs more than one epoch) to their relative paths."""
+    n_seeds = len(params.seeds)
+    lines = [
+        *intro_section(params, results, figures),
+        *results_section(results, n_seeds),
+        *findings_section(results, n_seeds, params.report.tie_margin, figures),
+        *cost_section(results),
+        *mistakes_section(figures),
+        *lr_range_section(results, figures),
+        *(provenance_section(machines) if machines else []),
+    ]
     return "\n".join(lines).rstrip("\n") + "\n"

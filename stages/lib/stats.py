@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import optimize, stats
+
+# scipy.stats is imported in the functions that use it: importing it takes about 0.75 s, which a report of one
+# seed (no interval) or a stage failing on its inputs should not pay.
 
 CONFIDENCE = 0.95
 POWER = 0.80
@@ -43,6 +45,8 @@ def _values(values: Sequence[float], at_least: int, what: str) -> np.ndarray:
 
 def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
     """Student's t interval of the mean (at least 2 values)."""
+    from scipy import stats
+
     x = _values(values, 2, "a t interval")
     if np.ptp(x) == 0:
         return Interval(float(x[0]), float(x[0]), float(x[0]), x.size)
@@ -52,6 +56,8 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> In
 
 def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
     """Welch's interval of mean(a) - mean(b), a and b independent (at least 2 values each)."""
+    from scipy import stats
+
     x, y = _values(a, 2, "Welch's interval"), _values(b, 2, "Welch's interval")
     difference = float(x.mean() - y.mean())
     if np.ptp(x) == 0 and np.ptp(y) == 0:
@@ -69,6 +75,8 @@ def detectable_difference(sd: float, n_a: int, n_b: int, alpha: float = 1 - CONF
                           power: float = POWER) -> float:
     """Smallest true difference of means a two-sided two-sample t test at ``alpha`` detects with ``power``,
     when both groups have standard deviation ``sd`` (df = n_a + n_b - 2)."""
+    from scipy import optimize, stats
+
     if not (sd >= 0 and np.isfinite(sd) and min(n_a, n_b) >= 1 and n_a + n_b >= 3 and 0 < alpha < power < 1):
         raise ValueError(f"detectable_difference needs sd >= 0, n_a and n_b >= 1 with n_a + n_b >= 3, and "
                          f"0 < alpha < power < 1 (got sd={sd}, n_a={n_a}, n_b={n_b}, alpha={alpha}, power={power})")
