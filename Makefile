@@ -57,7 +57,7 @@ test: setup
 
 # The edit-test loop: only the tests that start no dvc or TensorFlow subprocess.
 test-fast: setup
-	python -m pytest -m "not slow"
+	python -m pytest -m "not slow" -n auto --dist worksteal
 
 lint: setup
 	ruff check .
