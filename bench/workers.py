@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.lanes import RUNNING
+from scripts.lanes import DVC, RUNNING
 from stages.lib.cli import run
 from stages.lib.errors import StageError
 from stages.lib.params import dump_raw, load_params, load_raw
@@ -36,7 +36,7 @@ def fresh_clone(root: Path, dest: Path, mnist: Path, remote: Path) -> Path:
     params = load_raw(dest / "params.yaml")
     params["data"]["sources"].insert(0, {"local": str(mnist)})
     (dest / "params.yaml").write_text(dump_raw(params))
-    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "-q", "-d", "bench", str(remote)], cwd=dest,
+    subprocess.run([*DVC, "remote", "add", "-q", "-d", "bench", str(remote)], cwd=dest,
                    check=True)
     return dest
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from scripts.lanes import DVC
 from stages.lib.cli import run
 from stages.lib.errors import StageError
 
@@ -34,8 +34,8 @@ MISSING = "deleted"  # what `dvc status` says of a dep or out that is not in the
 
 
 def dvc(*args: str) -> subprocess.CompletedProcess:
-    """The venv's own dvc: the same one `make setup` installed, whatever PATH says."""
-    return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, check=False)
+    """A dvc command, its output captured."""
+    return subprocess.run([*DVC, *args], capture_output=True, text=True, check=False)
 
 
 def root_current() -> bool:

@@ -34,6 +34,7 @@ from stages.lib.errors import StageError
 USAGE = "usage: python -m scripts.lanes [-j N] [-f] [--pull] [target ...]"
 STOP_TIMEOUT_S = 120  # how long a stopped stage may take to clean up before it is killed
 RUNNING = re.compile(r"Running stage '([^']+)'")  # how `dvc repro` says it runs a stage
+DVC = (sys.executable, "-m", "dvc")  # the venv's own dvc, the one `make setup` installed, whatever PATH says
 UNKNOWN_COST_S = 1.0  # a stage no timing record says anything about: as cheap as the cheapest
 
 
@@ -155,7 +156,7 @@ def timing_files(stages) -> dict[str, list[Path]]:
 
 
 def dvc_command(stage: str, options: list[str]) -> list[str]:
-    return [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "-s", *options, stage]
+    return [*DVC, "--wait-for-lock", "repro", "-s", *options, stage]
 
 
 class Lanes:

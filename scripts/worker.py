@@ -116,13 +116,13 @@ def parse_args(argv: list[str]) -> dict:
 
 def dvc(*args: str) -> None:
     """A dvc command of the venv's own dvc, its output passed through; a failure ends the worker."""
-    if subprocess.run([sys.executable, "-m", "dvc", *args]).returncode != 0:
+    if subprocess.run([*lanes.DVC, *args]).returncode != 0:
         raise StageError(f"`dvc {' '.join(args)}` failed (its output is above); fix that and run the worker again: "
                          "what it finished is kept")
 
 
 def default_remote() -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], capture_output=True, text=True)
+    done = subprocess.run([*lanes.DVC, "remote", "default"], capture_output=True, text=True)
     if done.returncode != 0 or not done.stdout.strip():
         raise StageError(NO_REMOTE)
     return done.stdout.strip()
@@ -196,7 +196,7 @@ def aggregate(args: dict) -> None:
     """`dvc repro --pull`, its output passed through; then which training stages it had to run itself."""
     default_remote()
     params = load_params()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--pull", args["pipeline"]],
+    proc = subprocess.Popen([*lanes.DVC, "repro", "--pull", args["pipeline"]],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
                             errors="backslashreplace")
     trained = []
