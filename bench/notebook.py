@@ -14,10 +14,10 @@ started = time.perf_counter()
 
 import numpy as np  # noqa: E402
 
-from stages.lib.cli import run  # noqa: E402
 from stages.lib.data import read_raw, split_train_val  # noqa: E402
-from stages.lib.errors import StageError  # noqa: E402
-from stages.lib.params import load_params  # noqa: E402
+from stages.plumbing.cli import run  # noqa: E402
+from stages.plumbing.errors import StageError  # noqa: E402
+from stages.plumbing.params import load_params  # noqa: E402
 
 USAGE = "usage: python -m bench.notebook"
 

@@ -14,9 +14,9 @@ import json
 import subprocess
 import sys
 
-from stages.lib.cli import run
-from stages.lib.errors import StageError
-from stages.lib.params import load_params
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m bench.numerics [ARCH] [EPOCHS] [ROUNDS]"
 SETTINGS = [("portable", 1), ("portable", 2), ("native", 1), ("native", 2)]
@@ -24,7 +24,7 @@ SETTINGS = [("portable", 1), ("portable", 2), ("native", 1), ("native", 2)]
 CHILD = """
 import dataclasses, hashlib, json, sys, time
 from stages.lib.data import load_prepared
-from stages.lib.params import load_params
+from stages.plumbing.params import load_params
 from stages.lib.tf_runtime import load_keras_model
 cfg = json.loads(sys.argv[1])
 params = load_params()

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from scripts.lanes import RUNNING, estimated_costs
-from stages.lib.cli import run
-from stages.lib.errors import StageError
-from stages.lib.params import dump_raw, load_params, load_raw
-from stages.lib.paths import RAW_DIR, timing_json
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import dump_raw, load_params, load_raw
+from stages.plumbing.paths import RAW_DIR, timing_json
 
 USAGE = "usage: python -m bench.run [--pipeline-only]"
 

@@ -12,8 +12,8 @@ import json
 import subprocess
 import sys
 
-from stages.lib.cli import run
-from stages.lib.params import load_params
+from stages.plumbing.cli import run
+from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m bench.variants [ARCH ...]"
 VARIANTS = {
@@ -39,7 +39,7 @@ if "inter" in cfg:
 import keras
 from stages.lib import keras_model as km
 from stages.lib.data import load_prepared
-from stages.lib.params import load_params
+from stages.plumbing.params import load_params
 params = load_params()
 (x, y), = load_prepared(parts=("train",)).values()
 model = km.build_model(params.archs[cfg["arch"]], params.seed)

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from scripts.lanes import DVC, RUNNING
-from stages.lib.cli import run
-from stages.lib.errors import StageError
-from stages.lib.params import dump_raw, load_params, load_raw
-from stages.lib.paths import RAW_DIR
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import dump_raw, load_params, load_raw
+from stages.plumbing.paths import RAW_DIR
 
 USAGE = "usage: python -m bench.workers"
 RESTORED = re.compile(r"Stage '([^']+)' is cached - skipping run")

@@ -22,8 +22,8 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from scripts.lanes import DVC
-from stages.lib.cli import run
-from stages.lib.errors import StageError
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
 
 USAGE = "usage: python -m scripts.check_lock"
 EVIDENCE_DVC_YAML = Path("evidence/dvc.yaml")

@@ -21,7 +21,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from stages.lib.lr_finder import RULES
-from stages.lib.params import load_params
+from stages.plumbing.params import load_params
 
 path = Path("params.yaml")
 yaml = YAML()  # round trip, as an editor would leave the file

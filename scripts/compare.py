@@ -13,9 +13,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from stages.lib import paths
-from stages.lib.cli import run
-from stages.lib.errors import StageError
+from stages.plumbing import paths
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
 
 USAGE = "usage: python -m scripts.compare [REV]"
 SHOWN_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "params", "lr", "lr_chosen_by")

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
-from stages.lib.cli import run
-from stages.lib.errors import StageError
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
 
 USAGE = "usage: python -m scripts.lanes [-j N] [-f] [--pull] [target ...]"
 STOP_TIMEOUT_S = 120  # how long a stopped stage may take to clean up before it is killed

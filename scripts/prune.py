@@ -1,7 +1,7 @@
 """`make prune`: remove what earlier runs wrote for architectures no longer in params.yaml.
 
 DVC leaves a removed stage's outputs where they are. This removes exactly those: the per-arch
-outputs (stages/lib/paths.py) of an arch that the pipelines' own records name (the quick study's
+outputs (stages/plumbing/paths.py) of an arch that the pipelines' own records name (the quick study's
 and the evidence's), that params.yaml no longer lists, and that hold only what the stages write;
 in an arch's evidence folders (reports/evidence/<kind>/<arch>/ and its timings), the files named
 as the stages name theirs. Anything a user put in models/ or reports/ (a backup copy, a pretrained
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import shutil
 
-from stages.lib import paths
-from stages.lib.cli import run
-from stages.lib.errors import StageError
-from stages.lib.params import load_params
+from stages.plumbing import paths
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m scripts.prune [--dry-run]"
 

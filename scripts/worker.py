@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Iterable
 
 from scripts import lanes
-from stages.lib.cli import run
-from stages.lib.errors import StageError
-from stages.lib.params import load_params
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
 
 USAGE = ("usage: python -m scripts.worker [-j N] [--pipeline FILE] (--shard I/N | --stages 'STAGE_OR_ARCH ...')\n"
          "       python -m scripts.worker --aggregate [--pipeline FILE]")

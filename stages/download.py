@@ -9,12 +9,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from stages.lib.atomic import atomic_dir
-from stages.lib.cli import run
-from stages.lib.errors import StageError
-from stages.lib.params import load_params
-from stages.lib.paths import RAW_DIR
 from stages.lib.sources import SourceError, describe, fetch, verify
+from stages.plumbing.atomic import atomic_dir
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
+from stages.plumbing.paths import RAW_DIR
 
 OFFLINE_HELP = (
     "To work offline, put a local copy first in params.yaml, e.g.\n"

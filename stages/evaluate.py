@@ -13,17 +13,17 @@ import time
 
 import numpy as np
 
-from stages.lib import machine, paths, records
-from stages.lib.atomic import write_json
-from stages.lib.cli import arch_name, run
 from stages.lib.data import load_prepared, part_size, scale
 from stages.lib.mlp import Mlp, load_mlp
-from stages.lib.params import load_params
-from stages.lib.records import INT, POSITIVE, STR, ListOf, Maybe
 from stages.lib.scoring import confident_errors, confusion_matrix, scores, summarize
+from stages.plumbing import machine, paths, records
+from stages.plumbing.atomic import write_json
+from stages.plumbing.cli import arch_name, run
+from stages.plumbing.params import load_params
+from stages.plumbing.records import INT, POSITIVE, STR, ListOf, Maybe
 
 CONFIDENT_ERRORS = 8  # per arch, shown in the report
-# What evaluate relies on in reports/train/<arch>.json (stages.lib.records explains the notation).
+# What evaluate relies on in reports/train/<arch>.json (stages.plumbing.records explains the notation).
 TRAIN_RECORD = {"lr": POSITIVE, "lr_chosen_by": STR, "failed": Maybe(STR),
                 "runs": ListOf({"seed": INT, "epochs_run": INT, "best_epoch": Maybe(INT)}, min_len=1)}
 

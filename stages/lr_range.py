@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import machine, paths
-from stages.lib.atomic import write_csv, write_json
-from stages.lib.cli import arch_name, run
 from stages.lib.data import load_prepared, part_size
-from stages.lib.errors import StageError
 from stages.lib.lr_finder import CURVE_COLUMNS, MIN_POINTS, SKIP_END, SKIP_START, curve_rows, sweep_record
-from stages.lib.params import load_params
 from stages.lib.tf_runtime import load_keras_model
+from stages.plumbing import machine, paths
+from stages.plumbing.atomic import write_csv, write_json
+from stages.plumbing.cli import arch_name, run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
 
 
 def check_sweep_length(examples: int, batch_size: int, epochs: int) -> None:

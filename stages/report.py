@@ -6,11 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import paths, records
-from stages.lib.atomic import write_text
-from stages.lib.cli import run
 from stages.lib.data import load_split
-from stages.lib.errors import StageError
 from stages.lib.figures import (
     confident_errors_figure,
     confusion_figure,
@@ -20,14 +16,18 @@ from stages.lib.figures import (
     lr_rules_figure,
 )
 from stages.lib.lr_finder import RULES
-from stages.lib.params import load_params
-from stages.lib.records import INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
 from stages.lib.report import ArchResult, render_report
 from stages.lib.schema import Params
+from stages.plumbing import paths, records
+from stages.plumbing.atomic import write_text
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
+from stages.plumbing.records import INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
 
 SAMPLE_DIGITS = 20
 
-# What the report relies on in each file the stages wrote (stages.lib.records explains the notation).
+# What the report relies on in each file the stages wrote (stages.plumbing.records explains the notation).
 MACHINE = Maybe({"cpu": STR, "isa": STR, "cores": Maybe(INT)})
 TIMINGS = {
     "lr_range": {"seconds": NUMBER, "machine?": MACHINE},

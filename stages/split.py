@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from stages.lib.atomic import atomic_dir
-from stages.lib.cli import run
 from stages.lib.data import DataError, read_raw, save_prepared, split_train_val
-from stages.lib.errors import StageError
 from stages.lib.idx import IdxError, sha256_file
-from stages.lib.params import load_params
-from stages.lib.paths import PREPARED_DIR, RAW_DIR
 from stages.lib.schema import ParamsError
+from stages.plumbing.atomic import atomic_dir
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
+from stages.plumbing.paths import PREPARED_DIR, RAW_DIR
 
 
 def check_raw_sums(expected: dict[str, str]) -> None:

@@ -13,14 +13,14 @@ import json
 import subprocess
 import time
 
-from stages.lib import machine, paths, records
-from stages.lib.atomic import atomic_dir, write_csv, write_json
-from stages.lib.cli import arch_name, run
 from stages.lib.data import load_prepared, part_size
-from stages.lib.errors import StageError
 from stages.lib.lr_finder import chosen_rate
-from stages.lib.params import load_params
 from stages.lib.tf_runtime import load_keras_model
+from stages.plumbing import machine, paths, records
+from stages.plumbing.atomic import atomic_dir, write_csv, write_json
+from stages.plumbing.cli import arch_name, run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
 
 HISTORY_COLUMNS = ("seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")
 

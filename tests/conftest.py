@@ -24,9 +24,9 @@ from harness import (
     write_idx_folder,
 )
 
-from stages.lib.params import parse_params
 from stages.lib.schema import Arch
 from stages.lib.tf_runtime import PORTABLE_ENV
+from stages.plumbing.params import parse_params
 
 # Tests that import TensorFlow in-process get the stages' numerics and a quiet log.
 os.environ.update(PORTABLE_ENV)

@@ -536,17 +536,13 @@ def read_until(proc: subprocess.Popen, is_event: Callable[[str], bool], event: s
 
 # --- the imports a stage makes -----------------------------------------------------------------------
 
-# Imported by stages but left out of their deps on purpose: none can change what a stage
-# computes, so editing one does not rerun (and retrain) everything. The walk stops at them.
-LEFT_OUT = {
-    "stages/lib/params.py": "reads and checks params.yaml; what a value means and its default live in schema.py",
-    "stages/lib/cli.py": "how a stage ends: messages and exit codes",
-    "stages/lib/errors.py": "the base class of errors a user can fix",
-    "stages/lib/atomic.py": "writes each file whole or not at all",
-    "stages/lib/records.py": "checks what earlier stages wrote before it is used: passes it on unchanged or stops",
-    "stages/lib/paths.py": "where outputs go; dvc.yaml spells the same paths, so a change shows there",
-    "stages/lib/machine.py": "the machine record in timings files, which differ per machine anyway",
-}
+# Imported by stages but never among their deps: stages/plumbing/ (its __init__ says why). The walk stops there,
+# so editing plumbing reruns nothing.
+PLUMBING = Path("stages/plumbing")
+
+
+def plumbing_modules() -> set[str]:
+    return {path.relative_to(ROOT).as_posix() for path in (ROOT / PLUMBING).glob("*.py") if path.stem != "__init__"}
 
 
 def module_file(name: str) -> Path | None:
@@ -571,11 +567,11 @@ def imported_modules(path: Path) -> set[Path]:
 
 
 def shaping_imports(entry: Path) -> set[str]:
-    """``entry`` and every module reachable from it through imports, stopping at LEFT_OUT."""
+    """``entry`` and every module reachable from it through imports, stopping at plumbing."""
     seen, todo = set(), [entry]
     while todo:
         path = todo.pop()
-        if path.as_posix() in LEFT_OUT or path in seen:
+        if path.parent == PLUMBING or path in seen:
             continue
         seen.add(path)
         todo += imported_modules(path)

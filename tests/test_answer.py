@@ -18,7 +18,6 @@ from harness import ROOT, example_params, shaping_imports
 from scipy import stats
 
 from stages.evidence import answer as stage
-from stages.lib import paths
 from stages.lib.answer import (
     CHANCE,
     LongBudget,
@@ -33,11 +32,12 @@ from stages.lib.answer import (
     target,
 )
 from stages.lib.answer_md import acc, render, standing, target_section, verdicts
-from stages.lib.errors import StageError
 from stages.lib.evidence import pack_bits, unpack_bits
-from stages.lib.params import load_params
 from stages.lib.schema import ParamsError
 from stages.lib.stats import Interval, detectable_difference
+from stages.plumbing import paths
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
 
 # The synthetic study: two archs, three grid rates, three training seeds, two range tests.
 ARCHS = {"base": {"hidden": [300, 100]}, "deep3": {"hidden": [300, 200, 100]}}

@@ -10,7 +10,7 @@ from harness import ROOT
 
 
 def run_stage_code(body: str) -> subprocess.CompletedProcess:
-    code = "from stages.lib.cli import run\nfrom stages.lib.schema import ParamsError\n" + body
+    code = "from stages.plumbing.cli import run\nfrom stages.lib.schema import ParamsError\n" + body
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
@@ -48,7 +48,7 @@ def test_errors_keep_their_exit_codes_when_the_teardown_is_skipped():
 def test_outside_dvc_an_interruption_names_what_this_run_had_already_replaced(tmp_path):
     result = run_stage_code(
         "from pathlib import Path\n"
-        "from stages.lib.atomic import write_text\n"
+        "from stages.plumbing.atomic import write_text\n"
         f"out = Path({str(tmp_path)!r})\n"
         "def main(argv):\n"
         "    write_text(out / 'a.csv', 'new')\n"
@@ -61,7 +61,7 @@ def test_outside_dvc_an_interruption_names_what_this_run_had_already_replaced(tm
 
 def test_under_dvc_a_failure_says_which_outputs_dvc_removed_and_how_to_get_each_back():
     result = subprocess.run(
-        [sys.executable, "-c", "from stages.lib.cli import run\nfrom stages.lib.errors import StageError\n"
+        [sys.executable, "-c", "from stages.plumbing.cli import run\nfrom stages.plumbing.errors import StageError\n"
          "def main(argv):\n    raise StageError('data/prepared/x_train.npy is damaged: rebuild it')\nrun(main)\n"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(ROOT), "DVC_STAGE": "train@zz9"})
     assert result.returncode == 1
@@ -78,7 +78,7 @@ def test_under_dvc_a_failure_says_which_outputs_dvc_removed_and_how_to_get_each_
 def test_outputs_under_dvc_names_only_what_is_missing():
     from pathlib import Path
 
-    from stages.lib.cli import outputs_under_dvc
+    from stages.plumbing.cli import outputs_under_dvc
 
     present = {Path("reports/lr_range/base.csv")}
     text = outputs_under_dvc("lr_range@base", [Path("reports/lr_range/base.csv")], exists=present.__contains__)
@@ -138,7 +138,7 @@ def test_other_os_errors_still_propagate():
 
 @pytest.mark.parametrize("flag", ["-h", "--help"])
 def test_help_prints_the_usage_instead_of_running_main(flag):
-    result = subprocess.run([sys.executable, "-c", "from stages.lib.cli import run\n"
+    result = subprocess.run([sys.executable, "-c", "from stages.plumbing.cli import run\n"
                              "def main(argv):\n    raise SystemExit('main ran')\n"
                              "run(main, usage='usage: python -m scripts.x [--dry-run]')\n", flag],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -15,9 +15,9 @@ import pytest
 from harness import ROOT
 
 from stages.evidence import answer as stage
-from stages.lib import paths
 from stages.lib.answer_md import render
-from stages.lib.params import load_params
+from stages.plumbing import paths
+from stages.plumbing.params import load_params
 
 
 def committed(path: Path) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import LEFT_OUT, ROOT, imported_modules, module_file, shaping_imports
+from harness import ROOT, imported_modules, module_file, plumbing_modules, shaping_imports
 
 STAGE_MODULE = re.compile(r"python -m (stages(?:\.\w+)+)")
 PIPELINES = ("dvc.yaml", "evidence/dvc.yaml")  # the quick study and the evidence
@@ -50,14 +50,22 @@ def test_the_walk_sees_imports_inside_functions_and_from_packages():
     # train imports keras_model only once params are good, through tf_runtime
     train = shaping_imports(Path("stages/train.py"))
     assert {"stages/lib/tf_runtime.py", "stages/lib/keras_model.py", "stages/lib/schema.py"} <= train
-    assert "stages/lib/paths.py" not in train  # `from stages.lib import machine, paths`: seen, and left out
+    assert "stages/plumbing/paths.py" not in train  # `from stages.plumbing import machine, paths`: seen, and left out
 
 
-def test_everything_left_out_exists_and_is_imported_by_some_stage():
+def test_every_plumbing_module_is_imported_by_some_stage():
     imported = set()
     for module, _ in stages().values():
         imported |= {p.as_posix() for p in imported_modules(module_file(module))}
         imported |= {p.as_posix() for dep in shaping_imports(module_file(module)) for p in imported_modules(Path(dep))}
-    for path in LEFT_OUT:
-        assert (ROOT / path).is_file(), path
-        assert path in imported, f"{path} is allowlisted but no stage imports it"
+    assert len(plumbing_modules()) >= 7
+    for path in plumbing_modules():
+        assert path in imported, f"{path} is plumbing but no stage imports it"
+
+
+def test_every_module_of_stages_lib_is_a_dep_of_some_stage():
+    """The other side of the boundary: stages/lib/ holds only what changes results."""
+    deps = set().union(*(deps for _, deps in stages().values()))
+    lib = {path.relative_to(ROOT).as_posix() for path in (ROOT / "stages" / "lib").glob("*.py")
+           if path.stem != "__init__"}
+    assert lib - deps == set(), "in stages/lib/ but no stage lists it: plumbing belongs in stages/plumbing/"

@@ -30,9 +30,9 @@ from harness import (
 )
 
 from scripts.check_lock import EVIDENCE_FIX
-from stages.lib import paths
 from stages.lib.evidence import HISTORY_KEYS, distinct_picks, grid_best, rate_for
 from stages.lib.lr_finder import CURVE_COLUMNS, RULES
+from stages.plumbing import paths
 
 pytestmark = pytest.mark.slow
 

@@ -58,8 +58,8 @@ from harness import (
 )
 
 from stages.lib.idx import encode_idx, sha256_bytes
-from stages.lib.params import parse_params
 from stages.lib.schema import ParamsError
+from stages.plumbing.params import parse_params
 
 PREPARED_FILES = sorted(f"{kind}_{part}.npy" for part in ("train", "val", "test") for kind in ("x", "y"))
 PROBLEM_LINE = re.compile(
@@ -99,7 +99,7 @@ def interrupt_write_bytes(pattern: str, nth: int) -> str:
 
 
 def assert_no_tensorflow(result: Result) -> None:
-    assert any(m.startswith("stages.lib.params") for m in result.imported), \
+    assert any(m.startswith("stages.plumbing.params") for m in result.imported), \
         "no -X importtime output: the TensorFlow check would prove nothing"
     tf = [m for m in result.imported if TF_MODULE.match(m)]
     assert not tf, f"TensorFlow/Keras imported before the error: {tf[:5]}"
@@ -588,10 +588,10 @@ def test_report_without_an_input_writes_nothing(project, tiny_models, missing, m
 def test_ctrl_c_at_the_start_of_any_stage(project, args):
     """Every stage's entry point turns KeyboardInterrupt into exit 130 and one line."""
     prelude = textwrap.dedent("""
-        import stages.lib.params
+        import stages.plumbing.params
         def _load_raw(*args, **kwargs):  # every stage reads params.yaml through it first
             raise KeyboardInterrupt
-        stages.lib.params.load_raw = _load_raw
+        stages.plumbing.params.load_raw = _load_raw
     """)
     result = project.script(prelude, *args)
     assert_interrupted(result)
@@ -840,7 +840,7 @@ def test_sigint_during_the_range_test(project):
 def test_ctrl_c_during_a_c_extension_import_is_an_interrupt(capsys):
     """TensorFlow's pybind11 modules turn a Ctrl-C during their import into
     `ImportError: initialization failed` caused by the KeyboardInterrupt (seen in CI)."""
-    from stages.lib.cli import run
+    from stages.plumbing.cli import run
 
     def main(argv):
         try:
@@ -856,7 +856,7 @@ def test_ctrl_c_during_a_c_extension_import_is_an_interrupt(capsys):
 
 
 def test_other_errors_still_propagate(capsys):
-    from stages.lib.cli import run
+    from stages.plumbing.cli import run
 
     def main(argv):
         raise ImportError("a real missing module")

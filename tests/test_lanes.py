@@ -17,7 +17,7 @@ import pytest
 
 from scripts import lanes
 from scripts.lanes import Lanes, Plan, chain_lengths, estimated_costs, parse_args, ready, with_downstream
-from stages.lib.errors import StageError
+from stages.plumbing.errors import StageError
 
 WAIT_S = 60  # every wait of a stand-in stage: far beyond what starting a Python process takes
 

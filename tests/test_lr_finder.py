@@ -21,7 +21,6 @@ import math
 import numpy as np
 import pytest
 
-from stages.lib.errors import StageError
 from stages.lib.lr_finder import (
     MIN_POINTS,
     RULES,
@@ -42,6 +41,7 @@ from stages.lib.lr_finder import (
     suggest_all,
     sweep_record,
 )
+from stages.plumbing.errors import StageError
 
 START, FACTOR = 1e-3, 1.05
 

@@ -19,20 +19,7 @@ import pytest
 import yaml
 from harness import EXAMPLE_PARAMS, ROOT, example_params
 
-from stages.lib import atomic, paths
 from stages.lib.lr_finder import RULES
-from stages.lib.params import (
-    MAX_BATCH_SIZE,
-    MAX_EPOCHS,
-    MAX_LIST,
-    MAX_REPEATS,
-    MAX_SEED,
-    MAX_STEPS_PER_EXECUTION,
-    dump_raw,
-    load_params,
-    load_raw,
-    parse_params,
-)
 from stages.lib.schema import (
     GRID_NEIGHBOURHOOD,
     INPUT_SIZE,
@@ -45,6 +32,19 @@ from stages.lib.schema import (
     LongRulesParams,
     ParamsError,
     count_params,
+)
+from stages.plumbing import atomic, paths
+from stages.plumbing.params import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_LIST,
+    MAX_REPEATS,
+    MAX_SEED,
+    MAX_STEPS_PER_EXECUTION,
+    dump_raw,
+    load_params,
+    load_raw,
+    parse_params,
 )
 
 LINE = re.compile(r"^params\.yaml: (?P<key>[^:]+): (?P<what>.+) \(got (?P<got>.*); expected (?P<expected>.+)\)$")

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from harness import ROOT, example_params
 
-from stages.lib import paths
-from stages.lib.paths import left_alone, prunable, recorded_archs
+from stages.plumbing import paths
+from stages.plumbing.paths import left_alone, prunable, recorded_archs
 
 EVIDENCE_DVC_YAML = "evidence/dvc.yaml"
 PRUNE_TIMEOUT_S = 60  # reads params.yaml and a few folders: well under a second
@@ -194,7 +194,7 @@ def test_prune_refuses_unknown_arguments(tmp_path):
 
 
 def test_each_stages_outputs_are_what_dvc_yaml_declares_with_its_cache_setting():
-    from stages.lib.paths import stage_outputs
+    from stages.plumbing.paths import stage_outputs
 
     for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
         spec = stage.get("do", stage)
@@ -254,4 +254,4 @@ def test_each_evidence_stages_reports_deps_are_what_the_paths_helpers_name(kind)
     for dep in deps:
         for old, new in EVIDENCE_ITEMS.items():
             dep = dep.replace(old, new)
-        assert dep in named, f"{kind}: dep {dep} is not named by stages/lib/paths.py"
+        assert dep in named, f"{kind}: dep {dep} is not named by stages/plumbing/paths.py"

@@ -1,4 +1,4 @@
-"""stages.lib.records: what earlier stages wrote is checked before use, and the committed results pass.
+"""stages.plumbing.records: what earlier stages wrote is checked before use, and the committed results pass.
 
 How a stage reports a damaged file, end to end, is in tests/test_faults.py.
 """
@@ -13,10 +13,10 @@ import pytest
 from harness import ROOT
 
 from stages import evaluate, report
-from stages.lib import paths, records
-from stages.lib.errors import StageError
 from stages.lib.lr_finder import RULES
-from stages.lib.records import INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe, Wrong, check
+from stages.plumbing import paths, records
+from stages.plumbing.errors import StageError
+from stages.plumbing.records import INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe, Wrong, check
 
 
 @pytest.mark.parametrize("path, command", [

@@ -14,10 +14,10 @@ from harness import example_params
 from scipy import stats as scipy_stats
 
 from stages import report as report_stage
-from stages.lib.errors import StageError
 from stages.lib.lr_finder import RULES
-from stages.lib.params import parse_params
 from stages.lib.report import ArchResult, conclusion, pairs, render_report
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import parse_params
 
 FIGURES = {"lr_range": "figures/lr_range.png", "lr_rules": "figures/lr_range_rules.png",
            "digits": "figures/digits.png", "confusion": "figures/confusion.png",

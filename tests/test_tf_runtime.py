@@ -1,4 +1,4 @@
-"""stages.lib.tf_runtime and stages.lib.machine: numerics fixed before TensorFlow loads, a stderr
+"""stages.lib.tf_runtime and stages.plumbing.machine: numerics fixed before TensorFlow loads, a stderr
 without TensorFlow's native log lines, and a record of the machine behind every result.
 
 TensorFlow runs in child processes here: its numerics are fixed at import, once per process.
@@ -14,8 +14,8 @@ import sys
 import pytest
 from harness import ROOT
 
-from stages.lib import machine
 from stages.lib.tf_runtime import NATIVE_LOG_LINE, PORTABLE_ENV, numerics_env
+from stages.plumbing import machine
 
 TF_CHILD_TIMEOUT_S = 300  # a child that imports TensorFlow: seconds, more on a busy machine
 

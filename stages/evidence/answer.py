@@ -10,26 +10,26 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib import paths, records
 from stages.lib.answer import Answer, Records, answer, learning_curves, per_class, pick_points
 from stages.lib.answer_md import render
-from stages.lib.atomic import write_text
-from stages.lib.cli import run
-from stages.lib.errors import StageError
 from stages.lib.evidence import SCORE_DIGITS, distinct_picks, grid_best, rate_for, unpack_bits
 from stages.lib.figures import cost_figure, grid_figure, long_curves_figure, per_class_figure, rule_picks_figure
 from stages.lib.lr_finder import RULES, chosen_rate
-from stages.lib.params import load_params
-from stages.lib.records import ANY, INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
 from stages.lib.schema import Params, ParamsError, count_params
 from stages.lib.stats import Interval
+from stages.plumbing import paths, records
+from stages.plumbing.atomic import write_text
+from stages.plumbing.cli import run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
+from stages.plumbing.records import ANY, INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
 
 REBUILD = "rebuild it with `dvc repro evidence/dvc.yaml`"
 REBUILD_QUICK = "rebuild it with `dvc repro` (the quick study), then `dvc repro evidence/dvc.yaml`"
 FIGURES = {"curves": "long_curves.png", "cost": "cost.png", "classes": "per_class.png", "grid": "grid.png",
            "picks": "rule_picks.png"}
 
-# What the answer relies on in each record (stages.lib.records explains the notation).
+# What the answer relies on in each record (stages.plumbing.records explains the notation).
 SCORES = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
 RUN = {"lr": POSITIVE, "epochs_run": INT, "best_epoch": Maybe(INT), "failed": Maybe(STR),
        "history": ListOf({"val_accuracy": Maybe(NUMBER)}), **{f"{key}?": NUMBER for key in SCORES}}

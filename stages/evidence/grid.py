@@ -6,9 +6,9 @@ Usage: python -m stages.evidence.grid <arch> <seed>
 from __future__ import annotations
 
 from stages.evidence.one_epoch import train_rates
-from stages.lib.cli import run
 from stages.lib.evidence import unit
-from stages.lib.params import load_params
+from stages.plumbing.cli import run
+from stages.plumbing.params import load_params
 
 
 def main(argv: list[str]) -> None:

@@ -6,11 +6,11 @@ Usage: python -m stages.evidence.long <arch> <seed>
 from __future__ import annotations
 
 from stages.evidence.until_early_stopping import train_long
-from stages.lib import paths
-from stages.lib.cli import read_json, run
 from stages.lib.evidence import unit
 from stages.lib.lr_finder import chosen_rate
-from stages.lib.params import load_params
+from stages.plumbing import paths
+from stages.plumbing.cli import read_json, run
+from stages.plumbing.params import load_params
 
 
 def main(argv: list[str]) -> None:

@@ -7,11 +7,11 @@ Usage: python -m stages.evidence.long_rules <source> <seed>
 from __future__ import annotations
 
 from stages.evidence.until_early_stopping import train_long
-from stages.lib import paths
-from stages.lib.cli import read_json, run
-from stages.lib.errors import StageError
 from stages.lib.evidence import grid_best, rate_for, unit
-from stages.lib.params import load_params
+from stages.plumbing import paths
+from stages.plumbing.cli import read_json, run
+from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
 
 
 def main(argv: list[str]) -> None:

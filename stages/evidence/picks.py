@@ -6,10 +6,10 @@ Usage: python -m stages.evidence.picks <arch> <seed>
 from __future__ import annotations
 
 from stages.evidence.one_epoch import train_rates
-from stages.lib import paths
-from stages.lib.cli import read_json, run
 from stages.lib.evidence import distinct_picks, unit
-from stages.lib.params import load_params
+from stages.plumbing import paths
+from stages.plumbing.cli import read_json, run
+from stages.plumbing.params import load_params
 
 
 def main(argv: list[str]) -> None:

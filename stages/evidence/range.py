@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import machine, paths
-from stages.lib.atomic import write_csv, write_json
-from stages.lib.cli import run
 from stages.lib.data import load_prepared
 from stages.lib.evidence import unit
 from stages.lib.lr_finder import CURVE_COLUMNS, curve_rows, sweep_record
-from stages.lib.params import load_params
 from stages.lib.tf_runtime import load_keras_model
+from stages.plumbing import machine, paths
+from stages.plumbing.atomic import write_csv, write_json
+from stages.plumbing.cli import run
+from stages.plumbing.params import load_params
 
 
 def main(argv: list[str]) -> None:

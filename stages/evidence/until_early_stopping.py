@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from stages.lib import machine, paths
-from stages.lib.atomic import write_json
 from stages.lib.data import load_prepared
 from stages.lib.evidence import train_run
 from stages.lib.schema import Params
 from stages.lib.tf_runtime import load_keras_model
+from stages.plumbing import machine, paths
+from stages.plumbing.atomic import write_json
 
 
 def train_long(kind: str, params: Params, name: str, seed: int, lr: float, how: str, rate: str | None = None,

@@ -10,11 +10,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stages.lib.atomic import atomic_path
-from stages.lib.errors import StageError
 from stages.lib.idx import IDX_FILES, parse_idx
-from stages.lib.paths import PREPARED_DIR, RAW_DIR
 from stages.lib.schema import NUM_CLASSES
+from stages.plumbing.atomic import atomic_path
+from stages.plumbing.errors import StageError
+from stages.plumbing.paths import PREPARED_DIR, RAW_DIR
 
 PARTS = ("train", "val", "test")
 IMAGE_SHAPE = (28, 28)

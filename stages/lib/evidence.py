@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from stages.lib.data import scale
-from stages.lib.errors import StageError
 from stages.lib.mlp import OUTPUT_ACTIVATION, Mlp
 from stages.lib.schema import GRID_NEIGHBOURHOOD, TrainParams
 from stages.lib.scoring import confusion_matrix, scores
+from stages.plumbing.errors import StageError
 
 SCORE_DIGITS = 6
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")

@@ -13,7 +13,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from stages.lib.atomic import atomic_path  # noqa: E402
+from stages.plumbing.atomic import atomic_path  # noqa: E402
 
 
 def save(fig: plt.Figure, path: Path) -> None:

@@ -17,9 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages.lib.atomic import atomic_path
 from stages.lib.lr_finder import Curve, Stopper, batch_sizes, exponential_lrs
 from stages.lib.schema import Arch, ComputeParams, LrRangeParams, TrainParams
+from stages.plumbing.atomic import atomic_path
 
 NUM_CLASSES = 10
 EVAL_BATCH_SIZE = 1000  # only speed depends on it: loss and accuracy are means over all images

@@ -37,8 +37,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stages.lib.errors import StageError
 from stages.lib.schema import MAX_HIDDEN_LAYERS, MAX_PARAMS, count_params
+from stages.plumbing.errors import StageError
 
 CONFIG_ENTRY = "config.json"
 WEIGHTS_ENTRY = "model.weights.h5"

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.lib import paths
 from stages.lib.lr_finder import RULES
 from stages.lib.schema import Params
 from stages.lib.stats import CONFIDENCE, Interval, welch_interval
+from stages.plumbing import paths
 
 # answer.md, the evidence pipeline's report, as report.md links it (both are in reports/).
 ANSWER_LINK = paths.ANSWER_MD.relative_to(paths.REPORT_MD.parent).as_posix()

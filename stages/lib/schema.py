@@ -1,6 +1,6 @@
 """What params.yaml means: the shape of each section, its defaults, and what follows from it
 (training seeds, the rule per arch). This module shapes results, so every stage lists it
-in its dvc.yaml deps; reading and checking the file is stages.lib.params's job.
+in its dvc.yaml deps; reading and checking the file is stages.plumbing.params's job.
 """
 
 from __future__ import annotations

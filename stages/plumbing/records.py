@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from stages.lib import paths
-from stages.lib.cli import read_json
-from stages.lib.errors import StageError
+from stages.plumbing import paths
+from stages.plumbing.cli import read_json
+from stages.plumbing.errors import StageError
 
 
 @dataclass(frozen=True)

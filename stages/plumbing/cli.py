@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from stages.lib import paths
-from stages.lib.atomic import written_paths
-from stages.lib.errors import RESOURCE_ERRNOS, StageError, memory_message, resource_message
 from stages.lib.schema import ParamsError
+from stages.plumbing import paths
+from stages.plumbing.atomic import written_paths
+from stages.plumbing.errors import RESOURCE_ERRNOS, StageError, memory_message, resource_message
 
 
 def run(main: Callable[[list[str]], None], skip_teardown: bool = False, usage: str | None = None) -> None:
