@@ -58,9 +58,9 @@ from harness import (
 )
 
 from stages.lib.idx import encode_idx
+from stages.plumbing import paths
 
 RULE = "flat_center"  # the tests' params' lr_range.rule
-DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 NEEDS_STAND_IN = {"lr_range", "train"}  # what imports keras_model
 MESSAGE_STARTS = ("error: ", "params.yaml: ")
 FIX_MARKERS = ("`", "rerun", "usage:", "expected")  # a command to run, what to do, or what is expected
@@ -87,14 +87,11 @@ def run(project: Project, made: Made, args: tuple[str, ...], patch: str = "") ->
 
 
 def declared_outputs(args: tuple[str, ...]) -> list[str]:
-    """What this run may write or replace: its stage's outs, metrics and plots in dvc.yaml."""
+    """What this run may write or replace: its stage's outputs (paths.OUTPUTS, which test_paths holds against
+    dvc.yaml)."""
     if "." in args[0]:
         return []  # the scripts behind make targets checked here write nothing when they fail
-    spec = DVC_STAGES[args[0]]
-    spec = spec.get("do", spec)
-    entries = [e for kind in ("outs", "metrics", "plots") for e in spec.get(kind, [])]
-    names = [e if isinstance(e, str) else next(iter(e)) for e in entries]
-    return [name.replace("${key}", args[1]) if len(args) > 1 else name for name in names]
+    return stage_outputs("@".join(args[:2]))
 
 
 def assert_one_message(result: Result, code: int, expect: tuple[str, ...]) -> None:
@@ -386,7 +383,7 @@ FAULTS = {
     "params-nan-smoothing": Fault(SPLIT, raw, ("params.yaml: lr_range.smoothing: out of range (got nan",),
                                   edit_text("params.yaml", lambda t: t.replace("smoothing: 0.98", "smoothing: .nan")),
                                   code=2),
-    "params-tab-for-indentation": Fault(SPLIT, raw, ("params.yaml: not valid YAML: line 2, column 1", "rerun"),
+    "params-tab-for-indentation": Fault(SPLIT, raw, ("params.yaml: not valid YAML: line 3, column 1", "rerun"),
                                         edit_text("params.yaml", lambda t: t.replace("\n  ", "\n\t", 1)), code=2),
     # -- wrong arguments to every script behind a make target (and a stage)
     "evaluate-without-its-arch": Fault(("evaluate",), for_evaluate, ("usage: python -m stages.evaluate <arch>",),
@@ -567,8 +564,8 @@ DVC_SUBSET = {
 
 
 def stage_outputs(stage: str) -> list[str]:
-    name, _, arch = stage.partition("@")
-    return declared_outputs((name, arch) if arch else (name,))
+    """``stage``'s outputs; none for a stage dvc.yaml does not have (like evaluate without its arch)."""
+    return [path.as_posix() for path in paths.stage_outputs(stage) or {}]
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -70,10 +71,10 @@ def rel(root, found):
 
 def test_a_removed_archs_outputs_are_prunable_and_the_kept_archs_are_not(tmp_path):
     ran(tmp_path, "base", "gone")
-    assert rel(tmp_path, prunable(["base"], tmp_path)) == [
-        "reports/train/gone.json", "reports/lr_range/gone.json", "models/gone", "models/logs/gone",
-        "reports/lr_range/gone.csv", "reports/history/gone.csv", "reports/metrics/gone.json",
-        "reports/errors/gone.json", "reports/timings/gone.lr_range.json", "reports/timings/gone.train.json",
+    assert rel(tmp_path, prunable(["base"], tmp_path)) == [  # in the order the stages write them
+        "reports/lr_range/gone.csv", "reports/lr_range/gone.json", "reports/timings/gone.lr_range.json",
+        "models/gone", "models/logs/gone", "reports/train/gone.json", "reports/history/gone.csv",
+        "reports/timings/gone.train.json", "reports/errors/gone.json", "reports/metrics/gone.json",
         "reports/timings/gone.evaluate.json",
     ]
 
@@ -193,19 +194,25 @@ def test_prune_refuses_unknown_arguments(tmp_path):
     assert done.returncode == 1 and done.stderr.startswith("error: usage:") and "Traceback" not in done.stderr
 
 
+ARCH, SEED, RATE = "zz9", 7, "notebook"  # stand-ins for a matrix stage's ${item.*}
+
+
 def test_each_stages_outputs_are_what_dvc_yaml_declares_with_its_cache_setting():
     from stages.plumbing.paths import stage_outputs
 
     for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
-        spec = stage.get("do", stage)
-        declared = {}
-        for kind in ("outs", "metrics", "plots"):
-            for entry in spec.get(kind, []):
-                path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
-                declared[path.replace("${key}", "zz9")] = options.get("cache", True)
-        stage_name = f"{name}@zz9" if "foreach" in stage else name
+        declared = declared_outputs(stage.get("do", stage), {"${key}": ARCH})
+        stage_name = f"{name}@{ARCH}" if "foreach" in stage else name
         assert {p.as_posix(): cached for p, cached in stage_outputs(stage_name).items()} == declared, stage_name
     assert stage_outputs("nonesuch") is None and stage_outputs("nonesuch@base") is None
+
+
+def test_each_output_names_the_stage_that_writes_it():
+    for out in paths.OUTPUTS.values():
+        assert paths.writer(out.at(ARCH)) == (f"{out.stage}@{ARCH}" if out.per_arch else out.stage)
+        assert out.at(ARCH) in paths.stage_outputs(paths.writer(out.at(ARCH)))
+    assert paths.writer(Path("reports/notes.json")) is None
+    assert paths.writer(paths.model_file(ARCH, 1)) is None  # a file inside an output: not an output itself
 
 
 def declared_outputs(spec: dict, substitutions: dict[str, str]) -> dict[str, bool]:
@@ -220,7 +227,6 @@ def declared_outputs(spec: dict, substitutions: dict[str, str]) -> dict[str, boo
     return declared
 
 
-ARCH, SEED, RATE = "zz9", 7, "notebook"  # stand-ins for a matrix stage's ${item.*}
 EVIDENCE_ITEMS = {"${item.arch}": ARCH, "${item.seed}": str(SEED), "${item.rate}": RATE,
                   "${evidence.long_rules.arch}": ARCH}
 

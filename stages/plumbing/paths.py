@@ -1,20 +1,16 @@
-"""Where each stage writes, per architecture (dvc.yaml spells the same paths)."""
+"""Where each stage writes: the quick study's outputs in one table (OUTPUTS), the evidence's records by kind, arch
+and seed, and which leftovers of removed archs `make prune` may remove."""
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from stages.lib.lr_finder import RULES
 from stages.lib.schema import GRID_NEIGHBOURHOOD
 
-RAW_DIR = Path("data/raw")
-PREPARED_DIR = Path("data/prepared")
-MODELS = Path("models")
 REPORTS = Path("reports")
-
-
-LOGS = MODELS / "logs"  # so no arch may be called "logs"
 SEED_NAME = re.compile(r"seed-\d+")
 SEED_FILE = re.compile(r"seed-\d+\.keras")
 # What keras.callbacks.TensorBoard (profile_batch=0, write_graph=False) writes in a run's log folder.
@@ -22,9 +18,54 @@ TENSORBOARD_PARTS = ("train", "validation")
 TENSORBOARD_EVENTS = "events.out.tfevents."
 
 
+@dataclass(frozen=True)
+class Output:
+    """One output of the quick study (dvc.yaml): the stage that writes it, its path (``{arch}``: the arch of a
+    per-arch stage) and whether DVC caches it (True) or it is committed to git (`cache: false`)."""
+    stage: str
+    path: str
+    cached: bool
+
+    @property
+    def per_arch(self) -> bool:
+        return "{arch}" in self.path
+
+    def at(self, arch: str = "") -> Path:
+        return Path(self.path.format(arch=arch))
+
+
+# Every output of dvc.yaml, once: the helpers below, stage_outputs, arch_outputs and writer() read this table,
+# and tests/test_paths.py holds it against dvc.yaml.
+OUTPUTS = {
+    "raw": Output("download", "data/raw", True),
+    "prepared": Output("split", "data/prepared", True),
+    "lr_range_csv": Output("lr_range", "reports/lr_range/{arch}.csv", False),
+    "lr_range_json": Output("lr_range", "reports/lr_range/{arch}.json", False),
+    # Wall times, kept apart so that a rerun with the same result changes nothing downstream stages read.
+    "lr_range_timing": Output("lr_range", "reports/timings/{arch}.lr_range.json", False),
+    "models": Output("train", "models/{arch}", True),  # seed-<n>.keras per training seed
+    # TensorBoard logs, apart from the models: their file names hold the time, so a retrain that reproduces
+    # the same models must not change what evaluate depends on. No arch may be called "logs".
+    "logs": Output("train", "models/logs/{arch}", True),
+    "train_json": Output("train", "reports/train/{arch}.json", False),
+    "history_csv": Output("train", "reports/history/{arch}.csv", False),
+    "train_timing": Output("train", "reports/timings/{arch}.train.json", False),
+    # The first seed's confusion matrix and most confidently wrong test digits.
+    "errors_json": Output("evaluate", "reports/errors/{arch}.json", False),
+    "metrics_json": Output("evaluate", "reports/metrics/{arch}.json", False),
+    "evaluate_timing": Output("evaluate", "reports/timings/{arch}.evaluate.json", False),
+    "report_md": Output("report", "reports/report.md", False),
+    "figures": Output("report", "reports/figures", False),
+}
+RAW_DIR = OUTPUTS["raw"].at()
+PREPARED_DIR = OUTPUTS["prepared"].at()
+REPORT_MD = OUTPUTS["report_md"].at()
+FIGURES = OUTPUTS["figures"].at()
+LOGS = Path(OUTPUTS["logs"].path).parent
+
+
 def model_dir(arch: str) -> Path:
-    """One folder per arch (one DVC output): the kept model of each training seed."""
-    return MODELS / arch
+    return OUTPUTS["models"].at(arch)
 
 
 def model_file(arch: str, seed: int, folder: Path | None = None) -> Path:
@@ -32,9 +73,7 @@ def model_file(arch: str, seed: int, folder: Path | None = None) -> Path:
 
 
 def logs_dir(arch: str) -> Path:
-    """TensorBoard logs, apart from the models: their file names hold the time, so a retrain
-    that reproduces the same models must not change what evaluate depends on."""
-    return LOGS / arch
+    return OUTPUTS["logs"].at(arch)
 
 
 def tensorboard_dir(arch: str, seed: int, folder: Path | None = None) -> Path:
@@ -42,38 +81,55 @@ def tensorboard_dir(arch: str, seed: int, folder: Path | None = None) -> Path:
 
 
 def lr_range_csv(arch: str) -> Path:
-    return REPORTS / "lr_range" / f"{arch}.csv"
+    return OUTPUTS["lr_range_csv"].at(arch)
 
 
 def lr_range_json(arch: str) -> Path:
-    return REPORTS / "lr_range" / f"{arch}.json"
+    return OUTPUTS["lr_range_json"].at(arch)
 
 
 def history_csv(arch: str) -> Path:
-    return REPORTS / "history" / f"{arch}.csv"
+    return OUTPUTS["history_csv"].at(arch)
 
 
 def train_json(arch: str) -> Path:
-    return REPORTS / "train" / f"{arch}.json"
+    return OUTPUTS["train_json"].at(arch)
 
 
 def timing_json(arch: str, stage: str) -> Path:
-    """Wall time of one stage's work; kept apart so that a rerun with the same result changes
-    nothing downstream stages read."""
-    return REPORTS / "timings" / f"{arch}.{stage}.json"
+    return OUTPUTS[f"{stage}_timing"].at(arch)
 
 
 def metrics_json(arch: str) -> Path:
-    return REPORTS / "metrics" / f"{arch}.json"
+    return OUTPUTS["metrics_json"].at(arch)
 
 
 def errors_json(arch: str) -> Path:
-    """The first seed's confusion matrix and most confidently wrong test digits."""
-    return REPORTS / "errors" / f"{arch}.json"
+    return OUTPUTS["errors_json"].at(arch)
 
 
-REPORT_MD = REPORTS / "report.md"
-FIGURES = REPORTS / "figures"
+def stage_outputs(stage: str) -> dict[Path, bool] | None:
+    """What a dvc.yaml stage (``train@base``) writes, each with whether DVC caches it; None for a stage this
+    pipeline does not have."""
+    name, _, arch = stage.partition("@")
+    outputs = {out.at(arch): out.cached for out in OUTPUTS.values() if out.stage == name and out.per_arch == bool(arch)}
+    return outputs or None
+
+
+def arch_outputs(arch: str) -> list[Path]:
+    """Everything the quick study's per-arch stages write for ``arch``."""
+    return [out.at(arch) for out in OUTPUTS.values() if out.per_arch]
+
+
+def writer(path: Path) -> str | None:
+    """The stage (``evaluate@base``) that writes ``path``, None when no stage of dvc.yaml does."""
+    for out in OUTPUTS.values():
+        pattern = re.escape(out.path).replace(re.escape("{arch}"), "(?P<arch>[^/]+)")
+        match = re.fullmatch(pattern, Path(path).as_posix())
+        if match:
+            return f"{out.stage}@{match['arch']}" if out.per_arch else out.stage
+    return None
+
 
 # The evidence pipeline (evidence/dvc.yaml): one record per stage, <kind>/<arch>/seed-<n>.json, so that
 # a stage can depend on one arch's folder of another kind.
@@ -100,29 +156,6 @@ def evidence_timing(kind: str, arch: str, seed: int, rate: str | None = None) ->
     """Kept apart from the records, so that a rerun with the same results changes nothing downstream."""
     return EVIDENCE / "timings" / evidence_json(kind, arch, seed, rate).relative_to(EVIDENCE)
 
-def stage_outputs(stage: str) -> dict[Path, bool] | None:
-    """What a dvc.yaml stage (``train@base``) writes, each with whether DVC caches it (False: committed to
-    git, `cache: false`); None for a stage this pipeline does not have. tests/test_paths.py checks dvc.yaml."""
-    name, _, arch = stage.partition("@")
-    per_arch = {
-        "lr_range": lambda: {lr_range_csv(arch): False, lr_range_json(arch): False, timing_json(arch, name): False},
-        "train": lambda: {model_dir(arch): True, logs_dir(arch): True, train_json(arch): False,
-                          history_csv(arch): False, timing_json(arch, name): False},
-        "evaluate": lambda: {errors_json(arch): False, metrics_json(arch): False, timing_json(arch, name): False},
-    }
-    if arch:
-        return per_arch[name]() if name in per_arch else None
-    return {"download": {RAW_DIR: True}, "split": {PREPARED_DIR: True},
-            "report": {REPORT_MD: False, FIGURES: False}}.get(name)
-
-
-def arch_outputs(arch: str) -> list[Path]:
-    """Everything the quick study's per-arch stages write for ``arch``."""
-    return [train_json(arch), lr_range_json(arch), model_dir(arch), logs_dir(arch), lr_range_csv(arch),
-            history_csv(arch), metrics_json(arch), errors_json(arch),
-            *(timing_json(arch, stage) for stage in ("lr_range", "train", "evaluate"))]
-
-
 def evidence_folders(arch: str) -> list[tuple[str, Path]]:
     """(kind, folder) of each folder the evidence stages write ``arch``'s files in: records and timings."""
     return [(kind, folder) for kind in EVIDENCE_KINDS
@@ -141,9 +174,9 @@ def _arch_named(record: Path) -> str | None:
 def recorded_archs(root: Path = Path(".")) -> set[str]:
     """Archs some run of either pipeline wrote results for: the train and range-test records say so, each named
     after its arch, and the evidence records, each in its arch's folder."""
-    names = {record.stem for record in (*(root / REPORTS / "train").glob("*.json"),
-                                        *(root / REPORTS / "lr_range").glob("*.json"))
-             if _arch_named(record) == record.stem}
+    records = (record for key in ("train_json", "lr_range_json")
+               for record in root.glob(OUTPUTS[key].path.format(arch="*")))
+    names = {record.stem for record in records if _arch_named(record) == record.stem}
     names |= {record.parent.name for kind in EVIDENCE_KINDS for record in (root / EVIDENCE / kind).glob("*/*.json")
               if _arch_named(record) == record.parent.name}
     return names

@@ -110,21 +110,8 @@ def damaged(path: Path, what: str) -> StageError:
 
 def rebuild_command(path: Path) -> str:
     """What rebuilds ``path``: the stage that writes it."""
-    path = Path(path)
-    arch = path.name.split(".")[0]
-    for stage, outputs in _per_arch_outputs(arch).items():
-        if path in outputs:
-            return f"`dvc repro -f {stage}@{arch}`"
-    return "`dvc repro -f` on the stage that writes it"
-
-
-def _per_arch_outputs(arch: str) -> dict[str, tuple[Path, ...]]:
-    """The files each per-arch stage writes (dvc.yaml spells the same)."""
-    return {
-        "lr_range": (paths.lr_range_json(arch), paths.lr_range_csv(arch), paths.timing_json(arch, "lr_range")),
-        "train": (paths.train_json(arch), paths.history_csv(arch), paths.timing_json(arch, "train")),
-        "evaluate": (paths.metrics_json(arch), paths.errors_json(arch), paths.timing_json(arch, "evaluate")),
-    }
+    stage = paths.writer(path)
+    return f"`dvc repro -f {stage}`" if stage else "`dvc repro -f` on the stage that writes it"
 
 
 def check(value: Any, spec: Any, where: str) -> None:
