@@ -155,10 +155,11 @@ def wait_for_files(*paths: Path) -> None:
         time.sleep(0.01)
 
 
+# The event file is made inside the try: a Ctrl-C that comes right after it is caught, never between the two.
 STOPPABLE = ("import signal\n"
              "if STAGE.startswith('stubborn'): signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-             "(EVENTS / STAGE).touch()  # its signal handling is set up\n"
              "try:\n"
+             "    (EVENTS / STAGE).touch()  # its signal handling is set up\n"
              "    wait_for('never')\n"
              "except KeyboardInterrupt:\n"
              "    print('cleaned up'); sys.exit(130)\n")
