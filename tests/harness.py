@@ -37,6 +37,7 @@ import yaml
 from scripts.lanes import RUNNING
 from stages.lib.data import Split, save_prepared, split_train_val
 from stages.lib.idx import IDX_FILES, encode_idx, sha256_bytes
+from stages.plumbing import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -474,10 +475,10 @@ def snapshot(folder: Path) -> dict[str, bytes | None] | None:
             for p in sorted(folder.rglob("*"))}
 
 
-# What the quick study's stages make but for the timings, the TensorBoard logs (their names hold the time)
-# and the report that shows the timings: the same params give these the same bytes.
-RESULT_FOLDERS = ("data", "models", *(f"reports/{kind}" for kind in ("lr_range", "history", "train", "metrics",
-                                                                      "errors")))
+# The folders of what the quick study's stages make (paths.OUTPUTS) but for the timings and the report that
+# shows them: the same params give these the same bytes (but for the TensorBoard logs, whose names hold the time).
+RESULT_FOLDERS = sorted({out.at("x").parts[0] if out.cached else out.at("x").parent.as_posix()
+                         for out in paths.OUTPUTS.values() if out.stage != "report" and "timings" not in out.path})
 
 
 def results(p: Project) -> dict[str, bytes | None]:
