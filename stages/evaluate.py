@@ -13,19 +13,15 @@ import time
 
 import numpy as np
 
+from stages.lib import shapes
 from stages.lib.data import load_prepared, part_size, scale
 from stages.lib.mlp import Mlp, load_mlp
 from stages.lib.scoring import confident_errors, confusion_matrix, scores, summarize
 from stages.plumbing import machine, paths, records
-from stages.plumbing.atomic import write_json
 from stages.plumbing.cli import arch_name, run
 from stages.plumbing.params import load_params
-from stages.plumbing.records import INT, POSITIVE, STR, ListOf, Maybe
 
 CONFIDENT_ERRORS = 8  # per arch, shown in the report
-# What evaluate relies on in reports/train/<arch>.json (stages.plumbing.records explains the notation).
-TRAIN_RECORD = {"lr": POSITIVE, "lr_chosen_by": STR, "failed": Maybe(STR),
-                "runs": ListOf({"seed": INT, "epochs_run": INT, "best_epoch": Maybe(INT)}, min_len=1)}
 
 
 class NotFinite(Exception):
@@ -54,7 +50,7 @@ def unscored(trained: dict) -> dict[str, dict]:
 def main(argv: list[str]) -> None:
     name = arch_name(argv, "evaluate")
     load_params().arch(name)
-    trained = records.read(paths.train_json(name), TRAIN_RECORD)
+    trained = records.read(paths.train_json(name), shapes.TRAIN)
     data = load_prepared(parts=("val", "test"))  # the 55,000 training images are not needed
     n_train = part_size("train")
     models = {r["seed"]: load_mlp(paths.model_file(name, r["seed"])) for r in trained["runs"]}
@@ -88,12 +84,14 @@ def main(argv: list[str]) -> None:
         **summarize(per_seed),
         "seeds": per_seed,
     }
-    write_json(paths.metrics_json(name), metrics)
-    write_json(paths.errors_json(name), errors or {"seed": None, "confusion": None, "confident_errors": []})
+    records.write_json(paths.metrics_json(name), metrics, shapes.METRICS)
+    records.write_json(paths.errors_json(name), errors or {"seed": None, "confusion": None, "confident_errors": []},
+                       shapes.ERRORS)
     thousands = len(data["test"][1]) * len(models) / 1000
-    write_json(paths.timing_json(name, "evaluate"),
-               {"inference_ms_per_1000_images": round(1000 * seconds / thousands, 2) if seconds else None,
-                "machine": machine.record()})
+    records.write_json(paths.timing_json(name, "evaluate"),
+                       {"inference_ms_per_1000_images": round(1000 * seconds / thousands, 2) if seconds else None,
+                        "machine": machine.record()},
+                       shapes.TIMINGS["evaluate"])
     if trained["failed"]:
         print(f"evaluate@{name}: not evaluated, training failed: {trained['failed']}")
     elif failed:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import time
 
+from stages.lib import shapes
 from stages.lib.data import load_prepared, part_size
 from stages.lib.lr_finder import CURVE_COLUMNS, MIN_POINTS, SKIP_END, SKIP_START, curve_rows, sweep_record
 from stages.lib.tf_runtime import load_keras_model
-from stages.plumbing import machine, paths
-from stages.plumbing.atomic import write_csv, write_json
+from stages.plumbing import machine, paths, records
+from stages.plumbing.atomic import write_csv
 from stages.plumbing.cli import arch_name, run
 from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
@@ -41,10 +42,12 @@ def main(argv: list[str]) -> None:
     seconds = time.perf_counter() - started
 
     write_csv(paths.lr_range_csv(name), CURVE_COLUMNS, curve_rows(sweep.curve))
-    write_json(paths.lr_range_json(name), {"arch": name, **sweep_record(sweep.curve, sweep.stop_reason)})
-    write_json(paths.timing_json(name, "lr_range"),
-               {"seconds": round(seconds, 2),
-                "machine": machine.record(params.compute.numerics, params.compute.threads)})
+    records.write_json(paths.lr_range_json(name), {"arch": name, **sweep_record(sweep.curve, sweep.stop_reason)},
+                       shapes.LR_RANGE)
+    records.write_json(paths.timing_json(name, "lr_range"),
+                       {"seconds": round(seconds, 2),
+                        "machine": machine.record(params.compute.numerics, params.compute.threads)},
+                       shapes.TIMINGS["lr_range"])
     print(f"lr_range@{name}: {len(sweep.curve.lrs)} batches in {seconds:.1f} s; "
           f"stop: {sweep.stop_reason or 'none'}")
 

@@ -15,37 +15,17 @@ from stages.lib.figures import (
     lr_range_figure,
     lr_rules_figure,
 )
-from stages.lib.lr_finder import RULES
+from stages.lib.lr_finder import CURVE_COLUMNS
 from stages.lib.report import ArchResult, render_report
 from stages.lib.schema import Params
+from stages.lib.shapes import ERRORS, HISTORY_COLUMNS, LR_RANGE, METRICS, TIMINGS
 from stages.plumbing import paths, records
 from stages.plumbing.atomic import write_text
 from stages.plumbing.cli import run
 from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
-from stages.plumbing.records import INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
 
 SAMPLE_DIGITS = 20
-
-# What the report relies on in each file the stages wrote (stages.plumbing.records explains the notation).
-MACHINE = Maybe({"cpu": STR, "isa": STR, "cores": Maybe(INT)})
-TIMINGS = {
-    "lr_range": {"seconds": NUMBER, "machine?": MACHINE},
-    "train": {"seconds_per_epoch": NUMBER, "machine?": MACHINE},
-    "evaluate": {"inference_ms_per_1000_images": Maybe(NUMBER), "machine?": MACHINE},
-}
-METRICS = {"failed": Maybe(STR), "params": INT, "size_bytes": INT, "lr": POSITIVE, "lr_chosen_by": STR,
-           "n_train": INT, "n_test": INT, "repeats": INT, "val_accuracy": Maybe(NUMBER),
-           "test_accuracy": Maybe(NUMBER), "test_accuracy_std": Maybe(NUMBER), "test_loss": Maybe(NUMBER),
-           "seeds": MapOf({"epochs_run": INT, "val_accuracy?": NUMBER, "test_accuracy?": NUMBER})}
-LR_RANGE = {"picks": {rule: PICK for rule in RULES}, "steps": INT, "stop_step": Maybe(INT), "stop_reason": STR,
-            "min_smoothed_loss": Maybe(NUMBER), "lr_at_min": Maybe(NUMBER)}
-ERRORS = {"confusion": Maybe(ListOf(ListOf(INT, 10, 10), 10, 10)),
-          "confident_errors": ListOf({"index": INT, "label": INT, "predicted": INT, "confidence": NUMBER})}
-CURVE_COLUMNS = {"lr": float, "loss": float, "smoothed_loss": float}
-HISTORY_COLUMNS = {"seed": int, "epoch": int, "loss": float, "accuracy": float, "val_loss": float,
-                   "val_accuracy": float, "lr": float}
-
 
 def read_curve(path: Path) -> dict[str, np.ndarray]:
     rows = records.read_csv(path, CURVE_COLUMNS)

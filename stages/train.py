@@ -13,16 +13,17 @@ import json
 import subprocess
 import time
 
+from stages.lib import shapes
 from stages.lib.data import load_prepared, part_size
 from stages.lib.lr_finder import chosen_rate
 from stages.lib.tf_runtime import load_keras_model
 from stages.plumbing import machine, paths, records
-from stages.plumbing.atomic import atomic_dir, write_csv, write_json
+from stages.plumbing.atomic import atomic_dir, write_csv
 from stages.plumbing.cli import arch_name, run
 from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 
-HISTORY_COLUMNS = ("seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")
+HISTORY_HEADER = list(shapes.HISTORY_COLUMNS)
 
 
 def cost_line(name: str, epochs: int, steps: int, seeds: int, seconds_per_epoch: float | None) -> str:
@@ -64,9 +65,9 @@ def main(argv: list[str]) -> None:
     params = load_params()
     arch = params.arch(name)
     # Only the pick of the rule in use, and only when the rate is not fixed in params.
-    needed = {"picks": {params.rule_for(arch): records.PICK}} if arch.lr is None else {}
-    lr, how = chosen_rate(arch.lr, params.rule_for(arch), records.read(paths.lr_range_json(name), needed).get("picks"),
-                          name)
+    rule = params.rule_for(arch)
+    needed = {"picks": {rule: shapes.LR_RANGE["picks"][rule]}} if arch.lr is None else {}
+    lr, how = chosen_rate(arch.lr, rule, records.read(paths.lr_range_json(name), needed).get("picks"), name)
     steps = -(-part_size("train") // params.train.batch_size)
     print(cost_line(name, params.train.epochs, steps, len(params.seeds), last_seconds_per_epoch(name)), flush=True)
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
@@ -84,23 +85,24 @@ def main(argv: list[str]) -> None:
             keras_model.save_model(model, paths.model_file(name, seed, folder))
             runs.append({"seed": seed, "epochs_run": len(run.rows), "best_epoch": run.best_epoch,
                          "failed": run.failure})
-            history += [[seed, row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_COLUMNS[2:]] for row in run.rows]
+            history += [[seed, row["epoch"]] + [f"{row[key]:.6g}" for key in HISTORY_HEADER[2:]] for row in run.rows]
             print(f"train@{name} seed {seed}: " + (f"FAILED: {run.failure}" if run.failure else
                   f"lr {lr:.4g} ({how}), {len(run.rows)} epoch(s), kept epoch {run.best_epoch + 1}"), flush=True)
 
-    write_csv(paths.history_csv(name), HISTORY_COLUMNS, history)
+    write_csv(paths.history_csv(name), HISTORY_HEADER, history)
     failures = [f"seed {r['seed']}: {r['failed']}" for r in runs if r["failed"]]
-    write_json(paths.train_json(name), {
+    records.write_json(paths.train_json(name), {
         "arch": name,
         "lr": lr,
         "lr_chosen_by": how,
         "runs": runs,
         "failed": "; ".join(failures) or None,  # one failed seed fails the arch: its rate is not safe
-    })
+    }, shapes.TRAIN)
     epochs = sum(r["epochs_run"] for r in runs)
-    write_json(paths.timing_json(name, "train"),
-               {"seconds": round(seconds, 2), "seconds_per_epoch": round(seconds / max(epochs, 1), 3),
-                "machine": machine.record(params.compute.numerics, params.compute.threads)})
+    records.write_json(paths.timing_json(name, "train"),
+                       {"seconds": round(seconds, 2), "seconds_per_epoch": round(seconds / max(epochs, 1), 3),
+                        "machine": machine.record(params.compute.numerics, params.compute.threads)},
+                       shapes.TIMINGS["train"])
 
 
 if __name__ == "__main__":

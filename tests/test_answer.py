@@ -119,6 +119,7 @@ def records() -> dict[Path, dict]:
             seed = RANGE_SEEDS[r]
             files[paths.evidence_json("range", arch, seed)] = {
                 "kind": "range", "arch": arch, "seed": seed, "steps": 100, "stop_step": 99,
+                "stop_reason": "smoothed loss above 4 x its best", "min_smoothed_loss": 0.3, "lr_at_min": 0.5,
                 "picks": {rule: {"lr": lrs[r], "step": 1} for rule, lrs in PICKS.items()}}
             files[paths.evidence_timing("range", arch, seed)] = {"seconds": 2.0, "machine": MACHINE}
         picked = sorted({lr for lrs in PICKS.values() for lr in lrs})

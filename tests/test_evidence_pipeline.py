@@ -30,8 +30,9 @@ from harness import (
 )
 
 from scripts.check_lock import EVIDENCE_FIX
-from stages.lib.evidence import HISTORY_KEYS, distinct_picks, grid_best, rate_for
+from stages.lib.evidence import distinct_picks, grid_best, rate_for
 from stages.lib.lr_finder import CURVE_COLUMNS, RULES
+from stages.lib.shapes import RUN_HISTORY_KEYS
 from stages.plumbing import paths
 
 pytestmark = pytest.mark.slow
@@ -148,7 +149,7 @@ def check_run(run: dict, lr: float, max_epochs: int) -> None:
     """One training run's record (stages.lib.evidence.run_record)."""
     assert RUN_KEYS <= set(run) and run["lr"] == pytest.approx(lr), run
     assert 1 <= run["epochs_run"] <= max_epochs and len(run["history"]) == run["epochs_run"]
-    assert all(set(row) == set(HISTORY_KEYS) for row in run["history"])
+    assert all(set(row) == set(RUN_HISTORY_KEYS) for row in run["history"])
     scored = SCORE_KEYS & set(run)
     assert scored in (set(), SCORE_KEYS), run  # a run whose weights are not finite has no scores
     if scored:

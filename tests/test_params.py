@@ -23,9 +23,15 @@ from stages.lib.lr_finder import RULES
 from stages.lib.schema import (
     GRID_NEIGHBOURHOOD,
     INPUT_SIZE,
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
     MAX_HIDDEN_LAYERS,
+    MAX_LIST,
     MAX_NAME_LENGTH,
     MAX_PARAMS,
+    MAX_REPEATS,
+    MAX_SEED,
+    MAX_STEPS_PER_EXECUTION,
     NUM_CLASSES,
     Arch,
     EvidenceParams,
@@ -35,12 +41,6 @@ from stages.lib.schema import (
 )
 from stages.plumbing import atomic, paths
 from stages.plumbing.params import (
-    MAX_BATCH_SIZE,
-    MAX_EPOCHS,
-    MAX_LIST,
-    MAX_REPEATS,
-    MAX_SEED,
-    MAX_STEPS_PER_EXECUTION,
     dump_raw,
     load_params,
     load_raw,
@@ -734,3 +734,25 @@ def test_an_arch_name_never_looks_like_an_option(raw, name):
     line = only_problem(raw)
     assert_line(line, f"archs.{name}", name, "unsafe architecture name")
     assert line.endswith("not starting with -)")
+
+
+def test_every_param_says_what_it_does_and_what_it_allows():
+    """The schema is where a param is documented: one line beside its type, default and range."""
+    import typing
+    from dataclasses import is_dataclass
+
+    from stages.lib import schema
+
+    sections, seen = [schema.Params, schema.Arch], set()
+    while sections:
+        cls = sections.pop()
+        seen.add(cls.__name__)
+        hints = typing.get_type_hints(cls)
+        for f in schema.fields_of(cls):
+            meaning, allowed = f.metadata["meaning"], f.metadata["allowed"]
+            assert meaning and "\n" not in meaning, (cls.__name__, f.name)
+            assert isinstance(allowed, (schema.Range, schema.Choice, str)), (cls.__name__, f.name)
+            if is_dataclass(hints[f.name]):
+                sections.append(hints[f.name])
+    assert seen == {"Params", "Arch", "DataParams", "LrRangeParams", "TrainParams", "ComputeParams", "ReportParams",
+                    "EvidenceParams", "LongRulesParams"}

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from harness import ROOT
 
-from stages import evaluate, report
+from stages import report
+from stages.lib import shapes
 from stages.lib.lr_finder import RULES
 from stages.plumbing import paths, records
 from stages.plumbing.errors import StageError
@@ -79,35 +80,44 @@ def committed(pattern: str) -> list[Path]:
 
 
 def test_the_committed_results_pass_every_readers_checks():
-    """What the pipeline wrote reads clean."""
+    """What the pipeline wrote reads clean, each record against its one declared shape."""
     for path in committed("reports/metrics/*.json"):
         report.read_metrics(path)
-    for stage, spec in report.TIMINGS.items():
+    for stage, spec in shapes.TIMINGS.items():
         for path in committed(f"reports/timings/*.{stage}.json"):
             records.read(path, spec)
-    for path in committed("reports/lr_range/*.json"):
-        records.read(path, report.LR_RANGE)
-    for path in committed("reports/errors/*.json"):
-        records.read(path, report.ERRORS)
-    for path in committed("reports/train/*.json"):
-        records.read(path, evaluate.TRAIN_RECORD)
+    for pattern, spec in (("reports/lr_range/*.json", shapes.LR_RANGE), ("reports/errors/*.json", shapes.ERRORS),
+                          ("reports/train/*.json", shapes.TRAIN), ("reports/metrics/*.json", shapes.METRICS)):
+        for path in committed(pattern):
+            records.read(path, spec)
     for path in committed("reports/lr_range/*.csv"):
         report.read_curve(path)
     for path in committed("reports/history/*.csv"):
         report.read_history(path)
 
 
+def test_a_writer_refuses_a_record_that_is_not_its_declared_shape(tmp_path):
+    path = tmp_path / "base.json"
+    with pytest.raises(ValueError, match=r"base.json: not the record its shape declares: runs has 0 entries"):
+        records.write_json(path, {"arch": "base", "lr": 0.1, "lr_chosen_by": "x", "failed": None, "runs": []},
+                           shapes.TRAIN)
+    assert not path.exists()
+    records.write_json(path, {"arch": "base", "lr": 0.1, "lr_chosen_by": "x", "failed": None,
+                              "runs": [{"seed": 1, "epochs_run": 1, "best_epoch": 0, "failed": None}]}, shapes.TRAIN)
+    assert json.loads(path.read_text())["lr"] == 0.1
+
+
 def test_a_range_test_without_every_rules_pick_is_damaged(tmp_path):
     """One from before the rules were renamed, say: the report's rules table needs each rule's pick."""
-    record = {"steps": 3, "stop_step": None, "stop_reason": "sweep ran to the end", "min_smoothed_loss": 0.5,
-              "lr_at_min": 0.2, "picks": {"min_halved": {"lr": 0.1, "step": 1}}}
+    record = {"arch": "base", "steps": 3, "stop_step": None, "stop_reason": "sweep ran to the end",
+              "min_smoothed_loss": 0.5, "lr_at_min": 0.2, "picks": {"min_halved": {"lr": 0.1, "step": 1}}}
     path = tmp_path / "base.json"
     path.write_text(json.dumps(record))
     with pytest.raises(StageError, match="picks.notebook is missing"):
-        records.read(path, report.LR_RANGE)
+        records.read(path, shapes.LR_RANGE)
     record["picks"] = {rule: {"error": "too short"} for rule in RULES}
     path.write_text(json.dumps(record))
-    records.read(path, report.LR_RANGE)
+    records.read(path, shapes.LR_RANGE)
 
 
 # --- the report's checks across files ----------------------------------------------------------------

@@ -16,30 +16,20 @@ from stages.lib.evidence import SCORE_DIGITS, distinct_picks, grid_best, rate_fo
 from stages.lib.figures import cost_figure, grid_figure, long_curves_figure, per_class_figure, rule_picks_figure
 from stages.lib.lr_finder import RULES, chosen_rate
 from stages.lib.schema import Params, ParamsError, count_params
+from stages.lib.shapes import EVIDENCE, EVIDENCE_TIMING, LR_RANGE, SCORE_KEYS
 from stages.lib.stats import Interval
 from stages.plumbing import paths, records
 from stages.plumbing.atomic import write_text
 from stages.plumbing.cli import run
 from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
-from stages.plumbing.records import ANY, INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
 
 REBUILD = "rebuild it with `dvc repro evidence/dvc.yaml`"
 REBUILD_QUICK = "rebuild it with `dvc repro` (the quick study), then `dvc repro evidence/dvc.yaml`"
 FIGURES = {"curves": "long_curves.png", "cost": "cost.png", "classes": "per_class.png", "grid": "grid.png",
            "picks": "rule_picks.png"}
 
-# What the answer relies on in each record (stages.plumbing.records explains the notation).
-SCORES = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
-RUN = {"lr": POSITIVE, "epochs_run": INT, "best_epoch": Maybe(INT), "failed": Maybe(STR),
-       "history": ListOf({"val_accuracy": Maybe(NUMBER)}), **{f"{key}?": NUMBER for key in SCORES}}
-UNIT = {"kind": STR, "arch": STR, "seed": INT}
-RANGE = {**UNIT, "picks": MapOf(PICK)}
-ONE_EPOCH = {**UNIT, "runs": ListOf(RUN, 1)}
-LONG_RULES = {**UNIT, "lr_chosen_by": STR, **RUN}
-LONG = {**LONG_RULES, "test_correct?": STR, "confusion?": ListOf(ListOf(INT, 10, 10), 10, 10)}
-QUICK = {"picks": MapOf(PICK)}
-TIMING = {"seconds": NUMBER, "epochs?": INT, "machine": MapOf(ANY)}
+QUICK = {"picks": LR_RANGE["picks"]}  # what the answer reads of the quick study's range tests
 
 
 def damaged(path: Path, what: str, fix: str = REBUILD) -> StageError:
@@ -77,8 +67,8 @@ def check_runs(path: Path, runs: list[dict]) -> None:
     """Every run scored whole or not at all, with one history row per epoch run and its kept epoch among them."""
     for one in runs:
         kept = one["best_epoch"]
-        if len({key in one for key in SCORES}) > 1:
-            raise damaged(path, f"the run at rate {one['lr']:g} has some of {', '.join(SCORES)} but not all")
+        if len({key in one for key in SCORE_KEYS}) > 1:
+            raise damaged(path, f"the run at rate {one['lr']:g} has some of {', '.join(SCORE_KEYS)} but not all")
         if len(one["history"]) != one["epochs_run"] or not (kept is None or 0 <= kept < one["epochs_run"]):
             raise damaged(path, f"the run at rate {one['lr']:g} has {len(one['history'])} epochs of history, "
                                 f"epochs_run {one['epochs_run']} and best_epoch {kept}")
@@ -121,7 +111,7 @@ def check_seeds(params: Params) -> None:
 
 
 def read_ranges(params: Params) -> dict[str, dict[int, dict]]:
-    ranges = {arch: {s: read_unit("range", arch, s, RANGE) for s in params.evidence.range_seeds}
+    ranges = {arch: {s: read_unit("range", arch, s, EVIDENCE["range"]) for s in params.evidence.range_seeds}
               for arch in params.archs}
     for arch, by_seed in ranges.items():
         for s, record in by_seed.items():
@@ -135,7 +125,7 @@ def read_one_epoch(kind: str, params: Params, rates: dict[str, list[float]]) -> 
     """The grid or picks records; each must have a run at every one of its arch's ``rates``."""
     out = {}
     for arch in params.archs:
-        out[arch] = {s: read_unit(kind, arch, s, ONE_EPOCH) for s in params.evidence.seeds}
+        out[arch] = {s: read_unit(kind, arch, s, EVIDENCE[kind]) for s in params.evidence.seeds}
         for s, record in out[arch].items():
             check_runs(paths.evidence_json(kind, arch, s), record["runs"])
             missing = sorted(set(rates[arch]) - {run["lr"] for run in record["runs"]})
@@ -150,7 +140,7 @@ def read_longs(params: Params, quick: dict[str, dict]) -> tuple[dict[str, dict[i
     longs, tests = {}, set()
     for arch, a in params.archs.items():
         lr, how = chosen_rate(a.lr, params.rule_for(a), quick[arch], arch)
-        longs[arch] = {s: read_unit("long", arch, s, LONG) for s in params.evidence.seeds}
+        longs[arch] = {s: read_unit("long", arch, s, EVIDENCE["long"]) for s in params.evidence.seeds}
         for s, record in longs[arch].items():
             check_runs(paths.evidence_json("long", arch, s), [record])
             check_rate(paths.evidence_json("long", arch, s), record, lr, how)
@@ -170,7 +160,8 @@ def read_long_rules(params: Params, quick: dict[str, dict], grids: dict[str, dic
     out = {}
     for source in e.long_rules.rates:
         lr = rate_for(source, quick[arch], e.grid, best)
-        out[source] = {s: read_unit("long_rules", arch, s, LONG_RULES, source) for s in e.long_rules.seeds}
+        out[source] = {s: read_unit("long_rules", arch, s, EVIDENCE["long_rules"], source)
+                       for s in e.long_rules.seeds}
         for s, record in out[source].items():
             check_runs(paths.evidence_json("long_rules", arch, s, source), [record])
             check_rate(paths.evidence_json("long_rules", arch, s, source), record, lr, source)
@@ -186,7 +177,7 @@ def read_timings(params: Params) -> dict[str, dict[str, list[dict]]]:
     timings: dict[str, dict[str, list[dict]]] = {}
     for kind, keys in units.items():
         for arch, s, source in keys:
-            record = read(paths.evidence_timing(kind, arch, s, source), TIMING)
+            record = read(paths.evidence_timing(kind, arch, s, source), EVIDENCE_TIMING)
             timings.setdefault(kind, {}).setdefault(arch, []).append(record)
     return timings
 

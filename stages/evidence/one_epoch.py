@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
+from stages.lib import shapes
 from stages.lib.data import load_prepared
 from stages.lib.evidence import train_run
 from stages.lib.schema import Params
 from stages.lib.tf_runtime import load_keras_model
-from stages.plumbing import machine, paths
-from stages.plumbing.atomic import write_json
+from stages.plumbing import machine, paths, records
 
 
 def train_rates(kind: str, params: Params, name: str, seed: int, rates: list[float]) -> None:
@@ -23,7 +23,9 @@ def train_rates(kind: str, params: Params, name: str, seed: int, rates: list[flo
                               params.train.batch_size, params.compute))
         print(f"{kind}@{name}-{seed}: lr {lr:.4g}: val accuracy {runs[-1].get('val_accuracy')}", flush=True)
     seconds = time.perf_counter() - started
-    write_json(paths.evidence_json(kind, name, seed), {"kind": kind, "arch": name, "seed": seed, "runs": runs})
-    write_json(paths.evidence_timing(kind, name, seed),
-               {"seconds": round(seconds, 2), "epochs": len(rates),
-                "machine": machine.record(params.compute.numerics, params.compute.threads)})
+    records.write_json(paths.evidence_json(kind, name, seed), {"kind": kind, "arch": name, "seed": seed, "runs": runs},
+                       shapes.EVIDENCE[kind])
+    records.write_json(paths.evidence_timing(kind, name, seed),
+                       {"seconds": round(seconds, 2), "epochs": len(rates),
+                        "machine": machine.record(params.compute.numerics, params.compute.threads)},
+                       shapes.EVIDENCE_TIMING)

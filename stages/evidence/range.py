@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 
+from stages.lib import shapes
 from stages.lib.data import load_prepared
 from stages.lib.evidence import unit
 from stages.lib.lr_finder import CURVE_COLUMNS, curve_rows, sweep_record
 from stages.lib.tf_runtime import load_keras_model
-from stages.plumbing import machine, paths
-from stages.plumbing.atomic import write_csv, write_json
+from stages.plumbing import machine, paths, records
+from stages.plumbing.atomic import write_csv
 from stages.plumbing.cli import run
 from stages.plumbing.params import load_params
 
@@ -28,11 +29,13 @@ def main(argv: list[str]) -> None:
     sweep = keras_model.range_test(keras_model.build_model(arch, seed), x, y, params.lr_range, seed, params.compute)
     seconds = time.perf_counter() - started
     write_csv(paths.evidence_curve_csv(name, seed), CURVE_COLUMNS, curve_rows(sweep.curve))
-    write_json(paths.evidence_json("range", name, seed),
-               {"kind": "range", "arch": name, "seed": seed, **sweep_record(sweep.curve, sweep.stop_reason)})
-    write_json(paths.evidence_timing("range", name, seed),
-               {"seconds": round(seconds, 2), "machine": machine.record(params.compute.numerics,
-                                                                        params.compute.threads)})
+    records.write_json(paths.evidence_json("range", name, seed),
+                       {"kind": "range", "arch": name, "seed": seed, **sweep_record(sweep.curve, sweep.stop_reason)},
+                       shapes.EVIDENCE["range"])
+    records.write_json(paths.evidence_timing("range", name, seed),
+                       {"seconds": round(seconds, 2), "machine": machine.record(params.compute.numerics,
+                                                                                params.compute.threads)},
+                       shapes.EVIDENCE_TIMING)
     print(f"range@{name}-{seed}: {len(sweep.curve.lrs)} batches in {seconds:.1f} s")
 
 

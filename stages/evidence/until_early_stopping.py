@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
+from stages.lib import shapes
 from stages.lib.data import load_prepared
 from stages.lib.evidence import train_run
 from stages.lib.schema import Params
 from stages.lib.tf_runtime import load_keras_model
-from stages.plumbing import machine, paths
-from stages.plumbing.atomic import write_json
+from stages.plumbing import machine, paths, records
 
 
 def train_long(kind: str, params: Params, name: str, seed: int, lr: float, how: str, rate: str | None = None,
@@ -24,11 +24,13 @@ def train_long(kind: str, params: Params, name: str, seed: int, lr: float, how: 
     record = train_run(keras_model, arch, lr, seed, data, e.max_epochs, e.patience, params.train.batch_size,
                        params.compute, detail=detail)
     seconds = time.perf_counter() - started
-    write_json(paths.evidence_json(kind, name, seed, rate),
-               {"kind": kind, "arch": name, "seed": seed, "lr_chosen_by": how, **record})
-    write_json(paths.evidence_timing(kind, name, seed, rate),
-               {"seconds": round(seconds, 2), "epochs": record["epochs_run"],
-                "machine": machine.record(params.compute.numerics, params.compute.threads)})
+    records.write_json(paths.evidence_json(kind, name, seed, rate),
+                       {"kind": kind, "arch": name, "seed": seed, "lr_chosen_by": how, **record},
+                       shapes.EVIDENCE[kind])
+    records.write_json(paths.evidence_timing(kind, name, seed, rate),
+                       {"seconds": round(seconds, 2), "epochs": record["epochs_run"],
+                        "machine": machine.record(params.compute.numerics, params.compute.threads)},
+                       shapes.EVIDENCE_TIMING)
     print(f"{kind}@{name}-{seed}: {record['epochs_run']} epochs, kept epoch "
           f"{None if record['best_epoch'] is None else record['best_epoch'] + 1}, "
           f"val accuracy {record.get('val_accuracy')}", flush=True)

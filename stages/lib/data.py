@@ -11,17 +11,17 @@ from typing import NamedTuple
 import numpy as np
 
 from stages.lib.idx import IDX_FILES, parse_idx
-from stages.lib.schema import NUM_CLASSES
+from stages.lib.schema import IMAGE_SHAPE, NUM_CLASSES
 from stages.plumbing.atomic import atomic_path
 from stages.plumbing.errors import StageError
 from stages.plumbing.paths import PREPARED_DIR, RAW_DIR
 
 PARTS = ("train", "val", "test")
-IMAGE_SHAPE = (28, 28)
+IMAGES_SHAPE = f"(n, {', '.join(map(str, IMAGE_SHAPE))})"  # of every images array, as messages say it
 
 
 class Split(NamedTuple):
-    x: np.ndarray  # uint8 images, (n, 28, 28)
+    x: np.ndarray  # uint8 images, IMAGES_SHAPE
     y: np.ndarray  # uint8 labels, (n,)
 
 
@@ -35,11 +35,11 @@ def read_raw(raw_dir: Path = RAW_DIR) -> tuple[Split, Split]:
     x_train, y_train, x_test, y_test = arrays
     for x, y, part in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         if x.shape[1:] != IMAGE_SHAPE or y.ndim != 1:
-            raise DataError(f"{raw_dir}: {part} images {x.shape} and labels {y.shape} are not (n, 28, 28) and (n,)")
+            raise DataError(f"{raw_dir}: {part} images {x.shape} and labels {y.shape} are not {IMAGES_SHAPE} and (n,)")
         if len(x) != len(y):
             raise DataError(f"{raw_dir}: {part} has {len(x)} images but {len(y)} labels")
         if len(y) and y.max() >= NUM_CLASSES:
-            raise DataError(f"{raw_dir}: {part} labels go up to {y.max()}, not digits 0 to 9")
+            raise DataError(f"{raw_dir}: {part} labels go up to {y.max()}, not digits 0 to {NUM_CLASSES - 1}")
     return Split(x_train, y_train), Split(x_test, y_test)
 
 
@@ -68,10 +68,11 @@ def load_split(part: str, folder: Path = PREPARED_DIR) -> Split:
     if x.shape[1:] != IMAGE_SHAPE or x.dtype != np.uint8 or y.shape != (len(x),):
         raise DataError(
             f"{folder}/x_{part}.npy, y_{part}.npy: shapes {x.shape} and {y.shape}, dtype {x.dtype}; expected "
-            f"(n, 28, 28) uint8 images and (n,) labels: {_RESTORE}"
+            f"{IMAGES_SHAPE} uint8 images and (n,) labels: {_RESTORE}"
         )
     if len(y) and not 0 <= y.min() <= y.max() < NUM_CLASSES:
-        raise DataError(f"{folder}/y_{part}.npy: labels from {y.min()} to {y.max()}, not digits 0 to 9: {_RESTORE}")
+        raise DataError(f"{folder}/y_{part}.npy: labels from {y.min()} to {y.max()}, "
+                        f"not digits 0 to {NUM_CLASSES - 1}: {_RESTORE}")
     return Split(x, y)
 
 

@@ -16,10 +16,10 @@ from stages.lib.data import scale
 from stages.lib.mlp import OUTPUT_ACTIVATION, Mlp
 from stages.lib.schema import GRID_NEIGHBOURHOOD, TrainParams
 from stages.lib.scoring import confusion_matrix, scores
+from stages.lib.shapes import RUN_HISTORY_KEYS
 from stages.plumbing.errors import StageError
 
 SCORE_DIGITS = 6
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def mlp_of(dense_weights: list[tuple[np.ndarray, np.ndarray]], activation: str) -> Mlp:
@@ -51,7 +51,7 @@ def run_record(lr: float, rows: list[dict], best_epoch: int | None, failure: str
         "best_epoch": best_epoch,
         "failed": failure,
         "history": [{key: round(float(row[key]), SCORE_DIGITS) if np.isfinite(row[key]) else None
-                     for key in HISTORY_KEYS} for row in rows],
+                     for key in RUN_HISTORY_KEYS} for row in rows],
     }
     if model is None:
         return record

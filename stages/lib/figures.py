@@ -13,6 +13,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from stages.lib.schema import NUM_CLASSES  # noqa: E402
 from stages.plumbing.atomic import atomic_path  # noqa: E402
 
 
@@ -318,7 +319,7 @@ def per_class_figure(classes: dict[str, list[tuple[float, float, float]]], chose
         ax.errorbar(x, mean, yerr=[mean - low, high - mean], marker="o", capsize=2, linestyle="none", color=f"C{i}",
                     markersize=7 if bold else 4, markeredgecolor="black" if bold else f"C{i}",
                     label=f"{name} (chosen on validation)" if bold else name)
-    ax.set_xticks(range(10))
+    ax.set_xticks(range(NUM_CLASSES))
     ax.set_xlabel("true digit")
     ax.set_ylabel("test accuracy on that digit, %")
     ax.grid(True, axis="y", alpha=0.3)

@@ -18,10 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from stages.lib.lr_finder import Curve, Stopper, batch_sizes, exponential_lrs
-from stages.lib.schema import Arch, ComputeParams, LrRangeParams, TrainParams
+from stages.lib.schema import IMAGE_SHAPE, NUM_CLASSES, Arch, ComputeParams, LrRangeParams, TrainParams
 from stages.plumbing.atomic import atomic_path
 
-NUM_CLASSES = 10
 EVAL_BATCH_SIZE = 1000  # only speed depends on it: loss and accuracy are means over all images
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed entry date: same weights, same bytes
 
@@ -36,8 +35,8 @@ def set_seed(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_model(arch: Arch, seed: int, image_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
-    """Flatten -> Dense(h, activation) per hidden layer -> Dense(10, softmax), seeded init."""
+def build_model(arch: Arch, seed: int, image_shape: tuple[int, ...] = IMAGE_SHAPE) -> keras.Model:
+    """Flatten -> Dense(h, activation) per hidden layer -> Dense(NUM_CLASSES, softmax), seeded init."""
     set_seed(seed)
     layers = [keras.Input(image_shape), keras.layers.Flatten(name="flatten")]
     layers += [keras.layers.Dense(h, activation=arch.activation, name=f"hidden_{i}") for i, h in enumerate(arch.hidden)]

@@ -266,7 +266,7 @@ def chosen_rate(fixed_lr: float | None, rule: str, picks: dict, arch: str) -> tu
     return pick["lr"], rule
 
 
-CURVE_COLUMNS = ("step", "lr", "loss", "smoothed_loss")
+CURVE_COLUMNS = {"step": int, "lr": float, "loss": float, "smoothed_loss": float}  # a range test's CSV, as read back
 LOSS_MEANING = "loss = each batch's own training loss (not Keras' running epoch mean)"
 
 

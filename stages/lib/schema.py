@@ -1,18 +1,21 @@
-"""What params.yaml means: the shape of each section, its defaults, and what follows from it
-(training seeds, the rule per arch). This module shapes results, so every stage lists it
-in its dvc.yaml deps; reading and checking the file is stages.plumbing.params's job.
+"""What params.yaml means, each param once: its type, default, the values it allows and what it does (like a
+Keras argument documented beside its default), and what follows from them (training seeds, the rule per arch).
+This module shapes results, so every stage lists it in its dvc.yaml deps. stages.plumbing.params reads the file
+and checks it against what is declared here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "tanh", "sigmoid", "swish", "leaky_relu")
 SOURCE_KINDS = ("url", "npm", "local")
 NUMERICS = ("portable", "native")
 
 # What the models see: 28 x 28 pixels in, one probability per digit out.
-INPUT_SIZE = 28 * 28
+IMAGE_SHAPE = (28, 28)
+INPUT_SIZE = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 NUM_CLASSES = 10
 # Size limits, far beyond any MNIST MLP worth training, so that a typo like an extra three
 # zeros is refused in a fraction of a second instead of ending in an out-of-memory error
@@ -22,6 +25,48 @@ MAX_HIDDEN_LAYERS = 100
 # Arch and study names become file names: the longest, `.<name>.lr_range.json.XXXXXXXX.tmp`,
 # is the name plus 28 bytes, far under the 255 bytes most file systems allow.
 MAX_NAME_LENGTH = 100
+# Sizes that multiply work or memory, each far beyond a useful MNIST study, so that a stray digit is refused
+# at once instead of running for days or out of memory.
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which keras.utils.set_random_seed calls, takes no more
+MAX_EPOCHS = 1_000_000
+MAX_REPEATS = 1_000
+MAX_BATCH_SIZE = 60_000  # all of MNIST's training images
+MAX_STEPS_PER_EXECUTION = 100_000
+MAX_THREADS = 256
+MAX_LIST = 1_000  # seeds and rates in the evidence section
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a param allows: integers or any finite number, from ``low`` up to ``high`` (None: no bound),
+    each end included unless open."""
+    integer: bool
+    low: float
+    low_open: bool = False
+    high: float | None = None
+    high_open: bool = True
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The names a param allows."""
+    names: tuple[str, ...]
+
+
+def param(allowed: Range | Choice | str, meaning: str, default: Any = MISSING) -> Any:
+    """A params.yaml key: what it allows (a Range, a Choice, or the name of what checks it in
+    stages.plumbing.params: a list or mapping of its own), what it does, and its default (none: required)."""
+    return field(default=default, metadata={"allowed": allowed, "meaning": meaning})
+
+
+def keys(cls: type) -> tuple[str, ...]:
+    """The params.yaml keys of a section, in the order the file and the messages give them."""
+    return tuple(f.name for f in fields_of(cls))
+
+
+def fields_of(cls: type) -> list:
+    """The fields of ``cls`` that are params.yaml keys (declared with param())."""
+    return [f for f in fields(cls) if "allowed" in f.metadata]
 
 
 def count_params(hidden: tuple[int, ...] | list[int], inputs: int = INPUT_SIZE, outputs: int = NUM_CLASSES) -> int:
@@ -47,42 +92,45 @@ class Source:
 
 @dataclass(frozen=True)
 class DataParams:
-    val_size: int
-    sources: tuple[Source, ...]
-    sha256: dict[str, str]
+    val_size: int = param(Range(True, 1), "validation = the first val_size training images")
+    sources: tuple[Source, ...] = param("sources", "tried in order until one gives files matching sha256")
+    sha256: dict[str, str] = param("sha256", "the original IDX files' digests, whatever the source")
 
 
 @dataclass(frozen=True)
 class LrRangeParams:
-    start_lr: float
-    factor: float
-    batch_size: int
-    epochs: int
-    stop_factor: float
-    smoothing: float
-    rule: str
+    start_lr: float = param(Range(False, 0, low_open=True), "the sweep's first rate")
+    factor: float = param(Range(False, 1, low_open=True), "rate multiplier per batch")
+    batch_size: int = param(Range(True, 1, high=MAX_BATCH_SIZE, high_open=False), "images per step")
+    epochs: int = param(Range(True, 1, high=MAX_EPOCHS, high_open=False), "at most this many passes")
+    stop_factor: float = param(Range(False, 1, low_open=True), "stop once the smoothed loss exceeds this x its best")
+    smoothing: float = param(Range(False, 0, high=1), "beta of the bias-corrected moving average")
+    rule: str = param("rule", "what picks the rate from the curve: one of lr_finder.RULES")
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int
-    batch_size: int
-    patience: int
-    repeats: int = 1  # training runs per arch, seeds seed, seed + 1, ...
+    epochs: int = param(Range(True, 1, high=MAX_EPOCHS, high_open=False), "at most this many epochs")
+    batch_size: int = param(Range(True, 1, high=MAX_BATCH_SIZE, high_open=False), "images per SGD step")
+    patience: int = param(Range(True, 0, high=MAX_EPOCHS, high_open=False), "early stopping on val_loss")
+    repeats: int = param(Range(True, 1, high=MAX_REPEATS, high_open=False),
+                         "training runs per arch, seeds seed, seed + 1, ...", default=1)
 
 
 @dataclass(frozen=True)
 class ComputeParams:
     """How the math runs. Under ``portable`` numerics the numbers do not depend on threads or
     steps_per_execution; ``native`` lets TensorFlow pick kernels for this CPU (see README)."""
-    steps_per_execution: int
-    numerics: str = "portable"  # one of NUMERICS
-    threads: int = 1  # TensorFlow intra-op threads: a batch-32 step is too small to split
+    steps_per_execution: int = param(Range(True, 1, high=MAX_STEPS_PER_EXECUTION, high_open=False),
+                                     "batches per call into TensorFlow (updates stay per batch): speed only")
+    numerics: str = param(Choice(NUMERICS), "portable: the same bytes on any x86-64 CPU", default="portable")
+    threads: int = param(Range(True, 1, high=MAX_THREADS, high_open=False),
+                         "TensorFlow intra-op threads: a batch-32 step is too small to split", default=1)
 
 
 @dataclass(frozen=True)
 class ReportParams:
-    tie_margin: float
+    tie_margin: float = param(Range(False, 0, high=1), "within this of the best on validation is named beside it")
 
 
 # The rates evidence.long_rules may train besides the rules' picks: the one-epoch grid's best rate
@@ -93,41 +141,43 @@ GRID_NEIGHBOURHOOD = ("grid_lower", "grid_best", "grid_higher")
 @dataclass(frozen=True)
 class LongRulesParams:
     """The rules' picks trained until early stopping, for one arch (the long budget is costly)."""
-    arch: str
-    seeds: tuple[int, ...]
-    rates: tuple[str, ...]  # rule names (lr_finder.RULES) and GRID_NEIGHBOURHOOD entries
+    arch: str = param("long_rules.arch", "the arch, one of archs")
+    seeds: tuple[int, ...] = param("seeds", "training seeds")
+    rates: tuple[str, ...] = param("long_rules.rates", "rule names (lr_finder.RULES) and GRID_NEIGHBOURHOOD entries")
 
 
 @dataclass(frozen=True)
 class EvidenceParams:
     """The evidence pipeline (evidence/dvc.yaml): one stage per (arch, seed) and kind of run."""
-    seeds: tuple[int, ...]  # training seeds, the same for every arch and rate
-    range_seeds: tuple[int, ...]  # LR range tests per arch: how far each rule's pick wanders
-    grid: tuple[float, ...]  # rates every arch trains at for one epoch
-    max_epochs: int  # the long budget: until early stopping decides, at most this many epochs
-    patience: int
-    long_rules: LongRulesParams
+    seeds: tuple[int, ...] = param("seeds", "training seeds, the same for every arch and rate")
+    range_seeds: tuple[int, ...] = param("seeds", "LR range tests per arch: how far each rule's pick wanders")
+    grid: tuple[float, ...] = param("rates", "rates every arch trains at for one epoch")
+    max_epochs: int = param(Range(True, 1, high=MAX_EPOCHS, high_open=False),
+                            "the long budget: until early stopping decides, at most this many epochs")
+    patience: int = param(Range(True, 0, high=MAX_EPOCHS, high_open=False), "early stopping on val_loss")
+    long_rules: LongRulesParams = param("section", "the rules' picks at the long budget")
 
 
 @dataclass(frozen=True)
 class Arch:
     name: str
-    hidden: tuple[int, ...]
-    activation: str = "relu"
-    lr: float | None = None  # fixed rate: skips the range test's pick
-    rule: str | None = None  # overrides lr_range.rule for this arch
+    hidden: tuple[int, ...] = param("hidden", "hidden layer sizes, like [300, 100]")
+    activation: str = param(Choice(ACTIVATIONS), "of every hidden layer", default="relu")
+    lr: float | None = param(Range(False, 0, low_open=True), "a fixed rate: skips the range test's pick",
+                             default=None)
+    rule: str | None = param("rule", "overrides lr_range.rule for this arch", default=None)
 
 
 @dataclass(frozen=True)
 class Params:
-    seed: int
-    data: DataParams
-    lr_range: LrRangeParams
-    train: TrainParams
-    compute: ComputeParams
-    report: ReportParams
-    evidence: EvidenceParams
-    archs: dict[str, Arch]
+    seed: int = param(Range(True, 0, high=MAX_SEED, high_open=False), "the LR range test's; run k trains with seed + k")
+    data: DataParams = param("section", "the data and its split")
+    lr_range: LrRangeParams = param("section", "the LR range test")
+    train: TrainParams = param("section", "training at the picked rate")
+    compute: ComputeParams = param("section", "how the math runs")
+    report: ReportParams = param("section", "the quick check's report")
+    evidence: EvidenceParams = param("section", "the evidence pipeline")
+    archs: dict[str, Arch] = param("archs", "one line per architecture")
 
     @property
     def seeds(self) -> tuple[int, ...]:

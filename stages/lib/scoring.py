@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-NUM_CLASSES = 10
+from stages.lib.schema import NUM_CLASSES
+
 EPSILON = 1e-7  # Keras' probability clip in cross-entropy
 
 

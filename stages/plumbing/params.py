@@ -15,6 +15,7 @@ import difflib
 import io
 import math
 import re
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,15 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from stages.lib.idx import IDX_FILES
 from stages.lib.lr_finder import RULES
 from stages.lib.schema import (
-    ACTIVATIONS,
     GRID_NEIGHBOURHOOD,
     MAX_HIDDEN_LAYERS,
+    MAX_LIST,
     MAX_NAME_LENGTH,
     MAX_PARAMS,
-    NUMERICS,
+    MAX_SEED,
     SOURCE_KINDS,
     Arch,
+    Choice,
     ComputeParams,
     DataParams,
     EvidenceParams,
@@ -40,23 +42,19 @@ from stages.lib.schema import (
     LrRangeParams,
     Params,
     ParamsError,
+    Range,
     ReportParams,
     Source,
     TrainParams,
     count_params,
+    fields_of,
+    keys,
 )
 
 PARAMS_FILE = Path("params.yaml")
 ARCH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # no leading "-": command lines would read an option
 SHA256 = re.compile(r"[0-9a-f]{64}")
-MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which keras.utils.set_random_seed calls, takes no more
-# Sizes that multiply work or memory, each far beyond a useful MNIST study, so that a stray digit is refused
-# at once instead of running for days or out of memory.
-MAX_EPOCHS = 1_000_000
-MAX_REPEATS = 1_000
-MAX_BATCH_SIZE = 60_000  # all of MNIST's training images
-MAX_STEPS_PER_EXECUTION = 100_000
-MAX_LIST = 1_000  # seeds and rates in the evidence section
+CHOICES = {"rule": Choice(tuple(RULES))}  # what a param schema names instead of a Range or a Choice allows
 
 
 class _Checker:
@@ -142,56 +140,35 @@ class _Checker:
         return value
 
 
+    def declared(self, mapping: dict, cls: type, path: str) -> dict[str, Any]:
+        """Every key of ``cls`` that the schema gives a Range or a Choice (its own or from CHOICES), read from
+        ``mapping`` (found at ``path``) and checked; a missing one takes its default, if it has one."""
+        values = {}
+        for f in fields_of(cls):
+            allowed = CHOICES.get(f.metadata["allowed"], f.metadata["allowed"])
+            default = ... if f.default is MISSING else f.default
+            if isinstance(allowed, Range):
+                values[f.name] = self.number(mapping, f.name, path, integer=allowed.integer, low=allowed.low,
+                                             low_open=allowed.low_open, high=allowed.high,
+                                             high_open=allowed.high_open, default=default)
+            elif isinstance(allowed, Choice):
+                values[f.name] = self.choice(mapping, f.name, path, allowed.names, default=default)
+        return values
+
+
 def parse_params(raw: Any) -> Params:
     """Validate the parsed YAML; raise ParamsError listing every problem."""
     c = _Checker()
-    top_keys = ("seed", "data", "lr_range", "train", "compute", "report", "evidence", "archs")
     if not isinstance(raw, dict):
-        c.fail("(top level)", "not a mapping", raw, f"a mapping with sections {', '.join(top_keys)}")
+        c.fail("(top level)", "not a mapping", raw, f"a mapping with sections {', '.join(keys(Params))}")
         raise ParamsError(c.problems)
-    c.unknown_keys(raw, "", top_keys)
-    seed = c.number(raw, "seed", "", integer=True, low=0, high=MAX_SEED, high_open=False)
-
-    d = c.section(raw, "data", ("val_size", "sources", "sha256"))
-    data = DataParams(
-        val_size=c.number(d, "val_size", "data", integer=True, low=1),
-        sources=_sources(c, d.get("sources")),
-        sha256=_sha256(c, d.get("sha256")),
-    ) if d is not None else None
-
-    lr = c.section(raw, "lr_range", ("start_lr", "factor", "batch_size", "epochs", "stop_factor", "smoothing", "rule"))
-    lr_range = LrRangeParams(
-        start_lr=c.number(lr, "start_lr", "lr_range", integer=False, low=0, low_open=True),
-        factor=c.number(lr, "factor", "lr_range", integer=False, low=1, low_open=True),
-        batch_size=c.number(lr, "batch_size", "lr_range", integer=True, low=1, high=MAX_BATCH_SIZE, high_open=False),
-        epochs=c.number(lr, "epochs", "lr_range", integer=True, low=1, high=MAX_EPOCHS, high_open=False),
-        stop_factor=c.number(lr, "stop_factor", "lr_range", integer=False, low=1, low_open=True),
-        smoothing=c.number(lr, "smoothing", "lr_range", integer=False, low=0, high=1),
-        rule=c.choice(lr, "rule", "lr_range", tuple(RULES)),
-    ) if lr is not None else None
-
-    t = c.section(raw, "train", ("epochs", "batch_size", "patience", "repeats"))
-    train = TrainParams(
-        epochs=c.number(t, "epochs", "train", integer=True, low=1, high=MAX_EPOCHS, high_open=False),
-        batch_size=c.number(t, "batch_size", "train", integer=True, low=1, high=MAX_BATCH_SIZE, high_open=False),
-        patience=c.number(t, "patience", "train", integer=True, low=0, high=MAX_EPOCHS, high_open=False),
-        repeats=c.number(t, "repeats", "train", integer=True, low=1, high=MAX_REPEATS, high_open=False),
-    ) if t is not None else None
-
-    cp = c.section(raw, "compute", ("steps_per_execution", "numerics", "threads"))
-    compute = ComputeParams(
-        steps_per_execution=c.number(cp, "steps_per_execution", "compute", integer=True, low=1,
-                                     high=MAX_STEPS_PER_EXECUTION, high_open=False),
-        numerics=c.choice(cp, "numerics", "compute", NUMERICS, default=ComputeParams.numerics),
-        threads=c.number(cp, "threads", "compute", integer=True, low=1, high=256, high_open=False,
-                         default=ComputeParams.threads),
-    ) if cp is not None else None
-
-    r = c.section(raw, "report", ("tie_margin",))
-    report = ReportParams(
-        tie_margin=c.number(r, "tie_margin", "report", integer=False, low=0, high=1),
-    ) if r is not None else None
-
+    c.unknown_keys(raw, "", keys(Params))
+    seed = c.declared(raw, Params, "")["seed"]
+    d = c.section(raw, "data", keys(DataParams))
+    data = DataParams(**c.declared(d, DataParams, "data"), sources=_sources(c, d.get("sources")),
+                      sha256=_sha256(c, d.get("sha256"))) if d is not None else None
+    lr_range, train, compute, report = (_simple(c, raw, name, cls) for name, cls in (
+        ("lr_range", LrRangeParams), ("train", TrainParams), ("compute", ComputeParams), ("report", ReportParams)))
     archs = _archs(c, raw.get("archs"))
     evidence = _evidence(c, raw)
     if seed is not None and train is not None and train.repeats is not None and seed + train.repeats - 1 > MAX_SEED:
@@ -203,11 +180,17 @@ def parse_params(raw: Any) -> Params:
                   evidence=evidence, archs=archs)
 
 
+def _simple(c: _Checker, raw: dict, name: str, cls: type) -> Any:
+    """A section whose every key the schema gives a Range or a Choice."""
+    section = c.section(raw, name, keys(cls))
+    return cls(**c.declared(section, cls, name)) if section is not None else None
+
+
 def _evidence(c: _Checker, raw: dict) -> EvidenceParams | None:
-    e = c.section(raw, "evidence", ("seeds", "range_seeds", "grid", "max_epochs", "patience", "long_rules"))
+    e = c.section(raw, "evidence", keys(EvidenceParams))
     if e is None:
         return None
-    lr = c.section(e, "long_rules", ("arch", "seeds", "rates"), path="evidence")
+    lr = c.section(e, "long_rules", keys(LongRulesParams), path="evidence")
     long_rules = None
     if lr is not None:
         arch = lr.get("arch")
@@ -227,9 +210,8 @@ def _evidence(c: _Checker, raw: dict) -> EvidenceParams | None:
         seeds=_seeds(c, e.get("seeds"), "evidence.seeds"),
         range_seeds=_seeds(c, e.get("range_seeds"), "evidence.range_seeds"),
         grid=_rates(c, e.get("grid"), "evidence.grid"),
-        max_epochs=c.number(e, "max_epochs", "evidence", integer=True, low=1, high=MAX_EPOCHS, high_open=False),
-        patience=c.number(e, "patience", "evidence", integer=True, low=0, high=MAX_EPOCHS, high_open=False),
         long_rules=long_rules,
+        **c.declared(e, EvidenceParams, "evidence"),
     )
 
 
@@ -313,7 +295,7 @@ def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
         if not isinstance(spec, dict):
             c.fail(path, "not a mapping", spec, "a mapping like {hidden: [300, 100]}")
             continue
-        c.unknown_keys(spec, path, ("hidden", "activation", "lr", "rule"))
+        c.unknown_keys(spec, path, keys(Arch))
         hidden = spec.get("hidden")
         if not isinstance(hidden, list) or not hidden or not all(
             isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
@@ -323,10 +305,7 @@ def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
             continue
         if not _size_ok(c, f"{path}.hidden", hidden):
             continue
-        activation = c.choice(spec, "activation", path, ACTIVATIONS, default=Arch.activation)
-        lr = c.number(spec, "lr", path, integer=False, low=0, low_open=True, default=Arch.lr)
-        rule = c.choice(spec, "rule", path, tuple(RULES), default=Arch.rule)
-        archs[name] = Arch(name, tuple(hidden), activation, lr, rule)
+        archs[name] = Arch(name, tuple(hidden), **c.declared(spec, Arch, path))
     return archs
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from stages.plumbing import paths
+from stages.plumbing import atomic, paths
 from stages.plumbing.cli import read_json
 from stages.plumbing.errors import StageError
 
@@ -80,6 +80,16 @@ def read(path: Path, spec: Any) -> Any:
     except Wrong as err:
         raise damaged(path, str(err)) from None
     return data
+
+
+def write_json(path: Path, record: Any, spec: Any) -> None:
+    """Write ``record`` (atomic.write_json) once it has the shape ``spec`` (stages.lib.shapes) declares: a writer
+    that drifts from its declaration fails here, in its own stage, not in a reader later."""
+    try:
+        check(record, spec, "")
+    except Wrong as err:
+        raise ValueError(f"{path}: not the record its shape declares: {err}") from None
+    atomic.write_json(path, record)
 
 
 def read_csv(path: Path, columns: dict[str, Callable[[str], Any]], min_rows: int = 1) -> list[dict[str, Any]]:

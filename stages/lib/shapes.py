@@ -1,0 +1,51 @@
+"""What each record the stages write holds: its shape, declared once (stages.plumbing.records explains the
+notation). The stage that writes a record checks it against its shape before writing (records.write_json), and
+every reader checks what it reads (records.read): all of it, or the part it uses, taken from here (one rule's
+pick: ``{"picks": {rule: LR_RANGE["picks"][rule]}}``). The keys here decide what the writers write, so every
+stage that writes or reads a record lists this module among its deps.
+"""
+
+from __future__ import annotations
+
+from stages.lib.lr_finder import RULES
+from stages.lib.schema import NUM_CLASSES
+from stages.plumbing.records import ANY, INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
+
+# The quick study (dvc.yaml)
+MACHINE = Maybe({"cpu": STR, "isa": STR, "cores": Maybe(INT)})  # machine.record(); files from before it have none
+CONFUSION = ListOf(ListOf(INT, NUM_CLASSES, NUM_CLASSES), NUM_CLASSES, NUM_CLASSES)  # rows: true digit
+LR_RANGE = {"arch": STR, "picks": {rule: PICK for rule in RULES}, "steps": INT, "stop_step": Maybe(INT),
+            "stop_reason": STR, "min_smoothed_loss": Maybe(NUMBER), "lr_at_min": Maybe(NUMBER)}
+TRAIN = {"arch": STR, "lr": POSITIVE, "lr_chosen_by": STR, "failed": Maybe(STR),
+         "runs": ListOf({"seed": INT, "epochs_run": INT, "best_epoch": Maybe(INT), "failed": Maybe(STR)}, min_len=1)}
+METRICS = {"failed": Maybe(STR), "params": INT, "size_bytes": INT, "lr": POSITIVE, "lr_chosen_by": STR,
+           "n_train": INT, "n_test": INT, "repeats": INT, "val_accuracy": Maybe(NUMBER), "val_loss": Maybe(NUMBER),
+           "test_accuracy": Maybe(NUMBER), "test_accuracy_std": Maybe(NUMBER), "test_loss": Maybe(NUMBER),
+           "seeds": MapOf({"epochs_run": INT, "best_epoch": Maybe(INT), "val_accuracy?": NUMBER, "val_loss?": NUMBER,
+                           "test_accuracy?": NUMBER, "test_loss?": NUMBER})}
+ERRORS = {"seed": Maybe(INT), "confusion": Maybe(CONFUSION),
+          "confident_errors": ListOf({"index": INT, "label": INT, "predicted": INT, "confidence": NUMBER})}
+TIMINGS = {  # per stage: wall times, apart from the results
+    "lr_range": {"seconds": NUMBER, "machine?": MACHINE},
+    "train": {"seconds": NUMBER, "seconds_per_epoch": NUMBER, "machine?": MACHINE},
+    "evaluate": {"inference_ms_per_1000_images": Maybe(NUMBER), "machine?": MACHINE},
+}
+HISTORY_COLUMNS = {"seed": int, "epoch": int, "loss": float, "accuracy": float, "val_loss": float,
+                   "val_accuracy": float, "lr": float}  # reports/history/<arch>.csv: one row per seed and epoch
+
+# The evidence's records (reports/evidence/<kind>/<arch>/...): each says whose it is (kind, arch, seed).
+SCORE_KEYS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")  # a run's scores: all of them or none
+RUN_HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")  # per epoch; null where not finite
+RUN = {"lr": POSITIVE, "epochs_run": INT, "best_epoch": Maybe(INT), "failed": Maybe(STR),
+       "history": ListOf({key: Maybe(NUMBER) for key in RUN_HISTORY_KEYS}), **{f"{key}?": NUMBER for key in SCORE_KEYS}}
+UNIT = {"kind": STR, "arch": STR, "seed": INT}
+ONE_EPOCH = {**UNIT, "runs": ListOf(RUN, 1)}
+LONG_RULES = {**UNIT, "lr_chosen_by": STR, **RUN}
+EVIDENCE = {
+    "range": {**LR_RANGE, **UNIT},
+    "grid": ONE_EPOCH,
+    "picks": ONE_EPOCH,
+    "long": {**LONG_RULES, "test_correct?": STR, "confusion?": CONFUSION},  # test detail, for paired comparisons
+    "long_rules": LONG_RULES,
+}
+EVIDENCE_TIMING = {"seconds": NUMBER, "epochs?": INT, "machine": MapOf(ANY)}
