@@ -54,7 +54,8 @@ from stages.lib.schema import (
 PARAMS_FILE = Path("params.yaml")
 ARCH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # no leading "-": command lines would read an option
 SHA256 = re.compile(r"[0-9a-f]{64}")
-CHOICES = {"rule": Choice(tuple(RULES))}  # what a param schema names instead of a Range or a Choice allows
+# The names a param allows when they are defined outside the schema (schema.param(allowed="rule")).
+CHOICES = {"rule": Choice(tuple(RULES))}
 
 
 class _Checker:
