@@ -148,8 +148,6 @@ def records() -> dict[Path, dict]:
 
 def params_dict() -> dict:
     p = example_params()
-    for gone in ("lr_study", "studies"):  # sections params.yaml no longer has (conftest may still list them)
-        p.pop(gone, None)
     p["archs"] = ARCHS
     p["evidence"] = {"seeds": SEEDS, "range_seeds": RANGE_SEEDS, "grid": GRID, "max_epochs": 8, "patience": 3,
                      "long_rules": LONG_RULES}

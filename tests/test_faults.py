@@ -70,8 +70,8 @@ FIX_MARKERS = ("`", "rerun", "usage:", "expected")  # a command to run, what to 
 
 
 def stand_in(model: Path) -> str:
-    """test_failures' stand-in keras_model, plus a stand-in one-epoch training that saves the real tiny
-    ``model``."""
+    """The harness's stand-in keras_model (FAKE_KERAS_MODEL), plus a stand-in one-epoch training that saves the
+    real tiny ``model``."""
     return FAKE_KERAS_MODEL + textwrap.dedent(f"""
         import shutil as _shutil, types as _types
         _row = {{"epoch": 0, "loss": 2.0, "accuracy": 0.3, "val_loss": 1.9, "val_accuracy": 0.35, "lr": 0.1}}
@@ -209,7 +209,7 @@ def edit_text(rel: str, change: Callable[[str], str]) -> Callable[[Path], None]:
 
 
 def edit_model(editor: Callable[[Path, Path], Path]) -> Callable[[Path], None]:
-    """Rewrite models/<arch>/seed-<n>.keras with one of tests/test_mlp.py's editors."""
+    """Rewrite models/<arch>/seed-<n>.keras with one of the harness's model-file editors."""
     def damage(root: Path) -> None:
         model = root / "models" / ARCH / f"seed-{SEED}.keras"
         original = root.parent / "original.keras"

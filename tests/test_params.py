@@ -1,6 +1,6 @@
 """params.yaml validation: the committed file parses, and every mistake is one clear line.
 
-Tests start from the tests' own params (conftest.example_params), not the live params.yaml, so
+Tests start from the tests' own params (harness.example_params), not the live params.yaml, so
 editing that file never changes what they expect; one test checks the live file is valid.
 """
 

@@ -1,4 +1,4 @@
-"""conftest's bounded wait on a subprocess's output: it returns at the event, and fails with what it saw,
+"""The harness's bounded wait on a subprocess's output: it returns at the event, and fails with what it saw,
 the whole process group killed, when the event never comes or the process ends first."""
 
 from __future__ import annotations
