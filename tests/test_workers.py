@@ -39,6 +39,7 @@ from stages.plumbing.errors import StageError
 ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
 TRAINING = {f"{kind}@{arch}" for kind in ("lr_range", "train", "evaluate") for arch in ARCHS}
 SSHD_START_S = 30
+PROCESSES_GONE_S = 60  # for init to reap what SIGKILL ended: milliseconds
 
 
 def test_each_stage_belongs_to_its_arch_and_the_rule_check_to_its_arch():
@@ -213,6 +214,15 @@ def test_two_workers_at_once_then_an_aggregator_that_trains_nothing(team, sshd, 
     assert aggregator.status() == {}
 
 
+def gone(pids: list[int], timeout: float) -> None:
+    """Return once none of ``pids`` exists (reaped, not even a zombie); fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while Path(f"/proc/{pid}").exists():
+            assert time.monotonic() < deadline, f"process {pid} still exists {timeout:g} s after SIGKILL"
+            time.sleep(0.05)
+
+
 def descendants(pid: int) -> list[int]:
     """``pid`` and every process below it, parents first."""
     parents = {}
@@ -237,7 +247,8 @@ def test_a_worker_killed_mid_training_leaves_nothing_half_pushed_and_its_rerun_f
     try:
         read_until(proc, lambda line: line.startswith("[train@") and "Epoch 3/" in line, "training under way",
                    COMMAND_TIMEOUT_S)
-        for pid in descendants(proc.pid):  # the machine dies: the worker, its lanes, dvc and the stage
+        killed = descendants(proc.pid)
+        for pid in killed:  # the machine dies: the worker, its lanes, dvc and the stage
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -245,6 +256,9 @@ def test_a_worker_killed_mid_training_leaves_nothing_half_pushed_and_its_rerun_f
         proc.wait(COMMAND_TIMEOUT_S)
     finally:
         kill_group(proc)
+    # As after a real crash, none of them exists any more when the worker reruns: DVC takes a process it finds in
+    # its lock file for alive (an orphan not yet reaped, too) and would call its outputs busy.
+    gone(killed, PROCESSES_GONE_S)
     remote = sshd.root / "killed"
     if remote.exists():
         remote_is_whole(remote, killed=True)
