@@ -702,6 +702,7 @@ def test_dump_raw_reads_back_the_same(tmp_path):
     assert list(load_raw(path)) == list(raw)  # in the file's order
 
 
+@pytest.mark.slow  # real `dvc init` and `dvc params diff`
 def test_dvc_reads_params_yaml_as_the_stages_do(tmp_path):
     """`dvc params diff` (ruamel.yaml inside DVC) and load_raw agree where PyYAML does not."""
     text = "lr: 1e-3\nb: 1.0e-3\nc: .5\nflag: yes\nx: 010\n"
