@@ -2,9 +2,10 @@
 
 A JSON or CSV file that is damaged, edited by hand or written by another version of this
 code becomes one StageError naming the file, what is wrong in it and the command that
-rebuilds it, instead of a KeyError or TypeError somewhere later. Each reader states the
-shape it relies on as a spec: a dict (these keys, each of this shape; a key ending in "?"
-may be absent, other keys are ignored), ListOf, MapOf, Maybe, OneOf or a Scalar.
+rebuilds it, instead of a KeyError or TypeError somewhere later. Each record's shape is declared
+once, in stages.lib.shapes, as a spec: a dict (these keys, each of this shape; a key ending in "?"
+may be absent, other keys are ignored), ListOf, MapOf, Maybe, OneOf or a Scalar. Its writer checks
+it (write_json) and its readers check what they read (read), all of it or the part they use.
 JSON holds no NaN or infinity, so a file with one is damaged whatever the reader needs.
 """
 
