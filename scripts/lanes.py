@@ -86,7 +86,7 @@ def ready(plan: Plan, waiting: Iterable[str], finished: set[str], priority: dict
 
 
 def estimated_costs(stages: Iterable[str], timing_files: dict[str, list[Path]]) -> dict[str, float]:
-    """Seconds per stage from the `seconds` of its timing records (the last run's); a stage without one gets
+    """CPU seconds per stage from the `cpu_seconds` of its timing records (the last run's); a stage without one gets
     the mean of its kind (`train@...`), else UNKNOWN_COST_S."""
     known: dict[str, float] = {}
     for stage in stages:
@@ -106,7 +106,7 @@ def kind_of(stage: str) -> str:
 
 def _seconds(path: Path) -> float | None:
     try:
-        seconds = json.loads(path.read_text(encoding="utf-8")).get("seconds")
+        seconds = json.loads(path.read_text(encoding="utf-8")).get("cpu_seconds")  # as train's estimate
     except (OSError, ValueError, AttributeError):
         return None
     return float(seconds) if isinstance(seconds, (int, float)) and seconds >= 0 else None

@@ -25,7 +25,7 @@ USAGE = "usage: python -m scripts.prune [--dry-run]"
 def main(argv: list[str]) -> None:
     if argv not in ([], ["--dry-run"]):
         raise StageError(f"{USAGE} (got {' '.join(argv)})")
-    archs = load_params().archs
+    archs = load_params().networks
     leftovers, kept = paths.prunable(archs), paths.left_alone(archs)
     if not leftovers:
         print("prune: nothing to remove")

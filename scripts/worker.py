@@ -140,17 +140,18 @@ def chosen_stages(args: dict) -> list[str]:
     params = load_params()
     timings = pipeline_stages(args["pipeline"])
     stages = list(timings)
-    by_arch = {stage: arch_of(stage, params.archs, params.evidence.long_rules.arch) for stage in stages}
+    names = params.networks
+    by_arch = {stage: arch_of(stage, names, params.evidence.long_rules.arch) for stage in stages}
     if args["stages"] is not None:
-        unknown = [s for s in args["stages"] if s not in stages and s not in params.archs]
+        unknown = [s for s in args["stages"] if s not in stages and s not in names]
         if unknown:
             raise StageError(f"--stages: {', '.join(unknown)} is neither a stage of {args['pipeline']} nor an arch "
-                             f"of params.yaml (archs: {', '.join(params.archs)})")
+                             f"of params.yaml (archs and evidence.heldout: {', '.join(names)})")
         named = set(args["stages"])
         return [stage for stage in stages if stage in named or by_arch[stage] in named]
     index, shards = args["shard"]
     costs = lanes.estimated_costs(stages, timings)
-    per_arch = {arch: sum(costs[s] for s in stages if by_arch[s] == arch) for arch in params.archs}
+    per_arch = {arch: sum(costs[s] for s in stages if by_arch[s] == arch) for arch in names}
     return share(stages, by_arch, set(deal(per_arch, shards)[index]))
 
 
@@ -203,7 +204,7 @@ def aggregate(args: dict) -> None:
     for line in proc.stdout:
         print(line, end="", flush=True)
         trained += [stage for stage in lanes.RUNNING.findall(line)
-                    if arch_of(stage, params.archs, params.evidence.long_rules.arch) is not None]
+                    if arch_of(stage, params.networks, params.evidence.long_rules.arch) is not None]
     if proc.wait() != 0:
         raise StageError(f"`dvc repro --pull {args['pipeline']}` failed (its output is above)")
     if trained:

@@ -9,8 +9,6 @@ Usage: python -m stages.evaluate <arch>
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from stages.lib import shapes
@@ -19,6 +17,7 @@ from stages.lib.mlp import Mlp, load_mlp
 from stages.lib.scoring import confident_errors, confusion_matrix, scores, summarize
 from stages.plumbing import machine, paths, records
 from stages.plumbing.cli import arch_name, run
+from stages.plumbing.clock import Stopwatch, Took
 from stages.plumbing.params import load_params
 
 CONFIDENT_ERRORS = 8  # per arch, shown in the report
@@ -28,19 +27,29 @@ class NotFinite(Exception):
     """A model whose outputs are NaN or infinite: it has no score, whatever argmax makes of them."""
 
 
-def score_seed(model: Mlp, data: dict) -> tuple[dict[str, float], np.ndarray, float]:
-    """(val_/test_ accuracy and loss, the test outputs, seconds of the test pass) of one model."""
-    entry, seconds = {}, 0.0
-    for part in ("val", "test"):
-        started = time.perf_counter()
+def score_seed(model: Mlp, data: dict) -> tuple[dict[str, float], np.ndarray, Took]:
+    """(val_/test_ accuracy and loss, the test outputs, the time of the test pass) of one model."""
+    entry = {}
+    for part in ("val", "test"):  # test last: its outputs and time are returned
+        clock = Stopwatch()
         probs = model.predict(scale(data[part][0]))
-        if part == "test":
-            seconds = time.perf_counter() - started
+        took = clock.took()
         if not np.isfinite(probs).all():
             raise NotFinite(f"the model's outputs on the {part} set are not finite (NaN or infinite weights)")
         for key, value in scores(probs, data[part][1]).items():
             entry[f"{part}_{key}"] = round(value, 6)
-    return entry, probs, seconds
+    return entry, probs, took
+
+
+def inference_timing(passes: list[Took], images: int) -> dict:
+    """The timing record of the test passes (none when the arch failed): their sum, and per 1,000 images."""
+    seconds, cpu = sum(t.seconds for t in passes), sum(t.cpu_seconds for t in passes)
+    loads = [t.other_cores_busy for t in passes]
+    others = None if not passes or None in loads else sum(t.seconds * t.other_cores_busy for t in passes) / seconds
+    per_thousand = len(passes) * images / 1000
+    return {**Took(seconds, cpu, others).record(),
+            "inference_ms_per_1000_images": round(1000 * seconds / per_thousand, 2) if passes else None,
+            "inference_cpu_ms_per_1000_images": round(1000 * cpu / per_thousand, 2) if passes else None}
 
 
 def unscored(trained: dict) -> dict[str, dict]:
@@ -55,14 +64,14 @@ def main(argv: list[str]) -> None:
     n_train = part_size("train")
     models = {r["seed"]: load_mlp(paths.model_file(name, r["seed"])) for r in trained["runs"]}
     first = next(iter(models.values()))
-    failed, per_seed, seconds, errors = trained["failed"], unscored(trained), 0.0, None
+    failed, per_seed, passes, errors = trained["failed"], unscored(trained), [], None
     # A failed arch has no result: no accuracy is written rather than a meaningless one.
     if not failed:
         try:
             for seed, model in models.items():
                 entry, probs, took = score_seed(model, data)
                 per_seed[str(seed)] |= entry
-                seconds += took
+                passes.append(took)
                 if errors is None:
                     labels = data["test"][1]
                     errors = {"seed": seed,
@@ -71,7 +80,7 @@ def main(argv: list[str]) -> None:
         except NotFinite as err:
             # NaN weights would score ~10 % (argmax of NaN is class 0). One such seed fails the arch, as a
             # failed training does: its other seeds' scores would be a mean over a biased subset.
-            failed, per_seed, seconds, errors = f"seed {seed}: {err}", unscored(trained), 0.0, None
+            failed, per_seed, passes, errors = f"seed {seed}: {err}", unscored(trained), [], None
     metrics = {
         "failed": failed,
         "params": first.count_params(),
@@ -87,10 +96,8 @@ def main(argv: list[str]) -> None:
     records.write_json(paths.metrics_json(name), metrics, shapes.METRICS)
     records.write_json(paths.errors_json(name), errors or {"seed": None, "confusion": None, "confident_errors": []},
                        shapes.ERRORS)
-    thousands = len(data["test"][1]) * len(models) / 1000
     records.write_json(paths.timing_json(name, "evaluate"),
-                       {"inference_ms_per_1000_images": round(1000 * seconds / thousands, 2) if seconds else None,
-                        "machine": machine.record()},
+                       {**inference_timing(passes, len(data["test"][1])), "machine": machine.record()},
                        shapes.TIMINGS["evaluate"])
     if trained["failed"]:
         print(f"evaluate@{name}: not evaluated, training failed: {trained['failed']}")

@@ -5,8 +5,6 @@ Usage: python -m stages.lr_range <arch>
 
 from __future__ import annotations
 
-import time
-
 from stages.lib import shapes
 from stages.lib.data import load_prepared, part_size
 from stages.lib.lr_finder import CURVE_COLUMNS, MIN_POINTS, SKIP_END, SKIP_START, curve_rows, sweep_record
@@ -14,6 +12,7 @@ from stages.lib.tf_runtime import load_keras_model
 from stages.plumbing import machine, paths, records
 from stages.plumbing.atomic import write_csv
 from stages.plumbing.cli import arch_name, run
+from stages.plumbing.clock import Stopwatch
 from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 
@@ -32,23 +31,23 @@ def main(argv: list[str]) -> None:
     name = arch_name(argv, "lr_range")
     params = load_params()
     arch = params.arch(name)
-    check_sweep_length(part_size("train"), params.lr_range.batch_size, params.lr_range.epochs)
+    sweep_params = params.lr_range_for(arch)
+    check_sweep_length(part_size("train"), sweep_params.batch_size, sweep_params.epochs)
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params and data are known good
 
     x, y = load_prepared(parts=("train",))["train"]
     model = keras_model.build_model(arch, params.seed)
-    started = time.perf_counter()
-    sweep = keras_model.range_test(model, x, y, params.lr_range, params.seed, params.compute)
-    seconds = time.perf_counter() - started
+    clock = Stopwatch()
+    sweep = keras_model.range_test(model, x, y, sweep_params, params.seed, params.compute)
+    took = clock.took()
 
     write_csv(paths.lr_range_csv(name), CURVE_COLUMNS, curve_rows(sweep.curve))
     records.write_json(paths.lr_range_json(name), {"arch": name, **sweep_record(sweep.curve, sweep.stop_reason)},
                        shapes.LR_RANGE)
     records.write_json(paths.timing_json(name, "lr_range"),
-                       {"seconds": round(seconds, 2),
-                        "machine": machine.record(params.compute.numerics, params.compute.threads)},
+                       {**took.record(), "machine": machine.record(params.compute.numerics, params.compute.threads)},
                        shapes.TIMINGS["lr_range"])
-    print(f"lr_range@{name}: {len(sweep.curve.lrs)} batches in {seconds:.1f} s; "
+    print(f"lr_range@{name}: {len(sweep.curve.lrs)} batches in {took.seconds:.1f} s; "
           f"stop: {sweep.stop_reason or 'none'}")
 
 

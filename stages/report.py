@@ -81,15 +81,17 @@ def arch_result(params: Params, name: str) -> ArchResult:
     arch = params.archs[name]
     metrics = read_metrics(paths.metrics_json(name))
     timings = {stage: records.read(paths.timing_json(name, stage), spec) for stage, spec in TIMINGS.items()}
-    metrics["lr_range_seconds"] = timings["lr_range"]["seconds"]
-    metrics["train_seconds_per_epoch"] = timings["train"]["seconds_per_epoch"]
-    metrics["inference_ms"] = timings["evaluate"]["inference_ms_per_1000_images"]
+    metrics["lr_range_seconds"] = timings["lr_range"]["cpu_seconds"]
+    metrics["train_seconds_per_epoch"] = timings["train"]["cpu_seconds_per_epoch"]
+    metrics["inference_ms"] = timings["evaluate"]["inference_cpu_ms_per_1000_images"]
+    for stage, key in (("lr_range", "lr_range_load"), ("train", "train_load"), ("evaluate", "inference_load")):
+        metrics[key] = timings[stage]["other_cores_busy"]
     return ArchResult(name, arch.hidden, arch.activation, metrics, records.read(paths.lr_range_json(name), LR_RANGE))
 
 
 def main(argv: list[str]) -> None:
     params = load_params()
-    leftovers = paths.prunable(params.archs)
+    leftovers = paths.prunable(params.networks)
     if leftovers:
         print(f"report: {len(leftovers)} output(s) of architectures no longer in params.yaml are still in "
               "models/ and reports/; `make prune` lists and removes them")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 from stages.lib import shapes
 from stages.lib.data import load_prepared, part_size
@@ -20,10 +19,12 @@ from stages.lib.tf_runtime import load_keras_model
 from stages.plumbing import machine, paths, records
 from stages.plumbing.atomic import atomic_dir, write_csv
 from stages.plumbing.cli import arch_name, run
+from stages.plumbing.clock import Stopwatch
 from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 
 HISTORY_HEADER = list(shapes.HISTORY_COLUMNS)
+PER_EPOCH = "cpu_seconds_per_epoch"  # the estimate's measure
 
 
 def cost_line(name: str, epochs: int, steps: int, seeds: int, seconds_per_epoch: float | None) -> str:
@@ -31,8 +32,8 @@ def cost_line(name: str, epochs: int, steps: int, seeds: int, seconds_per_epoch:
     work = f"train@{name}: up to {epochs:,} epoch(s) × {steps:,} steps × {seeds:,} seed(s)"
     if seconds_per_epoch is None:
         return f"{work}; no time estimate yet (no usable {paths.timing_json(name, 'train')} from an earlier run)"
-    return (f"{work}; at most {duration(epochs * seeds * seconds_per_epoch)} at the last measured "
-            f"{seconds_per_epoch:.3g} s/epoch ({paths.timing_json(name, 'train')})")
+    return (f"{work}; about {duration(epochs * seeds * seconds_per_epoch)} at most, at the last run's "
+            f"{seconds_per_epoch:.3g} CPU s/epoch ({paths.timing_json(name, 'train')})")
 
 
 def duration(seconds: float) -> str:
@@ -44,16 +45,17 @@ def duration(seconds: float) -> str:
 
 
 def last_seconds_per_epoch(name: str) -> float | None:
-    """From the previous run's timings, if there is one to trust: the file in the workspace, else (`dvc repro`
-    removes it before the stage runs) the one committed at git's HEAD."""
+    """CPU seconds per epoch, what load inflates least (scripts.lanes orders stages by the same measure), from
+    the previous run's timings if there is one to trust: the file in the workspace, else (`dvc repro` removes
+    it before the stage runs) the one committed at git's HEAD."""
     path = paths.timing_json(name, "train")
     try:
-        return records.read(path, {"seconds_per_epoch": records.POSITIVE})["seconds_per_epoch"]
+        return records.read(path, {PER_EPOCH: records.POSITIVE})[PER_EPOCH]
     except StageError:
         pass  # missing or damaged: this run rewrites it
     try:
         committed = subprocess.run(["git", "show", f"HEAD:{path.as_posix()}"], capture_output=True, timeout=30)
-        value = json.loads(committed.stdout)["seconds_per_epoch"] if committed.returncode == 0 else None
+        value = json.loads(committed.stdout)[PER_EPOCH] if committed.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
         return None  # no git, no commit, or not one of ours
     usable = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
@@ -68,19 +70,18 @@ def main(argv: list[str]) -> None:
     rule = params.rule_for(arch)
     needed = {"picks": {rule: shapes.LR_RANGE["picks"][rule]}} if arch.lr is None else {}
     lr, how = chosen_rate(arch.lr, rule, records.read(paths.lr_range_json(name), needed).get("picks"), name)
-    steps = -(-part_size("train") // params.train.batch_size)
-    print(cost_line(name, params.train.epochs, steps, len(params.seeds), last_seconds_per_epoch(name)), flush=True)
+    train_params = params.train_for(arch)
+    steps = -(-part_size("train") // train_params.batch_size)
+    print(cost_line(name, train_params.epochs, steps, len(params.seeds), last_seconds_per_epoch(name)), flush=True)
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
 
     data = load_prepared(parts=("train", "val"))
-    runs, history, seconds = [], [], 0.0
+    runs, history, clock = [], [], Stopwatch()
     with atomic_dir(paths.model_dir(name)) as folder, atomic_dir(paths.logs_dir(name)) as logs:
         for seed in params.seeds:
             model = keras_model.build_model(arch, seed)
-            started = time.perf_counter()
-            run = keras_model.train(model, lr, data, params.train, seed, params.compute,
+            run = keras_model.train(model, lr, data, train_params, seed, params.compute,
                                     paths.tensorboard_dir(name, seed, logs))
-            seconds += time.perf_counter() - started
             # Saved even when training failed: evaluate and DVC expect the file; the metrics say it failed.
             keras_model.save_model(model, paths.model_file(name, seed, folder))
             runs.append({"seed": seed, "epochs_run": len(run.rows), "best_epoch": run.best_epoch,
@@ -89,6 +90,7 @@ def main(argv: list[str]) -> None:
             print(f"train@{name} seed {seed}: " + (f"FAILED: {run.failure}" if run.failure else
                   f"lr {lr:.4g} ({how}), {len(run.rows)} epoch(s), kept epoch {run.best_epoch + 1}"), flush=True)
 
+    took = clock.took()  # model building and saving included: they are part of what a user waits for
     write_csv(paths.history_csv(name), HISTORY_HEADER, history)
     failures = [f"seed {r['seed']}: {r['failed']}" for r in runs if r["failed"]]
     records.write_json(paths.train_json(name), {
@@ -98,9 +100,10 @@ def main(argv: list[str]) -> None:
         "runs": runs,
         "failed": "; ".join(failures) or None,  # one failed seed fails the arch: its rate is not safe
     }, shapes.TRAIN)
-    epochs = sum(r["epochs_run"] for r in runs)
+    epochs = max(sum(r["epochs_run"] for r in runs), 1)
     records.write_json(paths.timing_json(name, "train"),
-                       {"seconds": round(seconds, 2), "seconds_per_epoch": round(seconds / max(epochs, 1), 3),
+                       {**took.record(), "seconds_per_epoch": round(took.seconds / epochs, 3),
+                        PER_EPOCH: round(took.cpu_seconds / epochs, 3),
                         "machine": machine.record(params.compute.numerics, params.compute.threads)},
                        shapes.TIMINGS["train"])
 

@@ -1,7 +1,7 @@
 """The fixtures, built on tests/harness.py: tiny data, a stage project, tiny models, and servers on 127.0.0.1."""
 
-from __future__ import annotations
-
+# First, as in every stage process: importing stages caps numpy's SIMD kernels, which only works before numpy loads.
+import stages  # noqa: F401, I001
 import copy
 import functools
 import http.server

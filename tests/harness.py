@@ -73,9 +73,16 @@ EXAMPLE_PARAMS = {
         "grid": [0.003, 0.0057, 0.011, 0.021, 0.039, 0.075, 0.14, 0.27, 0.52, 1.0],
         "max_epochs": 100,
         "patience": 20,
-        "long_rules": {"arch": "base", "seeds": [1, 2, 3],
+        "long_rules": {"arch": "base", "seeds": [101, 102, 103],
                        "rates": ["notebook", "fastai_valley", "fastai_slide", "fastai_minimum", "fastai_steep",
                                  "lightning", "flat_center", "grid_lower", "grid_best", "grid_higher"]},
+        "heldout": {
+            "narrow2": {"hidden": [128, 64]},
+            "deep6": {"hidden": [256, 256, 256, 256, 256, 256]},
+            "tanh3": {"hidden": [300, 200, 100], "activation": "tanh"},
+            "batch128": {"hidden": [500, 250], "batch_size": 128},
+            "elu1": {"hidden": [1024], "activation": "elu", "batch_size": 64},
+        },
     },
     "archs": {
         "base": {"hidden": [300, 100]},
@@ -175,7 +182,8 @@ FAKE_KERAS_MODEL = textwrap.dedent("""
         def __init__(self, n=60):
             losses = np.concatenate([np.linspace(2.3, 0.4, n - 10), np.linspace(0.5, 30.0, 10)])
             # One epoch of n batches of 8, stopped on its last row, as range_test records a sweep.
-            self.curve = Curve(0.001 * 1.15 ** np.arange(n), losses, losses.copy(), np.full(n, 8), n, n, n - 1)
+            self.curve = Curve(0.001 * 1.15 ** np.arange(n), losses, losses.copy(), np.full(n, 8), n, n, n - 1,
+                               0.98, 4.0)
             self.stop_reason = "stand-in sweep"
 
     fake = types.ModuleType("stages.lib.keras_model")
@@ -568,8 +576,9 @@ def imported_modules(path: Path) -> set[Path]:
 
 
 def shaping_imports(entry: Path) -> set[str]:
-    """``entry`` and every module reachable from it through imports, stopping at plumbing."""
-    seen, todo = set(), [entry]
+    """``entry`` and every module reachable from it through imports, stopping at plumbing; and what
+    stages/__init__.py imports, which `python -m stages.<stage>` runs first."""
+    seen, todo = set(), [entry, *imported_modules(Path("stages/__init__.py"))]
     while todo:
         path = todo.pop()
         if path.parent == PLUMBING or path in seen:

@@ -1,6 +1,6 @@
 """The evidence pipeline (evidence/dvc.yaml) end to end: real `make evidence`, `dvc repro` and `dvc status`
 on tiny data in a temporary project, with tiny evidence params: one arch, one training seed, two range-test
-seeds, two grid rates, a 3-epoch long budget and two long_rules sources (ten TensorFlow starts in all).
+seeds, two grid rates, a 3-epoch long budget, two long_rules sources and one held-out network.
 
 One module-scoped fixture builds the project as a user would: `make evidence JOBS=2` (every evidence stage
 and the quick-study stages they read, two at a time), then `dvc repro` (the rest of the quick study), all
@@ -40,7 +40,9 @@ pytestmark = pytest.mark.slow
 PIPELINE = "evidence/dvc.yaml"
 N_TRAIN, N_TEST = 300, 100
 EVIDENCE = {"seeds": [1, 2], "range_seeds": [1, 2], "grid": [0.05, 0.2], "max_epochs": 3, "patience": 1,
-            "long_rules": {"arch": ARCH, "seeds": [1, 2], "rates": ["flat_center", "grid_best"]}}
+            "long_rules": {"arch": ARCH, "seeds": [3, 4], "rates": ["flat_center", "grid_best"]},
+            "heldout": {"held": {"hidden": [8], "activation": "tanh", "batch_size": 16}}}
+HELD = "held"
 QUICK_STUDY = {"download", "split", "report", *(f"{stage}@{ARCH}" for stage in ("lr_range", "train", "evaluate"))}
 RUN_KEYS = {"lr", "epochs_run", "best_epoch", "failed", "history"}
 SCORE_KEYS = {f"{part}_{score}" for part in ("val", "test") for score in ("accuracy", "loss")}
@@ -53,6 +55,9 @@ def evidence_stages(evidence: dict) -> set[str]:
         *(f"{kind}@{ARCH}-{seed}" for kind in ("grid", "picks", "long") for seed in evidence["seeds"]),
         *(f"long_rules@{rate}-{seed}" for rate in evidence["long_rules"]["rates"]
           for seed in evidence["long_rules"]["seeds"]),
+        *(f"heldout_range@{name}-{seed}" for name in evidence["heldout"] for seed in evidence["range_seeds"]),
+        *(f"heldout_{kind}@{name}-{seed}" for kind in ("grid", "picks") for name in evidence["heldout"]
+          for seed in evidence["seeds"]),
     }
 
 
@@ -138,6 +143,12 @@ def expected_files() -> set[str]:
               for seed in EVIDENCE["long_rules"]["seeds"]]
     for kind, seed, rate in units:
         files |= {paths.evidence_json(kind, ARCH, seed, rate), paths.evidence_timing(kind, ARCH, seed, rate)}
+    for seed in EVIDENCE["range_seeds"]:
+        files |= {paths.evidence_curve_csv(HELD, seed), paths.evidence_json("range", HELD, seed),
+                  paths.evidence_timing("range", HELD, seed)}
+    for kind in ("grid", "picks"):
+        for seed in EVIDENCE["seeds"]:
+            files |= {paths.evidence_json(kind, HELD, seed), paths.evidence_timing(kind, HELD, seed)}
     return {path.relative_to(paths.EVIDENCE).as_posix() for path in files}
 
 
@@ -166,20 +177,23 @@ def test_range_records(built):
             rows = list(csv.DictReader(f))
         assert list(rows[0]) == list(CURVE_COLUMNS) and len(rows) == record["steps"]
         timing = p.json(paths.evidence_timing("range", ARCH, seed).as_posix())
-        assert timing["seconds"] >= 0 and timing["machine"]
+        assert timing["seconds"] >= 0 and timing["cpu_seconds"] > 0 and timing["machine"]
+        assert "other_cores_busy" in timing
 
 
-def test_grid_and_picks_records_train_one_epoch_at_each_rate(built):
+@pytest.mark.parametrize("arch", [ARCH, HELD])
+def test_grid_and_picks_records_train_one_epoch_at_each_rate(built, arch):
     p = built.p
-    ranges = [p.json(paths.evidence_json("range", ARCH, s).as_posix()) for s in EVIDENCE["range_seeds"]]
+    ranges = [p.json(paths.evidence_json("range", arch, s).as_posix()) for s in EVIDENCE["range_seeds"]]
     for kind, rates in (("grid", EVIDENCE["grid"]), ("picks", distinct_picks(ranges))):
         for seed in EVIDENCE["seeds"]:
-            record = p.json(paths.evidence_json(kind, ARCH, seed).as_posix())
-            assert (record["kind"], record["arch"], record["seed"]) == (kind, ARCH, seed)
+            record = p.json(paths.evidence_json(kind, arch, seed).as_posix())
+            assert (record["kind"], record["arch"], record["seed"]) == (kind, arch, seed)
             assert [run["lr"] for run in record["runs"]] == pytest.approx(rates), kind
             for run, lr in zip(record["runs"], rates):
                 check_run(run, lr, max_epochs=1)
-            assert p.json(paths.evidence_timing(kind, ARCH, seed).as_posix())["epochs"] == len(rates)
+            assert p.json(paths.evidence_timing(kind, arch, seed).as_posix())["epochs"] == len(rates)
+
 
 
 def test_long_records_train_the_quick_studys_rate_until_early_stopping(built):
@@ -210,10 +224,14 @@ def test_long_rules_records_train_each_sources_rate(built):
 
 def test_make_prune_would_remove_every_evidence_file_once_the_arch_is_gone(built):
     """The names the stages really write match prune's patterns: all of them, whole folders, nothing left."""
-    found = paths.prunable([], built.p.root)
+    found = paths.prunable([HELD], built.p.root)
     folders = [built.p.root / folder for _, folder in paths.evidence_folders(ARCH)]
     assert [path for path in found if paths.EVIDENCE in path.relative_to(built.p.root).parents] == folders
-    assert paths.left_alone([], built.p.root) == []
+    assert paths.left_alone([HELD], built.p.root) == []
+    held = [built.p.root / folder for kind, folder in paths.evidence_folders(HELD)
+            if kind in paths.HELDOUT_STAGES.values()]
+    assert [path for path in paths.prunable([ARCH], built.p.root) if path.parent.parent.name != "models"
+            and paths.EVIDENCE in path.relative_to(built.p.root).parents] == held
 
 
 # --- what a change marks as changed ------------------------------------------------------------------
@@ -224,7 +242,8 @@ def test_changing_the_range_tests_factor_marks_range_then_what_reads_the_range_r
     those records are rewritten. long and long_rules read the quick study's whole range-test record, so any
     change to it marks them, whether or not the pick they train at moved."""
     write_param(project, "lr_range", factor=1.2)
-    ranges = {f"range@{ARCH}-{seed}" for seed in EVIDENCE["range_seeds"]}
+    ranges = {f"{kind}@{arch}-{seed}" for kind, arch in (("range", ARCH), ("heldout_range", HELD))
+              for seed in EVIDENCE["range_seeds"]}
     assert changed(project) == {stage: [{"changed deps": {"params.yaml": {"lr_range.factor": "modified"}}}]
                                 for stage in ranges}
 
@@ -239,17 +258,19 @@ def test_changing_the_range_tests_factor_marks_range_then_what_reads_the_range_r
         assert status[stage] == [{"changed deps": {paths.lr_range_json(ARCH).as_posix(): "modified"}}], stage
 
     project.repro("--single-item", *named(ranges))
-    picks = {f"picks@{ARCH}-{seed}" for seed in EVIDENCE["seeds"]}
+    picks = {f"{kind}@{arch}-{seed}": arch for kind, arch in (("picks", ARCH), ("heldout_picks", HELD))
+             for seed in EVIDENCE["seeds"]}
     status = changed(project)
-    assert set(status) == readers | picks | {"answer"}, status
-    for stage in picks:
-        assert status[stage] == [{"changed deps": {paths.evidence_dir("range", ARCH).as_posix(): "modified"}}]
+    assert set(status) == readers | set(picks) | {"answer"}, status
+    for stage, arch in picks.items():
+        assert status[stage] == [{"changed deps": {paths.evidence_dir("range", arch).as_posix(): "modified"}}]
 
 
 def test_changing_the_grid_marks_grid_and_long_rules_but_not_long(project):
     write_param(project, "evidence", grid=[0.05, 0.3])
     grid_changed = [{"changed deps": {"params.yaml": {"evidence.grid": "modified"}}}]
-    expected = {f"grid@{ARCH}-{seed}" for seed in EVIDENCE["seeds"]} | {
+    expected = {f"{kind}@{arch}-{seed}" for kind, arch in (("grid", ARCH), ("heldout_grid", HELD))
+                for seed in EVIDENCE["seeds"]} | {
         f"long_rules@{rate}-{seed}" for rate in EVIDENCE["long_rules"]["rates"]
         for seed in EVIDENCE["long_rules"]["seeds"]}
     status = changed(project)
@@ -265,7 +286,8 @@ def test_adding_a_seed_adds_its_stages_and_leaves_the_others_current(project):
     evidence["seeds"].append(added)
     write_param(project, "evidence", seeds=evidence["seeds"])
     new = evidence_stages(evidence) - evidence_stages(EVIDENCE)
-    assert new == {f"{kind}@{ARCH}-{added}" for kind in ("grid", "picks", "long")}
+    assert new == {f"{kind}@{ARCH}-{added}" for kind in ("grid", "picks", "long")} | {
+        f"heldout_{kind}@{HELD}-{added}" for kind in ("grid", "picks")}
     locked = set(yaml.safe_load(project.read(PIPELINE.replace(".yaml", ".lock")))["stages"])
     assert not new & locked
     long_rules = {f"long_rules@{rate}-{seed}" for rate in EVIDENCE["long_rules"]["rates"]

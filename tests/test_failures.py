@@ -371,7 +371,7 @@ def test_evaluate_scores_every_seed_without_tensorflow(project, tiny_models):
     errors = json.loads((reports / "errors" / f"{ARCH}.json").read_text())
     assert errors["seed"] == SEED and np.array(errors["confusion"]).sum() == 100
     timing = json.loads((reports / "timings" / f"{ARCH}.evaluate.json").read_text())
-    assert timing["inference_ms_per_1000_images"] > 0
+    assert timing["inference_ms_per_1000_images"] > 0 and timing["inference_cpu_ms_per_1000_images"] > 0
     assert temp_leftovers(*(reports / folder for folder in ("metrics", "errors", "timings"))) == []
 
 
@@ -518,7 +518,9 @@ def write_report_inputs(project: Project, tiny_models: dict[int, Path], failed: 
     write_train_json(root, failed=failed)
     install_models(root, tiny_models)
     reports = root / "reports"
-    (reports / "timings" / f"{ARCH}.train.json").write_text('{"seconds": 1.5, "seconds_per_epoch": 1.5}\n')
+    (reports / "timings" / f"{ARCH}.train.json").write_text(
+        '{"seconds": 1.5, "cpu_seconds": 1.4, "other_cores_busy": 0.0, "seconds_per_epoch": 1.5, '
+        '"cpu_seconds_per_epoch": 1.4, "machine": null}\n')
     (reports / "history").mkdir()
     (reports / "history" / f"{ARCH}.csv").write_text(
         "seed,epoch,loss,accuracy,val_loss,val_accuracy,lr\n42,0,2.1,0.3,2.0,0.35,0.1\n")

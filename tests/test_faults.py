@@ -501,7 +501,7 @@ def test_a_long_training_says_what_it_will_cost_before_it_starts(project, made):
     for_train(project, made)
     timings = project.root / "reports" / "timings" / f"{ARCH}.train.json"
     timings.parent.mkdir(parents=True)
-    timings.write_text('{"seconds": 4.38, "seconds_per_epoch": 4.38}\n')
+    timings.write_text('{"seconds": 4.38, "cpu_seconds_per_epoch": 4.38}\n')
     before = snapshot(project.root)
     stop_at_the_first_training = "def _stop(*args, **kwargs):\n    raise KeyboardInterrupt\nfake.train = _stop\n"
 
@@ -509,8 +509,8 @@ def test_a_long_training_says_what_it_will_cost_before_it_starts(project, made):
 
     result.assert_clean_exit(130)
     assert result.stdout.splitlines() == [
-        f"train@{ARCH}: up to 1 epoch(s) × 16 steps × 1,000 seed(s); at most 73 min at the last measured "
-        f"4.38 s/epoch (reports/timings/{ARCH}.train.json)"]
+        f"train@{ARCH}: up to 1 epoch(s) × 16 steps × 1,000 seed(s); about 73 min at most, at the last run's "
+        f"4.38 CPU s/epoch (reports/timings/{ARCH}.train.json)"]
     assert_only_outputs_changed(before, snapshot(project.root), [])  # nothing written (but empty folders)
 
 

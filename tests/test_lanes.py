@@ -61,9 +61,9 @@ def test_the_longest_chain_starts_first():
 
 def test_costs_come_from_the_timing_records_else_from_the_stages_of_the_same_kind(tmp_path):
     timing = tmp_path / "base.train.json"
-    timing.write_text(json.dumps({"seconds": 12.5, "machine": {}}))
+    timing.write_text(json.dumps({"seconds": 40.0, "cpu_seconds": 12.5, "machine": {}}))
     other = tmp_path / "wide3.train.json"
-    other.write_text(json.dumps({"seconds": 30.5}))
+    other.write_text(json.dumps({"cpu_seconds": 30.5}))
     no_seconds, damaged = tmp_path / "metrics.json", tmp_path / "damaged.json"
     no_seconds.write_text(json.dumps({"val_accuracy": 0.9}))
     damaged.write_text("{")

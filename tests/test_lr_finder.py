@@ -4,10 +4,12 @@ Each rule is checked against a line-by-line transcription of its source, written
 in place of torch, on synthetic sweeps (smooth U, noisy, with NaN and inf, too short): both must
 pick exactly the same rate, or both refuse. The sources:
 
-- fastai: fastai/callback/schedule.py, ``valley``, ``slide``, ``minimum``, ``steep``, and the rows
-  ``Learner.lr_find`` hands them (recorder rows ``num_it//10:-5``, cut at the first NaN);
-- Lightning: src/lightning/pytorch/tuner/lr_finder.py, ``_LRFinder.suggestion`` (skip_begin=10,
-  skip_end=1, ``torch.gradient(losses, spacing=[lrs])``);
+- fastai 2.8.12: fastai/callback/schedule.py, ``valley``, ``slide``, ``minimum``, ``steep``, and the
+  rows ``Learner.lr_find`` hands them (recorder rows ``num_it//10:-5``, cut at the first NaN), on the
+  recorder's ``AvgSmoothLoss`` (fastai/learner.py);
+- pytorch-lightning 2.6.6: tuner/lr_finder.py, ``_LRCallback.on_train_batch_end`` (what it records)
+  and ``_LRFinder.suggestion`` (skip_begin=10, skip_end=1, ``torch.gradient(losses, spacing=[lrs])``
+  on float32 tensors);
 - the notebook (bench/notebook.py): the rate at the lowest Keras ``loss`` log, halved.
 
 flat_center is ours: it is checked against its previous implementation, and by hand. Other expected
@@ -20,6 +22,7 @@ import math
 
 import numpy as np
 import pytest
+from upstream import source_fastai_lr_find_rows, source_pick
 
 from stages.lib.lr_finder import (
     MIN_POINTS,
@@ -165,126 +168,6 @@ def test_stopper_tracks_the_best_so_far():
     assert stopper.update(1.01)[1] is not None  # 1.01 > 2 x 0.5
 
 
-# --- the sources, transcribed (torch replaced by numpy) --------------------------------------------
-# Kept as close to the source text as numpy allows, including its names and quirks.
-
-
-def source_fastai_lr_find_rows(recorder_lrs, recorder_losses, num_it):
-    """fastai's Learner.lr_find: what it hands each suggestion function."""
-    lrs, losses = np.array(recorder_lrs[num_it // 10:-5]), np.array(recorder_losses[num_it // 10:-5])
-    nan_idxs = np.flatnonzero(np.isnan(losses.reshape(-1)))  # torch.nonzero(torch.isnan(losses.view(-1)))
-    if len(nan_idxs) > 0:
-        drop_idx = min(nan_idxs)
-        lrs = lrs[:drop_idx]
-        losses = losses[:drop_idx]
-    return lrs, losses
-
-
-def source_valley(lrs, losses, num_it):
-    "Suggests a learning rate from the longest valley and returns its index"
-    n = len(losses)
-    max_start, max_end = 0, 0
-
-    # find the longest valley
-    lds = [1] * n
-    for i in range(1, n):
-        for j in range(0, i):
-            if (losses[i] < losses[j]) and (lds[i] < lds[j] + 1):
-                lds[i] = lds[j] + 1
-            if lds[max_end] < lds[i]:
-                max_end = i
-                max_start = max_end - lds[max_end]
-
-    sections = (max_end - max_start) / 3
-    idx = max_start + int(sections) + int(sections / 2)
-
-    return float(lrs[idx]), (float(lrs[idx]), losses[idx])
-
-
-def source_slide(lrs, losses, num_it, lr_diff=15, thresh=.005, adjust_value=1.):
-    "Suggests a learning rate following an interval slide rule and returns its index"
-    losses = np.asarray(losses)  # to_np(losses)
-    loss_grad = np.gradient(losses)
-
-    r_idx = -1
-    l_idx = r_idx - lr_diff
-    local_min_lr = lrs[l_idx]
-    while (l_idx >= -len(losses)) and (abs(loss_grad[r_idx] - loss_grad[l_idx]) > thresh):
-        local_min_lr = lrs[l_idx]
-        r_idx -= 1
-        l_idx -= 1
-
-    suggestion = float(local_min_lr) * adjust_value
-    idx = np.interp(np.log10(suggestion), np.log10(lrs), losses)
-    return suggestion, (suggestion, idx)
-
-
-def source_minimum(lrs, losses, num_it):
-    "Suggests a learning rate one-tenth the minumum before divergance and returns its index"
-    lr_min = lrs[losses.argmin()].item()
-    loss_idx = losses[min(range(len(lrs)), key=lambda i: abs(lrs[i] - lr_min))]
-    return lr_min / 10, (lr_min, loss_idx)
-
-
-def source_steep(lrs, losses, num_it):
-    "Suggests a learning rate when the slope is the steepest and returns its index"
-    grads = (losses[1:] - losses[:-1]) / (np.log(lrs[1:]) - np.log(lrs[:-1]))  # lrs[1:].log()
-    lr_steep = lrs[grads.argmin()].item()
-    loss_idx = losses[min(range(len(lrs)), key=lambda i: abs(lrs[i] - lr_steep))]
-    return lr_steep, (lr_steep, loss_idx)
-
-
-def source_lightning(results_lr, results_loss, skip_begin=10, skip_end=1):
-    """Lightning's _LRFinder.suggestion on self.results = {"lr": ..., "loss": ...}."""
-    losses = np.array(results_loss[skip_begin:-skip_end])  # torch.tensor(...)
-    lrs = np.array(results_lr[skip_begin:-skip_end])
-    is_finite = np.isfinite(losses)
-    losses = losses[is_finite]
-    lrs = lrs[is_finite]
-
-    if len(losses) < 2:
-        # computing torch.gradient requires at least 2 points
-        return None
-
-    gradients = np.gradient(losses, lrs)  # torch.gradient(losses, spacing=[lrs])[0]
-    min_grad = np.argmin(gradients).item()
-    all_losses_idx = np.arange(len(results_loss))
-    idx_non_skipped = all_losses_idx[skip_begin:-skip_end]
-    idx_finite = idx_non_skipped[is_finite]
-    optimal_idx = idx_finite[min_grad].item()
-    return results_lr[optimal_idx]
-
-
-def source_notebook(batch_losses, sizes, steps_per_epoch, rates):
-    """The notebook: its callback logs Keras' logs["loss"] after each batch, which is Keras' loss tracker
-    (a Mean weighted by batch size, reset at the start of each epoch); the pick is the rate at the lowest
-    logged loss, halved (bench/notebook.py)."""
-    logged = []
-    for step, (loss, size) in enumerate(zip(batch_losses, sizes)):
-        if step % steps_per_epoch == 0:
-            total, count = 0.0, 0
-        total += float(loss) * int(size)
-        count += int(size)
-        logged.append(total / count)
-    losses = np.array(logged)
-    return rates[int(np.nanargmin(losses))] / 2
-
-
-def source_pick(rule: str, curve: Curve) -> float | None:
-    """What the source picks on ``curve``; None where it cannot (it raises, or, Lightning, returns None)."""
-    try:
-        if rule == "notebook":
-            return float(source_notebook(curve.losses, curve.batch_sizes, curve.steps_per_epoch, curve.lrs))
-        if rule == "lightning":
-            return source_lightning(list(curve.lrs), list(curve.smoothed))
-        lrs, losses = source_fastai_lr_find_rows(list(curve.lrs), list(curve.smoothed), curve.planned_steps)
-        function = {"fastai_valley": source_valley, "fastai_slide": source_slide, "fastai_minimum": source_minimum,
-                    "fastai_steep": source_steep}[rule]
-        return function(lrs, losses, curve.planned_steps)[0]
-    except (IndexError, ValueError):  # an empty or too short tensor: torch raises there too
-        return None
-
-
 def old_flat_center(lrs: np.ndarray, smoothed: np.ndarray, stop_step: int | None) -> tuple[float, int] | None:
     """flat_center as it was before the rules were rewritten (suggest_all cut the curve at the stop)."""
     end = len(lrs) if stop_step is None else stop_step
@@ -312,7 +195,7 @@ def sweep(losses: np.ndarray, stop_step: int | None = None, planned_steps: int |
     sizes = np.resize(np.r_[np.full(STEPS_PER_EPOCH - 1, BATCH), 17], n)
     return Curve(exponential_lrs(START, FACTOR, n), np.asarray(losses, dtype=np.float64),
                  smooth(losses, 0.9) if smoothed is None else smoothed, sizes, STEPS_PER_EPOCH,
-                 planned_steps or n, stop_step)
+                 planned_steps or n, stop_step, 0.9, 4.0)
 
 
 def u_shape(n: int, bottom: int) -> np.ndarray:
@@ -354,14 +237,14 @@ CURVES = {
     "flat": sweep(np.full(150, 1.0)),
     "falling-to-the-end": sweep(np.linspace(3.0, 0.5, 150)),
     "short-epochs": Curve(exponential_lrs(START, FACTOR, 90), noisy(90, 4), smooth(noisy(90, 4), 0.9),
-                          np.resize([8, 8, 3], 90), 3, 90, None),
+                          np.resize([8, 8, 3], 90), 3, 90, None, 0.9, 4.0),
 }
 # Too short for some rules: fastai keeps n - n//10 - 5 rows (slide needs 16), Lightning n - 11 (needs 2),
 # flat_center n - 15 (needs 10).
 SHORT = {f"short-{n}": sweep(diverging(n)) for n in range(1, 41)}
 # A first batch whose loss is not finite: the stop rule ends the sweep on its first row.
 DIVERGED_AT_ONCE = {f"first-batch-{value}": Curve(np.array([START]), np.array([value]), np.array([value]),
-                                                   np.array([BATCH]), STEPS_PER_EPOCH, 150, 0)
+                                                   np.array([BATCH]), STEPS_PER_EPOCH, 150, 0, 0.9, 4.0)
                     for value in (np.inf, np.nan)}
 # Where this code and its source disagree (reported, not fixed here): each case names the difference.
 def cases(curves: dict[str, Curve]) -> list:
@@ -413,7 +296,7 @@ def test_the_notebook_rule_uses_the_running_mean_reset_each_epoch_by_hand():
     # rows 3..5: 1, (2 + 2*3) / 4 = 2, (8 + 9) / 5 = 3.4. Lowest overall: row 3 (1.0, below epoch 1's 4s).
     # Without the reset it would be row 4: (20 + 2) / 7 = 3.14, (22 + 6) / 9 = 3.11, (28 + 9) / 10 = 3.7.
     curve = Curve(exponential_lrs(0.1, 2, 6), np.array([4.0, 4, 4, 1, 3, 9]), np.zeros(6), np.array([2, 2, 1] * 2),
-                  3, 6, None)
+                  3, 6, None, 0.98, 4.0)
     pick = RULES["notebook"](curve)
     assert pick.lr == 0.1 * 2**3 / 2
     assert pick.index == 2  # 0.4 is row 2's rate: the marker goes there
@@ -435,7 +318,7 @@ def test_flat_center_picks_what_it_picked_before_the_rules_were_rewritten(curve)
 
 def flat_curve(smoothed: np.ndarray, stop_step: int | None = None) -> Curve:
     n = len(smoothed)
-    return Curve(exponential_lrs(1e-3, 1.1, n), smoothed, smoothed, np.full(n, 32), n, n, stop_step)
+    return Curve(exponential_lrs(1e-3, 1.1, n), smoothed, smoothed, np.full(n, 32), n, n, stop_step, 0.98, 4.0)
 
 
 def test_flat_center_picks_the_middle_of_the_flat_bottom_not_the_noisy_minimum():
@@ -506,7 +389,7 @@ def test_chosen_rate_is_the_fixed_rate_or_the_rules_pick():
 
 def test_sweep_record_and_rows_of_a_stopped_sweep():
     losses = np.array([2.0, 1.0, 0.5, 0.8, 9.0])
-    curve = Curve(exponential_lrs(0.01, 2, 5), losses, losses.copy(), np.full(5, 4), 5, 5, 4)
+    curve = Curve(exponential_lrs(0.01, 2, 5), losses, losses.copy(), np.full(5, 4), 5, 5, 4, 0.98, 4.0)
     record = sweep_record(curve, "smoothed loss above 4 x its best")
     assert record["steps"] == 5 and record["stop_step"] == 4
     assert record["stop_reason"] == "smoothed loss above 4 x its best"
@@ -517,6 +400,7 @@ def test_sweep_record_and_rows_of_a_stopped_sweep():
 
 def test_sweep_record_of_a_sweep_that_ran_to_the_end():
     losses = np.array([2.0, 1.0, 0.5])
-    record = sweep_record(Curve(exponential_lrs(0.01, 2, 3), losses, losses, np.full(3, 4), 3, 3, None), None)
+    curve = Curve(exponential_lrs(0.01, 2, 3), losses, losses, np.full(3, 4), 3, 3, None, 0.98, 4.0)
+    record = sweep_record(curve, None)
     assert record["stop_reason"] == "sweep ran to the end"
     assert (record["min_smoothed_loss"], record["lr_at_min"]) == (0.5, 0.04)

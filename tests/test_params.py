@@ -110,7 +110,16 @@ def test_example_params_parse(raw):
         seeds=tuple(e["seeds"]), range_seeds=tuple(e["range_seeds"]), grid=tuple(float(lr) for lr in e["grid"]),
         max_epochs=e["max_epochs"], patience=e["patience"],
         long_rules=LongRulesParams(e["long_rules"]["arch"], tuple(e["long_rules"]["seeds"]),
-                                   tuple(e["long_rules"]["rates"])))
+                                   tuple(e["long_rules"]["rates"])),
+        heldout={"narrow2": Arch("narrow2", (128, 64)), "deep6": Arch("deep6", (256,) * 6),
+                 "tanh3": Arch("tanh3", (300, 200, 100), activation="tanh"),
+                 "batch128": Arch("batch128", (500, 250), batch_size=128),
+                 "elu1": Arch("elu1", (1024,), activation="elu", batch_size=64)})
+    assert p.train_for(p.evidence.heldout["elu1"]).batch_size == p.lr_range_for(p.evidence.heldout["elu1"]).batch_size
+    assert p.train_for(p.arch("base")) == p.train and p.lr_range_for(p.arch("base")) == p.lr_range
+    assert p.arch("elu1", heldout=True).batch_size == 64
+    with pytest.raises(ParamsError, match="no architecture named 'elu1'"):
+        p.arch("elu1")
     assert p.archs == {
         "base": Arch("base", (300, 100)),
         "deep3": Arch("deep3", (300, 200, 100)),
@@ -472,9 +481,37 @@ def test_bad_seeds(raw, key, seeds):
 
 def test_seeds_at_both_ends_of_the_range_are_allowed(raw):
     raw["evidence"]["seeds"] = [0, MAX_SEED]
-    raw["evidence"]["long_rules"]["seeds"] = [MAX_SEED]
+    raw["evidence"]["long_rules"]["seeds"] = [1, MAX_SEED - 1]
     p = parse_params(raw)
-    assert p.evidence.seeds == (0, 2**32 - 1) and p.evidence.long_rules.seeds == (2**32 - 1,)
+    assert p.evidence.seeds == (0, 2**32 - 1) and p.evidence.long_rules.seeds == (1, 2**32 - 2)
+    raw["evidence"]["seeds"], raw["evidence"]["long_rules"]["seeds"] = [1], [0, MAX_SEED]
+    assert parse_params(raw).evidence.long_rules.seeds == (0, 2**32 - 1)
+
+
+def test_heldout_networks_are_checked_as_archs_are(raw):
+    raw["evidence"]["heldout"]["deep6"]["hidden"] = [256, 0]
+    assert_line(only_problem(raw), "evidence.heldout.deep6.hidden", [256, 0], "not a list of positive layer sizes")
+
+
+def test_a_heldout_network_may_not_share_a_name_with_an_arch(raw):
+    raw["evidence"]["heldout"]["base"] = {"hidden": [10]}
+    assert_line(only_problem(raw), "evidence.heldout.base", "base", "also an architecture of archs")
+
+
+def test_the_heldout_networks_are_required(raw):
+    del raw["evidence"]["heldout"]
+    assert_line(only_problem(raw), "evidence.heldout", None, "missing, empty or not a mapping")
+
+
+@pytest.mark.parametrize("size", [0, MAX_BATCH_SIZE + 1, 1.5])
+def test_an_arch_batch_size_is_a_batch_size(raw, size):
+    raw["archs"]["base"]["batch_size"] = size
+    assert_line(only_problem(raw), "archs.base.batch_size", size)
+
+
+def test_long_rules_seeds_must_not_repeat_the_long_runs(raw):
+    raw["evidence"]["long_rules"]["seeds"] = [101, 2, 3]
+    assert_line(only_problem(raw), "evidence.long_rules.seeds", [2, 3], "shares seeds with evidence.seeds")
 
 
 @pytest.mark.parametrize("rates", [["min_halved"], ["flat_center", "grid_best", "flat_center"], [], "flat_center",
@@ -514,11 +551,11 @@ def test_the_grid_is_a_list_of_distinct_positive_rates(raw, grid):
 
 
 def test_evidence_lists_up_to_the_limit(raw):
-    raw["evidence"]["seeds"] = list(range(MAX_LIST))
+    raw["evidence"]["seeds"] = list(range(1000, 1000 + MAX_LIST))  # none of long_rules.seeds
     raw["evidence"]["grid"] = [0.001 * (k + 1) for k in range(MAX_LIST)]
     p = parse_params(raw)
     assert len(p.evidence.seeds) == len(p.evidence.grid) == MAX_LIST
-    raw["evidence"]["seeds"].append(MAX_LIST)
+    raw["evidence"]["seeds"].append(1000 + MAX_LIST)
     assert_line(only_problem(raw), "evidence.seeds", raw["evidence"]["seeds"], "not a list of distinct seeds")
 
 

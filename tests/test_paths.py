@@ -237,7 +237,18 @@ def evidence_stages() -> dict[str, dict]:
 
 def test_every_evidence_kind_is_a_matrix_stage_of_evidence_dvc_yaml():
     matrix = sorted(name for name, spec in evidence_stages().items() if "matrix" in spec)
-    assert matrix == sorted(paths.EVIDENCE_KINDS)
+    assert matrix == sorted((*paths.EVIDENCE_KINDS, *paths.HELDOUT_STAGES))
+
+
+@pytest.mark.parametrize("stage", paths.HELDOUT_STAGES)
+def test_a_heldout_stage_is_its_kinds_stage_over_evidence_heldout(stage):
+    """The same command, outputs and deps; params name evidence.heldout.<arch> where the kind's name archs.<arch>."""
+    stages = evidence_stages()
+    ours, theirs = stages[stage], stages[paths.HELDOUT_STAGES[stage]]
+    assert ours["matrix"] == {**theirs["matrix"], "arch": "${evidence.heldout}"}
+    assert (ours["cmd"], ours["deps"], ours["metrics"], ours.get("plots")) == (
+        theirs["cmd"], theirs["deps"], theirs["metrics"], theirs.get("plots"))
+    assert ours["params"] == [p.replace("archs.", "evidence.heldout.") for p in theirs["params"]]
 
 
 @pytest.mark.parametrize("kind", paths.EVIDENCE_KINDS)

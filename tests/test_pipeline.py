@@ -208,7 +208,7 @@ def check_train_and_evaluate(project: Project, reports: Path, arch: str, seeds: 
         per_seed = [metrics["seeds"][str(s)]["test_accuracy"] for s in seeds]
         assert metrics["test_accuracy_std"] == pytest.approx(np.std(per_seed, ddof=1), abs=2e-6)
     timings = load(f"timings/{arch}.train.json")
-    assert timings["seconds"] > 0 and timings["seconds_per_epoch"] > 0
+    assert timings["seconds"] > 0 and timings["seconds_per_epoch"] > 0 and timings["cpu_seconds_per_epoch"] > 0
     assert load(f"timings/{arch}.evaluate.json")["inference_ms_per_1000_images"] > 0
 
 

@@ -64,6 +64,7 @@ def result(name: str, hidden: tuple[int, ...], val: float | list[float], n_param
         "params": n_params, "size_bytes": 3 * 2**20, "lr": lr, "lr_chosen_by": chosen, "n_train": 55000,
         "n_test": 10000, "repeats": len(vals), "seeds": runs,
         "lr_range_seconds": 3.21, "train_seconds_per_epoch": 4.56, "inference_ms": 7.89,
+        "lr_range_load": 0.0, "train_load": 0.0, "inference_load": 0.0,
     }
     lr_range = {"steps": 900, "stop_step": 890, "stop_reason": "smoothed loss above 4 x its best",
                 "min_smoothed_loss": 0.2345, "lr_at_min": 0.1, "picks": all_picks() if picks is None else picks}
@@ -158,6 +159,14 @@ def test_cost_table_from_the_stages_figures(params):
     md = render(params, [result(**WIDE3, val=0.97), result(**BASE, val=0.96)])
     assert table_rows(section(md, "Cost per architecture")) == [
         ["base", "266,610", "3.00 MiB", "3.2", "4.6", "7.9"], ["wide3", "1,615,310", "3.00 MiB", "3.2", "4.6", "7.9"]]
+
+
+def test_a_time_measured_under_load_says_so(params):
+    loaded = result(**BASE, val=0.96)
+    loaded.metrics.update(train_load=1.2, inference_load=None)
+    rows = table_rows(section(render(params, [loaded]), "Cost per architecture"))
+    assert rows == [["base", "266,610", "3.00 MiB", "3.2", "4.6 (under load: 1.2 other cores busy)",
+                     "7.9 (load not recorded)"]]
 
 
 def test_mistakes_are_shown_when_an_arch_has_a_result(params):
@@ -395,7 +404,8 @@ def test_no_machine_section_without_records(params):
 
 def write_metrics(tmp_path, change) -> object:
     metrics = dict(result(**BASE, val=[0.97, 0.98]).metrics)
-    for key in ("lr_range_seconds", "train_seconds_per_epoch", "inference_ms"):
+    for key in ("lr_range_seconds", "train_seconds_per_epoch", "inference_ms", "lr_range_load", "train_load",
+                "inference_load"):
         metrics.pop(key)
     change(metrics)
     path = tmp_path / "base.json"

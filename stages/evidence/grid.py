@@ -1,4 +1,5 @@
-"""Stage grid@<arch>-<seed>: one epoch at every rate of evidence.grid, one training seed.
+"""Stage grid@<arch>-<seed> (and heldout_grid@<arch>-<seed>): one epoch at every rate of evidence.grid, one
+training seed.
 
 Usage: python -m stages.evidence.grid <arch> <seed>
 """

@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import time
-
 from stages.lib import shapes
 from stages.lib.data import load_prepared
 from stages.lib.evidence import train_run
 from stages.lib.schema import Params
 from stages.lib.tf_runtime import load_keras_model
 from stages.plumbing import machine, paths, records
+from stages.plumbing.clock import Stopwatch
 
 
 def train_rates(kind: str, params: Params, name: str, seed: int, rates: list[float]) -> None:
-    arch = params.arch(name)
+    arch = params.arch(name, heldout=True)
     print(f"{kind}@{name}-{seed}: {len(rates)} rate(s), one epoch each", flush=True)
     keras_model = load_keras_model(params.compute)
     data = load_prepared(parts=("train", "val", "test"))
-    runs, started = [], time.perf_counter()
+    runs, clock = [], Stopwatch()
     for lr in rates:
         runs.append(train_run(keras_model, arch, lr, seed, data, 1, params.evidence.patience,
-                              params.train.batch_size, params.compute))
+                              params.train_for(arch).batch_size, params.compute))
         print(f"{kind}@{name}-{seed}: lr {lr:.4g}: val accuracy {runs[-1].get('val_accuracy')}", flush=True)
-    seconds = time.perf_counter() - started
+    took = clock.took()
     records.write_json(paths.evidence_json(kind, name, seed), {"kind": kind, "arch": name, "seed": seed, "runs": runs},
                        shapes.EVIDENCE[kind])
     records.write_json(paths.evidence_timing(kind, name, seed),
-                       {"seconds": round(seconds, 2), "epochs": len(rates),
+                       {**took.record(), "epochs": len(rates),
                         "machine": machine.record(params.compute.numerics, params.compute.threads)},
                        shapes.EVIDENCE_TIMING)

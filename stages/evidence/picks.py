@@ -1,4 +1,5 @@
-"""Stage picks@<arch>-<seed>: one epoch at every rate any rule picked in any of the arch's range tests.
+"""Stage picks@<arch>-<seed> (and heldout_picks@<arch>-<seed>): one epoch at every rate any rule picked in any
+of the arch's range tests.
 
 Usage: python -m stages.evidence.picks <arch> <seed>
 """
@@ -15,7 +16,7 @@ from stages.plumbing.params import load_params
 def main(argv: list[str]) -> None:
     params = load_params()
     name, seed = unit(argv, "picks", params.evidence.seeds)
-    params.arch(name)
+    params.arch(name, heldout=True)
     ranges = [read_json(paths.evidence_json("range", name, s)) for s in params.evidence.range_seeds]
     train_rates("picks", params, name, seed, distinct_picks(ranges))
 

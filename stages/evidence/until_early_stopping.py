@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 from stages.lib import shapes
 from stages.lib.data import load_prepared
 from stages.lib.evidence import train_run
 from stages.lib.schema import Params
 from stages.lib.tf_runtime import load_keras_model
 from stages.plumbing import machine, paths, records
+from stages.plumbing.clock import Stopwatch
 
 
 def train_long(kind: str, params: Params, name: str, seed: int, lr: float, how: str, rate: str | None = None,
@@ -20,15 +19,15 @@ def train_long(kind: str, params: Params, name: str, seed: int, lr: float, how: 
           flush=True)
     keras_model = load_keras_model(params.compute)
     data = load_prepared(parts=("train", "val", "test"))
-    started = time.perf_counter()
-    record = train_run(keras_model, arch, lr, seed, data, e.max_epochs, e.patience, params.train.batch_size,
+    clock = Stopwatch()
+    record = train_run(keras_model, arch, lr, seed, data, e.max_epochs, e.patience, params.train_for(arch).batch_size,
                        params.compute, detail=detail)
-    seconds = time.perf_counter() - started
+    took = clock.took()
     records.write_json(paths.evidence_json(kind, name, seed, rate),
                        {"kind": kind, "arch": name, "seed": seed, "lr_chosen_by": how, **record},
                        shapes.EVIDENCE[kind])
     records.write_json(paths.evidence_timing(kind, name, seed, rate),
-                       {"seconds": round(seconds, 2), "epochs": record["epochs_run"],
+                       {**took.record(), "epochs": record["epochs_run"],
                         "machine": machine.record(params.compute.numerics, params.compute.threads)},
                        shapes.EVIDENCE_TIMING)
     print(f"{kind}@{name}-{seed}: {record['epochs_run']} epochs, kept epoch "

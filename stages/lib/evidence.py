@@ -119,14 +119,27 @@ def unit(argv: list[str], stage: str, seeds: tuple[int, ...], first: str = "arch
     return argv[0], int(argv[1])
 
 
+def test_scores(dense_weights: list[tuple[np.ndarray, np.ndarray]], activation: str, data: dict) -> dict[str, float]:
+    """test_loss and test_accuracy of these weights, in float64 as the kept model's scores (NaN when the outputs
+    are not finite)."""
+    x, y = data["test"]
+    probs = mlp_of(dense_weights, activation).predict(scale(x))
+    if not np.all(np.isfinite(probs)):
+        return {f"test_{key}": float("nan") for key in ("loss", "accuracy")}
+    return {f"test_{key}": value for key, value in scores(probs, y).items()}
+
+
 def train_run(keras_model, arch, lr: float, seed: int, data: dict, epochs: int, patience: int, batch_size: int,
               compute, detail: bool = False) -> dict:
     """Train a fresh model (``seed``: its init and its shuffling) at ``lr``; its record (run_record).
 
-    ``keras_model`` is the stages.lib.keras_model module that tf_runtime.load_keras_model returned.
+    Args:
+        keras_model: the stages.lib.keras_model module that tf_runtime.load_keras_model returned.
+        detail: also record, for the test set, which images the kept model gets right and its confusion matrix.
     """
     model = keras_model.build_model(arch, seed)
-    run = keras_model.train(model, lr, data, TrainParams(epochs, batch_size, patience), seed, compute)
+    run = keras_model.train(model, lr, data, TrainParams(epochs, batch_size, patience), seed, compute,
+                            epoch_scores=lambda m: test_scores(keras_model.dense_weights(m), arch.activation, data))
     weights = keras_model.dense_weights(model)
     finite = all(np.all(np.isfinite(w)) for pair in weights for w in pair)
     return run_record(lr, run.rows, run.best_epoch, run.failure, mlp_of(weights, arch.activation) if finite else None,

@@ -12,6 +12,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
@@ -141,7 +142,7 @@ def range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, p: LrRangeParam
     n = len(callback.losses)
     curve = Curve(exponential_lrs(p.start_lr, p.factor, n), np.array(callback.losses), np.array(callback.smoothed),
                   batch_sizes(len(x), p.batch_size, n), steps_per_epoch, steps_per_epoch * p.epochs,
-                  callback.stop_step)
+                  callback.stop_step, p.smoothing, p.stop_factor)
     return Sweep(curve, callback.stop_reason)
 
 
@@ -152,11 +153,29 @@ class Training:
     failure: str | None  # why the run has no usable result, or None
 
 
+class AfterEachEpoch(keras.callbacks.Callback):
+    """Calls ``scores(model)`` at the end of every epoch, before early stopping restores the best weights."""
+
+    def __init__(self, scores: Callable[[keras.Model], dict[str, float]]):
+        super().__init__()
+        self.scores = scores
+        self.rows: list[dict[str, float]] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append(self.scores(self.model))
+
+
 def train(model: keras.Model, lr: float, data: dict, p: TrainParams, seed: int, compute: ComputeParams,
-          log_dir: Path | None = None) -> Training:
+          log_dir: Path | None = None, epoch_scores: Callable[[keras.Model], dict[str, float]] | None = None
+          ) -> Training:
     """Plain SGD at ``lr`` with early stopping on val_loss; the model ends at its best epoch.
 
     A NaN or infinite loss stops training at once and is reported as the failure.
+
+    Args:
+        log_dir: where TensorBoard's logs go; None for none.
+        epoch_scores: called with the model after every epoch; what it returns joins that epoch's row
+            (the evidence's test scores per epoch: recorded, never used to choose).
     """
     (x_train, y_train), (x_val, y_val) = data["train"], data["val"]
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr),
@@ -168,11 +187,14 @@ def train(model: keras.Model, lr: float, data: dict, p: TrainParams, seed: int, 
     ]
     if log_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0, write_graph=False))
+    after_epoch = AfterEachEpoch(epoch_scores or (lambda model: {}))
+    callbacks.insert(0, after_epoch)  # first: EarlyStopping may restore the best weights in its own epoch end
     history = model.fit(batches(x_train, y_train, p.batch_size, shuffle_seed=seed), epochs=p.epochs,
                         validation_data=batches(x_val, y_val, EVAL_BATCH_SIZE),
                         callbacks=callbacks, shuffle=False, verbose=2)  # the dataset shuffles itself
     rows = [
-        {"epoch": epoch, **{key: float(values[epoch]) for key, values in history.history.items()}, "lr": lr}
+        {"epoch": epoch, **{key: float(values[epoch]) for key, values in history.history.items()}, "lr": lr,
+         **after_epoch.rows[epoch]}
         for epoch in range(len(history.epoch))
     ]
     return Training(rows, best_epoch(rows), training_failure(rows, lr))

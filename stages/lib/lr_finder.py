@@ -1,14 +1,17 @@
 """The LR range test without TensorFlow: schedule, smoothing, stop rule and rate suggestions.
 
-Each suggestion rule computes its pick exactly as its source does, from the same sweep:
+Each suggestion rule takes the sweep's raw per-batch losses, smooths them as its source does, and
+picks as its source does, on the same sweep:
 
 - ``notebook``: the original notebook's: the rate at the lowest Keras ``loss`` (the running mean of
   the epoch's batch losses), halved.
-- ``fastai_valley``, ``fastai_slide``, ``fastai_minimum``, ``fastai_steep``: fastai's
-  ``SuggestionMethod``s (fastai/callback/schedule.py), on its recorder's smoothed losses, trimmed
-  as ``Learner.lr_find`` trims them.
-- ``lightning``: Lightning's ``_LRFinder.suggestion()`` (lightning/pytorch/tuner/lr_finder.py).
-- ``flat_center``: ours.
+- ``fastai_valley``, ``fastai_slide``, ``fastai_minimum``, ``fastai_steep``: fastai 2.8.12's
+  ``SuggestionMethod``s (fastai/callback/schedule.py), on its ``Recorder``'s smoothed losses
+  (``AvgSmoothLoss``: bias-corrected by 1 - beta**n after n batches), trimmed as ``Learner.lr_find``
+  trims them.
+- ``lightning``: pytorch-lightning 2.6.6's ``_LRFinder.suggestion()`` (tuner/lr_finder.py), on what its
+  ``_LRCallback`` records: its own smoothing and early stop, in float32 as torch computes it.
+- ``flat_center``: ours, on fastai's smoothing.
 
 A rule takes a ``Curve`` and returns a ``Suggestion``; one that cannot pick raises ``NotEnoughPoints``.
 """
@@ -47,11 +50,13 @@ class Curve(NamedTuple):
     """One sweep, every row recorded (the one the stop rule fired on last)."""
     lrs: np.ndarray  # rate of each batch
     losses: np.ndarray  # each batch's own training loss
-    smoothed: np.ndarray  # bias-corrected moving average of ``losses`` (what fastai and Lightning record)
+    smoothed: np.ndarray  # bias-corrected moving average of ``losses``, as fastai's recorder keeps it
     batch_sizes: np.ndarray  # images in each batch (Keras weighs its running mean by them)
     steps_per_epoch: int
     planned_steps: int  # the sweep's length had it not stopped (fastai's num_it)
     stop_step: int | None  # the row the stop rule fired on, or None
+    beta: float  # the smoothing (lr_range.smoothing), which Lightning's rule applies its own way
+    stop_factor: float  # the stop rule's (lr_range.stop_factor), Lightning's early_stop_threshold
 
 
 def exponential_lrs(start_lr: float, factor: float, steps: int) -> np.ndarray:
@@ -149,7 +154,8 @@ def _fastai_rows(curve: Curve) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def fastai_valley(curve: Curve) -> Suggestion:
-    """fastai's valley: two thirds down the longest valley (its loops, its bookkeeping)."""
+    """fastai's valley: halfway down the longest valley (a third plus half a third, as its code lands; its
+    loops, its bookkeeping)."""
     lrs, losses, start = _fastai_rows(curve)
     n = len(losses)
     _needs(n, 1, f"after fastai's trimming of {start} rows at the start and {FASTAI_SKIP_END} at the end")
@@ -202,15 +208,39 @@ def fastai_steep(curve: Curve) -> Suggestion:
     return Suggestion(float(lrs[i]), start + i)
 
 
+def lightning_recorded(losses: np.ndarray, beta: float, stop_factor: float) -> np.ndarray:
+    """The losses Lightning's ``_LRCallback`` records for these batch losses.
+
+    Its bias correction is 1 - beta**(global_step + 1), and global_step is already k + 1 after batch k:
+    one power higher than fastai's. It stops after the first batch (past the first two) whose smoothed
+    loss exceeds ``stop_factor`` times its best, and records that batch; it has no check for NaN.
+    """
+    avg_loss, best_loss, recorded = 0.0, 0.0, []
+    for batch, current_loss in enumerate(losses.tolist()):
+        current_step = batch + 1
+        avg_loss = beta * avg_loss + (1 - beta) * current_loss
+        smoothed_loss = avg_loss / (1 - beta ** (current_step + 1))
+        stop = current_step > 1 and smoothed_loss > stop_factor * best_loss
+        if smoothed_loss < best_loss or current_step == 1:
+            best_loss = smoothed_loss
+        recorded.append(smoothed_loss)
+        if stop:
+            break
+    return np.array(recorded, dtype=np.float64)
+
+
 def lightning(curve: Curve) -> Suggestion:
-    """Lightning's suggestion: where the loss falls fastest per unit of lr (not log lr)."""
-    rows = np.arange(len(curve.lrs))[LIGHTNING_SKIP_BEGIN:-LIGHTNING_SKIP_END]
-    losses = curve.smoothed[LIGHTNING_SKIP_BEGIN:-LIGHTNING_SKIP_END]
-    lrs = curve.lrs[LIGHTNING_SKIP_BEGIN:-LIGHTNING_SKIP_END]
+    """Lightning's suggestion: where its recorded loss falls fastest per unit of lr (not log lr), skipping
+    10 rows at the start and 1 at the end; rates and losses become float32 tensors there, so here too."""
+    recorded = lightning_recorded(curve.losses, curve.beta, curve.stop_factor)
+    skipped = slice(LIGHTNING_SKIP_BEGIN, -LIGHTNING_SKIP_END)
+    rows = np.arange(len(recorded))[skipped]
+    losses = recorded[skipped].astype(np.float32)  # torch.tensor(list of floats)
+    lrs = curve.lrs[:len(recorded)][skipped].astype(np.float32)
     finite = np.isfinite(losses)
     _needs(int(finite.sum()), 2, f"after Lightning's skipping of {LIGHTNING_SKIP_BEGIN} rows at the start and "
                                  f"{LIGHTNING_SKIP_END} at the end")
-    gradients = np.gradient(losses[finite], lrs[finite])
+    gradients = np.gradient(losses[finite], lrs[finite])  # torch.gradient(losses, spacing=[lrs])
     row = int(rows[finite][int(np.argmin(gradients))])
     return Suggestion(float(curve.lrs[row]), row)
 

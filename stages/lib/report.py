@@ -16,6 +16,7 @@ from stages.lib.lr_finder import RULES
 from stages.lib.schema import Params
 from stages.lib.stats import CONFIDENCE, Interval, welch_interval
 from stages.plumbing import paths
+from stages.plumbing.clock import LOADED
 
 # answer.md, the evidence pipeline's report, as report.md links it (both are in reports/).
 ANSWER_LINK = paths.ANSWER_MD.relative_to(paths.REPORT_MD.parent).as_posix()
@@ -194,15 +195,25 @@ def results_table(results: list[ArchResult], n_seeds: int) -> list[str]:
 
 def cost_table(results: list[ArchResult]) -> list[str]:
     lines = [
-        "| arch | parameters | model file | range test s | training s per epoch | inference ms per 1,000 images |",
+        "| arch | parameters | model file | range test CPU s | training CPU s per epoch "
+        "| inference CPU ms per 1,000 images |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(results, key=lambda r: r.metrics["params"]):
         m = r.metrics
         inference = "—" if m["inference_ms"] is None else f"{m['inference_ms']:.1f}"
         lines.append(f"| {r.name} | {m['params']:,} | {m['size_bytes'] / 2**20:.2f} MiB "
-                     f"| {m['lr_range_seconds']:.1f} | {m['train_seconds_per_epoch']:.1f} | {inference} |")
+                     f"| {m['lr_range_seconds']:.1f}{_loaded(m['lr_range_load'])} "
+                     f"| {m['train_seconds_per_epoch']:.1f}{_loaded(m['train_load'])} "
+                     f"| {inference}{_loaded(m['inference_load'])} |")
     return lines
+
+
+def _loaded(other_cores_busy: float | None) -> str:
+    """A mark on a time measured while other work kept the machine busy (stages.plumbing.clock.LOADED)."""
+    if other_cores_busy is None:
+        return " (load not recorded)"
+    return f" (under load: {other_cores_busy:.1f} other cores busy)" if other_cores_busy > LOADED else ""
 
 
 def rules_table(results: list[ArchResult]) -> list[str]:
@@ -307,8 +318,10 @@ def cost_section(results: list[ArchResult]) -> list[str]:
         "",
         *cost_table(results),
         "",
-        "Wall-clock times of this run's stages on the machine that ran them (training includes the validation "
-        "pass after each epoch; inference is numpy on the .keras weights, batches of 1,000).",
+        "CPU seconds (user + sys) of this run's stages on the machine that ran them, which other work on the "
+        "machine inflates far less than wall time; a time measured while other processes kept more than "
+        f"{LOADED:g} of a core busy says so. Training includes the validation pass after each epoch; inference "
+        "is numpy on the .keras weights, batches of 1,000.",
         "",
     ]
 

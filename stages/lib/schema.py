@@ -6,7 +6,7 @@ and checks it against what is declared here.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "tanh", "sigmoid", "swish", "leaky_relu")
@@ -147,6 +147,19 @@ class LongRulesParams:
 
 
 @dataclass(frozen=True)
+class Arch:
+    name: str
+    hidden: tuple[int, ...] = param("hidden", "hidden layer sizes, like [300, 100]")
+    activation: str = param(Choice(ACTIVATIONS), "of every hidden layer", default="relu")
+    lr: float | None = param(Range(False, 0, low_open=True), "a fixed rate: skips the range test's pick",
+                             default=None)
+    rule: str | None = param("rule", "overrides lr_range.rule for this arch", default=None)
+    batch_size: int | None = param(Range(True, 1, high=MAX_BATCH_SIZE, high_open=False),
+                                   "images per step in its range tests and trainings (default: lr_range.batch_size "
+                                   "and train.batch_size)", default=None)
+
+
+@dataclass(frozen=True)
 class EvidenceParams:
     """The evidence pipeline (evidence/dvc.yaml): one stage per (arch, seed) and kind of run."""
     seeds: tuple[int, ...] = param("seeds", "training seeds, the same for every arch and rate")
@@ -156,16 +169,7 @@ class EvidenceParams:
                             "the long budget: until early stopping decides, at most this many epochs")
     patience: int = param(Range(True, 0, high=MAX_EPOCHS, high_open=False), "early stopping on val_loss")
     long_rules: LongRulesParams = param("section", "the rules' picks at the long budget")
-
-
-@dataclass(frozen=True)
-class Arch:
-    name: str
-    hidden: tuple[int, ...] = param("hidden", "hidden layer sizes, like [300, 100]")
-    activation: str = param(Choice(ACTIVATIONS), "of every hidden layer", default="relu")
-    lr: float | None = param(Range(False, 0, low_open=True), "a fixed rate: skips the range test's pick",
-                             default=None)
-    rule: str | None = param("rule", "overrides lr_range.rule for this arch", default=None)
+    heldout: dict[str, Arch] = param("heldout", "networks no rule was tuned on: range tests, grid and picks only")
 
 
 @dataclass(frozen=True)
@@ -184,12 +188,27 @@ class Params:
         """One training run per seed; the LR range test uses only the first."""
         return tuple(self.seed + k for k in range(self.train.repeats))
 
-    def arch(self, name: str) -> Arch:
-        if name not in self.archs:
-            raise ParamsError(
-                [f"params.yaml: archs: no architecture named {name!r} (expected one of {', '.join(self.archs)})"]
-            )
-        return self.archs[name]
+    def arch(self, name: str, heldout: bool = False) -> Arch:
+        """The arch ``name`` of archs, or, with ``heldout``, of archs or evidence.heldout."""
+        known = {**self.archs, **self.evidence.heldout} if heldout else self.archs
+        if name not in known:
+            where = "archs or evidence.heldout" if heldout else "archs"
+            raise ParamsError([f"params.yaml: {where}: no architecture named {name!r} "
+                               f"(expected one of {', '.join(known)})"])
+        return known[name]
+
+    def lr_range_for(self, arch: Arch) -> LrRangeParams:
+        """The range test's params for ``arch``: its own batch size, if it has one."""
+        return replace(self.lr_range, batch_size=arch.batch_size or self.lr_range.batch_size)
+
+    def train_for(self, arch: Arch) -> TrainParams:
+        """Training's params for ``arch``: its own batch size, if it has one."""
+        return replace(self.train, batch_size=arch.batch_size or self.train.batch_size)
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """Every network some stage trains: archs, then the evidence's held-out ones."""
+        return (*self.archs, *self.evidence.heldout)
 
     def rule_for(self, arch: Arch) -> str:
         return arch.rule or self.lr_range.rule

@@ -25,17 +25,21 @@ METRICS = {"failed": Maybe(STR), "params": INT, "size_bytes": INT, "lr": POSITIV
                            "test_accuracy?": NUMBER, "test_loss?": NUMBER})}
 ERRORS = {"seed": Maybe(INT), "confusion": Maybe(CONFUSION),
           "confident_errors": ListOf({"index": INT, "label": INT, "predicted": INT, "confidence": NUMBER})}
-TIMINGS = {  # per stage: wall times, apart from the results
-    "lr_range": {"seconds": NUMBER, "machine?": MACHINE},
-    "train": {"seconds": NUMBER, "seconds_per_epoch": NUMBER, "machine?": MACHINE},
-    "evaluate": {"inference_ms_per_1000_images": Maybe(NUMBER), "machine?": MACHINE},
+# What every timing holds (stages.plumbing.clock): wall and CPU seconds, and the load beside them.
+CLOCK = {"seconds": NUMBER, "cpu_seconds": NUMBER, "other_cores_busy": Maybe(NUMBER)}
+TIMINGS = {  # per stage, apart from the results
+    "lr_range": {**CLOCK, "machine": MACHINE},
+    "train": {**CLOCK, "seconds_per_epoch": NUMBER, "cpu_seconds_per_epoch": NUMBER, "machine": MACHINE},
+    "evaluate": {**CLOCK, "inference_ms_per_1000_images": Maybe(NUMBER),
+                 "inference_cpu_ms_per_1000_images": Maybe(NUMBER), "machine": MACHINE},
 }
 HISTORY_COLUMNS = {"seed": int, "epoch": int, "loss": float, "accuracy": float, "val_loss": float,
                    "val_accuracy": float, "lr": float}  # reports/history/<arch>.csv: one row per seed and epoch
 
 # The evidence's records (reports/evidence/<kind>/<arch>/...): each says whose it is (kind, arch, seed).
 SCORE_KEYS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")  # a run's scores: all of them or none
-RUN_HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")  # per epoch; null where not finite
+# Per epoch; null where not finite. Test is recorded at every epoch, never used to choose one.
+RUN_HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
 RUN = {"lr": POSITIVE, "epochs_run": INT, "best_epoch": Maybe(INT), "failed": Maybe(STR),
        "history": ListOf({key: Maybe(NUMBER) for key in RUN_HISTORY_KEYS}), **{f"{key}?": NUMBER for key in SCORE_KEYS}}
 UNIT = {"kind": STR, "arch": STR, "seed": INT}
@@ -48,4 +52,4 @@ EVIDENCE = {
     "long": {**LONG_RULES, "test_correct?": STR, "confusion?": CONFUSION},  # test detail, for paired comparisons
     "long_rules": LONG_RULES,
 }
-EVIDENCE_TIMING = {"seconds": NUMBER, "epochs?": INT, "machine": MapOf(ANY)}
+EVIDENCE_TIMING = {**CLOCK, "epochs?": INT, "machine": MapOf(ANY)}

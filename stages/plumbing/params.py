@@ -207,11 +207,22 @@ def _evidence(c: _Checker, raw: dict) -> EvidenceParams | None:
                    f"a non-empty list of {', '.join(allowed)}")
         long_rules = LongRulesParams(arch=arch, seeds=_seeds(c, lr.get("seeds"), "evidence.long_rules.seeds"),
                                      rates=tuple(rates) if isinstance(rates, list) else ())
+    seeds = _seeds(c, e.get("seeds"), "evidence.seeds")
+    shared = sorted(set(long_rules.seeds) & set(seeds)) if long_rules else []
+    if shared:  # long_rules at the arch's own rule would train long@<arch>'s very runs again
+        c.fail("evidence.long_rules.seeds", "shares seeds with evidence.seeds", shared,
+               "seeds evidence.seeds does not list, so that no run is trained twice")
+    heldout = _archs(c, e.get("heldout"), "evidence.heldout")
+    if heldout:
+        taken = [name for name in heldout if isinstance(raw.get("archs"), dict) and name in raw["archs"]]
+        for name in taken:  # their records would share a folder
+            c.fail(f"evidence.heldout.{name}", "also an architecture of archs", name, "a name archs does not use")
     return EvidenceParams(
-        seeds=_seeds(c, e.get("seeds"), "evidence.seeds"),
+        seeds=seeds,
         range_seeds=_seeds(c, e.get("range_seeds"), "evidence.range_seeds"),
         grid=_rates(c, e.get("grid"), "evidence.grid"),
         long_rules=long_rules,
+        heldout=heldout,
         **c.declared(e, EvidenceParams, "evidence"),
     )
 
@@ -280,14 +291,15 @@ def _sha256(c: _Checker, value: Any) -> dict[str, str]:
     return {name: value[name] for name in IDX_FILES if name in value}
 
 
-def _archs(c: _Checker, value: Any) -> dict[str, Arch]:
+def _archs(c: _Checker, value: Any, key: str = "archs") -> dict[str, Arch]:
+    """The architectures of ``key`` (archs, or evidence.heldout), one line each."""
     if not isinstance(value, dict) or not value:
-        c.fail("archs", "missing, empty or not a mapping", value,
+        c.fail(key, "missing, empty or not a mapping", value,
                "at least one entry like base: {hidden: [300, 100]}")
         return {}
     archs = {}
     for name, spec in value.items():
-        path = f"archs.{name}"
+        path = f"{key}.{name}"
         if not c.safe_name(name, path, "architecture"):
             continue
         if name == "logs":  # models/logs/ holds every arch's TensorBoard logs

@@ -135,6 +135,8 @@ def writer(path: Path) -> str | None:
 # a stage can depend on one arch's folder of another kind.
 EVIDENCE = REPORTS / "evidence"
 EVIDENCE_KINDS = ("range", "grid", "picks", "long", "long_rules")
+# The held-out networks (evidence.heldout) run the regret protocol's kinds under stages of their own names.
+HELDOUT_STAGES = {f"heldout_{kind}": kind for kind in ("range", "grid", "picks")}
 ANSWER_MD = REPORTS / "answer.md"
 ANSWER_FIGURES = REPORTS / "answer"
 
