@@ -106,7 +106,9 @@ def kind_of(stage: str) -> str:
 
 def _seconds(path: Path) -> float | None:
     try:
-        seconds = json.loads(path.read_text(encoding="utf-8")).get("cpu_seconds")  # as train's estimate
+        record = json.loads(path.read_text(encoding="utf-8"))
+        # CPU seconds, as train's estimate; wall seconds in a record from before CPU time was recorded
+        seconds = record.get("cpu_seconds", record.get("seconds"))
     except (OSError, ValueError, AttributeError):
         return None
     return float(seconds) if isinstance(seconds, (int, float)) and seconds >= 0 else None
