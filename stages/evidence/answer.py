@@ -7,13 +7,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
-from stages.lib.answer import Answer, Records, answer, learning_curves, per_class, pick_points
+from stages.lib.answer import (
+    Answer,
+    OneEpochRecords,
+    Records,
+    answer,
+    learning_curves,
+    per_class,
+    pick_points,
+)
 from stages.lib.answer_md import render
 from stages.lib.evidence import SCORE_DIGITS, distinct_picks, grid_best, rate_for, unpack_bits
-from stages.lib.figures import cost_figure, grid_figure, long_curves_figure, per_class_figure, rule_picks_figure
+from stages.lib.figures import (
+    cost_figure,
+    gaps_figure,
+    grid_figure,
+    long_curves_figure,
+    long_losses_figure,
+    per_class_figure,
+    rule_picks_figure,
+)
 from stages.lib.lr_finder import RULES, chosen_rate
 from stages.lib.schema import Params, ParamsError, count_params
 from stages.lib.shapes import EVIDENCE, EVIDENCE_TIMING, LR_RANGE, SCORE_KEYS
@@ -26,8 +43,8 @@ from stages.plumbing.params import load_params
 
 REBUILD = "rebuild it with `dvc repro evidence/dvc.yaml`"
 REBUILD_QUICK = "rebuild it with `dvc repro` (the quick study), then `dvc repro evidence/dvc.yaml`"
-FIGURES = {"curves": "long_curves.png", "cost": "cost.png", "classes": "per_class.png", "grid": "grid.png",
-           "picks": "rule_picks.png"}
+FIGURES = {"gaps": "gaps.png", "curves": "long_curves.png", "losses": "long_losses.png", "cost": "cost.png",
+           "classes": "per_class.png", "grid": "grid.png", "picks": "rule_picks.png"}
 
 QUICK = {"picks": LR_RANGE["picks"]}  # what the answer reads of the quick study's range tests
 
@@ -110,9 +127,9 @@ def check_seeds(params: Params) -> None:
                                "expected at least 2)"])
 
 
-def read_ranges(params: Params) -> dict[str, dict[int, dict]]:
+def read_ranges(params: Params, networks: Iterable[str]) -> dict[str, dict[int, dict]]:
     ranges = {arch: {s: read_unit("range", arch, s, EVIDENCE["range"]) for s in params.evidence.range_seeds}
-              for arch in params.archs}
+              for arch in networks}
     for arch, by_seed in ranges.items():
         for s, record in by_seed.items():
             missing = [rule for rule in RULES if rule not in record["picks"]]
@@ -122,9 +139,10 @@ def read_ranges(params: Params) -> dict[str, dict[int, dict]]:
 
 
 def read_one_epoch(kind: str, params: Params, rates: dict[str, list[float]]) -> dict[str, dict[int, dict]]:
-    """The grid or picks records; each must have a run at every one of its arch's ``rates``."""
+    """The grid or picks records of the networks ``rates`` names; each must have a run at every one of its
+    network's ``rates``."""
     out = {}
-    for arch in params.archs:
+    for arch in rates:
         out[arch] = {s: read_unit(kind, arch, s, EVIDENCE[kind]) for s in params.evidence.seeds}
         for s, record in out[arch].items():
             check_runs(paths.evidence_json(kind, arch, s), record["runs"])
@@ -169,16 +187,20 @@ def read_long_rules(params: Params, quick: dict[str, dict], grids: dict[str, dic
 
 
 def read_timings(params: Params) -> dict[str, dict[str, list[dict]]]:
-    """kind -> arch -> the timing record of each of its stages."""
+    """stage kind (heldout_range for a held-out network's range tests) -> network -> the timing record of each of
+    its stages."""
     e = params.evidence
-    units = {kind: [(arch, s, None) for arch in params.archs for s in seeds]
-             for kind, seeds in (("range", e.range_seeds), ("grid", e.seeds), ("picks", e.seeds), ("long", e.seeds))}
-    units["long_rules"] = [(e.long_rules.arch, s, source) for source in e.long_rules.rates for s in e.long_rules.seeds]
+    seeds = {"range": e.range_seeds, "grid": e.seeds, "picks": e.seeds, "long": e.seeds}
+    units = {kind: [(kind, arch, s, None) for arch in params.archs for s in seeds[kind]] for kind in seeds}
+    units["long_rules"] = [("long_rules", e.long_rules.arch, s, source) for source in e.long_rules.rates
+                           for s in e.long_rules.seeds]
+    units |= {stage: [(kind, arch, s, None) for arch in e.heldout for s in seeds[kind]]
+              for stage, kind in paths.HELDOUT_STAGES.items()}
     timings: dict[str, dict[str, list[dict]]] = {}
-    for kind, keys in units.items():
-        for arch, s, source in keys:
+    for stage, keys in units.items():
+        for kind, arch, s, source in keys:
             record = read(paths.evidence_timing(kind, arch, s, source), EVIDENCE_TIMING)
-            timings.setdefault(kind, {}).setdefault(arch, []).append(record)
+            timings.setdefault(stage, {}).setdefault(arch, []).append(record)
     return timings
 
 
@@ -186,11 +208,18 @@ def load_records(params: Params) -> Records:
     """Every record the answer needs, read and checked before anything is drawn or written."""
     check_seeds(params)
     quick = {arch: read(paths.lr_range_json(arch), QUICK, REBUILD_QUICK)["picks"] for arch in params.archs}
-    ranges = read_ranges(params)
-    grids = read_one_epoch("grid", params, {arch: list(params.evidence.grid) for arch in params.archs})
-    picks = read_one_epoch("picks", params, {arch: distinct_picks(list(r.values())) for arch, r in ranges.items()})
+    ranges, grids, picks = regret_records(params, params.archs)
     longs, n_test = read_longs(params, quick)
-    return Records(ranges, grids, picks, longs, read_long_rules(params, quick, grids), read_timings(params), n_test)
+    return Records(ranges, grids, picks, OneEpochRecords(*regret_records(params, params.evidence.heldout)), longs,
+                   read_long_rules(params, quick, grids), read_timings(params), n_test)
+
+
+def regret_records(params: Params, networks: Iterable[str]) -> tuple[dict, dict, dict]:
+    """The range tests, grid and picks records of ``networks``: what the rules' regret is computed from."""
+    ranges = read_ranges(params, networks)
+    grids = read_one_epoch("grid", params, {arch: list(params.evidence.grid) for arch in networks})
+    picks = read_one_epoch("picks", params, {arch: distinct_picks(list(r.values())) for arch, r in ranges.items()})
+    return ranges, grids, picks
 
 
 def triple(i: Interval) -> tuple[float, float, float]:
@@ -201,12 +230,17 @@ def draw(params: Params, data: Records, result: Answer) -> dict[str, Path]:
     """Every figure, into reports/answer/; key -> the file written."""
     out = {key: paths.ANSWER_FIGURES / name for key, name in FIGURES.items()}
     la, o = result.long, result.one_epoch
+    gaps_figure(gap_families(result), out["gaps"])
     long_curves_figure(learning_curves(data.longs), out["curves"])
+    train, val = learning_curves(data.longs, "loss"), learning_curves(data.longs, "val_loss")
+    long_losses_figure({arch: {seed: (train[arch][seed][0], val[arch][seed][0], val[arch][seed][1])
+                               for seed in by_seed} for arch, by_seed in val.items()}, out["losses"])
     cost_figure({arch: {"params": count_params(params.archs[arch].hidden),
-                        "seconds_per_epoch": result.cost.seconds_per_epoch[arch],
-                        "val": triple(s.val), "test": triple(s.test)} for arch, s in la.summaries.items()}, out["cost"])
+                        "cpu_seconds_per_epoch": result.cost.cpu_seconds_per_epoch[arch],
+                        "val": triple(s.val_acc), "test": triple(s.test_acc)} for arch, s in la.summaries.items()},
+                out["cost"])
     per_class_figure({arch: [triple(i) for i in per_class(list(runs.values()))] for arch, runs in data.longs.items()},
-                     la.ranking.best, out["classes"])
+                     la.ranking_acc.best, out["classes"])
     grid_figure(list(o.grid), {arch: [triple(i) for i in curve] for arch, curve in o.curves.items()},
                 pick_points(data, list(RULES)), {arch: o.grid[i] for arch, i in o.best.items()}, out["grid"])
     rule_picks_figure({arch: {rule: [r["picks"][rule]["lr"] for r in by_seed.values() if "lr" in r["picks"][rule]]
@@ -214,6 +248,22 @@ def draw(params: Params, data: Records, result: Answer) -> dict[str, Path]:
                       {arch: {"best grid rate (one epoch)": o.grid[o.best[arch]],
                               "long runs' rate": la.summaries[arch].lr} for arch in params.archs}, out["picks"])
     return out
+
+
+def gap_families(result: Answer) -> dict[str, list[tuple[str, float, float, float]]]:
+    """Every gap the answer's verdicts rest on, by family, as the differences chart draws them."""
+    families = {}
+    for what, r in (("Long runs, most accurate epoch", result.long.ranking_acc),
+                    ("Long runs, lowest-loss epoch", result.long.ranking),
+                    ("One epoch, best grid rate", result.one_epoch.ranking),
+                    (f"Long budget for {result.budget.arch}, most accurate epoch", result.budget.ranking_acc)):
+        families[f"{what}: validation, {r.best} minus each (Tukey 95 % over {r.pairs} pair{'s' * (r.pairs > 1)})"] = [
+            (name, *triple(r.gaps[name])) for name in r.order[1:]]
+    c = result.rules
+    if c.leads:
+        families[f"Held-out regret: each rule minus {c.recommended} (paired, Bonferroni 95 % over "
+                 f"{len(c.leads)})"] = [(rule, *triple(g)) for rule, g in c.leads.items()]
+    return families
 
 
 def figure_links() -> dict[str, str]:
@@ -230,9 +280,9 @@ def main(argv: list[str]) -> None:
     result = answer(params, data)
     draw(params, data, result)
     write_text(paths.ANSWER_MD, render(params, result, figure_links()))
-    best = result.long.ranking.best
-    print(f"answer: {paths.ANSWER_MD}: {best} is best on validation "
-          f"({result.long.summaries[best].val.estimate:.2f} %), {len(FIGURES)} figures in {paths.ANSWER_FIGURES}")
+    best = result.long.ranking_acc.best
+    print(f"answer: {paths.ANSWER_MD}: {best} has the highest mean validation accuracy "
+          f"({result.long.summaries[best].val_acc.estimate:.2f} %), {len(FIGURES)} figures in {paths.ANSWER_FIGURES}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Every number of reports/answer.md, from the evidence records: pure functions, no TensorFlow, no files.
 
 "Which network learns best when each gets its own tuned learning rate?" Every choice here (the best
-arch, an arch's best grid rate, the rule to recommend, the best rate for the long budget) is made on
-validation; test accuracy is only reported for what was chosen. Records hold accuracies as fractions;
-every Interval returned here is in percentage points. A run whose kept weights were not finite has no
-scores: it counts as chance (evidence.CHANCE), and the report says how many did.
+arch, the epoch a run keeps, an arch's best grid rate, the rule to recommend, the best rate for the long
+budget) is made on validation; test accuracy is only reported for what was chosen. Where the best is picked
+from several groups, the gaps to it are Tukey's simultaneous intervals over every pair of those groups.
+Records hold accuracies as fractions; every Interval returned here is in percentage points. A run whose
+kept weights were not finite has no scores: it counts as chance (evidence.CHANCE), and the report says how
+many did.
 """
 
 from __future__ import annotations
@@ -18,11 +20,29 @@ import numpy as np
 from stages.lib.evidence import CHANCE, grid_best, record_at, unpack_bits
 from stages.lib.lr_finder import RULES
 from stages.lib.schema import Params
-from stages.lib.stats import Interval, detectable_difference, mean_interval, paired_interval, pooled_sd, welch_interval
+from stages.lib.stats import (
+    CONFIDENCE,
+    Interval,
+    bonferroni,
+    detectable_difference,
+    mean_interval,
+    paired_interval,
+    pooled_sd,
+    simultaneous_gaps,
+    welch_interval,
+)
 
 POINTS = 100.0  # fractions -> percentage points
 TARGET_ARCH = "base"  # the issue's network (300-100) and its target test accuracy
 TARGET = 0.98
+
+
+@dataclass(frozen=True)
+class OneEpochRecords:
+    """The regret protocol's records of some networks: network -> seed -> record."""
+    ranges: dict[str, dict[int, dict]]
+    grids: dict[str, dict[int, dict]]
+    picks: dict[str, dict[int, dict]]
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,7 @@ class Records:
     ranges: dict[str, dict[int, dict]]  # arch -> range seed -> range test record
     grids: dict[str, dict[int, dict]]  # arch -> training seed -> grid record
     picks: dict[str, dict[int, dict]]  # arch -> training seed -> picks record
+    heldout: "OneEpochRecords"  # the same three for evidence.heldout's networks
     longs: dict[str, dict[int, dict]]  # arch -> training seed -> long record
     long_rules: dict[str, dict[int, dict]]  # rate source -> seed -> long_rules record (evidence.long_rules.arch)
     timings: dict[str, dict[str, list[dict]]]  # kind -> arch -> its stages' timing records
@@ -46,25 +67,46 @@ def diverged(run: dict) -> bool:
     return "val_accuracy" not in run
 
 
+def most_accurate_epoch(run: dict) -> int | None:
+    """The epoch (0-based) of the highest validation accuracy Keras logged, the first on a tie; None when no epoch
+    has one."""
+    accuracies = [row["val_accuracy"] for row in run["history"]]
+    finite = [a for a in accuracies if a is not None]
+    return accuracies.index(max(finite)) if finite else None
+
+
+def at_epoch(run: dict, epoch: int | None, part: str) -> float:
+    """Accuracy on ``part`` at ``epoch`` from the run's history; chance where there is none."""
+    value = None if epoch is None else run["history"][epoch][f"{part}_accuracy"]
+    return CHANCE if value is None else value
+
+
 # Groups of runs over training seeds, and ranking them on validation.
 
 
 @dataclass(frozen=True)
 class Summary:
-    """One group of runs (an arch's, or a rate source's) over training seeds."""
+    """One group of runs (an arch's, or a rate source's) over training seeds, at the epoch each run keeps (lowest
+    validation loss, what early stopping restores) and at its most accurate epoch on validation."""
     lr: float
     chosen_by: str  # what named the rate (the records' lr_chosen_by)
-    vals: tuple[float, ...]  # per seed, validation accuracy (fractions): what groups are ranked on
+    vals: tuple[float, ...]  # per seed, validation accuracy at the kept epoch (fractions)
     val: Interval  # mean and 95 % t interval over seeds, points
     test: Interval
     epochs_run: float  # mean over seeds
     epochs_kept: float | None  # mean kept epoch (1-based) over the runs that kept one
     diverged: int  # runs without scores, counted as chance
+    vals_acc: tuple[float, ...]  # per seed, validation accuracy at its most accurate epoch (fractions)
+    val_acc: Interval  # the same at each run's most accurate epoch on validation, points
+    test_acc: Interval
+    epochs_acc: float | None  # mean most accurate epoch (1-based)
 
 
 def summarize(runs: Sequence[dict]) -> Summary:
     kept = [run["best_epoch"] + 1 for run in runs if run["best_epoch"] is not None]
     vals = tuple(score(run) for run in runs)
+    accurate = [most_accurate_epoch(run) for run in runs]
+    vals_acc = tuple(at_epoch(run, e, "val") for run, e in zip(runs, accurate))
     return Summary(
         lr=runs[0]["lr"],
         chosen_by=runs[0]["lr_chosen_by"],
@@ -74,18 +116,29 @@ def summarize(runs: Sequence[dict]) -> Summary:
         epochs_run=float(np.mean([run["epochs_run"] for run in runs])),
         epochs_kept=float(np.mean(kept)) if kept else None,
         diverged=sum(diverged(run) for run in runs),
+        vals_acc=vals_acc,
+        val_acc=mean_interval(vals_acc).scaled(POINTS),
+        test_acc=mean_interval([at_epoch(run, e, "test") for run, e in zip(runs, accurate)]).scaled(POINTS),
+        epochs_acc=float(np.mean([e + 1 for e in accurate if e is not None])) if any(
+            e is not None for e in accurate) else None,
     )
 
 
 @dataclass(frozen=True)
 class Ranking:
-    """Groups ranked by mean validation accuracy; each other group's gap to the best."""
+    """Groups ranked by mean validation accuracy; each other group's gap to the best, as Tukey's simultaneous
+    intervals over every pair of the groups (the best was picked from these same values)."""
     best: str
     order: tuple[str, ...]  # best first; ties keep the given order
-    gaps: dict[str, Interval]  # other -> best minus other, Welch 95 % interval, points
+    gaps: dict[str, Interval]  # other -> best minus other, Tukey HSD 95 % simultaneous interval, points
     sd: float  # within-group standard deviation pooled over groups, points
     detectable: float  # smallest true gap a two-sided test at 5 % finds with 80 % power at these seeds, points
     n: int  # seeds per group (the smallest group)
+
+    @property
+    def pairs(self) -> int:
+        """The family the gaps' intervals hold over together: every pair of groups."""
+        return len(self.order) * (len(self.order) - 1) // 2
 
 
 def rank(values: dict[str, Sequence[float]]) -> Ranking:
@@ -93,15 +146,11 @@ def rank(values: dict[str, Sequence[float]]) -> Ranking:
     means = {name: float(np.mean(v)) for name, v in values.items()}
     order = tuple(sorted(values, key=lambda name: -means[name]))
     best = order[0]
-    gaps = {name: welch_interval(values[best], values[name]).scaled(POINTS) for name in order[1:]}
+    gaps = simultaneous_gaps({name: values[name] for name in order}, best)
     sd = pooled_sd(list(values.values()))
     n = min(len(v) for v in values.values())
-    return Ranking(best, order, gaps, POINTS * sd, POINTS * detectable_difference(sd, n, n), n)
-
-
-def ruled_out(gap: Interval) -> float:
-    """Beyond how many points either way a gap is ruled out by its 95 % interval."""
-    return max(abs(gap.low), abs(gap.high))
+    return Ranking(best, order, {name: g.scaled(POINTS) for name, g in gaps.items()}, POINTS * sd,
+                   POINTS * detectable_difference(sd, n, n), n)
 
 
 # The answer: the quick study's rate per arch, trained until early stopping.
@@ -110,8 +159,10 @@ def ruled_out(gap: Interval) -> float:
 @dataclass(frozen=True)
 class LongAnswer:
     summaries: dict[str, Summary]  # arch -> its long runs
-    ranking: Ranking  # on validation, over training seeds
-    image_gaps: dict[str, Interval]  # other arch -> chosen minus other on test, paired over images, points
+    ranking: Ranking  # on validation at the kept epoch (lowest validation loss), over training seeds
+    ranking_acc: Ranking  # on validation at each run's most accurate epoch: the headline's
+    image_gaps: dict[str, Interval]  # other arch -> chosen minus other on test at the kept epoch, paired over
+    # images, points; Bonferroni over the other archs
     n_test: int
 
 
@@ -128,8 +179,9 @@ def long_answer(longs: dict[str, dict[int, dict]], n_test: int) -> LongAnswer:
     ranking = rank({arch: s.vals for arch, s in summaries.items()})
     scores = {arch: image_scores(r, n_test) for arch, r in runs.items()}
     chosen = scores[ranking.best]
-    gaps = {arch: paired_interval(chosen - scores[arch]).scaled(POINTS) for arch in ranking.order[1:]}
-    return LongAnswer(summaries, ranking, gaps, n_test)
+    level = bonferroni(CONFIDENCE, len(ranking.order) - 1)
+    gaps = {arch: paired_interval(chosen - scores[arch], level).scaled(POINTS) for arch in ranking.order[1:]}
+    return LongAnswer(summaries, ranking, rank({arch: s.vals_acc for arch, s in summaries.items()}), gaps, n_test)
 
 
 def per_class(runs: Sequence[dict]) -> list[Interval]:
@@ -213,11 +265,33 @@ def rule_regrets(rules: Sequence[str], grid: tuple[float, ...], grids: dict[str,
     return sorted(table, key=lambda t: (t.regret is None, t.regret.estimate if t.regret else 0.0))
 
 
-def rule_gap(a: RuleRegret, b: RuleRegret) -> Interval | None:
+def rule_gap(a: RuleRegret, b: RuleRegret, confidence: float = CONFIDENCE) -> Interval | None:
     """Regret of ``a`` minus regret of ``b``, paired over the (arch, range seed) cells both picked in:
     t interval, points (None below two shared cells)."""
     shared = [key for key in a.cells if key in b.cells]
-    return paired_interval([a.cells[key] - b.cells[key] for key in shared]) if len(shared) >= 2 else None
+    return paired_interval([a.cells[key] - b.cells[key] for key in shared], confidence) if len(shared) >= 2 else None
+
+
+@dataclass(frozen=True)
+class RuleChoice:
+    """The rules' regret on the networks they were chosen on (in sample) and on the held-out ones; the default
+    follows the held-out regret."""
+    in_sample: list[RuleRegret]  # lowest mean regret first
+    heldout: list[RuleRegret]
+    recommended: str | None  # the lowest held-out mean regret (None: no rule has an interval there)
+    in_sample_best: str | None  # the lowest in-sample mean regret
+    leads: dict[str, Interval]  # other rule -> its held-out regret minus the recommended one's, paired over the
+    # held-out cells, Bonferroni over the other rules
+
+
+def rule_choice(in_sample: list[RuleRegret], heldout: list[RuleRegret]) -> RuleChoice:
+    recommended = heldout[0].rule if heldout and heldout[0].regret is not None else None
+    by_name = {t.rule: t for t in heldout}
+    level = bonferroni(CONFIDENCE, len(heldout) - 1)
+    leads = {t.rule: g for t in heldout if recommended is not None and t.rule != recommended
+             and (g := rule_gap(t, by_name[recommended], level)) is not None}
+    best_in = in_sample[0].rule if in_sample and in_sample[0].regret is not None else None
+    return RuleChoice(in_sample, heldout, recommended, best_in, leads)
 
 
 # The long budget for evidence.long_rules.arch, and the issue's target.
@@ -227,41 +301,54 @@ def rule_gap(a: RuleRegret, b: RuleRegret) -> Interval | None:
 class LongBudget:
     arch: str
     summaries: dict[str, Summary]  # rate source -> its runs
-    ranking: Ranking  # sources on validation
+    ranking: Ranking  # sources on validation at the kept epoch
+    ranking_acc: Ranking  # sources on validation at each run's most accurate epoch
 
 
 def long_budget(arch: str, long_rules: dict[str, dict[int, dict]]) -> LongBudget:
     summaries = {source: summarize(list(by_seed.values())) for source, by_seed in long_rules.items()}
-    return LongBudget(arch, summaries, rank({source: s.vals for source, s in summaries.items()}))
+    return LongBudget(arch, summaries, rank({source: s.vals for source, s in summaries.items()}),
+                      rank({source: s.vals_acc for source, s in summaries.items()}))
 
 
 @dataclass(frozen=True)
 class Target:
-    """Does TARGET_ARCH reach TARGET on test, and if not, is its rate what holds it back?"""
+    """Does TARGET_ARCH reach TARGET on test (at the headline's epoch, its most accurate on validation), and if
+    not, is its rate what holds it back?"""
     long: Summary  # its long runs, at the quick study's rate
     met: bool  # mean test accuracy >= TARGET
     best_source: str | None  # the best long-budget source on validation (when the long budget trains it)
     best: Summary | None
-    gap: Interval | None  # best source's validation minus the long runs', Welch, points
+    gap: Interval | None  # best source's validation minus the long runs', Welch, points: other seeds, other runs
 
 
 def target(long: Summary, budget: LongBudget) -> Target:
     """``long``: TARGET_ARCH's long runs; ``budget``: the long budget, which may train another arch."""
-    met = long.test.estimate >= POINTS * TARGET
+    met = long.test_acc.estimate >= POINTS * TARGET
     if budget.arch != TARGET_ARCH:
         return Target(long, met, None, None, None)
-    best = budget.summaries[budget.ranking.best]
-    return Target(long, met, budget.ranking.best, best, welch_interval(best.vals, long.vals).scaled(POINTS))
+    best = budget.summaries[budget.ranking_acc.best]
+    return Target(long, met, budget.ranking_acc.best, best,
+                  welch_interval(best.vals_acc, long.vals_acc).scaled(POINTS))
 
 
 # What it cost, and where it ran.
 
 
 @dataclass(frozen=True)
+class KindCost:
+    stages: int
+    cpu_seconds: float  # user + sys of the stages' processes: what load inflates least
+    seconds: float  # wall
+    epochs: int | None  # epochs trained (None for range tests: a sweep)
+    other_cores_busy: float | None  # mean over the stages of the cores other work kept busy (None: not recorded)
+
+
+@dataclass(frozen=True)
 class Cost:
-    kinds: dict[str, tuple[int, float, int | None]]  # kind -> (stages, one-core seconds, epochs trained or None)
+    kinds: dict[str, KindCost]
     machines: list[tuple[dict, dict[str, int]]]  # each distinct machine record -> stages per kind that ran on it
-    seconds_per_epoch: dict[str, float]  # arch -> its long runs' seconds over epochs
+    cpu_seconds_per_epoch: dict[str, float]  # arch -> its long runs' CPU seconds over epochs
 
 
 def cost(timings: dict[str, dict[str, list[dict]]]) -> Cost:
@@ -269,11 +356,14 @@ def cost(timings: dict[str, dict[str, list[dict]]]) -> Cost:
     for kind, by_arch in timings.items():
         records = [t for ts in by_arch.values() for t in ts]
         epochs = sum(t["epochs"] for t in records) if all("epochs" in t for t in records) else None  # range: a sweep
-        kinds[kind] = (len(records), sum(t["seconds"] for t in records), epochs)
+        loads = [t["other_cores_busy"] for t in records]
+        kinds[kind] = KindCost(len(records), sum(t["cpu_seconds"] for t in records),
+                               sum(t["seconds"] for t in records), epochs,
+                               None if None in loads else float(np.mean(loads)))
         for t in records:
             _, counts = machines.setdefault(json.dumps(t["machine"], sort_keys=True), (t["machine"], {}))
             counts[kind] = counts.get(kind, 0) + 1
-    per_epoch = {arch: sum(t["seconds"] for t in ts) / sum(t["epochs"] for t in ts)
+    per_epoch = {arch: sum(t["cpu_seconds"] for t in ts) / sum(t["epochs"] for t in ts)
                  for arch, ts in timings["long"].items()}
     return Cost(kinds, list(machines.values()), per_epoch)
 
@@ -285,9 +375,7 @@ def cost(timings: dict[str, dict[str, list[dict]]]) -> Cost:
 class Answer:
     long: LongAnswer
     one_epoch: OneEpoch
-    rules: list[RuleRegret]  # lowest mean regret first
-    recommended: str | None  # the rule with the lowest mean regret (None: no rule has an interval)
-    configured_gap: Interval | None  # the configured rule's regret minus the recommended one's, paired
+    rules: RuleChoice
     budget: LongBudget
     target: Target | None  # None when params has no TARGET_ARCH
     cost: Cost
@@ -295,14 +383,12 @@ class Answer:
 
 def answer(params: Params, records: Records) -> Answer:
     grid = params.evidence.grid
-    rules = rule_regrets(list(RULES), grid, records.grids, records.picks, records.ranges)
-    recommended = rules[0].rule if rules[0].regret is not None else None
-    by_name = {t.rule: t for t in rules}
-    configured = params.lr_range.rule
-    gap = rule_gap(by_name[configured], by_name[recommended]) if recommended not in (None, configured) else None
+    held = records.heldout
+    rules = rule_choice(rule_regrets(list(RULES), grid, records.grids, records.picks, records.ranges),
+                        rule_regrets(list(RULES), grid, held.grids, held.picks, held.ranges))
     long = long_answer(records.longs, records.n_test)
     budget = long_budget(params.evidence.long_rules.arch, records.long_rules)
-    return Answer(long, one_epoch(grid, records.grids), rules, recommended, gap, budget,
+    return Answer(long, one_epoch(grid, records.grids), rules, budget,
                   target(long.summaries[TARGET_ARCH], budget) if TARGET_ARCH in long.summaries else None,
                   cost(records.timings))
 
@@ -322,8 +408,10 @@ def pick_points(records: Records, rules: Sequence[str]) -> dict[str, dict[str, l
     return out
 
 
-def learning_curves(longs: dict[str, dict[int, dict]]) -> dict[str, dict[int, tuple[list[float | None], int | None]]]:
-    """arch -> seed -> (validation accuracy per epoch, points, None where not finite; the kept epoch's index)."""
-    return {arch: {seed: ([None if row["val_accuracy"] is None else POINTS * row["val_accuracy"]
-                           for row in run["history"]], run["best_epoch"])
+def learning_curves(longs: dict[str, dict[int, dict]], key: str = "val_accuracy") -> dict[str, dict[int, tuple]]:
+    """arch -> seed -> (``key`` per epoch (accuracies in points), None where not finite; the kept epoch's index;
+    the most accurate epoch's index on validation)."""
+    factor = POINTS if key.endswith("accuracy") else 1.0
+    return {arch: {seed: ([None if row[key] is None else factor * row[key] for row in run["history"]],
+                          run["best_epoch"], most_accurate_epoch(run))
                    for seed, run in by_seed.items()} for arch, by_seed in longs.items()}

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
 from stages.lib.schema import NUM_CLASSES  # noqa: E402
 from stages.plumbing.atomic import atomic_path  # noqa: E402
@@ -224,11 +224,27 @@ def _panels(n: int, width: float = 6.0, height: float = 3.8) -> tuple[plt.Figure
     return fig, list(axes.flat)[:n]
 
 
-def _accuracy_axis(ax, label: str) -> None:
+# Where a logit accuracy axis may put its ticks (fractions): dense near 1, where these networks' accuracies lie.
+ACCURACY_TICKS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995, 0.998)
+
+
+def _accuracy_axis(ax, label: str, values: np.ndarray) -> None:
+    """A logit axis, said so in its label, with ticks where ``values`` (fractions) lie: each candidate tick within
+    their range, and the one just outside at each end."""
     ax.set_yscale("logit")
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    ticks = np.array(ACCURACY_TICKS)
+    if len(finite):
+        below, above = ticks[ticks <= finite.min()], ticks[ticks >= finite.max()]
+        low = below.max() if len(below) else finite.min()
+        high = above.min() if len(above) else finite.max()
+        ticks = ticks[(ticks >= low) & (ticks <= high)]
+        ax.set_ylim(low, high)
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
     ax.yaxis.set_major_formatter(lambda y, _: f"{100 * y:g} %")
-    ax.yaxis.set_minor_formatter(lambda y, _: "")
-    ax.set_ylabel(label)
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_ylabel(f"{label} (logit scale)")
     ax.grid(True, which="major", alpha=0.3)
 
 
@@ -257,7 +273,9 @@ def grid_figure(grid: list[float], curves: dict[str, list[tuple[float, float, fl
                 lrs, accuracies = zip(*points)
                 ax.plot(lrs, _fraction(accuracies), linestyle="none", label=rule, **_rule_style(i))
         ax.set_xscale("log")
-        _accuracy_axis(ax, "validation accuracy after one epoch")
+        shown = [*_fraction(low), *_fraction(high), *(_fraction(a) for points in picks[name].values()
+                                                      for _, a in points)]
+        _accuracy_axis(ax, "validation accuracy after one epoch", np.array(shown))
         ax.set_xlabel("learning rate (log scale)")
         ax.set_title(name)
         ax.legend(fontsize=7, loc="lower right")
@@ -265,19 +283,24 @@ def grid_figure(grid: list[float], curves: dict[str, list[tuple[float, float, fl
     save(fig, path)
 
 
-def long_curves_figure(curves: dict[str, dict[int, tuple[list[float | None], int | None]]], path: Path) -> None:
-    """One panel per arch: validation accuracy per epoch of every seed's long run, its kept epoch dotted."""
+def long_curves_figure(curves: dict[str, dict[int, tuple[list[float | None], int | None, int | None]]],
+                       path: Path) -> None:
+    """One panel per arch: validation accuracy per epoch of every seed's long run; a dot at the epoch it keeps
+    (lowest validation loss), a star at its most accurate one."""
     fig, axes = _panels(len(curves))
     for ax, (name, runs) in zip(axes, curves.items()):
-        for i, (seed, (accuracies, kept)) in enumerate(runs.items()):
+        shown = []
+        for i, (seed, (accuracies, kept, accurate)) in enumerate(runs.items()):
             epochs = np.arange(1, len(accuracies) + 1)
             values = _fraction([np.nan if a is None else a for a in accuracies])
+            shown.append(values)
             ax.plot(epochs, values, color=f"C{i}", linewidth=1.0, label=f"seed {seed}")
-            if kept is not None:
-                ax.plot([epochs[kept]], [values[kept]], marker="o", color=f"C{i}", markeredgecolor="black",
-                        linestyle="none")
-        _accuracy_axis(ax, "validation accuracy")
-        ax.set_xlabel("epoch (dot = kept: lowest validation loss)")
+            for epoch, marker in ((kept, "o"), (accurate, "*")):
+                if epoch is not None:
+                    ax.plot([epochs[epoch]], [values[epoch]], marker=marker, markersize=8, color=f"C{i}",
+                            markeredgecolor="black", linestyle="none")
+        _accuracy_axis(ax, "validation accuracy", np.concatenate(shown))
+        ax.set_xlabel("epoch (dot: lowest validation loss, kept; star: most accurate)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name)
         ax.legend(fontsize=7, loc="lower right")
@@ -285,12 +308,62 @@ def long_curves_figure(curves: dict[str, dict[int, tuple[list[float | None], int
     save(fig, path)
 
 
+def long_losses_figure(losses: dict[str, dict[int, tuple[list[float | None], list[float | None], int | None]]],
+                       path: Path) -> None:
+    """One panel per arch: training (dashed) and validation (solid) loss per epoch of every seed's long run, the
+    epoch it keeps (lowest validation loss) dotted. ``losses``: arch -> seed -> (train, validation, kept)."""
+    fig, axes = _panels(len(losses))
+    for ax, (name, runs) in zip(axes, losses.items()):
+        for i, (seed, (train, val, kept)) in enumerate(runs.items()):
+            epochs = np.arange(1, len(val) + 1)
+            ax.plot(epochs, [np.nan if v is None else v for v in train], color=f"C{i}", linewidth=1.0,
+                    linestyle="--")
+            values = np.array([np.nan if v is None else v for v in val], dtype=np.float64)
+            ax.plot(epochs, values, color=f"C{i}", linewidth=1.2, label=f"seed {seed}")
+            if kept is not None:
+                ax.plot([epochs[kept]], [values[kept]], marker="o", color=f"C{i}", markeredgecolor="black",
+                        linestyle="none")
+        ax.set_yscale("log")
+        for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis(lambda y, _: f"{y:g}")
+        ax.set_ylabel("loss (log scale): dashed training, solid validation")
+        ax.set_xlabel("epoch (dot: lowest validation loss, kept)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(name)
+        ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def gaps_figure(families: dict[str, list[tuple[str, float, float, float]]], path: Path) -> None:
+    """One panel per family of comparisons, each on its own scale: every gap in points with its interval, a line
+    at 0, red where the interval excludes 0. ``families``: title -> (label, estimate, low, high), top to bottom."""
+    heights = [len(rows) + 1.2 for rows in families.values()]
+    fig, axes = plt.subplots(len(families), 1, figsize=(9, 0.4 * sum(heights) + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (title, rows) in zip(axes[:, 0], families.items()):
+        y = np.arange(len(rows))[::-1]
+        for yi, (_, estimate, low, high) in zip(y, rows):
+            ax.errorbar([estimate], [yi], xerr=[[estimate - low], [high - estimate]], marker="o", capsize=3,
+                        color="C3" if low > 0 or high < 0 else "C0", linestyle="none")
+        ax.axvline(0, color="0.3", linewidth=1)
+        ax.set_yticks(y, [label for label, *_ in rows], fontsize=8)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("gap, percentage points (red: the interval excludes 0)")
+    fig.tight_layout()
+    save(fig, path)
+
+
 def cost_figure(points: dict[str, dict], path: Path) -> None:
-    """Accuracy of the long runs (mean and 95 % t interval over seeds, validation and test) against
-    parameters and against seconds per epoch. ``points``: arch -> {params, seconds_per_epoch, val, test}."""
+    """Accuracy of the long runs (mean and 95 % t interval over seeds, validation and test) against parameters
+    and against CPU seconds per epoch. ``points``: arch -> {params, cpu_seconds_per_epoch, val, test}."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, (key, label, tick) in zip(axes, (("params", "parameters", "{x:,.0f}"),
-                                             ("seconds_per_epoch", "seconds per epoch, one core", "{x:g}"))):
+                                             ("cpu_seconds_per_epoch", "CPU seconds per epoch, one thread",
+                                              "{x:g}"))):
         span = max(p[key] for p in points.values()) - min(p[key] for p in points.values())
         for i, (name, p) in enumerate(points.items()):
             for part, shift, fill in (("val", -0.01, f"C{i}"), ("test", 0.01, "white")):

@@ -66,6 +66,31 @@ def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = C
     return Interval(difference, float(ci.low), float(ci.high), x.size + y.size)
 
 
+def simultaneous_gaps(groups: dict[str, Sequence[float]], best: str, confidence: float = CONFIDENCE
+                      ) -> dict[str, Interval]:
+    """Tukey's HSD intervals of mean(best) - mean(other) for every other group (scipy.stats.tukey_hsd: all pairs
+    at once, within-group variance pooled; Tukey-Kramer for unequal sizes). Together they hold with
+    ``confidence`` over every pair of ``groups``, so they stay honest when ``best`` was picked from these same
+    values."""
+    from scipy import stats
+
+    names = list(groups)
+    arrays = [_values(groups[name], 2, "Tukey's HSD") for name in names]
+    i = names.index(best)
+    if all(np.ptp(a) == 0 for a in arrays):  # no spread at all: tukey_hsd would divide by it
+        return {name: Interval(*(3 * (float(arrays[i][0] - a[0]),)), arrays[i].size + a.size)
+                for name, a in zip(names, arrays) if name != best}
+    ci = stats.tukey_hsd(*arrays).confidence_interval(confidence)
+    return {name: Interval(float(arrays[i].mean() - arrays[j].mean()), float(ci.low[i, j]), float(ci.high[i, j]),
+                           arrays[i].size + arrays[j].size)
+            for j, name in enumerate(names) if j != i}
+
+
+def bonferroni(confidence: float, comparisons: int) -> float:
+    """The confidence each of ``comparisons`` intervals needs for all of them to hold together at ``confidence``."""
+    return 1 - (1 - confidence) / max(comparisons, 1)
+
+
 def paired_interval(differences: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
     """t interval of the mean of paired differences (per image, or per seed)."""
     return mean_interval(differences, confidence)
