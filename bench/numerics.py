@@ -53,7 +53,8 @@ def main(argv: list[str]) -> None:
     for _ in range(rounds):
         for numerics, threads in SETTINGS:
             cfg = {"arch": arch, "epochs": epochs, "numerics": numerics, "threads": threads}
-            out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True)
+            out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True,
+                                 encoding="utf-8")
             if out.returncode != 0:
                 raise SystemExit(f"{numerics}, {threads} thread(s) failed: {out.stderr.strip().splitlines()[-1]}")
             run = json.loads(out.stdout.strip().splitlines()[-1])

@@ -44,7 +44,7 @@ MEASURE = (
 def measured(cmd: list[str], cwd: Path) -> tuple[float, int, str]:
     """(seconds, peak MiB, stdout) of ``cmd``; per-stage lines are timestamped as they stream."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", MEASURE, *cmd], cwd=cwd, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", MEASURE, *cmd], cwd=cwd, text=True, encoding="utf-8",
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines = [f"{time.perf_counter() - started:8.2f} {line}" for line in proc.stdout]
     stderr = proc.stderr.read()
@@ -113,7 +113,7 @@ def main(argv: list[str]) -> None:
         shutil.copytree(RAW_DIR, local)
         params = load_raw(clone / "params.yaml")
         params["data"]["sources"].insert(0, {"local": str(local)})
-        (clone / "params.yaml").write_text(dump_raw(params))
+        (clone / "params.yaml").write_text(dump_raw(params), encoding="utf-8")
         archs = list(params["archs"])
         lanes_costs = estimated_costs([f"train@{arch}" for arch in archs],
                                       {f"train@{arch}": [clone / timing_json(arch, "train")] for arch in archs})
@@ -144,7 +144,7 @@ def main(argv: list[str]) -> None:
         first = archs[0]
         params = load_raw(clone / "params.yaml")
         params["archs"][first]["hidden"] = [h + 8 for h in params["archs"][first]["hidden"]]
-        (clone / "params.yaml").write_text(dump_raw(params))
+        (clone / "params.yaml").write_text(dump_raw(params), encoding="utf-8")
         one_s, _, _ = measured([dvc, "repro"], clone)
 
     path_s, path_arch = critical_path(times, archs)

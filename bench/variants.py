@@ -60,7 +60,7 @@ def main(argv: list[str]) -> None:
         print(f"{arch}: one epoch of batch-32 SGD")
         for name, cfg in VARIANTS.items():
             out = subprocess.run([sys.executable, "-c", CHILD, json.dumps({**cfg, "arch": arch})],
-                                 capture_output=True, text=True)
+                                 capture_output=True, text=True, encoding="utf-8")
             if out.returncode != 0:
                 print(f"  {name:<28} failed: {out.stderr.strip().splitlines()[-1]}")
                 continue

@@ -35,7 +35,7 @@ def fresh_clone(root: Path, dest: Path, mnist: Path, remote: Path) -> Path:
     (dest / "dvc.lock").unlink()
     params = load_raw(dest / "params.yaml")
     params["data"]["sources"].insert(0, {"local": str(mnist)})
-    (dest / "params.yaml").write_text(dump_raw(params))
+    (dest / "params.yaml").write_text(dump_raw(params), encoding="utf-8")
     subprocess.run([*DVC, "remote", "add", "-q", "-d", "bench", str(remote)], cwd=dest,
                    check=True)
     return dest
@@ -44,7 +44,8 @@ def fresh_clone(root: Path, dest: Path, mnist: Path, remote: Path) -> Path:
 def timed(commands: list[tuple[list[str], Path]]) -> tuple[float, str]:
     """Wall seconds until every command, all started at once, has finished; and their output."""
     started = time.perf_counter()
-    procs = [(subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), cmd)
+    procs = [(subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               encoding="utf-8"), cmd)
              for cmd, cwd in commands]
     outputs = []
     for proc, cmd in procs:

@@ -35,7 +35,7 @@ MISSING = "deleted"  # what `dvc status` says of a dep or out that is not in the
 
 def dvc(*args: str) -> subprocess.CompletedProcess:
     """A dvc command, its output captured."""
-    return subprocess.run([*DVC, *args], capture_output=True, text=True, check=False)
+    return subprocess.run([*DVC, *args], capture_output=True, text=True, encoding="utf-8", check=False)
 
 
 def root_current() -> bool:

@@ -103,7 +103,7 @@ def main(argv: list[str]) -> None:
     rev = argv[0] if argv else "main"
     if not _is_commit(rev):
         raise StageError(f"{rev!r} is not a git branch, tag or commit here: {USAGE}")
-    new = paths.REPORT_MD.read_text() if paths.REPORT_MD.exists() else None
+    new = paths.REPORT_MD.read_text(encoding="utf-8") if paths.REPORT_MD.exists() else None
     metrics, params = _dvc_json("metrics", "diff", rev), _dvc_json("params", "diff", rev)
     print(render(rev, metrics, params, _report_at(rev), new), end="")
 

@@ -122,7 +122,8 @@ def dvc(*args: str) -> None:
 
 
 def default_remote() -> str:
-    done = subprocess.run([*lanes.DVC, "remote", "default"], capture_output=True, text=True)
+    done = subprocess.run([*lanes.DVC, "remote", "default"], capture_output=True, text=True,
+                          encoding="utf-8")
     if done.returncode != 0 or not done.stdout.strip():
         raise StageError(NO_REMOTE)
     return done.stdout.strip()

