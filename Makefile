@@ -33,8 +33,9 @@ ifneq ($(shell cat $(call quote,$(VENV)/.installed) 2>/dev/null),$(PY_VERSION))
 .PHONY: $(VENV)/.installed
 endif
 
+# params.yaml is checked whole before DVC reads it: DVC passes each stage's command to a shell.
 repro: setup
-	$(if $(filter 1,$(JOBS)),dvc repro,python -m scripts.lanes -j $(call quote,$(JOBS)))
+	$(if $(filter 1,$(JOBS)),python -m stages.plumbing.params && dvc repro,python -m scripts.lanes -j $(call quote,$(JOBS)))
 
 # The evidence (evidence/dvc.yaml; hours), with the quick-study stages it reads (data/prepared, the range
 # tests). Then commit reports/evidence, reports/answer.md, reports/answer/ and evidence/dvc.lock.

@@ -30,6 +30,7 @@ from typing import Callable, Iterable, TextIO
 
 from stages.plumbing.cli import run
 from stages.plumbing.errors import StageError
+from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m scripts.lanes [-j N] [-f] [--pull] [target ...]"
 STOP_TIMEOUT_S = 120  # how long a stopped stage may take to clean up before it is killed
@@ -271,6 +272,7 @@ def parse_args(argv: list[str]) -> tuple[int, list[str], list[str]]:
 
 def main(argv: list[str]) -> None:
     jobs, options, targets = parse_args(argv)
+    load_params()  # whole, before DVC reads it: a bad value is one line, and none reaches DVC's shell
     plan = make_plan(targets, force=bool({"-f", "--force"} & set(options)))
     if not plan.stages:
         print("Data and pipelines are up to date.")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import ROOT
+from harness import ROOT, as_after_make_setup, tiny_mnist, tiny_params, tiny_project, write_idx_folder
 
 INJECTIONS = ["main; touch {marker}", "main' ; touch {marker} ; '", "$(touch {marker})", "`touch {marker}`"]
 
@@ -67,3 +67,23 @@ def test_python_and_venv_are_never_shell_code(tmp_path, template):
         subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-n", assignment, "setup"],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "MAKEFLAGS": ""})
         assert not marker.exists(), f"{assignment} ran as shell code"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_an_arch_name_in_params_never_reaches_dvcs_shell(tmp_path, jobs):
+    """DVC passes `python -m stages.lr_range ${key}` to a shell: make checks params.yaml whole before DVC reads it,
+    with one line naming the key."""
+    marker = tmp_path / "ran"
+    sums = write_idx_folder(tmp_path / "mnist", tiny_mnist())
+    p = tiny_project(tmp_path, tiny_params(tmp_path / "mnist", sums, archs={"base": {"hidden": [8]},
+                                                                              f"x;touch {marker}": {"hidden": [8]}}))
+    as_after_make_setup(p)
+    done = p.call("make", "--no-print-directory", "repro", f"JOBS={jobs}")
+    assert not marker.exists(), "an arch name ran as shell code"
+    assert done.returncode == 2
+    lines = done.stdout.splitlines() + done.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("params.yaml: ")]
+    assert len(errors) == 1 and errors[0].startswith("params.yaml: archs.x;touch ") and (
+        ": unsafe architecture name (got 'x;touch " in errors[0]), lines
+    assert not any("Running stage" in line for line in lines)

@@ -41,10 +41,15 @@ from stages.lib.schema import (
 )
 from stages.plumbing import atomic, paths
 from stages.plumbing.params import (
+    MAX_BYTES,
+    MAX_NODES,
+    MAX_SHOWN,
     dump_raw,
+    escaped,
     load_params,
     load_raw,
     parse_params,
+    shown,
 )
 
 LINE = re.compile(r"^params\.yaml: (?P<key>[^:]+): (?P<what>.+) \(got (?P<got>.*); expected (?P<expected>.+)\)$")
@@ -69,8 +74,8 @@ def only_problem(raw: dict) -> str:
 
 
 def assert_line(line: str, key: str, got: object, what: str | None = None) -> None:
-    assert line.startswith(f"params.yaml: {key}: "), line
-    assert f"(got {got!r};" in line, line
+    assert line.startswith(f"params.yaml: {escaped(key)}: "), line
+    assert f"(got {shown(got)};" in line, line
     assert " expected " in line and line.endswith(")"), line
     if what is not None:
         assert what in line, line
@@ -254,7 +259,7 @@ def test_unknown_rule_of_one_arch(raw):
     assert_line(only_problem(raw), "archs.base.rule", "fastest", "unknown value")
 
 
-@pytest.mark.parametrize("name", ["../x", "a b", "", "a/b", "x.y", "ü"])
+@pytest.mark.parametrize("name", ["../x", "..", "a b", "", "a/b", "x.y", "ü", "_tmp", "x;touch y", "x'y", "$(x)"])
 def test_unsafe_arch_name(raw, name):
     raw["archs"][name] = {"hidden": [10]}
     assert_line(only_problem(raw), f"archs.{name}", name, "unsafe architecture name")
@@ -341,7 +346,56 @@ def test_every_problem_line_has_the_documented_shape(raw):
 
 
 def test_top_level_not_a_mapping():
-    assert_line(only_problem(["seed", 42]), "(top level)", ["seed", 42], "not a mapping")
+    assert only_problem(["seed", 42]).startswith("params.yaml: (top level): not a mapping (got a list of 2 items; ")
+
+
+# --- what a message quotes, and what is refused before it is read ---------------------------------------------
+
+
+def test_a_long_value_is_cut_and_a_look_alike_shows():
+    assert shown(list(range(100_000))) == "[0, 1, 2, 3, 4, 5, ...]"
+    assert "..." in shown("x" * 10_000) and len(shown("x" * 10_000)) <= MAX_SHOWN
+    assert len(shown({f"key{i}": [[[i]]] for i in range(10_000)})) <= MAX_SHOWN
+    assert shown("\u0430") == "'\\u0430'"  # Cyrillic a, where the allowed names are ASCII
+    assert escaped("archs.\u0430") == "archs.\\u0430"
+
+
+def test_a_huge_list_costs_a_short_message(raw):
+    raw["evidence"]["grid"] = [0.1] * 200_000
+    line = only_problem(raw)
+    assert len(line) < 300 and "(got [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, ...];" in line
+
+
+def test_a_file_that_is_not_a_mapping_is_never_quoted(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
+                    "-----END OPENSSH PRIVATE KEY-----\n")
+    line = only_problem_of_file(path)
+    assert "BEGIN" not in line and "b3Bl" not in line
+    assert line.startswith("params.yaml: (top level): not a mapping (got a string of ")
+
+
+def test_a_file_too_big_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 42\n" + "# padding\n" * (MAX_BYTES // 10 + 1))
+    assert only_problem_of_file(path) == (f"{path}: larger than the {MAX_BYTES:,} bytes a params file may have: is "
+                                          "it the right file? Restore it with `git checkout params.yaml`")
+
+
+def test_an_alias_bomb_is_refused_by_its_expanded_size(tmp_path):
+    path = tmp_path / "params.yaml"
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}]" for i in range(1, 12)]  # 10**12 values
+    path.write_text("\n".join(lines) + "\n")
+    line = only_problem_of_file(path)
+    assert line.startswith(f"{path}: its aliases expand it to {MAX_NODES + 1:,} values, more than the "), line
+
+
+def test_a_binary_file_is_refused_by_name(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"seed: 42\n\xff\xfe\x00")
+    assert only_problem_of_file(path).startswith(f"{path}: not UTF-8 text (byte 9): is it the right file?")
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -364,7 +418,7 @@ def test_load_params_missing_file(tmp_path):
 def test_load_params_empty_file(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("")
-    assert_line(only_problem_of_file(path), "(top level)", None)
+    assert only_problem_of_file(path).startswith("params.yaml: (top level): not a mapping (got nothing; ")
 
 
 def only_problem_of_file(path):
@@ -771,7 +825,7 @@ def test_an_arch_name_never_looks_like_an_option(raw, name):
     raw["archs"][name] = {"hidden": [10]}
     line = only_problem(raw)
     assert_line(line, f"archs.{name}", name, "unsafe architecture name")
-    assert line.endswith("not starting with -)")
+    assert line.endswith("starting with a letter or digit)")
 
 
 def test_every_param_says_what_it_does_and_what_it_allows():

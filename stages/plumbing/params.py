@@ -15,6 +15,7 @@ import difflib
 import io
 import math
 import re
+import reprlib
 from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,14 @@ from stages.lib.schema import (
 )
 
 PARAMS_FILE = Path("params.yaml")
-ARCH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # no leading "-": command lines would read an option
+# What a params file may be, far beyond any study's (this one's is 4 KB and some 200 YAML nodes): a bigger file, or
+# aliases that expand it past MAX_NODES, is refused by name at once instead of parsed for minutes or out of memory.
+MAX_BYTES = 256 * 1024
+MAX_NODES = 100_000
+MAX_SHOWN = 60  # characters of a bad value a message quotes
+# Names become file names and scope names: no leading "-" (command lines would read an option) and no leading "_"
+# (Keras refuses it as a model's scope name, DVC as a stage's).
+ARCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 # The names a param allows when they are defined outside the schema (schema.param(allowed="rule")).
 CHOICES = {"rule": Choice(tuple(RULES))}
@@ -65,7 +73,7 @@ class _Checker:
         self.problems: list[str] = []
 
     def fail(self, key: str, what: str, got: Any, expected: str) -> None:
-        self.problems.append(f"params.yaml: {key}: {what} (got {got!r}; expected {expected})")
+        self.problems.append(f"params.yaml: {escaped(key)}: {what} (got {shown(got)}; expected {expected})")
 
     def section(self, parent: dict, key: str, known: tuple[str, ...], path: str = "") -> dict | None:
         """The section ``key`` of ``parent`` (found at ``path``), or None (reported) when it is missing or
@@ -91,7 +99,8 @@ class _Checker:
     def safe_name(self, name: Any, path: str, kind: str) -> bool:
         """Names become file and folder names: letters, digits, _ and - only, short enough for any file system."""
         if not (isinstance(name, str) and ARCH_NAME.fullmatch(name)):
-            self.fail(path, f"unsafe {kind} name", name, "letters, digits, _ and - only, not starting with -")
+            self.fail(path, f"unsafe {kind} name", name,
+                      "letters, digits, _ and - only, starting with a letter or digit")
             return False
         if len(name) > MAX_NAME_LENGTH:
             self.fail(path, f"{kind} name too long for file names", len(name), f"at most {MAX_NAME_LENGTH} characters")
@@ -157,11 +166,39 @@ class _Checker:
         return values
 
 
+_SHORT = reprlib.Repr()  # (Python 3.12 takes these as arguments; 3.10 does not)
+_SHORT.maxlevel, _SHORT.maxtuple, _SHORT.maxlist, _SHORT.maxdict = 3, 6, 6, 4
+_SHORT.maxstring = _SHORT.maxother = MAX_SHOWN
+
+
+def shown(value: Any) -> str:
+    """A value as a message quotes it: its repr cut to MAX_SHOWN characters (a long list costs no more than a short
+    one), every character past ASCII escaped, so that a look-alike shows: '\\u0430', not 'а'."""
+    text = _SHORT.repr(value).encode("ascii", "backslashreplace").decode("ascii")
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…"
+
+
+def escaped(key: str) -> str:
+    """A key path as a message names it: past ASCII escaped, cut as shown() cuts a value."""
+    text = key.encode("ascii", "backslashreplace").decode("ascii")
+    return text if len(text) <= 2 * MAX_SHOWN else text[:2 * MAX_SHOWN - 1] + "…"
+
+
+def described(value: Any) -> str:
+    """What a value is, without quoting it: for a whole file that is not a mapping, whatever it holds."""
+    if isinstance(value, str):
+        return f"a string of {len(value):,} characters"
+    if isinstance(value, list):
+        return f"a list of {len(value):,} items"
+    return "nothing" if value is None else f"a {type(value).__name__}"
+
+
 def parse_params(raw: Any) -> Params:
     """Validate the parsed YAML; raise ParamsError listing every problem."""
     c = _Checker()
     if not isinstance(raw, dict):
-        c.fail("(top level)", "not a mapping", raw, f"a mapping with sections {', '.join(keys(Params))}")
+        c.problems.append(f"params.yaml: (top level): not a mapping (got {described(raw)}; expected a mapping with "
+                          f"sections {', '.join(keys(Params))})")
         raise ParamsError(c.problems)
     c.unknown_keys(raw, "", keys(Params))
     seed = c.declared(raw, Params, "")["seed"]
@@ -339,13 +376,29 @@ def _yaml() -> YAML:
 
 
 def load_raw(path: Path = PARAMS_FILE) -> Any:
-    """The parsed YAML as plain dicts, lists and scalars, unchecked."""
+    """The parsed YAML as plain dicts, lists and scalars, unchecked; refused by name when it is too big, expands
+    too far through aliases or is not text."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ParamsError([f"{path}: not found (run from the project root)"]) from None
+    if len(data) > MAX_BYTES:
+        raise ParamsError([f"{path}: larger than the {MAX_BYTES:,} bytes a params file may have: is it the right "
+                           "file? Restore it with `git checkout params.yaml`"])
     try:
-        duplicates = _duplicate_keys(_yaml().compose(text), path)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ParamsError([f"{path}: not UTF-8 text (byte {err.start}): is it the right file? Restore it with "
+                           "`git checkout params.yaml`"]) from None
+    try:
+        root = _yaml().compose(text)
+        nodes = _expanded_size(root, {})
+        if nodes > MAX_NODES:
+            raise ParamsError([f"{path}: its aliases expand it to {nodes:,} values, more than the {MAX_NODES:,} a "
+                               "params file may have: write the values out, or restore it with "
+                               "`git checkout params.yaml`"])
+        duplicates = _duplicate_keys(root, path)
         if duplicates:
             raise ParamsError(duplicates)
         return _plain(_yaml().load(text))
@@ -371,6 +424,19 @@ def _yaml_problem(err: YAMLError) -> str:
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
     context = f"{err.context}: " if err.context else ""
     return f"{where}{context}{err.problem}"
+
+
+def _expanded_size(node: Node | None, sizes: dict[int, int]) -> int:
+    """How many values ``node`` holds once every alias is expanded, counted over the shared nodes once each (an
+    alias bomb is small as nodes, huge expanded)."""
+    if node is None:
+        return 0
+    if id(node) not in sizes:
+        sizes[id(node)] = 0  # a node that holds itself (a recursive alias) counts once
+        children = [n for pair in node.value for n in pair] if isinstance(node, MappingNode) else (
+            node.value if isinstance(node, SequenceNode) else [])
+        sizes[id(node)] = min(1 + sum(_expanded_size(child, sizes) for child in children), MAX_NODES + 1)
+    return sizes[id(node)]
 
 
 def _duplicate_keys(node: Node | None, path: Path, key_path: str = "") -> list[str]:
@@ -405,3 +471,9 @@ def _plain(value: Any) -> Any:
 
 def load_params(path: Path = PARAMS_FILE) -> Params:
     return parse_params(load_raw(path))
+
+
+if __name__ == "__main__":  # `python -m stages.plumbing.params`: what make runs before a plain `dvc repro`
+    from stages.plumbing.cli import run
+
+    run(lambda argv: load_params() and None, usage="usage: python -m stages.plumbing.params (checks params.yaml)")
