@@ -462,7 +462,11 @@ def test_missing_record_names_it(project):
 
 @pytest.mark.parametrize("damage, message", [
     (lambda r: r.update(kind="grid"), "kind is 'grid', not 'long'"),
-    (lambda r: r.update(val_accuracy="high"), "val_accuracy is 'high', not a number"),
+    (lambda r: r.update(val_accuracy="high"), "val_accuracy is 'high', not a fraction from 0 to 1"),
+    (lambda r: r.update(val_accuracy=98.3), "val_accuracy is 98.3, not a fraction from 0 to 1"),  # a percent
+    (lambda r: r.update(test_accuracy=-0.5), "test_accuracy is -0.5, not a fraction from 0 to 1"),
+    (lambda r: r.update(epochs_run=0), "epochs_run is 0, not an integer >= 1"),
+    (lambda r: r["history"][0].update(val_loss=-1.0), "history[0].val_loss is -1.0, not a number >= 0"),
     (lambda r: r.pop("test_loss"), "the run at rate 0.22 has some of val_accuracy"),
     (lambda r: r.update(best_epoch=8), "the run at rate 0.22 has 8 epochs of history, epochs_run 8 and best_epoch 8"),
     (lambda r: r.update(lr=0.3), "trained at rate 0.3 (flat_center), but its source now names 0.22"),
@@ -479,12 +483,28 @@ def test_damaged_long_record_names_it(project, damage, message):
     fails_with(f"{paths.evidence_json('long', 'base', 2)}: {message}")
 
 
-def test_nan_and_invalid_json_are_damage(project):
+def test_nan_infinity_and_invalid_json_are_damage(project):
     path = paths.evidence_json("grid", "base", 1)
-    (project / path).write_text((project / path).read_text().replace("0.3,", "NaN,", 1))
-    fails_with(f"{path}: NaN is not a JSON number")
+    text = (project / path).read_text()
+    (project / path).write_text(text.replace("0.3,", "NaN,", 1))
+    fails_with(f"{path}: runs[0].history[0].test_loss is nan, which is not a JSON number")
+    (project / path).write_text(text.replace("0.3,", "1e400,", 1))
+    fails_with(f"{path}: runs[0].history[0].test_loss is inf, which is not a JSON number")
     (project / path).write_text("{")
-    fails_with(f"{path}: Expecting property name")
+    fails_with(f"{path} is not valid JSON (Expecting property name")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t: t.update(epochs=0), "epochs is 0, not an integer >= 1"),
+    (lambda t: t.update(seconds=-3.0), "seconds is -3.0, not a number >= 0"),
+    (lambda t: t.pop("cpu_seconds"), "cpu_seconds is missing"),
+])
+def test_an_absurd_timing_is_refused_by_file_and_field(project, damage, message):
+    path = paths.evidence_timing("long", "deep3", 1)
+    record = json.loads((project / path).read_text())
+    damage(record)
+    (project / path).write_text(json.dumps(record))
+    fails_with(f"{path}: {message}")
 
 
 def test_grid_record_without_a_grid_rate(project):

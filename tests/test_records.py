@@ -149,3 +149,17 @@ def test_confidently_wrong_digits_are_test_images_that_exist(index, fine):
     with pytest.raises(StageError, match=rf"^reports/errors/base.json: confident_errors name test images \[{index}\], "
                                          r"but there are 100: .*`dvc repro -f evaluate@base`$"):
         report.check_against_test_set(errors, 100)
+
+
+@pytest.mark.parametrize("spec, good, bad", [
+    (records.FRACTION, [0, 0.5, 1], [-0.1, 1.01, 98.3]),
+    (records.NONNEGATIVE, [0, 2.5], [-1e-9, -3]),
+    (records.COUNT, [1, 7], [0, -1, 1.5]),
+    (records.INDEX, [0, 3], [-1, 0.5]),
+])
+def test_numbers_are_bounded_by_what_they_mean(spec, good, bad):
+    for value in good:
+        records.check(value, spec, "x")
+    for value in bad:
+        with pytest.raises(records.Wrong, match=rf"^x is {value!r}, not {spec.name}$"):
+            records.check(value, spec, "x")

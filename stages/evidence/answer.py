@@ -5,7 +5,6 @@ Usage: python -m stages.evidence.answer
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
@@ -49,24 +48,13 @@ FIGURES = {"gaps": "gaps.png", "curves": "long_curves.png", "losses": "long_loss
 QUICK = {"picks": LR_RANGE["picks"]}  # what the answer reads of the quick study's range tests
 
 
-def damaged(path: Path, what: str, fix: str = REBUILD) -> StageError:
-    return StageError(f"{path}: {what}: the file is damaged, stale or not this pipeline's; {fix}")
-
-
-def not_a_number(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
+def damaged(path: Path, what: str) -> StageError:
+    return records.damaged(path, what, REBUILD)
 
 
 def read(path: Path, spec: dict, fix: str = REBUILD) -> dict:
     """A record, checked against ``spec``: a missing or damaged one is one line naming it and ``fix``."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=not_a_number)
-        records.check(data, spec, "")
-    except FileNotFoundError:
-        raise StageError(f"{path} is missing: {fix}") from None
-    except (ValueError, records.Wrong) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise damaged(path, str(err).splitlines()[0], fix) from None
-    return data
+    return records.read(path, spec, fix)
 
 
 def read_unit(kind: str, arch: str, seed: int, spec: dict, rate: str | None = None) -> dict:

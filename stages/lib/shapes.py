@@ -9,29 +9,44 @@ from __future__ import annotations
 
 from stages.lib.lr_finder import RULES
 from stages.lib.schema import NUM_CLASSES
-from stages.plumbing.records import ANY, INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe
+from stages.plumbing.records import (
+    ANY,
+    COUNT,
+    FRACTION,
+    INDEX,
+    INT,
+    NONNEGATIVE,
+    PICK,
+    POSITIVE,
+    STR,
+    ListOf,
+    MapOf,
+    Maybe,
+)
 
 # The quick study (dvc.yaml)
 MACHINE = Maybe({"cpu": STR, "isa": STR, "cores": Maybe(INT)})  # machine.record(); files from before it have none
-CONFUSION = ListOf(ListOf(INT, NUM_CLASSES, NUM_CLASSES), NUM_CLASSES, NUM_CLASSES)  # rows: true digit
-LR_RANGE = {"arch": STR, "picks": {rule: PICK for rule in RULES}, "steps": INT, "stop_step": Maybe(INT),
-            "stop_reason": STR, "min_smoothed_loss": Maybe(NUMBER), "lr_at_min": Maybe(NUMBER)}
+CONFUSION = ListOf(ListOf(INDEX, NUM_CLASSES, NUM_CLASSES), NUM_CLASSES, NUM_CLASSES)  # rows: true digit
+LR_RANGE = {"arch": STR, "picks": {rule: PICK for rule in RULES}, "steps": COUNT, "stop_step": Maybe(INDEX),
+            "stop_reason": STR, "min_smoothed_loss": Maybe(NONNEGATIVE), "lr_at_min": Maybe(POSITIVE)}
 TRAIN = {"arch": STR, "lr": POSITIVE, "lr_chosen_by": STR, "failed": Maybe(STR),
-         "runs": ListOf({"seed": INT, "epochs_run": INT, "best_epoch": Maybe(INT), "failed": Maybe(STR)}, min_len=1)}
-METRICS = {"failed": Maybe(STR), "params": INT, "size_bytes": INT, "lr": POSITIVE, "lr_chosen_by": STR,
-           "n_train": INT, "n_test": INT, "repeats": INT, "val_accuracy": Maybe(NUMBER), "val_loss": Maybe(NUMBER),
-           "test_accuracy": Maybe(NUMBER), "test_accuracy_std": Maybe(NUMBER), "test_loss": Maybe(NUMBER),
-           "seeds": MapOf({"epochs_run": INT, "best_epoch": Maybe(INT), "val_accuracy?": NUMBER, "val_loss?": NUMBER,
-                           "test_accuracy?": NUMBER, "test_loss?": NUMBER})}
+         "runs": ListOf({"seed": INT, "epochs_run": COUNT, "best_epoch": Maybe(INDEX), "failed": Maybe(STR)},
+                        min_len=1)}
+METRICS = {"failed": Maybe(STR), "params": COUNT, "size_bytes": COUNT, "lr": POSITIVE, "lr_chosen_by": STR,
+           "n_train": COUNT, "n_test": COUNT, "repeats": COUNT, "val_accuracy": Maybe(FRACTION),
+           "val_loss": Maybe(NONNEGATIVE), "test_accuracy": Maybe(FRACTION), "test_accuracy_std": Maybe(NONNEGATIVE),
+           "test_loss": Maybe(NONNEGATIVE),
+           "seeds": MapOf({"epochs_run": COUNT, "best_epoch": Maybe(INDEX), "val_accuracy?": FRACTION,
+                           "val_loss?": NONNEGATIVE, "test_accuracy?": FRACTION, "test_loss?": NONNEGATIVE})}
 ERRORS = {"seed": Maybe(INT), "confusion": Maybe(CONFUSION),
-          "confident_errors": ListOf({"index": INT, "label": INT, "predicted": INT, "confidence": NUMBER})}
+          "confident_errors": ListOf({"index": INDEX, "label": INDEX, "predicted": INDEX, "confidence": FRACTION})}
 # What every timing holds (stages.plumbing.clock): wall and CPU seconds, and the load beside them.
-CLOCK = {"seconds": NUMBER, "cpu_seconds": NUMBER, "other_cores_busy": Maybe(NUMBER)}
+CLOCK = {"seconds": NONNEGATIVE, "cpu_seconds": NONNEGATIVE, "other_cores_busy": Maybe(NONNEGATIVE)}
 TIMINGS = {  # per stage, apart from the results
     "lr_range": {**CLOCK, "machine": MACHINE},
-    "train": {**CLOCK, "seconds_per_epoch": NUMBER, "cpu_seconds_per_epoch": NUMBER, "machine": MACHINE},
-    "evaluate": {**CLOCK, "inference_ms_per_1000_images": Maybe(NUMBER),
-                 "inference_cpu_ms_per_1000_images": Maybe(NUMBER), "machine": MACHINE},
+    "train": {**CLOCK, "seconds_per_epoch": NONNEGATIVE, "cpu_seconds_per_epoch": NONNEGATIVE, "machine": MACHINE},
+    "evaluate": {**CLOCK, "inference_ms_per_1000_images": Maybe(NONNEGATIVE),
+                 "inference_cpu_ms_per_1000_images": Maybe(NONNEGATIVE), "machine": MACHINE},
 }
 HISTORY_COLUMNS = {"seed": int, "epoch": int, "loss": float, "accuracy": float, "val_loss": float,
                    "val_accuracy": float, "lr": float}  # reports/history/<arch>.csv: one row per seed and epoch
@@ -40,8 +55,10 @@ HISTORY_COLUMNS = {"seed": int, "epoch": int, "loss": float, "accuracy": float, 
 SCORE_KEYS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")  # a run's scores: all of them or none
 # Per epoch; null where not finite. Test is recorded at every epoch, never used to choose one.
 RUN_HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
-RUN = {"lr": POSITIVE, "epochs_run": INT, "best_epoch": Maybe(INT), "failed": Maybe(STR),
-       "history": ListOf({key: Maybe(NUMBER) for key in RUN_HISTORY_KEYS}), **{f"{key}?": NUMBER for key in SCORE_KEYS}}
+SCORE = {"accuracy": FRACTION, "loss": NONNEGATIVE}  # what a key ending in _accuracy or _loss holds
+RUN = {"lr": POSITIVE, "epochs_run": COUNT, "best_epoch": Maybe(INDEX), "failed": Maybe(STR),
+       "history": ListOf({key: Maybe(SCORE[key.rpartition("_")[2]]) for key in RUN_HISTORY_KEYS}),
+       **{f"{key}?": SCORE[key.rpartition("_")[2]] for key in SCORE_KEYS}}
 UNIT = {"kind": STR, "arch": STR, "seed": INT}
 ONE_EPOCH = {**UNIT, "runs": ListOf(RUN, 1)}
 LONG_RULES = {**UNIT, "lr_chosen_by": STR, **RUN}
@@ -52,4 +69,4 @@ EVIDENCE = {
     "long": {**LONG_RULES, "test_correct?": STR, "confusion?": CONFUSION},  # test detail, for paired comparisons
     "long_rules": LONG_RULES,
 }
-EVIDENCE_TIMING = {**CLOCK, "epochs?": INT, "machine": MapOf(ANY)}
+EVIDENCE_TIMING = {**CLOCK, "epochs?": COUNT, "machine": MapOf(ANY)}

@@ -129,12 +129,13 @@ def arch_name(argv: list[str], stage: str) -> str:
     return argv[0]
 
 
-def read_json(path: Path) -> dict:
-    """A JSON file an earlier stage wrote; a missing or damaged one says how to get it back."""
+def read_json(path: Path, fix: str | None = None) -> dict:
+    """A JSON file an earlier stage wrote; a missing or damaged one says how to get it back (``fix``, if given)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise StageError(f"{path} is missing: restore it with `dvc checkout` or rebuild it with `dvc repro`") from None
+        raise StageError(f"{path} is missing: {fix or 'restore it with `dvc checkout` or rebuild it with `dvc repro`'}"
+                         ) from None
     except json.JSONDecodeError as err:
-        raise StageError(f"{path} is not valid JSON ({err}): rebuild it with `dvc repro -f` on the stage that "
-                         "writes it") from None
+        raise StageError(f"{path} is not valid JSON ({err}): "
+                         f"{fix or 'rebuild it with `dvc repro -f` on the stage that writes it'}") from None

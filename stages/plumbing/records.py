@@ -27,6 +27,8 @@ class Scalar:
     types: tuple[type, ...]
     name: str  # for messages, e.g. "a number"
     positive: bool = False
+    low: float | None = None  # the smallest value allowed (None: no bound)
+    high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,12 @@ ANY = Scalar((object,), "anything")
 NUMBER = Scalar((int, float), "a number")
 POSITIVE = Scalar((int, float), "a positive number", positive=True)
 INT = Scalar((int,), "an integer")
+# What a record's numbers mean bounds them: a record holding an accuracy of 98.3 (a percent where a fraction
+# belongs), a negative time or 0 epochs is refused on read, with its file and field, not rendered.
+FRACTION = Scalar((int, float), "a fraction from 0 to 1", low=0, high=1)
+NONNEGATIVE = Scalar((int, float), "a number >= 0", low=0)
+COUNT = Scalar((int,), "an integer >= 1", low=1)
+INDEX = Scalar((int,), "an integer >= 0", low=0)
 STR = Scalar((str,), "a string")
 NULL = Scalar((type(None),), "null")
 # A rate the range test picked, or why its rule could not pick one (lr_finder.suggest_all).
@@ -68,18 +76,19 @@ class Wrong(Exception):
     """Where in a file, and what is wrong there."""
 
 
-def read(path: Path, spec: Any) -> Any:
-    """The JSON file at ``path``, checked against ``spec``, or StageError saying how to rebuild it."""
+def read(path: Path, spec: Any, fix: str | None = None) -> Any:
+    """The JSON file at ``path``, checked against ``spec``, or StageError saying how to rebuild it (``fix``, else
+    the command that reruns the stage that writes it)."""
     try:
-        data = read_json(path)  # a missing file or invalid JSON: cli.read_json's own message
+        data = read_json(path, fix)  # a missing file or invalid JSON: cli.read_json's own message
         _all_finite(data, "")
         check(data, spec, "")
     except UnicodeDecodeError as err:
-        raise damaged(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise damaged(path, f"not UTF-8 text ({err.reason} at byte {err.start})", fix) from None
     except RecursionError:
-        raise damaged(path, "nested too deeply to be one of this pipeline's files") from None
+        raise damaged(path, "nested too deeply to be one of this pipeline's files", fix) from None
     except Wrong as err:
-        raise damaged(path, str(err)) from None
+        raise damaged(path, str(err), fix) from None
     return data
 
 
@@ -114,9 +123,9 @@ def read_csv(path: Path, columns: dict[str, Callable[[str], Any]], min_rows: int
     return rows
 
 
-def damaged(path: Path, what: str) -> StageError:
+def damaged(path: Path, what: str, fix: str | None = None) -> StageError:
     return StageError(f"{path}: {what}: the file is damaged or was not written by this pipeline; "
-                      f"rebuild it with {rebuild_command(path)}")
+                      f"{fix or 'rebuild it with ' + rebuild_command(path)}")
 
 
 def rebuild_command(path: Path) -> str:
@@ -169,7 +178,8 @@ def _check_scalar(value: Any, spec: Scalar, where: str) -> None:
     if spec is ANY:
         return
     is_bool = isinstance(value, bool) and bool not in spec.types
-    if is_bool or not isinstance(value, spec.types) or (spec.positive and not value > 0):
+    if is_bool or not isinstance(value, spec.types) or (spec.positive and not value > 0) or (
+            spec.low is not None and not value >= spec.low) or (spec.high is not None and not value <= spec.high):
         raise Wrong(f"{where or 'the whole file'} is {_short(value)}, not {spec.name}")
 
 
