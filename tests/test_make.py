@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import ROOT, as_after_make_setup, tiny_mnist, tiny_params, tiny_project, write_idx_folder
+from harness import DVC, ROOT, as_after_make_setup, tiny_mnist, tiny_params, tiny_project, write_idx_folder
 
 INJECTIONS = ["main; touch {marker}", "main' ; touch {marker} ; '", "$(touch {marker})", "`touch {marker}`"]
 
@@ -69,16 +69,31 @@ def test_python_and_venv_are_never_shell_code(tmp_path, template):
         assert not marker.exists(), f"{assignment} ran as shell code"
 
 
+def tiny_with_an_arch_named(tmp_path: Path, name: str):
+    sums = write_idx_folder(tmp_path / "mnist", tiny_mnist())
+    p = tiny_project(tmp_path, tiny_params(tmp_path / "mnist", sums,
+                                           archs={"base": {"hidden": [8]}, name: {"hidden": [8]}}))
+    as_after_make_setup(p)
+    return p
+
+
+@pytest.mark.slow
+def test_under_plain_dvc_repro_an_arch_name_is_one_quoted_argument(tmp_path):
+    """Where DVC is started without make, dvc.yaml quotes each name: the stage, not a shell, refuses it."""
+    marker = tmp_path / "ran"
+    p = tiny_with_an_arch_named(tmp_path, f"x;touch {marker};$(touch {marker})")
+    done = p.call(DVC, "repro", f"lr_range@x;touch {marker};$(touch {marker})")
+    assert not marker.exists(), "an arch name ran as shell code"
+    assert done.returncode != 0 and "unsafe architecture name" in done.stdout + done.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_an_arch_name_in_params_never_reaches_dvcs_shell(tmp_path, jobs):
     """DVC passes `python -m stages.lr_range ${key}` to a shell: make checks params.yaml whole before DVC reads it,
     with one line naming the key."""
     marker = tmp_path / "ran"
-    sums = write_idx_folder(tmp_path / "mnist", tiny_mnist())
-    p = tiny_project(tmp_path, tiny_params(tmp_path / "mnist", sums, archs={"base": {"hidden": [8]},
-                                                                              f"x;touch {marker}": {"hidden": [8]}}))
-    as_after_make_setup(p)
+    p = tiny_with_an_arch_named(tmp_path, f"x;touch {marker}")
     done = p.call("make", "--no-print-directory", "repro", f"JOBS={jobs}")
     assert not marker.exists(), "an arch name ran as shell code"
     assert done.returncode == 2
