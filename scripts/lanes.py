@@ -126,6 +126,43 @@ def prefixed(stage: str, line: str) -> str:
 # --- DVC: the plan -------------------------------------------------------------------------------------
 
 
+LOCKS = (Path("dvc.lock"), Path("evidence/dvc.lock"))
+HASHES = ("md5", "hash", "etag", "checksum")  # what DVC records a dep's or an out's content as
+
+
+def check_locks(locks: Iterable[Path] = LOCKS) -> None:
+    """A damaged lock file (cut short, edited by hand) stops us before DVC reads it: DVC would take it for stages
+    never run and rerun them without a word."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    for lock in locks:
+        if not lock.is_file():
+            continue
+        fix = f"restore it with `git checkout {lock}` (or delete it: every stage in it then reruns)"
+        text = lock.read_text(encoding="utf-8", errors="replace")
+        try:
+            data = YAML(typ="safe", pure=True).load(text)
+        except YAMLError as err:
+            raise StageError(f"{lock} is damaged (not valid YAML: {str(err).splitlines()[0]}): {fix}") from None
+        problem = _lock_problem(data) if text.endswith("\n") else "it does not end with a line break: cut short?"
+        if problem:
+            raise StageError(f"{lock} is damaged ({problem}): {fix}")
+
+
+def _lock_problem(data) -> str | None:
+    if not (isinstance(data, dict) and isinstance(data.get("stages"), dict)):
+        return "no stages mapping"
+    for name, entry in data["stages"].items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("cmd"), str)):
+            return f"stage {name} has no command"
+        for key in ("deps", "outs"):
+            for item in entry.get(key) or []:
+                if not (isinstance(item, dict) and "path" in item and any(h in item for h in HASHES)):
+                    return f"an entry of stage {name}'s {key} has no path or no hash: cut short?"
+    return None
+
+
 def make_plan(targets: list[str], force: bool) -> Plan:
     """What `dvc repro [-f] <targets>` would run, with the graph among those stages. DVC's own collection and
     order (the same functions `dvc repro` calls), so what runs is never a guess of ours."""
@@ -273,6 +310,7 @@ def parse_args(argv: list[str]) -> tuple[int, list[str], list[str]]:
 def main(argv: list[str]) -> None:
     jobs, options, targets = parse_args(argv)
     load_params()  # whole, before DVC reads it: a bad value is one line, and none reaches DVC's shell
+    check_locks()
     plan = make_plan(targets, force=bool({"-f", "--force"} & set(options)))
     if not plan.stages:
         print("Data and pipelines are up to date.")

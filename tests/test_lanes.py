@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import ROOT
 
 from scripts import lanes
 from scripts.lanes import Lanes, Plan, chain_lengths, estimated_costs, parse_args, ready, with_downstream
@@ -194,3 +195,16 @@ def test_stop_kills_a_stage_that_ignores_ctrl_c_once_the_bound_is_past(tmp_path,
     runner = started(["stubborn"], tmp_path, io.StringIO())
     assert runner.stop() == ["stubborn"]
     assert runner.running["stubborn"].returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9, 0.999])
+def test_a_lock_cut_short_is_refused_before_dvc_reads_it(tmp_path, cut):
+    lock = tmp_path / "dvc.lock"
+    text = (ROOT / "dvc.lock").read_text(encoding="utf-8")
+    lock.write_text(text[:int(len(text) * cut)], encoding="utf-8")
+    with pytest.raises(StageError, match=rf"^{lock} is damaged \(.*\): restore it with `git checkout {lock}`"):
+        lanes.check_locks([lock])
+
+
+def test_the_committed_locks_pass():
+    lanes.check_locks([ROOT / "dvc.lock", ROOT / "evidence/dvc.lock"])
