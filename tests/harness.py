@@ -24,6 +24,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -541,6 +542,19 @@ def read_until(proc: subprocess.Popen, is_event: Callable[[str], bool], event: s
         watchdog.join()  # a watchdog that fired has killed and reaped the process once this returns
     why = f"no {event} within {timeout:g} s: killed" if fired.is_set() else f"exited {proc.wait()} before {event}"
     pytest.fail(f"{' '.join(map(str, proc.args))}: {why}; its output:\n{''.join(seen)[-3000:]}")
+
+
+# --- waiting for an event ------------------------------------------------------------------------------------
+
+EVENT_WAIT_S = 60  # far beyond what starting or stopping a Python process takes, however loaded the machine
+
+
+def wait_for(happened: Callable[[], bool], what: str, bound: float = EVENT_WAIT_S) -> None:
+    """Return once ``happened()`` is true; fail naming ``what`` after ``bound`` seconds."""
+    deadline = time.monotonic() + bound
+    while not happened():
+        assert time.monotonic() < deadline, f"waited {bound:g} s for {what}"
+        time.sleep(0.01)
 
 
 # --- the imports a stage makes -----------------------------------------------------------------------

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from harness import ROOT
+from harness import ROOT, wait_for
 
 
 def run_stage_code(body: str) -> subprocess.CompletedProcess:
@@ -143,3 +144,35 @@ def test_help_prints_the_usage_instead_of_running_main(flag):
                              "run(main, usage='usage: python -m scripts.x [--dry-run]')\n", flag],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (0, "usage: python -m scripts.x [--dry-run]\n", "")
+
+
+PARENT = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env={**__import__("os").environ, "DVC_STAGE": "x@y"},
+                         stderr=open(sys.argv[2], "w"))
+print(child.pid, flush=True)
+sys.stdin.readline()  # until the test says: end now, leaving the child behind
+"""
+STAND_IN = """
+from pathlib import Path
+from stages.plumbing.cli import run
+def main(argv):
+    Path({ready!r}).write_text("ready")
+    __import__("threading").Event().wait(600)  # as a stage at work: it ends only when stopped
+run(main)
+"""
+
+
+def test_a_stage_started_by_dvc_ends_when_dvc_ends(tmp_path):
+    """SIGTERM to DVC alone (not its process group) ends DVC: the stage gets SIGTERM too, and cleans up as on
+    Ctrl-C."""
+    ready, err = tmp_path / "ready", tmp_path / "stderr"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, STAND_IN.format(ready=str(ready)), str(err)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8")
+    child = int(parent.stdout.readline())
+    wait_for(ready.exists, "the stand-in stage to start")
+    parent.kill()  # as SIGKILL or a SIGTERM to it alone ends DVC
+    parent.wait(timeout=60)
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or Path(f"/proc/{child}/status").read_text().find(
+        "State:\tZ") >= 0, "the stage to end with its parent")
+    assert "x@y" in err.read_text(encoding="utf-8")  # Ctrl-C's message, naming the stage

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -28,6 +29,8 @@ def run(main: Callable[[list[str]], None], skip_teardown: bool = False, usage: s
     stage = os.environ.get("DVC_STAGE")  # set by `dvc repro` and `dvc exp run`
     # A scheduler, `timeout` or `kill` stops a stage with SIGTERM: the same cleanup and message as Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    if stage is not None:
+        end_with_parent()
     # Under a locale that cannot encode a message (LC_ALL=C without UTF-8 coercion), print it escaped.
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
@@ -61,6 +64,21 @@ def run(main: Callable[[list[str]], None], skip_teardown: bool = False, usage: s
         _interrupted(stage)
     except KeyboardInterrupt:
         _interrupted(stage)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_parent() -> None:
+    """Get SIGTERM (so: Ctrl-C's cleanup) when the process that started this one ends. A SIGTERM to DVC alone, as a
+    process manager may send it, would otherwise leave the stage running, writing outputs DVC never records.
+    Linux only; elsewhere nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it ended before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _raise_keyboard_interrupt(signum, frame) -> None:
