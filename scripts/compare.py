@@ -16,6 +16,7 @@ from pathlib import Path
 from stages.plumbing import paths
 from stages.plumbing.cli import run
 from stages.plumbing.errors import StageError
+from stages.plumbing.params import MAX_BYTES, ParamsError, load_params, parse_params, raw_from
 
 USAGE = "usage: python -m scripts.compare [REV]"
 SHOWN_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "params", "lr", "lr_chosen_by")
@@ -97,12 +98,32 @@ def _report_at(rev: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+def check_params_at(rev: str) -> None:
+    """The branch's params.yaml, checked as the workspace's is: a compare against a file DVC cannot read would show
+    every value as changed and exit 0."""
+    name = f"{rev}:params.yaml"
+    size = subprocess.run(["git", "cat-file", "-s", name], capture_output=True, text=True, encoding="utf-8")
+    if size.returncode != 0:
+        raise StageError(f"{rev} has no params.yaml: compare with a revision of this project")
+    if int(size.stdout) > MAX_BYTES:  # not read at all
+        raw_from(b" " * (MAX_BYTES + 1), name, fix=f"a fix on {rev}")
+    data = subprocess.run(["git", "show", name], capture_output=True, check=True).stdout
+    try:
+        parse_params(raw_from(data, name, fix=f"a fix on {rev}"))
+    except ParamsError as err:
+        problems = [f"{name}: {line.removeprefix('params.yaml: ')}" if line.startswith("params.yaml: ") else line
+                    for line in err.problems]
+        raise ParamsError([f"{rev}'s params.yaml cannot be compared: fix it on {rev} first", *problems]) from None
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1 or (argv and argv[0].startswith("-")):
         raise StageError(f"{USAGE} (got {' '.join(argv)})")
     rev = argv[0] if argv else "main"
     if not _is_commit(rev):
         raise StageError(f"{rev!r} is not a git branch, tag or commit here: {USAGE}")
+    load_params()
+    check_params_at(rev)
     new = paths.REPORT_MD.read_text(encoding="utf-8") if paths.REPORT_MD.exists() else None
     metrics, params = _dvc_json("metrics", "diff", rev), _dvc_json("params", "diff", rev)
     print(render(rev, metrics, params, _report_at(rev), new), end="")

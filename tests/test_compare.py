@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+
+import pytest
+from harness import example_params
+
+from scripts import compare
 from scripts.compare import metrics_rows, params_rows, render, results_table
+from stages.lib.schema import ParamsError
+from stages.plumbing.params import dump_raw
 
 METRICS_DIFF = {
     "reports/metrics/base.json": {
@@ -39,3 +47,31 @@ def test_render_puts_both_sides_together():
 def test_render_says_none_when_nothing_changed():
     md = render("main", {}, {}, REPORT, REPORT)
     assert md.count("_none_") == 2
+
+
+def git(root, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
+                   capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("broken, message", [
+    ("seed: [1\n", "broken:params.yaml: not valid YAML"),
+    ("seed: 42\nseed: 43\n", "broken:params.yaml: seed: duplicate key"),
+    ("- a list\n", "broken:params.yaml: (top level): not a mapping (got a list of 1 items"),
+])
+def test_compare_refuses_a_branch_whose_params_it_cannot_read(tmp_path, monkeypatch, broken, message):
+    """Instead of showing every value as changed and exiting 0."""
+    git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / "params.yaml").write_text(dump_raw(example_params()), encoding="utf-8")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "good")
+    git(tmp_path, "checkout", "-qb", "broken")
+    (tmp_path / "params.yaml").write_text(broken, encoding="utf-8")
+    git(tmp_path, "commit", "-qam", "broken")
+    git(tmp_path, "checkout", "-q", "main")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamsError) as err:
+        compare.check_params_at("broken")
+    assert err.value.problems[0] == "broken's params.yaml cannot be compared: fix it on broken first"
+    assert any(line.startswith(message) for line in err.value.problems[1:]), err.value.problems
+    compare.check_params_at("main")  # the good one passes

@@ -383,27 +383,32 @@ def load_raw(path: Path = PARAMS_FILE) -> Any:
             data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ParamsError([f"{path}: not found (run from the project root)"]) from None
+    return raw_from(data, str(path))
+
+
+def raw_from(data: bytes, name: str, fix: str = "`git checkout params.yaml`") -> Any:
+    """``data``, the bytes of a params file called ``name`` (a path, or `<rev>:params.yaml`), parsed as load_raw
+    parses it; ``fix``: what restores it."""
     if len(data) > MAX_BYTES:
-        raise ParamsError([f"{path}: larger than the {MAX_BYTES:,} bytes a params file may have: is it the right "
-                           "file? Restore it with `git checkout params.yaml`"])
+        raise ParamsError([f"{name}: larger than the {MAX_BYTES:,} bytes a params file may have: is it the right "
+                           f"file? Restore it with {fix}"])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ParamsError([f"{path}: not UTF-8 text (byte {err.start}): is it the right file? Restore it with "
-                           "`git checkout params.yaml`"]) from None
+        raise ParamsError([f"{name}: not UTF-8 text (byte {err.start}): is it the right file? Restore it with "
+                           f"{fix}"]) from None
     try:
         root = _yaml().compose(text)
         nodes = _expanded_size(root, {})
         if nodes > MAX_NODES:
-            raise ParamsError([f"{path}: its aliases expand it to {nodes:,} values, more than the {MAX_NODES:,} a "
-                               "params file may have: write the values out, or restore it with "
-                               "`git checkout params.yaml`"])
-        duplicates = _duplicate_keys(root, path)
+            raise ParamsError([f"{name}: its aliases expand it to {nodes:,} values, more than the {MAX_NODES:,} a "
+                               f"params file may have: write the values out, or restore it with {fix}"])
+        duplicates = _duplicate_keys(root, name)
         if duplicates:
             raise ParamsError(duplicates)
         return _plain(_yaml().load(text))
     except YAMLError as err:
-        raise ParamsError([f"{path}: not valid YAML: {_yaml_problem(err)}; correct it there, then rerun"]) from None
+        raise ParamsError([f"{name}: not valid YAML: {_yaml_problem(err)}; correct it there, then rerun"]) from None
 
 
 def dump_raw(raw: Any) -> str:
@@ -439,7 +444,7 @@ def _expanded_size(node: Node | None, sizes: dict[int, int]) -> int:
     return sizes[id(node)]
 
 
-def _duplicate_keys(node: Node | None, path: Path, key_path: str = "") -> list[str]:
+def _duplicate_keys(node: Node | None, path: Path | str, key_path: str = "") -> list[str]:
     """A key given twice in one mapping: YAML forbids it and a reader would silently keep one."""
     problems = []
     if isinstance(node, MappingNode):
