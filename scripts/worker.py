@@ -76,11 +76,14 @@ def share(stages: Iterable[str], archs_of_stage: dict[str, str | None], archs: s
     return [stage for stage in stages if archs_of_stage[stage] in archs]
 
 
+MAX_SHARDS = 1_000  # far more machines than the evidence has stages to share (its ~170)
+
+
 def parse_shard(text: str) -> tuple[int, int]:
-    match = SHARD.fullmatch(text)
-    if not match or not int(match[1]) < int(match[2]):
-        raise StageError(f"--shard takes I/N with 0 <= I < N (got {text!r}): for two machines, `make worker "
-                         "SHARD=0/2` on one and `make worker SHARD=1/2` on the other")
+    match = SHARD.fullmatch(text[:40])  # a longer text is no I/N anyone means: refused without parsing it
+    if not match or len(text) > 40 or not int(match[1]) < int(match[2]) <= MAX_SHARDS:
+        raise StageError(f"--shard takes I/N with 0 <= I < N <= {MAX_SHARDS:,} (got {text[:40]!r}): for two "
+                         "machines, `make worker SHARD=0/2` on one and `make worker SHARD=1/2` on the other")
     return int(match[1]), int(match[2])
 
 

@@ -404,7 +404,7 @@ FAULTS = {
                                 ("-j takes a number of lanes, 1 or more (got '0')",),
                                 fixed=("scripts.lanes", "--help")),
     "worker-with-a-shard-out-of-range": Fault(("scripts.worker", "--shard", "2/2"), nothing,
-                                              ("--shard takes I/N with 0 <= I < N (got '2/2')",),
+                                              ("--shard takes I/N with 0 <= I < N <= 1,000 (got '2/2')",),
                                               fixed=("scripts.worker", "--help")),
     "bench-with-an-unknown-option": Fault(("bench.run", "--quick"), nothing, ("usage: python -m bench.run",),
                                           fixed=("bench.run", "--help")),

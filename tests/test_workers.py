@@ -64,7 +64,9 @@ def test_archs_are_dealt_costliest_first_to_the_least_loaded_shard():
 
 @pytest.mark.parametrize("argv, message", [
     ([], "give one of --shard, --stages, --aggregate"),
-    (["--shard", "2/2"], "--shard takes I/N with 0 <= I < N"),
+    (["--shard", "2/2"], "--shard takes I/N with 0 <= I < N <= 1,000"),
+    (["--shard", "0/1000000000"], "--shard takes I/N with 0 <= I < N <= 1,000 (got '0/1000000000')"),
+    (["--shard", "0/" + "9" * 100_000], "--shard takes I/N with 0 <= I < N <= 1,000 (got '0/99999999999"),
     (["--shard", "one/two"], "--shard takes I/N"),
     (["--shard", "0/2", "--aggregate"], "give one of"),
     (["--stages", " "], "--stages is empty"),
