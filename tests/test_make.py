@@ -102,3 +102,21 @@ def test_an_arch_name_in_params_never_reaches_dvcs_shell(tmp_path, jobs):
     assert len(errors) == 1 and errors[0].startswith("params.yaml: archs.x;touch ") and (
         ": unsafe architecture name (got 'x;touch " in errors[0]), lines
     assert not any("Running stage" in line for line in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, line", [
+    (lambda text: text.replace("seeds:\n  - 1\n  - 2\n  - 3\n  - 4\n  - 5\n", "seeds: '1, 2'\n", 1),
+     "params.yaml: evidence.seeds: not a list of distinct seeds (got '1, 2'; "),
+    (lambda text: "seed: 7\n" + text,
+     "params.yaml: seed: duplicate key (got it on lines 1 and 2; expected each key once)"),
+])
+def test_a_bad_evidence_value_or_a_duplicate_key_is_the_projects_one_line_not_dvcs(tmp_path, change, line):
+    p = tiny_with_an_arch_named(tmp_path, "other")
+    params = p.root / "params.yaml"
+    edited = change(params.read_text(encoding="utf-8"))
+    assert edited != params.read_text(encoding="utf-8")
+    params.write_text(edited, encoding="utf-8")
+    done = p.call("make", "--no-print-directory", "repro")
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and line in output and "Traceback" not in output and "corrupted" not in output, output
