@@ -1,0 +1,39 @@
+"""The private DVC API scripts/lanes.py and scripts/worker.py lean on, pinned by name and signature: there is no
+public `dvc repro -j` (treeverse/dvc#755 open, PR #10922 closed), so lanes plans with DVC's own functions. An upgrade
+of DVC that moves them fails here first, saying what to adapt, not in the middle of `make repro`."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+ADAPT = ("DVC {version} changed {name}: adapt scripts/lanes.py's make_plan (and scripts/worker.py) to it, or keep "
+         "dvc pinned at 3.67.1 (requirements/)")
+# name -> the parameters lanes and the worker pass, in order
+PINNED = {
+    "dvc.repo.reproduce.collect_stages": ["repo", "targets", "recursive", "glob"],
+    "dvc.repo.reproduce.get_active_graph": ["graph"],
+    "dvc.repo.reproduce.plan_repro": ["graph", "stages", "pipeline", "downstream"],
+}
+
+
+@pytest.mark.parametrize("name", PINNED)
+def test_the_private_dvc_functions_lanes_uses_are_there_as_lanes_calls_them(name):
+    import dvc
+
+    module, _, function = name.rpartition(".")
+    found = getattr(__import__(module, fromlist=[function]), function, None)
+    assert found is not None, ADAPT.format(version=dvc.__version__, name=name)
+    assert list(inspect.signature(found).parameters) == PINNED[name], ADAPT.format(version=dvc.__version__, name=name)
+
+
+def test_what_lanes_reads_of_a_stage_and_the_repo():
+    """Stage.addressing and Stage.changed() name and judge a stage; Repo.index.graph and Repo.lock plan and guard."""
+    from dvc.repo import Repo
+    from dvc.repo.index import Index
+    from dvc.stage import Stage
+
+    assert isinstance(inspect.getattr_static(Stage, "addressing"), property) and callable(Stage.changed)
+    assert inspect.getattr_static(Index, "graph", None) is not None
+    assert "self.lock = " in inspect.getsource(Repo.__init__)
