@@ -176,3 +176,11 @@ def test_a_stage_started_by_dvc_ends_when_dvc_ends(tmp_path):
     wait_for(lambda: not Path(f"/proc/{child}").exists() or Path(f"/proc/{child}/status").read_text().find(
         "State:\tZ") >= 0, "the stage to end with its parent")
     assert "x@y" in err.read_text(encoding="utf-8")  # Ctrl-C's message, naming the stage
+
+
+@pytest.mark.parametrize("module", ["stages.download", "stages.train", "stages.evidence.long", "stages.evaluate"])
+def test_help_says_what_a_stage_does_instead_of_running_it(module):
+    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
+                          encoding="utf-8", timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("Stage "), done.stdout + done.stderr
+    assert "no architecture named" not in done.stdout + done.stderr

@@ -21,10 +21,11 @@ def run(main: Callable[[list[str]], None], skip_teardown: bool = False, usage: s
 
     ``skip_teardown``: once main has returned (every output written and closed), end the
     process without the interpreter's teardown, which TensorFlow makes take ~2 s.
-    ``usage``: what `-h` or `--help` prints instead of running main (the scripts behind make targets).
+    ``usage``: what `-h` or `--help` prints instead of running main; by default, main's module docstring (a stage's
+    says what it does and how it is called).
     """
-    if usage is not None and sys.argv[1:] in (["-h"], ["--help"]):
-        print(usage)
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        print(usage or (sys.modules[main.__module__].__doc__ or "").strip())
         return
     stage = os.environ.get("DVC_STAGE")  # set by `dvc repro` and `dvc exp run`
     # A scheduler, `timeout` or `kill` stops a stage with SIGTERM: the same cleanup and message as Ctrl-C.
