@@ -613,3 +613,9 @@ def test_missing_quick_study_names_its_pipeline(project):
     with pytest.raises(StageError, match=r"reports/lr_range/deep3.json is missing: rebuild it with `dvc repro` "
                                          r"\(the quick study\), then `dvc repro evidence/dvc.yaml`"):
         stage.main([])
+
+
+def test_one_group_ranks_with_nothing_to_compare():
+    r = rank({"a": [0.97, 0.98]})
+    assert r.best == "a" and r.gaps == {} and r.pairs == 0
+    assert gaps_sentence(r, "network") == "a is the only network: there is nothing to compare it with."

@@ -245,8 +245,9 @@ def gap_families(result: Answer) -> dict[str, list[tuple[str, float, float, floa
                     ("Long runs, lowest-loss epoch", result.long.ranking),
                     ("One epoch, best grid rate", result.one_epoch.ranking),
                     (f"Long budget for {result.budget.arch}, most accurate epoch", result.budget.ranking_acc)):
-        families[f"{what}: validation, {r.best} minus each (Tukey 95 % over {r.pairs} pair{'s' * (r.pairs > 1)})"] = [
-            (name, *triple(r.gaps[name])) for name in r.order[1:]]
+        if r.pairs:
+            families[f"{what}: validation, {r.best} minus each (Tukey 95 % over {r.pairs} "
+                     f"pair{'s' * (r.pairs > 1)})"] = [(name, *triple(r.gaps[name])) for name in r.order[1:]]
     c = result.rules
     if c.leads:
         families[f"Held-out regret: each rule minus {c.recommended} (paired, Bonferroni 95 % over "

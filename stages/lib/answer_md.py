@@ -6,6 +6,8 @@ number it rests on; where the best was picked from the runs it is compared on, t
 
 from __future__ import annotations
 
+import numpy as np
+
 from stages.lib.answer import (
     POINTS,
     TARGET,
@@ -70,6 +72,8 @@ def tukey(r: Ranking) -> str:
 
 def gaps_sentence(r: Ranking, what: str) -> str:
     """Each other group's gap to the best, and whether it is separated; the winner's curse."""
+    if len(r.order) < 2:
+        return f"{r.best} is the only {what}: there is nothing to compare it with."
     parts = [f"{name} {gap(r.gaps[name])} ({separated(r.gaps[name])})" for name in r.order[1:]]
     return (f"{r.best} minus each other {what}, points ({tukey(r)} {what}s): " + "; ".join(parts) + ". "
             f"{r.best} was picked as best from these same runs, so its lead leans high (winner's curse).")
@@ -79,7 +83,7 @@ def detectable(r: Ranking, what: str) -> str:
     return (f"With {r.n} seeds per {what} and the within-{what} standard deviation pooled over them "
             f"({num(r.sd, 3)} points on validation), one pre-planned two-sided comparison at "
             f"{100 * (1 - CONFIDENCE):g} % finds a true gap of {num(r.detectable)} points with {100 * POWER:g} % power "
-            "(noncentral t); smaller gaps can go unseen, and the simultaneous intervals above are wider still.")
+            "(noncentral t); smaller gaps can go unseen.")
 
 
 # --- the answer ---------------------------------------------------------------------------------------------
@@ -108,8 +112,9 @@ def long_section(params: Params, a: Answer, figures: dict[str, str]) -> list[str
         rows.append([arch, "-".join(map(str, hidden)), f"{count_params(hidden):,}", f"{s.lr:.3g} ({s.chosen_by})",
                      acc(s.val_acc), acc(s.test_acc), mean_epoch(s.epochs_acc), acc(s.val), acc(s.test),
                      mean_epoch(s.epochs_kept), f"{s.epochs_run:.1f}", str(s.diverged)])
-    first_acc = {arch: la.summaries[arch].epochs_acc for arch in r.order}
-    first_kept = {arch: la.summaries[arch].epochs_kept for arch in r.order}
+    lag = [s.epochs_acc - s.epochs_kept for s in la.summaries.values()
+           if s.epochs_acc is not None and s.epochs_kept is not None]
+    later = float(np.mean(lag)) if lag else 0.0
     lines = [
         "## The answer: trained until early stopping",
         "",
@@ -122,15 +127,13 @@ def long_section(params: Params, a: Answer, figures: dict[str, str]) -> list[str
                 "epoch", "lowest-loss epoch: validation", "test", "epoch", "epochs run", "diverged runs"],
                list("lllllllllrrr"), rows),
         "",
-        "**Which epoch the headline reads, and why.** Validation loss bottoms out early (mean kept epoch "
-        + ", ".join(f"{arch} {mean_epoch(first_kept[arch])}" for arch in r.order)
-        + ") while validation accuracy keeps rising (mean most accurate epoch "
-        + ", ".join(f"{arch} {mean_epoch(first_acc[arch])}" for arch in r.order)
-        + "): at a high constant rate the models grow confident, and their loss rises with it. The question is "
-        "which network learns best, so the headline reads accuracy, at the epoch each run reaches its best on "
-        "validation. That validation figure is a maximum over epochs and leans high; test at the same epoch does "
-        f"not. Early stopping ends each run {params.evidence.patience} epochs after its lowest validation loss, "
-        "so the most accurate epoch is the best among the epochs run, not over a longer budget.",
+        "**Which epoch the headline reads, and why.** The question is which network learns best, and accuracy is "
+        "what it asks about: the headline reads each run at its most accurate epoch on validation. Averaged over "
+        f"the networks, that epoch comes {abs(later):.1f} epochs {'after' if later >= 0 else 'before'} the one with "
+        "the lowest validation loss (the table's epoch columns; the loss curves below show validation loss after "
+        "its minimum). That validation figure is a maximum over epochs and leans high; test at the same epoch "
+        f"does not. Early stopping ends each run {params.evidence.patience} epochs after its lowest validation "
+        "loss, so the most accurate epoch is the best among the epochs run, not over a longer budget.",
         "",
         f"Ranked at the most accurate epoch: {', '.join(r.order)}. Ranked at the lowest-loss epoch: "
         f"{', '.join(k.order)}. The order among networks that are not separated is not evidence.",

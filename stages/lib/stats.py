@@ -75,6 +75,8 @@ def simultaneous_gaps(groups: dict[str, Sequence[float]], best: str, confidence:
     from scipy import stats
 
     names = list(groups)
+    if len(names) < 2:  # one group: no pair
+        return {}
     arrays = [_values(groups[name], 2, "Tukey's HSD") for name in names]
     i = names.index(best)
     if all(np.ptp(a) == 0 for a in arrays):  # no spread at all: tukey_hsd would divide by it
