@@ -31,7 +31,7 @@ from stages.lib.answer import (
     summarize,
     target,
 )
-from stages.lib.answer_md import acc, gaps_sentence, render, standing, target_section
+from stages.lib.answer_md import acc, budget_section, gaps_sentence, render, standing, target_section
 from stages.lib.evidence import pack_bits, unpack_bits
 from stages.lib.schema import ParamsError
 from stages.lib.shapes import RUN_HISTORY_KEYS
@@ -351,8 +351,8 @@ def test_long_budget_and_target_follow_validation(result):
 
 def test_target_without_long_budget_for_its_arch():
     s = summarize([long_run(0.1, 0.97, 0.975, 1), long_run(0.1, 0.971, 0.976, 2)])
-    other = LongBudget("deep3", {}, rank({"x": [0.9, 0.91], "y": [0.8, 0.82]}), rank({"x": [0.9, 0.91],
-                                                                                        "y": [0.8, 0.82]}))
+    other = LongBudget("deep3", {}, rank({"x": [0.9, 0.91], "y": [0.8, 0.82]}),
+                       rank({"x": [0.9, 0.91], "y": [0.8, 0.82]}), (), None)
     t = target(s, other)
     assert not t.met and t.best_source is None and t.gap is None
 
@@ -579,7 +579,7 @@ def test_the_configured_rule_first_at_the_long_budget_says_from_how_many_it_is_n
         ranking = Ranking("flat_center", ("flat_center", *gaps),
                           {name: Interval(sum(g) / 2, *g, 3) for name, g in gaps.items()}, 0.2, 0.5, 3)
         params = SimpleNamespace(lr_range=SimpleNamespace(rule="flat_center"))
-        return standing(params, SimpleNamespace(budget=SimpleNamespace(ranking_acc=ranking)))
+        return standing(params, SimpleNamespace(budget=SimpleNamespace(ranking_acc=ranking, left_out=())))
 
     assert said({"notebook": (-0.3, 1.0), "lightning": (0.4, 1.9)}) == [
         "- flat_center (the configured rule, `lr_range.rule`) ranks 1 of 3 by mean: first, not separated from 1 of "
@@ -587,6 +587,37 @@ def test_the_configured_rule_first_at_the_long_budget_says_from_how_many_it_is_n
         "- notebook (the original notebook's rule) ranks 2 of 3 by mean: flat_center minus it +0.35 [-0.30, +1.00] "
         "points (Tukey 95 %: not separated)."]
     assert said({"lightning": (0.4, 1.9)})[0].endswith("first, separated from every other source.")
+
+
+def diverged_long_run(lr: float, seed: int) -> dict:
+    """What a long run that diverged in its first epoch records (no scores, no kept epoch)."""
+    return {"lr": lr, "lr_chosen_by": "grid_higher", "epochs_run": 1, "best_epoch": None, "failed": "loss became nan",
+            "history": [{"loss": None, "accuracy": 0.3, "val_loss": None, "val_accuracy": 0.0958, "test_loss": None,
+                         "test_accuracy": None}]}
+
+
+def test_a_source_with_a_diverged_run_is_left_out_of_the_long_budgets_ranking_but_stays_in_its_table():
+    runs = {"x": {1: long_run(0.1, 0.980, 0.98, 1), 2: long_run(0.1, 0.982, 0.98, 2)},
+            "y": {1: long_run(0.2, 0.970, 0.97, 1), 2: long_run(0.2, 0.971, 0.97, 2)},
+            "z": {1: long_run(1.0, 0.95, 0.95, 1), 2: diverged_long_run(1.0, 2)}}
+    b = long_budget("base", runs)
+    assert b.left_out == ("z",) and b.ranking_acc.order == ("x", "y") and b.ranking.order == ("x", "y")
+    every = rank({source: summarize(list(by_seed.values())).vals_acc for source, by_seed in runs.items()})
+    assert b.width_with_left_out == pytest.approx(max((g.high - g.low) / 2 for g in every.gaps.values()))
+    assert b.width_with_left_out > 10 * (b.ranking_acc.gaps["y"].high - b.ranking_acc.gaps["y"].low)
+    said = "\n".join(budget_section(SimpleNamespace(evidence=SimpleNamespace(long_rules=SimpleNamespace(seeds=[1, 2])),
+                                                    lr_range=SimpleNamespace(rule="z")),
+                                    SimpleNamespace(budget=b)))
+    assert "Left out of the ranking, for a diverged run counted as chance: z (1 of 2 runs)." in said
+    assert f"the widest interval would be ±{b.width_with_left_out:.2f} points" in said
+    assert "| z | 1 |" in said and said.index("| y |") < said.index("| z |")
+    assert "- z (the configured rule, `lr_range.rule`) is left out of the ranking: a run at its rate diverged." in said
+
+
+def test_every_source_diverging_ranks_them_all():
+    runs = {source: {1: long_run(0.1, 0.98, 0.98, 1), 2: diverged_long_run(0.1, 2)} for source in ("x", "y")}
+    b = long_budget("base", runs)
+    assert b.left_out == () and b.width_with_left_out is None and set(b.ranking_acc.order) == {"x", "y"}
 
 
 def test_an_accuracy_interval_is_cut_at_0_and_100_percent():

@@ -301,14 +301,26 @@ def rule_choice(in_sample: list[RuleRegret], heldout: list[RuleRegret]) -> RuleC
 class LongBudget:
     arch: str
     summaries: dict[str, Summary]  # rate source -> its runs
-    ranking: Ranking  # sources on validation at the kept epoch
-    ranking_acc: Ranking  # sources on validation at each run's most accurate epoch
+    ranking: Ranking  # ranked sources on validation at the kept epoch
+    ranking_acc: Ranking  # ranked sources on validation at each run's most accurate epoch
+    left_out: tuple[str, ...]  # sources with a diverged run, not ranked
+    width_with_left_out: float | None  # half-width of the widest Tukey interval had they been ranked, points
 
 
 def long_budget(arch: str, long_rules: dict[str, dict[int, dict]]) -> LongBudget:
+    """Sources with a diverged run are left out of the ranking: a run at chance, pooled into Tukey's variance,
+    would widen every other source's interval until none could be told apart. They stay in the table."""
     summaries = {source: summarize(list(by_seed.values())) for source, by_seed in long_rules.items()}
-    return LongBudget(arch, summaries, rank({source: s.vals for source, s in summaries.items()}),
-                      rank({source: s.vals_acc for source, s in summaries.items()}))
+    left_out = tuple(source for source, s in summaries.items() if s.diverged)
+    if len(left_out) == len(summaries):
+        left_out = ()
+    ranked = {source: s for source, s in summaries.items() if source not in left_out}
+    width = None
+    if left_out:
+        every = rank({source: s.vals_acc for source, s in summaries.items()})
+        width = max((g.high - g.low) / 2 for g in every.gaps.values())
+    return LongBudget(arch, summaries, rank({source: s.vals for source, s in ranked.items()}),
+                      rank({source: s.vals_acc for source, s in ranked.items()}), left_out, width)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from stages.lib.answer import (
     TARGET_ARCH,
     Answer,
     KindCost,
+    LongBudget,
     Ranking,
     RuleRegret,
     Summary,
@@ -309,7 +310,7 @@ def budget_section(params: Params, a: Answer) -> list[str]:
     rows = [[source, f"{b.summaries[source].lr:.3g}", acc(b.summaries[source].val_acc),
              acc(b.summaries[source].test_acc), mean_epoch(b.summaries[source].epochs_acc),
              acc(b.summaries[source].val), acc(b.summaries[source].test), mean_epoch(b.summaries[source].epochs_kept),
-             str(b.summaries[source].diverged)] for source in r.order]
+             str(b.summaries[source].diverged)] for source in (*r.order, *b.left_out)]
     seeds = ", ".join(map(str, params.evidence.long_rules.seeds))
     return [
         f"## The long budget for {b.arch}: every rule's pick until early stopping",
@@ -322,11 +323,23 @@ def budget_section(params: Params, a: Answer) -> list[str]:
         *table(["rate source", "rate", "most accurate epoch: validation", "test", "epoch",
                 "lowest-loss epoch: validation", "test", "epoch", "diverged runs"], list("lrlllllll"), rows),
         "",
+        *left_out_sentence(b),
         f"Highest mean at the most accurate epoch: **{r.best}**. " + gaps_sentence(r, "rate source"),
         "",
         *standing(params, a),
         "",
     ]
+
+
+def left_out_sentence(b: LongBudget) -> list[str]:
+    """Which sources the ranking leaves out, and the width their diverged runs would give every interval."""
+    if not b.left_out:
+        return []
+    named = "; ".join(f"{source} ({b.summaries[source].diverged} of {len(b.summaries[source].vals)} runs)"
+                      for source in b.left_out)
+    return [f"Left out of the ranking, for a diverged run counted as chance: {named}. Tukey's intervals pool the "
+            f"spread of every source ranked, so with {'it' if len(b.left_out) == 1 else 'them'} the widest interval "
+            f"would be ±{num(b.width_with_left_out)} points and no two sources could be told apart.", ""]
 
 
 def standing(params: Params, a: Answer) -> list[str]:
@@ -336,6 +349,9 @@ def standing(params: Params, a: Answer) -> list[str]:
     roles.setdefault("notebook", "the original notebook's rule")
     out = []
     for rule, role in roles.items():
+        if rule in a.budget.left_out:
+            out.append(f"- {rule} ({role}) is left out of the ranking: a run at its rate diverged.")
+            continue
         if rule not in r.order:
             continue
         place = f"ranks {r.order.index(rule) + 1} of {len(r.order)} by mean"
