@@ -6,8 +6,8 @@ starts only once every stage it depends on has finished: no two processes ever h
 so DVC never finds one "busy" (treeverse/dvc#11054), and DVC alone decides whether each stage runs, is restored
 from the run cache, or is skipped. What runs is what `dvc repro <targets>` would run: the changed stages among
 the targets and their upstream, and everything downstream of those. The stage with the longest chain of work
-behind it (estimated from the committed timings) starts first. Each line a stage prints is prefixed with its
-name. Ctrl-C (or SIGTERM) stops every lane.
+behind it (estimated from the last run's timing records) starts first. Each line a stage prints is prefixed
+with its name. Ctrl-C (or SIGTERM) stops every lane.
 
 Usage: python -m scripts.lanes [-j N] [-f] [--pull] [target ...]   (targets and options as `dvc repro` takes them;
 default dvc.yaml)
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
+from stages.plumbing import paths
 from stages.plumbing.cli import run
 from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
@@ -188,8 +189,11 @@ def make_plan(targets: list[str], force: bool) -> Plan:
 
 
 def timing_files(stages) -> dict[str, list[Path]]:
-    """The metrics files of each DVC stage, by name: a stage's timing record is one of them."""
-    return {stage.addressing: [Path(out.fs_path) for out in stage.outs if out.metric] for stage in stages}
+    """Each DVC stage's timing records, by name: a quick-study stage's lies beside its outputs
+    (paths.stage_timing), an evidence stage's is one of its outputs."""
+    return {stage.addressing: paths.stage_timing(stage.addressing) or
+            [path for out in stage.outs if (path := Path(os.path.relpath(out.fs_path))).is_relative_to(
+                paths.EVIDENCE_TIMINGS)] for stage in stages}
 
 
 # --- running the lanes ---------------------------------------------------------------------------------

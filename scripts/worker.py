@@ -5,7 +5,7 @@ A worker (a clone of the same commit that reaches the default remote):
 1. reproduces its share on every core (scripts/lanes.py), each stage with `dvc repro --pull -s`: one that
    another worker has already pushed is restored from the remote's run cache instead of trained;
 2. pushes those stages' cached outputs (data, models) with `dvc push --with-deps`;
-3. pushes their `cache: false` outputs (records, metrics, timings), which `dvc push` skips but a run-cache
+3. pushes their `cache: false` outputs (records, metrics, plots), which `dvc push` skips but a run-cache
    entry names;
 4. pushes the run cache, last (`dvc push --run-cache`): no entry reaches the remote before the files it names.
 DVC sends each file under a temporary name and renames it once whole (a folder remote: os.replace; SSH: an
@@ -13,7 +13,8 @@ SFTP rename), so a worker killed midway leaves no half file there; run again, it
 
 A share: the training stages of the pipeline (`dvc.yaml`, or `evidence/dvc.yaml`), grouped by arch (an arch's
 stages go together, with the stages they read; the long-budget rule check goes with evidence.long_rules.arch),
-archs dealt to the shards longest first (committed timings), each to the least loaded. Stages that read every
+archs dealt to the shards longest first (by the timings this clone has: the evidence's are committed, the quick
+study's are the last local run's), each to the least loaded. Stages that read every
 arch (report, answer) are the aggregator's: it runs `dvc repro --pull`, which restores every training stage and
 runs only those.
 
@@ -133,7 +134,7 @@ def default_remote() -> str:
 
 
 def pipeline_stages(pipeline: str) -> dict[str, list[Path]]:
-    """Every stage of ``pipeline`` as `dvc repro` names it, in DVC's order, with its metrics files (its timings)."""
+    """Every stage of ``pipeline`` as `dvc repro` names it, in DVC's order, with its timing records."""
     from dvc.repo import Repo
 
     with Repo(".") as repo:

@@ -1,8 +1,9 @@
-"""Stage evaluate@<arch>: every seed's kept model on the validation and test sets, as metrics.
+"""Stage evaluate@<arch>: every seed's kept model on the validation and test sets; the headline scores as metrics.
 
 Scores with numpy straight from the .keras weights (stages/lib/mlp.py): no TensorFlow
 start-up, and nothing in a model file is ever executed. Also writes the first seed's
-confusion matrix and most confidently wrong test digits for the report.
+confusion matrix and most confidently wrong test digits for the report, and its
+prediction for every test image for DVC's confusion-matrix plot.
 
 Usage: python -m stages.evaluate <arch>
 """
@@ -16,6 +17,7 @@ from stages.lib.data import load_prepared, part_size, scale
 from stages.lib.mlp import Mlp, load_mlp
 from stages.lib.scoring import confident_errors, confusion_matrix, scores, summarize
 from stages.plumbing import machine, paths, records
+from stages.plumbing.atomic import write_csv
 from stages.plumbing.cli import arch_name, run
 from stages.plumbing.clock import Stopwatch, Took
 from stages.plumbing.params import load_params
@@ -64,7 +66,7 @@ def main(argv: list[str]) -> None:
     n_train = part_size("train")
     models = {r["seed"]: load_mlp(paths.model_file(name, r["seed"])) for r in trained["runs"]}
     first = next(iter(models.values()))
-    failed, per_seed, passes, errors = trained["failed"], unscored(trained), [], None
+    failed, per_seed, passes, errors, predictions = trained["failed"], unscored(trained), [], None, []
     # A failed arch has no result: no accuracy is written rather than a meaningless one.
     if not failed:
         try:
@@ -73,15 +75,16 @@ def main(argv: list[str]) -> None:
                 per_seed[str(seed)] |= entry
                 passes.append(took)
                 if errors is None:
-                    labels = data["test"][1]
+                    labels, predicted = data["test"][1], probs.argmax(axis=1)
                     errors = {"seed": seed,
-                              "confusion": confusion_matrix(labels, probs.argmax(axis=1)).tolist(),
+                              "confusion": confusion_matrix(labels, predicted).tolist(),
                               "confident_errors": confident_errors(probs, labels, CONFIDENT_ERRORS)}
+                    predictions = np.stack([labels, predicted], axis=1).tolist()
         except NotFinite as err:
             # NaN weights would score ~10 % (argmax of NaN is class 0). One such seed fails the arch, as a
             # failed training does: its other seeds' scores would be a mean over a biased subset.
-            failed, per_seed, passes, errors = f"seed {seed}: {err}", unscored(trained), [], None
-    metrics = {
+            failed, per_seed, passes, errors, predictions = f"seed {seed}: {err}", unscored(trained), [], None, []
+    evaluation = {
         "failed": failed,
         "params": first.count_params(),
         "size_bytes": paths.model_file(name, trained["runs"][0]["seed"]).stat().st_size,
@@ -93,9 +96,11 @@ def main(argv: list[str]) -> None:
         **summarize(per_seed),
         "seeds": per_seed,
     }
-    records.write_json(paths.metrics_json(name), metrics, shapes.METRICS)
+    records.write_json(paths.evaluation_json(name), evaluation, shapes.EVALUATION)
+    records.write_json(paths.metrics_json(name), {key: evaluation[key] for key in shapes.METRIC_KEYS}, shapes.METRICS)
     records.write_json(paths.errors_json(name), errors or {"seed": None, "confusion": None, "confident_errors": []},
                        shapes.ERRORS)
+    write_csv(paths.predictions_csv(name), list(shapes.PREDICTIONS_COLUMNS), predictions)
     records.write_json(paths.timing_json(name, "evaluate"),
                        {**inference_timing(passes, len(data["test"][1])), "machine": machine.record()},
                        shapes.TIMINGS["evaluate"])
@@ -104,8 +109,8 @@ def main(argv: list[str]) -> None:
     elif failed:
         print(f"evaluate@{name}: FAILED: {failed}")
     else:
-        spread = "" if metrics["test_accuracy_std"] is None else f" ± {metrics['test_accuracy_std']:.4f}"
-        print(f"evaluate@{name}: test accuracy {metrics['test_accuracy']:.4f}{spread} over {len(models)} seed(s)")
+        spread = "" if evaluation["test_accuracy_std"] is None else f" ± {evaluation['test_accuracy_std']:.4f}"
+        print(f"evaluate@{name}: test accuracy {evaluation['test_accuracy']:.4f}{spread} over {len(models)} seed(s)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from stages.lib.figures import (
 from stages.lib.lr_finder import CURVE_COLUMNS
 from stages.lib.report import ArchResult, render_report
 from stages.lib.schema import Params
-from stages.lib.shapes import ERRORS, HISTORY_COLUMNS, LR_RANGE, METRICS, TIMINGS
+from stages.lib.shapes import ERRORS, EVALUATION, HISTORY_COLUMNS, LR_RANGE, TRAIN
 from stages.plumbing import paths, records
 from stages.plumbing.atomic import write_text
 from stages.plumbing.cli import run
@@ -36,8 +36,8 @@ def read_history(path: Path) -> list[dict]:
     return records.read_csv(path, HISTORY_COLUMNS)
 
 
-def read_metrics(path: Path) -> dict:
-    metrics = records.read(path, METRICS)
+def read_evaluation(path: Path) -> dict:
+    metrics = records.read(path, EVALUATION)
     if not metrics["failed"]:
         unscored = [key for key in ("val_accuracy", "test_accuracy", "test_loss") if metrics[key] is None]
         if len(metrics["seeds"]) >= 2 and metrics["test_accuracy_std"] is None:
@@ -70,23 +70,11 @@ def check_against_curves(results: list[ArchResult], curves: dict[str, dict[str, 
                                                                f"{paths.lr_range_csv(r.name)} ({rows} rows)")
 
 
-def machine_records(archs) -> dict[str, dict | None]:
-    """stage@arch -> the machine record its timings file holds (None in files from before records)."""
-    return {f"{stage}@{name}": records.read(paths.timing_json(name, stage), TIMINGS[stage]).get("machine")
-            for name in archs for stage in TIMINGS}
-
-
 def arch_result(params: Params, name: str) -> ArchResult:
-    """An arch's metrics and range test, plus its stages' timings."""
-    arch = params.archs[name]
-    metrics = read_metrics(paths.metrics_json(name))
-    timings = {stage: records.read(paths.timing_json(name, stage), spec) for stage, spec in TIMINGS.items()}
-    metrics["lr_range_seconds"] = timings["lr_range"]["cpu_seconds"]
-    metrics["train_seconds_per_epoch"] = timings["train"]["cpu_seconds_per_epoch"]
-    metrics["inference_ms"] = timings["evaluate"]["inference_cpu_ms_per_1000_images"]
-    for stage, key in (("lr_range", "lr_range_load"), ("train", "train_load"), ("evaluate", "inference_load")):
-        metrics[key] = timings[stage]["other_cores_busy"]
-    return ArchResult(name, arch.hidden, arch.activation, metrics, records.read(paths.lr_range_json(name), LR_RANGE))
+    arch = params.arch(name)
+    return ArchResult(name, arch.hidden, arch.activation, read_evaluation(paths.evaluation_json(name)),
+                      records.read(paths.lr_range_json(name), LR_RANGE),
+                      records.read(paths.train_json(name), {"software": TRAIN["software"]})["software"])
 
 
 def main(argv: list[str]) -> None:
@@ -104,7 +92,6 @@ def main(argv: list[str]) -> None:
     check_against_test_set(errors, len(x_test))
     histories = ({name: read_history(paths.history_csv(name)) for name in params.archs}
                  if params.train.epochs > 1 else {})
-    machines = machine_records(params.archs)
 
     figures = {key: FIGURE_FILES[key] for key in ("lr_range", "lr_rules", "digits")}
     lr_range_figure(curves, {r.name: r.metrics["lr"] for r in results}, paths.FIGURES / figures["lr_range"])
@@ -123,7 +110,7 @@ def main(argv: list[str]) -> None:
         learning_curves_figure(histories, paths.FIGURES / figures["curves"])
     remove_unused_figures(set(figures.values()))
 
-    markdown = render_report(params, results, {key: f"figures/{name}" for key, name in figures.items()}, machines)
+    markdown = render_report(params, results, {key: f"figures/{name}" for key, name in figures.items()})
     write_text(paths.REPORT_MD, markdown)
     print(f"report: {paths.REPORT_MD} with {len(results)} architecture(s)")
     failures = [f"{r.name}: {r.metrics['failed']}" for r in results if r.metrics["failed"]]

@@ -9,9 +9,6 @@ Usage: python -m stages.train <arch>
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 from stages.lib import shapes
 from stages.lib.data import load_prepared, part_size
 from stages.lib.lr_finder import chosen_rate
@@ -46,20 +43,11 @@ def duration(seconds: float) -> str:
 
 def last_seconds_per_epoch(name: str) -> float | None:
     """CPU seconds per epoch, what load inflates least (scripts.lanes orders stages by the same measure), from
-    the previous run's timings if there is one to trust: the file in the workspace, else (`dvc repro` removes
-    it before the stage runs) the one committed at git's HEAD."""
-    path = paths.timing_json(name, "train")
+    this workspace's previous run (timings are not DVC outputs: DVC leaves them, git ignores them)."""
     try:
-        return records.read(path, {PER_EPOCH: records.POSITIVE})[PER_EPOCH]
+        return records.read(paths.timing_json(name, "train"), {PER_EPOCH: records.POSITIVE})[PER_EPOCH]
     except StageError:
-        pass  # missing or damaged: this run rewrites it
-    try:
-        committed = subprocess.run(["git", "show", f"HEAD:{path.as_posix()}"], capture_output=True, timeout=30)
-        value = json.loads(committed.stdout)[PER_EPOCH] if committed.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
-        return None  # no git, no commit, or not one of ours
-    usable = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
-    return value if usable else None
+        return None  # none yet, or damaged: this run rewrites it
 
 
 def main(argv: list[str]) -> None:
@@ -99,6 +87,7 @@ def main(argv: list[str]) -> None:
         "lr_chosen_by": how,
         "runs": runs,
         "failed": "; ".join(failures) or None,  # one failed seed fails the arch: its rate is not safe
+        "software": machine.software(),
     }, shapes.TRAIN)
     epochs = max(sum(r["epochs_run"] for r in runs), 1)
     records.write_json(paths.timing_json(name, "train"),

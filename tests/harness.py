@@ -161,6 +161,9 @@ def install_models(root: Path, tiny_models: dict[int, Path], seeds: tuple[int, .
     return folder
 
 
+SOFTWARE = {"python": "3.11", "tensorflow": "2.21.0", "keras": "3.15.1", "numpy": "2.4.6"}  # machine.software()
+
+
 def write_train_json(root: Path, seeds: tuple[int, ...] = (SEED,), failed: str | None = None) -> None:
     """reports/train/<arch>.json as train@<arch> writes it: one run per seed, all failed if ``failed``."""
     path = root / "reports" / "train" / f"{ARCH}.json"
@@ -168,7 +171,7 @@ def write_train_json(root: Path, seeds: tuple[int, ...] = (SEED,), failed: str |
     runs = [{"seed": seed, "epochs_run": 1, "best_epoch": None if failed else 0, "failed": failed} for seed in seeds]
     arch_failed = "; ".join(f"seed {seed}: {failed}" for seed in seeds) if failed else None
     path.write_text(json.dumps({"arch": ARCH, "lr": 0.1, "lr_chosen_by": "x", "runs": runs,
-                                "failed": arch_failed}) + "\n")
+                                "failed": arch_failed, "software": SOFTWARE}) + "\n")
 
 
 # Stands in for stages.lib.keras_model (which imports TensorFlow) where a test exercises

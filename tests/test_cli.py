@@ -69,11 +69,10 @@ def test_under_dvc_a_failure_says_which_outputs_dvc_removed_and_how_to_get_each_
     first, second = result.stderr.splitlines()
     assert first == "error: data/prepared/x_train.npy is damaged: rebuild it"
     assert second == (
-        "`dvc repro` removed train@zz9's outputs before running it, so models/zz9, models/logs/zz9, "
-        "reports/train/zz9.json, reports/history/zz9.csv, reports/timings/zz9.train.json are missing: "
-        "`dvc checkout train@zz9` restores models/zz9, models/logs/zz9 from the cache and "
-        "`git checkout -- reports/train/zz9.json reports/history/zz9.csv reports/timings/zz9.train.json` the "
-        "committed results, or fix the cause and rerun `dvc repro`")
+        "`dvc repro` removed train@zz9's outputs before running it, so models/zz9, reports/train/zz9.json, "
+        "reports/history/zz9.csv are missing: `dvc checkout train@zz9` restores models/zz9, reports/train/zz9.json "
+        "from the cache and `git checkout -- reports/history/zz9.csv` the committed results, or fix the cause and "
+        "rerun `dvc repro`")
 
 
 def test_outputs_under_dvc_names_only_what_is_missing():
@@ -84,9 +83,9 @@ def test_outputs_under_dvc_names_only_what_is_missing():
     present = {Path("reports/lr_range/base.csv")}
     text = outputs_under_dvc("lr_range@base", [Path("reports/lr_range/base.csv")], exists=present.__contains__)
     assert text == ("`dvc repro` removed lr_range@base's outputs before running it (reports/lr_range/base.csv was "
-                    "written anew), so reports/lr_range/base.json, reports/timings/base.lr_range.json are missing: "
-                    "`git checkout -- reports/lr_range/base.json reports/timings/base.lr_range.json` the committed "
-                    "results, or fix the cause and rerun `dvc repro`")
+                    "written anew), so reports/lr_range/base.json is missing: "
+                    "`git checkout -- reports/lr_range/base.json` the committed results, or fix the cause and rerun "
+                    "`dvc repro`")
     assert "had written all its outputs" in outputs_under_dvc("split", [], exists=lambda path: True)
     assert "`dvc checkout mine` restores the cached ones" in outputs_under_dvc("mine", [])
 

@@ -57,8 +57,10 @@ from harness import (
     write_train_json,
 )
 
+from stages.lib import shapes
 from stages.lib.idx import encode_idx, sha256_bytes
 from stages.lib.schema import ParamsError
+from stages.plumbing import records
 from stages.plumbing.params import parse_params
 
 PREPARED_FILES = sorted(f"{kind}_{part}.npy" for part in ("train", "val", "test") for kind in ("x", "y"))
@@ -356,9 +358,11 @@ def test_evaluate_scores_every_seed_without_tensorflow(project, tiny_models):
     assert_no_tensorflow(result)
     assert any(m == "stages.lib.mlp" for m in result.imported), "evaluate no longer loads models with stages.lib.mlp?"
     reports = project.root / "reports"
-    assert entries(reports / "metrics") == [f"{ARCH}.json"] and entries(reports / "errors") == [f"{ARCH}.json"]
+    for folder in ("evaluation", "metrics", "errors"):
+        assert entries(reports / folder) == [f"{ARCH}.json"], folder
     assert entries(reports / "timings") == [f"{ARCH}.evaluate.json"]
-    metrics = json.loads((reports / "metrics" / f"{ARCH}.json").read_text())
+    assert entries(reports / "predictions") == [f"{ARCH}.csv"]
+    metrics = json.loads((reports / "evaluation" / f"{ARCH}.json").read_text())
     assert metrics["failed"] is None and metrics["repeats"] == 2
     assert metrics["params"] == 28 * 28 * HIDDEN[0] + HIDDEN[0] + HIDDEN[0] * 10 + 10
     assert metrics["size_bytes"] == tiny_models[SEED].stat().st_size
@@ -368,11 +372,20 @@ def test_evaluate_scores_every_seed_without_tensorflow(project, tiny_models):
     assert all(0 <= a <= 1 for a in per_seed)
     assert metrics["test_accuracy"] == pytest.approx(np.mean(per_seed), abs=1e-6)
     assert metrics["test_accuracy_std"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-6)
+    headline = json.loads((reports / "metrics" / f"{ARCH}.json").read_text())
+    assert headline == {key: metrics[key] for key in shapes.METRIC_KEYS}
     errors = json.loads((reports / "errors" / f"{ARCH}.json").read_text())
     assert errors["seed"] == SEED and np.array(errors["confusion"]).sum() == 100
+    predictions = records.read_csv(reports / "predictions" / f"{ARCH}.csv", shapes.PREDICTIONS_COLUMNS)
+    assert len(predictions) == 100
+    confusion = np.zeros((10, 10), int)
+    for row in predictions:
+        confusion[row["actual"], row["predicted"]] += 1
+    assert confusion.tolist() == errors["confusion"]
     timing = json.loads((reports / "timings" / f"{ARCH}.evaluate.json").read_text())
     assert timing["inference_ms_per_1000_images"] > 0 and timing["inference_cpu_ms_per_1000_images"] > 0
-    assert temp_leftovers(*(reports / folder for folder in ("metrics", "errors", "timings"))) == []
+    assert temp_leftovers(*(reports / folder for folder in ("evaluation", "metrics", "errors", "timings",
+                                                            "predictions"))) == []
 
 
 @pytest.mark.parametrize("damage", ["corrupted", "missing-second-seed"])
@@ -518,9 +531,6 @@ def write_report_inputs(project: Project, tiny_models: dict[int, Path], failed: 
     write_train_json(root, failed=failed)
     install_models(root, tiny_models)
     reports = root / "reports"
-    (reports / "timings" / f"{ARCH}.train.json").write_text(
-        '{"seconds": 1.5, "cpu_seconds": 1.4, "other_cores_busy": 0.0, "seconds_per_epoch": 1.5, '
-        '"cpu_seconds_per_epoch": 1.4, "machine": null}\n')
     (reports / "history").mkdir()
     (reports / "history" / f"{ARCH}.csv").write_text(
         "seed,epoch,loss,accuracy,val_loss,val_accuracy,lr\n42,0,2.1,0.3,2.0,0.35,0.1\n")
@@ -548,8 +558,8 @@ def test_report_with_every_input_writes_the_report(project, tiny_models):
 def test_report_when_every_arch_failed_writes_the_report_and_fails(project, tiny_models):
     """As when one of several archs fails (tests/test_pipeline.py), with none left to show."""
     write_report_inputs(project, tiny_models, failed="loss became nan in epoch 1")
-    metrics = json.loads((project.root / "reports" / "metrics" / f"{ARCH}.json").read_text())
-    assert metrics["failed"] and metrics["test_accuracy"] is None
+    evaluation = json.loads((project.root / "reports" / "evaluation" / f"{ARCH}.json").read_text())
+    assert evaluation["failed"] and evaluation["test_accuracy"] is None
 
     result = project.stage("report")
 
@@ -561,11 +571,11 @@ def test_report_when_every_arch_failed_writes_the_report_and_fails(project, tiny
 
 
 @pytest.mark.parametrize("missing, message", [
-    (f"reports/metrics/{ARCH}.json", f"error: reports/metrics/{ARCH}.json is missing"),
-    (f"reports/timings/{ARCH}.evaluate.json", f"error: reports/timings/{ARCH}.evaluate.json is missing"),
+    (f"reports/evaluation/{ARCH}.json", f"error: reports/evaluation/{ARCH}.json is missing"),
+    (f"reports/train/{ARCH}.json", f"error: reports/train/{ARCH}.json is missing"),
     (f"reports/errors/{ARCH}.json", f"error: reports/errors/{ARCH}.json is missing"),
     ("data/prepared/x_test.npy", "error: data/prepared/x_test.npy: cannot be read"),
-], ids=["metrics", "evaluate-timings", "errors", "prepared-test"])
+], ids=["evaluation", "train", "errors", "prepared-test"])
 def test_report_without_an_input_writes_nothing(project, tiny_models, missing, message):
     write_report_inputs(project, tiny_models)
     (project.root / missing).unlink()
@@ -690,19 +700,22 @@ def test_ctrl_c_while_download_copies_leaves_raw_as_it_was(project, request, pre
     assert_raw_as_before(project, before)
 
 
-def test_ctrl_c_while_evaluate_writes_its_metrics_json(project, tiny_models):
+def test_ctrl_c_while_evaluate_writes_its_first_record(project, tiny_models):
     write_prepared(project.root, seed=0)
     write_train_json(project.root)
     install_models(project.root, tiny_models)
     metrics = write_old_metrics(project.root)
+    evaluation = project.root / "reports" / "evaluation" / f"{ARCH}.json"
+    evaluation.parent.mkdir()
+    evaluation.write_text('{"from": "the previous run"}\n')
     before = snapshot(project.root)
 
-    # The first <arch>.json evaluate writes is reports/metrics/ (then reports/errors/).
+    # The first <arch>.json evaluate writes is reports/evaluation/ (then reports/metrics/, reports/errors/).
     result = project.script(interrupt_write_bytes(f".{ARCH}.json.*", 1), "evaluate", ARCH)
 
     assert_interrupted(result)
     assert snapshot(project.root) == before
-    assert temp_leftovers(metrics.parent) == []
+    assert temp_leftovers(metrics.parent, evaluation.parent) == []
 
 
 def test_ctrl_c_while_lr_range_writes_its_csv(project):

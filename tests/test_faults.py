@@ -276,7 +276,7 @@ PREPARED_FIX = "`dvc checkout data/prepared` or rebuild with `dvc repro -f split
 MODEL = f"models/{ARCH}/seed-{SEED}.keras"
 MODEL_FIX = f"`dvc checkout models/{ARCH}` or retrain with `dvc repro -f train@{ARCH}`"
 TRAIN_JSON, LR_JSON = f"reports/train/{ARCH}.json", f"reports/lr_range/{ARCH}.json"
-METRICS, ERRORS, CURVE = f"reports/metrics/{ARCH}.json", f"reports/errors/{ARCH}.json", f"reports/lr_range/{ARCH}.csv"
+EVALUATION, ERRORS, CURVE = f"reports/evaluation/{ARCH}.json", f"reports/errors/{ARCH}.json", f"reports/lr_range/{ARCH}.csv"
 EVALUATE_FIX, TRAIN_FIX, LR_RANGE_FIX = (f"`dvc repro -f {stage}@{ARCH}`"
                                         for stage in ("evaluate", "train", "lr_range"))
 
@@ -317,11 +317,11 @@ FAULTS = {
                                           edit_json(LR_JSON, lambda d: d["picks"][RULE].update(lr="fast"))),
     "range-test-pick-that-is-nan": Fault(TRAIN, for_train, (f"{LR_JSON}: picks.{RULE}.lr is nan", LR_RANGE_FIX),
                                          edit_json(LR_JSON, lambda d: d["picks"][RULE].update(lr=float("nan")))),
-    "metrics-with-a-nan-accuracy": Fault(REPORT, for_report, (f"{METRICS}: test_accuracy is nan", EVALUATE_FIX),
-                                         edit_json(METRICS, lambda d: d.update(test_accuracy=float("nan")))),
-    "metrics-without-an-accuracy": Fault(REPORT, for_report, (f"{METRICS}: test_accuracy null for an arch that did "
+    "metrics-with-a-nan-accuracy": Fault(REPORT, for_report, (f"{EVALUATION}: test_accuracy is nan", EVALUATE_FIX),
+                                         edit_json(EVALUATION, lambda d: d.update(test_accuracy=float("nan")))),
+    "metrics-without-an-accuracy": Fault(REPORT, for_report, (f"{EVALUATION}: test_accuracy null for an arch that did "
                                                               "not fail", EVALUATE_FIX),
-                                         edit_json(METRICS, lambda d: d.update(test_accuracy=None))),
+                                         edit_json(EVALUATION, lambda d: d.update(test_accuracy=None))),
     "curve-without-a-column": Fault(REPORT, for_report, (f"{CURVE}: its header", "has no column smoothed_loss",
                                                          LR_RANGE_FIX),
                                     edit_text(CURVE, lambda t: t.replace("smoothed_loss", "smoothed", 1))),
@@ -329,9 +329,9 @@ FAULTS = {
                                              (f"reports/history/{ARCH}.csv: line 2, column epoch is '0.5'", TRAIN_FIX),
                                              edit_text(f"reports/history/{ARCH}.csv",
                                                        lambda t: t.replace(",0,", ",0.5,", 1))),
-    "metrics-with-an-unscored-seed": Fault(REPORT, for_report, (f"{METRICS}: seeds.{SEED}.val_accuracy missing for "
+    "metrics-with-an-unscored-seed": Fault(REPORT, for_report, (f"{EVALUATION}: seeds.{SEED}.val_accuracy missing for "
                                                                 "an arch that did not fail", EVALUATE_FIX),
-                                           edit_json(METRICS, lambda d: d["seeds"][str(SEED)].pop("val_accuracy"))),
+                                           edit_json(EVALUATION, lambda d: d["seeds"][str(SEED)].pop("val_accuracy"))),
     "range-test-without-a-rules-pick": Fault(REPORT, for_report, (f"{LR_JSON}: picks.notebook is missing",
                                                                   LR_RANGE_FIX),
                                              edit_json(LR_JSON, lambda d: d["picks"].pop("notebook"))),
@@ -344,7 +344,7 @@ FAULTS = {
         edit_model(lambda src, dst: edit_config(src, dst, set_dense("units", 10**9)))),
     # -- resources
     "disk-full-writing-metrics": Fault(
-        EVALUATE, for_evaluate, (f"error: {METRICS}: no space left on the device: free some space",),
+        EVALUATE, for_evaluate, (f"error: {EVALUATION}: no space left on the device: free some space",),
         patch=failing("pathlib:Path.write_bytes", f"args[0].name.startswith('.{ARCH}.json.')", DISK_FULL)),
     "disk-full-writing-prepared-arrays": Fault(
         SPLIT, raw, ("error: data/prepared: no space left on the device",),
@@ -461,7 +461,7 @@ def test_a_folder_without_write_permission(project, made):
         result = run(project, made, EVALUATE)
     finally:
         folder.chmod(0o755)
-    assert_one_message(result, 1, (f"error: {METRICS}: permission denied",))
+    assert_one_message(result, 1, (f"error: {EVALUATION}: permission denied",))
     run(project, made, EVALUATE).assert_clean_exit(0)
 
 
@@ -483,7 +483,7 @@ def test_a_model_with_nan_weights_fails_its_arch_instead_of_scoring_ten_percent(
     result.assert_clean_exit(0)  # as for a failed training: the arch failed, the stage did its job
     reason = f"seed {SEED}: the model's outputs on the val set are not finite (NaN or infinite weights)"
     assert f"evaluate@{ARCH}: FAILED: {reason}" in result.stdout
-    metrics = json.loads((project.root / METRICS).read_text(), parse_constant=lambda c: pytest.fail(c))
+    metrics = json.loads((project.root / EVALUATION).read_text(), parse_constant=lambda c: pytest.fail(c))
     assert metrics["failed"] == reason
     assert metrics["test_accuracy"] is None and metrics["val_accuracy"] is None
     assert metrics["seeds"] == {str(SEED): {"epochs_run": 1, "best_epoch": 0}}  # and no scores

@@ -203,27 +203,54 @@ def test_each_stages_outputs_are_what_dvc_yaml_declares_with_its_cache_setting()
     for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
         declared = declared_outputs(stage.get("do", stage), {"${key}": ARCH})
         stage_name = f"{name}@{ARCH}" if "foreach" in stage else name
-        assert {p.as_posix(): cached for p, cached in stage_outputs(stage_name).items()} == declared, stage_name
+        assert {p.as_posix(): how for p, how in stage_outputs(stage_name).items()} == declared, stage_name
     assert stage_outputs("nonesuch") is None and stage_outputs("nonesuch@base") is None
+
+
+def test_the_only_metrics_are_the_headline_scores():
+    """What `dvc exp show`, `dvc metrics diff`, VS Code and DVC Studio list: reports/metrics/ and the answer's."""
+    metrics = [path for pipeline, items in ((ROOT / "dvc.yaml", {"${key}": ARCH}), (ROOT / EVIDENCE_DVC_YAML,
+                                                                                   EVIDENCE_ITEMS))
+               for stage in yaml.safe_load(pipeline.read_text())["stages"].values()
+               for path, how in declared_outputs(stage.get("do", stage), items).items() if how == "metric"]
+    assert sorted(metrics) == sorted([paths.metrics_json(ARCH).as_posix(), paths.ANSWER_JSON.as_posix()])
+
+
+def test_what_is_no_output_is_what_git_ignores(tmp_path):
+    """Timings and TensorBoard logs differ on every run: neither DVC nor git tracks them."""
+    side = [out for out in paths.OUTPUTS.values() if out.declared is None]
+    assert {out.stage for out in side} == {"lr_range", "train", "evaluate"}
+    # in a repository of its own with the project's .gitignore: the suite may run in a copy that is no checkout
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, timeout=60)
+    (tmp_path / ".gitignore").write_text((ROOT / ".gitignore").read_text())
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *(out.at(ARCH).as_posix() for out in side),
+                              paths.metrics_json(ARCH).as_posix()],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout.split()
+    assert ignored == [out.at(ARCH).as_posix() for out in side]
+    assert all(paths.stage_timing(f"{out.stage}@{ARCH}") == [out.at(ARCH)] for out in side if "timing" in out.path)
 
 
 def test_each_output_names_the_stage_that_writes_it():
     for out in paths.OUTPUTS.values():
         assert paths.writer(out.at(ARCH)) == (f"{out.stage}@{ARCH}" if out.per_arch else out.stage)
-        assert out.at(ARCH) in paths.stage_outputs(paths.writer(out.at(ARCH)))
+        if out.declared:
+            assert out.at(ARCH) in paths.stage_outputs(paths.writer(out.at(ARCH)))
     assert paths.writer(Path("reports/notes.json")) is None
     assert paths.writer(paths.model_file(ARCH, 1)) is None  # a file inside an output: not an output itself
 
 
-def declared_outputs(spec: dict, substitutions: dict[str, str]) -> dict[str, bool]:
-    """A dvc.yaml stage's outputs (outs, metrics, plots) with ``substitutions`` made, each with its cache setting."""
+def declared_outputs(spec: dict, substitutions: dict[str, str]) -> dict[str, str]:
+    """A dvc.yaml stage's outputs with ``substitutions`` made, each as paths.Output.declared names it: "out" (cached),
+    "committed" (a plain `cache: false` out), "metric" or "plot" (always `cache: false`: committed)."""
     declared = {}
     for kind in ("outs", "metrics", "plots"):
         for entry in spec.get(kind, []):
             path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
             for old, new in substitutions.items():
                 path = path.replace(old, new)
-            declared[path] = options.get("cache", True)
+            cached = options.get("cache", True)
+            assert kind == "outs" or not cached, f"{path}: a metric or plot in DVC's cache is not in git"
+            declared[path] = {"outs": "out" if cached else "committed", "metrics": "metric", "plots": "plot"}[kind]
     return declared
 
 
@@ -246,20 +273,19 @@ def test_a_heldout_stage_is_its_kinds_stage_over_evidence_heldout(stage):
     stages = evidence_stages()
     ours, theirs = stages[stage], stages[paths.HELDOUT_STAGES[stage]]
     assert ours["matrix"] == {**theirs["matrix"], "arch": "${evidence.heldout}"}
-    assert (ours["cmd"], ours["deps"], ours["metrics"], ours.get("plots")) == (
-        theirs["cmd"], theirs["deps"], theirs["metrics"], theirs.get("plots"))
+    assert (ours["cmd"], ours["deps"], ours.get("metrics"), ours["plots"]) == (
+        theirs["cmd"], theirs["deps"], theirs.get("metrics"), theirs["plots"])
     assert ours["params"] == [p.replace("archs.", "evidence.heldout.") for p in theirs["params"]]
 
 
 @pytest.mark.parametrize("kind", paths.EVIDENCE_KINDS)
 def test_each_evidence_stages_outputs_are_what_the_paths_helpers_name(kind):
     rate = RATE if kind == "long_rules" else None
-    expected = {paths.evidence_json(kind, ARCH, SEED, rate): False,
-                paths.evidence_timing(kind, ARCH, SEED, rate): False}
+    expected = [paths.evidence_json(kind, ARCH, SEED, rate), paths.evidence_timing(kind, ARCH, SEED, rate)]
     if kind == "range":
-        expected[paths.evidence_curve_csv(ARCH, SEED)] = False
+        expected.append(paths.evidence_curve_csv(ARCH, SEED))
     declared = declared_outputs(evidence_stages()[kind], EVIDENCE_ITEMS)
-    assert declared == {path.as_posix(): cached for path, cached in expected.items()}
+    assert declared == {path.as_posix(): "plot" for path in expected}
 
 
 @pytest.mark.parametrize("kind", paths.EVIDENCE_KINDS)

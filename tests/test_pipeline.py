@@ -49,6 +49,8 @@ from harness import (
 from stages.evaluate import CONFIDENT_ERRORS
 from stages.lib.idx import IDX_FILES, parse_idx
 from stages.lib.lr_finder import RULES, exponential_lrs
+from stages.lib.shapes import METRIC_KEYS
+from stages.plumbing import paths
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +188,8 @@ def check_train_and_evaluate(project: Project, reports: Path, arch: str, seeds: 
     assert list(dict.fromkeys(int(r["seed"]) for r in rows)) == seeds
     assert all(float(r["lr"]) == pytest.approx(lr, rel=1e-5) for r in rows)
 
-    metrics = load(f"metrics/{arch}.json")
+    metrics = load(f"evaluation/{arch}.json")
+    assert load(f"metrics/{arch}.json") == {key: metrics[key] for key in METRIC_KEYS}  # the headline alone
     assert metrics["failed"] is None and metrics["repeats"] == len(seeds)
     assert metrics["lr"] == lr and metrics["lr_chosen_by"] == rule
     assert metrics["params"] == n_params(ARCHS[arch]["hidden"])
@@ -221,7 +224,7 @@ def test_train_and_evaluate_outputs(project, arch):
     assert [r["seed"] for r in trained["runs"]] == [SEED] and trained["runs"][0]["failed"] is None
     assert trained["lr"] == project.json(f"reports/lr_range/{arch}.json")["picks"][rule]["lr"]
     check_train_and_evaluate(project, project.root / "reports", arch, [SEED])
-    metrics = project.json(f"reports/metrics/{arch}.json")
+    metrics = project.json(f"reports/evaluation/{arch}.json")
     assert metrics["seeds"][str(SEED)]["epochs_run"] == trained["runs"][0]["epochs_run"]
     assert metrics["seeds"][str(SEED)]["best_epoch"] == trained["runs"][0]["best_epoch"]
     assert metrics["size_bytes"] == (project.root / "models" / arch / f"seed-{SEED}.keras").stat().st_size
@@ -263,7 +266,7 @@ def test_changing_one_arch_reruns_only_that_arch_and_the_report(project, tmp_pat
     p = project.copy(tmp_path / "project")
     b_before = {rel: (p.root / rel).read_bytes()
                 for rel in (f"models/b/seed-{SEED}.keras", "reports/lr_range/b.csv", "reports/metrics/b.json",
-                            "reports/errors/b.json")}
+                            "reports/evaluation/b.json", "reports/errors/b.json", "reports/predictions/b.csv")}
     params = p.read_params()
     params["archs"]["base"]["hidden"] = [5]
     p.write_params(params)
@@ -297,9 +300,7 @@ def test_removing_an_arch_drops_it_from_the_report(project, tmp_path):
     assert len(table_rows(report, "base")) >= 2
     assert p.status() == {}
     # The stages delete nothing they do not own: b's outputs stay until `make prune` removes them.
-    b_outputs = ("models/b", "models/logs/b", "reports/lr_range/b.csv", "reports/lr_range/b.json",
-                 "reports/history/b.csv", "reports/train/b.json", "reports/metrics/b.json", "reports/errors/b.json",
-                 "reports/timings/b.train.json", "reports/timings/b.lr_range.json", "reports/timings/b.evaluate.json")
+    b_outputs = [path.as_posix() for path in paths.arch_outputs("b")]
     assert all((p.root / rel).exists() for rel in b_outputs)
     assert "`make prune` lists and removes them" in output
     pruned = p.run(sys.executable, "-m", "scripts.prune")
@@ -338,7 +339,8 @@ class Forced:
 
 
 TRAIN_RESULTS_BASE = (f"models/base/seed-{SEED}.keras", "reports/train/base.json", "reports/history/base.csv")
-RESULTS_BASE = (*TRAIN_RESULTS_BASE, "reports/metrics/base.json", "reports/errors/base.json")
+RESULTS_BASE = (*TRAIN_RESULTS_BASE, "reports/metrics/base.json", "reports/evaluation/base.json",
+                "reports/errors/base.json", "reports/predictions/base.csv")
 
 
 @pytest.fixture(scope="module")
@@ -386,7 +388,7 @@ def test_training_that_diverges_is_reported_as_failed_and_fails_the_pipeline(pro
     assert "Traceback" not in output
     trained = p.json("reports/train/b.json")
     assert trained["runs"][0]["failed"].startswith("loss became nan")
-    metrics = p.json("reports/metrics/b.json")
+    metrics = p.json("reports/evaluation/b.json")
     assert metrics["failed"].startswith(f"seed {SEED}: loss became nan")
     assert metrics["test_accuracy"] is None and metrics["val_accuracy"] is None
     assert metrics["test_accuracy_std"] is None and "test_accuracy" not in metrics["seeds"][str(SEED)]
@@ -491,9 +493,8 @@ def test_branches_differing_in_one_arch_diff_only_that_arch(branches):
     assert metrics, "no metric changed"
     assert {arch_of(path) for path in metrics} == {"base"}, sorted(metrics)
     changed = metrics["reports/metrics/base.json"]
-    # Nested metrics show up as dotted keys; a new network changes its size and every loss.
-    assert {"params", "size_bytes", "test_loss", "val_loss", f"seeds.{SEED}.test_loss",
-            f"seeds.{SEED}.val_loss"} <= set(changed), sorted(changed)
+    # Only the headline: a new network changes its size and every loss.
+    assert {"params", "test_loss", "val_loss"} <= set(changed) <= set(METRIC_KEYS), sorted(changed)
     assert changed["params"]["new"] == 784 * 12 + 12 + 12 * 10 + 10
 
     params_diff = json.loads(p.dvc("params", "diff", "--json", "main", "my-branch"))
@@ -648,15 +649,14 @@ def test_ctrl_c_during_training_under_dvc_repro_says_what_dvc_removed_and_how_to
     assert proc.returncode != 0 and "Traceback" not in output, output
     ours = [line for line in output.splitlines() if line.startswith("interrupted:")]
     assert len(ours) == 1, output
-    outputs = ("models/base", "models/logs/base", "reports/train/base.json", "reports/history/base.csv",
-               "reports/timings/base.train.json")
+    outputs = ("models/base", "reports/train/base.json", "reports/history/base.csv")
     assert f"so {', '.join(outputs)} are missing" in ours[0]
     assert not any((p.root / rel).exists() for rel in outputs)  # as the message says
     # The message's own commands bring the last good results back.
-    assert "`dvc checkout train@base` restores models/base, models/logs/base from the cache" in ours[0]
-    assert f"`git checkout -- {' '.join(outputs[2:])}` the committed results" in ours[0]
+    assert "`dvc checkout train@base` restores models/base, reports/train/base.json from the cache" in ours[0]
+    assert f"`git checkout -- {outputs[2]}` the committed results" in ours[0]
     p.dvc("checkout", "train@base")
-    p.run("git", "checkout", "--", *outputs[2:])
+    p.run("git", "checkout", "--", outputs[2])
     p.write_params(project.read_params())
     assert p.status() == {}
     assert p.run("git", "status", "--porcelain") == ""
@@ -671,7 +671,7 @@ def test_a_params_error_under_dvc_repro_says_which_outputs_dvc_removed(project, 
                           text=True, timeout=COMMAND_TIMEOUT_S)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "params.yaml: archs.base.hidden: not a list of positive layer sizes" in done.stderr
-    outputs = ("reports/lr_range/base.csv", "reports/lr_range/base.json", "reports/timings/base.lr_range.json")
+    outputs = ("reports/lr_range/base.csv", "reports/lr_range/base.json")
     assert f"`dvc repro` removed lr_range@base's outputs before running it, so {', '.join(outputs)} are missing: " \
            f"`git checkout -- {' '.join(outputs)}` the committed results" in done.stderr
     assert not any((p.root / rel).exists() for rel in outputs)

@@ -40,19 +40,3 @@ def test_the_last_measured_time_comes_from_a_trustworthy_timings_file_or_not_at_
         (tmp_path / "reports" / "timings").mkdir(parents=True)
         (tmp_path / "reports" / "timings" / "base.train.json").write_text(content)
     assert last_seconds_per_epoch("base") == expected
-
-
-def test_under_dvc_repro_the_last_measured_time_comes_from_gits_head(tmp_path, monkeypatch):
-    """`dvc repro` removes the timings file before train runs: the committed one still says how long it took."""
-    import subprocess
-
-    monkeypatch.chdir(tmp_path)
-    timings = tmp_path / "reports" / "timings" / "base.train.json"
-    timings.parent.mkdir(parents=True)
-    timings.write_text('{"cpu_seconds_per_epoch": 4.38}\n')
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "timings"]):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True, timeout=60)
-    timings.unlink()
-    assert last_seconds_per_epoch("base") == 4.38
-    timings.write_text('{"cpu_seconds_per_epoch": 2.5}\n')  # a file in the workspace is the newer measurement
-    assert last_seconds_per_epoch("base") == 2.5

@@ -15,6 +15,7 @@ from stages.lib.answer import (
     OneEpochRecords,
     Records,
     answer,
+    headline,
     learning_curves,
     per_class,
     pick_points,
@@ -32,7 +33,7 @@ from stages.lib.figures import (
 )
 from stages.lib.lr_finder import RULES, chosen_rate
 from stages.lib.schema import Params, ParamsError, count_params
-from stages.lib.shapes import EVIDENCE, EVIDENCE_TIMING, LR_RANGE, SCORE_KEYS
+from stages.lib.shapes import ANSWER_METRICS, EVIDENCE, EVIDENCE_TIMING, LR_RANGE, SCORE_KEYS
 from stages.lib.stats import Interval
 from stages.plumbing import paths, records
 from stages.plumbing.atomic import write_text
@@ -269,6 +270,7 @@ def main(argv: list[str]) -> None:
     result = answer(params, data)
     draw(params, data, result)
     write_text(paths.ANSWER_MD, render(params, result, figure_links()))
+    records.write_json(paths.ANSWER_JSON, headline(result), ANSWER_METRICS)
     best = result.long.ranking_acc.best
     print(f"answer: {paths.ANSWER_MD}: {best} has the highest mean validation accuracy "
           f"({result.long.summaries[best].val_acc.estimate:.2f} %), {len(FIGURES)} figures in {paths.ANSWER_FIGURES}")

@@ -427,3 +427,18 @@ def learning_curves(longs: dict[str, dict[int, dict]], key: str = "val_accuracy"
     return {arch: {seed: ([None if row[key] is None else factor * row[key] for row in run["history"]],
                           run["best_epoch"], most_accurate_epoch(run))
                    for seed, run in by_seed.items()} for arch, by_seed in longs.items()}
+
+
+def headline(a: Answer) -> dict:
+    """The answer's metric file (shapes.ANSWER_METRICS): the few numbers `dvc exp show` and `dvc metrics diff`
+    show of the evidence."""
+    networks = {arch: {"val_accuracy": round(s.val_acc.estimate / POINTS, 6),
+                       "test_accuracy": round(s.test_acc.estimate / POINTS, 6)} for arch, s in a.long.summaries.items()}
+    c = a.rules
+
+    def regret_of(regrets: list[RuleRegret]) -> float | None:
+        found = [t.regret for t in regrets if t.rule == c.recommended and t.regret is not None]
+        return round(found[0].estimate, 4) if found else None
+
+    return {"networks": networks,
+            "default_rule": {"in_sample_regret": regret_of(c.in_sample), "heldout_regret": regret_of(c.heldout)}}

@@ -16,7 +16,6 @@ from stages.lib.lr_finder import RULES
 from stages.lib.schema import Params
 from stages.lib.stats import CONFIDENCE, Interval, welch_interval
 from stages.plumbing import paths
-from stages.plumbing.clock import LOADED
 
 # answer.md, the evidence pipeline's report, as report.md links it (both are in reports/).
 ANSWER_LINK = paths.ANSWER_MD.relative_to(paths.REPORT_MD.parent).as_posix()
@@ -29,8 +28,9 @@ class ArchResult:
     name: str
     hidden: tuple[int, ...]
     activation: str
-    metrics: dict  # reports/metrics/<arch>.json, plus the stages' timings
+    metrics: dict  # reports/evaluation/<arch>.json: every seed's scores, the model's size
     lr_range: dict  # reports/lr_range/<arch>.json
+    software: dict  # the train record's: what trained it
 
 
 @dataclass(frozen=True)
@@ -194,26 +194,14 @@ def results_table(results: list[ArchResult], n_seeds: int) -> list[str]:
 
 
 def cost_table(results: list[ArchResult]) -> list[str]:
-    lines = [
-        "| arch | parameters | model file | range test CPU s | training CPU s per epoch "
-        "| inference CPU ms per 1,000 images |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    """The work each arch took, which is the same on every machine; times are not (reports/timings/)."""
+    lines = ["| arch | parameters | model file | range-test batches | epochs trained |", "|---|---:|---:|---:|---:|"]
     for r in sorted(results, key=lambda r: r.metrics["params"]):
         m = r.metrics
-        inference = "—" if m["inference_ms"] is None else f"{m['inference_ms']:.1f}"
-        lines.append(f"| {r.name} | {m['params']:,} | {m['size_bytes'] / 2**20:.2f} MiB "
-                     f"| {m['lr_range_seconds']:.1f}{_loaded(m['lr_range_load'])} "
-                     f"| {m['train_seconds_per_epoch']:.1f}{_loaded(m['train_load'])} "
-                     f"| {inference}{_loaded(m['inference_load'])} |")
+        epochs = sum(run["epochs_run"] for run in m["seeds"].values())
+        lines.append(f"| {r.name} | {m['params']:,} | {m['size_bytes'] / 2**20:.2f} MiB | {r.lr_range['steps']:,} "
+                     f"| {epochs:,} |")
     return lines
-
-
-def _loaded(other_cores_busy: float | None) -> str:
-    """A mark on a time measured while other work kept the machine busy (stages.plumbing.clock.LOADED)."""
-    if other_cores_busy is None:
-        return " (load not recorded)"
-    return f" (under load: {other_cores_busy:.1f} other cores busy)" if other_cores_busy > LOADED else ""
 
 
 def rules_table(results: list[ArchResult]) -> list[str]:
@@ -241,29 +229,22 @@ def title(params: Params) -> str:
     return f"# Quick check: {runs}, {'1 epoch' if epochs == 1 else f'up to {epochs} epochs'}"
 
 
-def _machine_text(record: dict) -> str:
-    isa = ", ".join(record["isa"].split()) or "ISA flags unknown"
-    software = ", ".join(f"{name} {record[key]}" for key, name in
-                         (("python", "Python"), ("tensorflow", "TensorFlow"), ("keras", "Keras"), ("numpy", "numpy"))
-                         if key in record)
-    text = f"{record['cpu']} ({isa}), {record['cores']} cores; {software}"
-    if "numerics" in record:
-        onednn = ", ".join(f"{key}={value}" for key, value in record["onednn"].items() if value is not None)
-        text += (f"; numerics `{record['numerics']}`" + (f" ({onednn})" if onednn else "")
-                 + f", {record['intra_op_threads']} intra-op thread(s)")
-    return text
+def software_text(record: dict) -> str:
+    return ", ".join(f"{name} {record[key]}" for key, name in
+                     (("python", "Python"), ("tensorflow", "TensorFlow"), ("keras", "Keras"), ("numpy", "numpy")))
 
 
-def provenance_section(machines: dict[str, dict | None]) -> list[str]:
-    """Which machine and software ran which stage (``machines``: stage name -> its record, or None)."""
+def provenance_section(params: Params, results: list[ArchResult]) -> list[str]:
+    """Which software trained each arch (its train record), and where the machine and times are."""
     groups: dict[str, list[str]] = {}
-    for stage, record in machines.items():
-        groups.setdefault("not recorded" if record is None else _machine_text(record), []).append(f"`{stage}`")
-    lines = ["## Where these numbers were made", ""]
+    for r in results:
+        groups.setdefault(software_text(r.software), []).append(f"`train@{r.name}`")
+    lines = ["## Software", ""]
     lines += [f"- {text}: {', '.join(stages)}" for text, stages in groups.items()]
-    return lines + ["", "Under `portable` numerics the same params gave the same models and metrics, byte for byte, "
-                    "on every x86-64 machine checked so far (README, \"Same numbers on any machine\"); timings are "
-                    "the machine's own.", ""]
+    return lines + ["", f"Numerics `{params.compute.numerics}` (`compute.numerics`). Under `portable` the same params "
+                    "gave the same models and metrics, byte for byte, on every x86-64 machine checked so far (README, "
+                    "\"Same numbers on any machine\"). Each stage's machine, wall and CPU seconds and load are in its "
+                    "timing record, `reports/timings/`, which git ignores: they differ on every run.", ""]
 
 
 def intro_section(params: Params, results: list[ArchResult], figures: dict[str, str]) -> list[str]:
@@ -318,10 +299,9 @@ def cost_section(results: list[ArchResult]) -> list[str]:
         "",
         *cost_table(results),
         "",
-        "CPU seconds (user + sys) of this run's stages on the machine that ran them, which other work on the "
-        "machine inflates far less than wall time; a time measured while other processes kept more than "
-        f"{LOADED:g} of a core busy says so. Training includes the validation pass after each epoch; inference "
-        "is numpy on the .keras weights, batches of 1,000.",
+        "The work each architecture took: the batches of its range test and the epochs trained over all seeds. How "
+        "long that takes depends on the machine and on what else runs on it: each stage's times are in "
+        "`reports/timings/`, and `python -m bench.run` measures them.",
         "",
     ]
 
@@ -368,8 +348,7 @@ def lr_range_section(results: list[ArchResult], figures: dict[str, str]) -> list
     ]
 
 
-def render_report(params: Params, results: list[ArchResult], figures: dict[str, str],
-                  machines: dict[str, dict | None] | None = None) -> str:
+def render_report(params: Params, results: list[ArchResult], figures: dict[str, str]) -> str:
     """The whole report. ``figures`` maps lr_range, lr_rules, digits, confusion and errors (unless every
     arch failed) and curves (when training runs more than one epoch) to their relative paths."""
     n_seeds = len(params.seeds)
@@ -380,6 +359,6 @@ def render_report(params: Params, results: list[ArchResult], figures: dict[str, 
         *cost_section(results),
         *mistakes_section(figures),
         *lr_range_section(results, figures),
-        *(provenance_section(machines) if machines else []),
+        *provenance_section(params, results),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"

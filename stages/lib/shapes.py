@@ -16,6 +16,7 @@ from stages.plumbing.records import (
     INDEX,
     INT,
     NONNEGATIVE,
+    NUMBER,
     PICK,
     POSITIVE,
     STR,
@@ -29,15 +30,20 @@ MACHINE = Maybe({"cpu": STR, "isa": STR, "cores": Maybe(INT)})  # machine.record
 CONFUSION = ListOf(ListOf(INDEX, NUM_CLASSES, NUM_CLASSES), NUM_CLASSES, NUM_CLASSES)  # rows: true digit
 LR_RANGE = {"arch": STR, "picks": {rule: PICK for rule in RULES}, "steps": COUNT, "stop_step": Maybe(INDEX),
             "stop_reason": STR, "min_smoothed_loss": Maybe(NONNEGATIVE), "lr_at_min": Maybe(POSITIVE)}
+SOFTWARE = {"python": STR, "tensorflow": STR, "keras": STR, "numpy": STR}  # machine.software()
 TRAIN = {"arch": STR, "lr": POSITIVE, "lr_chosen_by": STR, "failed": Maybe(STR),
          "runs": ListOf({"seed": INT, "epochs_run": COUNT, "best_epoch": Maybe(INDEX), "failed": Maybe(STR)},
-                        min_len=1)}
-METRICS = {"failed": Maybe(STR), "params": COUNT, "size_bytes": COUNT, "lr": POSITIVE, "lr_chosen_by": STR,
+                        min_len=1), "software": SOFTWARE}
+EVALUATION = {"failed": Maybe(STR), "params": COUNT, "size_bytes": COUNT, "lr": POSITIVE, "lr_chosen_by": STR,
            "n_train": COUNT, "n_test": COUNT, "repeats": COUNT, "val_accuracy": Maybe(FRACTION),
            "val_loss": Maybe(NONNEGATIVE), "test_accuracy": Maybe(FRACTION), "test_accuracy_std": Maybe(NONNEGATIVE),
            "test_loss": Maybe(NONNEGATIVE),
            "seeds": MapOf({"epochs_run": COUNT, "best_epoch": Maybe(INDEX), "val_accuracy?": FRACTION,
                            "val_loss?": NONNEGATIVE, "test_accuracy?": FRACTION, "test_loss?": NONNEGATIVE})}
+# The headline, per arch: the only quick-study metrics (`dvc exp show`, `dvc metrics diff`), taken from EVALUATION.
+METRIC_KEYS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "lr", "params")
+METRICS = {key: EVALUATION[key] for key in METRIC_KEYS}
+PREDICTIONS_COLUMNS = {"actual": int, "predicted": int}  # the first seed's, per test image
 ERRORS = {"seed": Maybe(INT), "confusion": Maybe(CONFUSION),
           "confident_errors": ListOf({"index": INDEX, "label": INDEX, "predicted": INDEX, "confidence": FRACTION})}
 # What every timing holds (stages.plumbing.clock): wall and CPU seconds, and the load beside them.
@@ -70,3 +76,7 @@ EVIDENCE = {
     "long_rules": LONG_RULES,
 }
 EVIDENCE_TIMING = {**CLOCK, "epochs?": COUNT, "machine": MapOf(ANY)}
+# The answer's headline (reports/answer.json), the evidence's one metric: per network its mean accuracies at the
+# most accurate epoch; the default rule's mean regret, points.
+ANSWER_METRICS = {"networks": MapOf({"val_accuracy": FRACTION, "test_accuracy": FRACTION}),
+                  "default_rule": {"in_sample_regret": Maybe(NUMBER), "heldout_regret": Maybe(NUMBER)}}

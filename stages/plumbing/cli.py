@@ -114,11 +114,11 @@ def outputs_under_dvc(stage: str, written: list[Path], exists: Callable[[Path], 
     missing = [path for path in outputs if not exists(path)]
     if not missing:
         return f"{stage} had written all its outputs ({_listing(list(outputs))}); rerun `dvc repro` to record them"
-    fixes = []
-    if any(outputs[path] for path in missing):
-        fixes.append(f"`dvc checkout {stage}` restores {_listing([p for p in missing if outputs[p]])} from the cache")
-    if not all(outputs[path] for path in missing):
-        committed = " ".join(p.as_posix() for p in missing if not outputs[p])
+    fixes, cached = [], [path for path in missing if outputs[path] == "out"]
+    if cached:
+        fixes.append(f"`dvc checkout {stage}` restores {_listing(cached)} from the cache")
+    if len(cached) < len(missing):
+        committed = " ".join(p.as_posix() for p in missing if p not in cached)
         fixes.append(f"`git checkout -- {committed}` the committed results")
     new = f" ({_listing(written)} {_was(written)} written anew)" if written else ""
     return (f"`dvc repro` removed {stage}'s outputs before running it{new}, so {_listing(missing)} "

@@ -1,11 +1,13 @@
-"""Which machine and software made a result: written beside every stage's timings.
+"""Which machine and software made a result.
 
-Kept out of the metrics that must match across machines, so that a `dvc metrics diff`
-which changes only because the machine changed shows that, and nothing else.
+The machine (record()) goes into every stage's timing record, never into a result: results
+are the same bytes on every machine. The software (software()) goes into the train record:
+under one lock file it is the same everywhere, and the report names it.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import sys
@@ -48,3 +50,24 @@ def record(numerics: str | None = None, threads: int | None = None) -> dict:
     if threads is not None:
         out["intra_op_threads"] = threads
     return out
+
+
+# The packages that compute results, each under the distribution names it is installed as (the locks pin
+# tensorflow-cpu).
+SOFTWARE = {"tensorflow": ("tensorflow-cpu", "tensorflow"), "keras": ("keras",), "numpy": ("numpy",)}
+
+
+def software() -> dict[str, str]:
+    """Python (major.minor) and the installed versions of the packages that compute results: the same on every
+    machine under one lock file, so a record holding them stays byte for byte the same."""
+    out = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+    for key, names in SOFTWARE.items():
+        out[key] = next((version for version in map(_installed, names) if version), "not installed")
+    return out
+
+
+def _installed(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -20,42 +20,56 @@ TENSORBOARD_EVENTS = "events.out.tfevents."
 
 @dataclass(frozen=True)
 class Output:
-    """One output of the quick study (dvc.yaml): the stage that writes it, its path (``{arch}``: the arch of a
-    per-arch stage) and whether DVC caches it (True) or it is committed to git (`cache: false`)."""
+    """One file or folder a quick-study stage (dvc.yaml) writes: the stage, its path (``{arch}``: the arch of a
+    per-arch stage) and how dvc.yaml declares it:
+
+    - "out": cached by DVC, not in git;
+    - "committed": a plain `cache: false` out, in git (keeps its stage out of the run cache);
+    - "metric" / "plot": `cache: false`, in git; what `dvc metrics`/`dvc plots` and `dvc exp show` list;
+    - None: not a DVC output at all (timings, TensorBoard logs): they differ on every run, so a rerun that
+      reproduces the results leaves git's tree and dvc.lock unchanged. Gitignored.
+    """
     stage: str
     path: str
-    cached: bool
+    declared: str | None
 
     @property
     def per_arch(self) -> bool:
         return "{arch}" in self.path
+
+    @property
+    def cached(self) -> bool:
+        return self.declared == "out"
 
     def at(self, arch: str = "") -> Path:
         return Path(self.path.format(arch=arch))
 
 
 # Every output of dvc.yaml, once: the helpers below, stage_outputs, arch_outputs and writer() read this table,
-# and tests/test_paths.py holds it against dvc.yaml.
+# and tests/test_paths.py holds it against dvc.yaml. Only the headline scores are metrics: they are what
+# `dvc exp show`, `dvc metrics diff`, VS Code and DVC Studio show.
 OUTPUTS = {
-    "raw": Output("download", "data/raw", True),
-    "prepared": Output("split", "data/prepared", True),
-    "lr_range_csv": Output("lr_range", "reports/lr_range/{arch}.csv", False),
-    "lr_range_json": Output("lr_range", "reports/lr_range/{arch}.json", False),
-    # Wall times, kept apart so that a rerun with the same result changes nothing downstream stages read.
-    "lr_range_timing": Output("lr_range", "reports/timings/{arch}.lr_range.json", False),
-    "models": Output("train", "models/{arch}", True),  # seed-<n>.keras per training seed
-    # TensorBoard logs, apart from the models: their file names hold the time, so a retrain that reproduces
-    # the same models must not change what evaluate depends on. No arch may be called "logs".
-    "logs": Output("train", "models/logs/{arch}", True),
-    "train_json": Output("train", "reports/train/{arch}.json", False),
-    "history_csv": Output("train", "reports/history/{arch}.csv", False),
-    "train_timing": Output("train", "reports/timings/{arch}.train.json", False),
+    "raw": Output("download", "data/raw", "out"),
+    "prepared": Output("split", "data/prepared", "out"),
+    "lr_range_csv": Output("lr_range", "reports/lr_range/{arch}.csv", "plot"),
+    "lr_range_json": Output("lr_range", "reports/lr_range/{arch}.json", "plot"),
+    "lr_range_timing": Output("lr_range", "reports/timings/{arch}.lr_range.json", None),
+    "models": Output("train", "models/{arch}", "out"),  # seed-<n>.keras per training seed
+    # TensorBoard logs, apart from the models; train replaces its arch's folder whole. No arch may be "logs".
+    "logs": Output("train", "models/logs/{arch}", None),
+    "train_json": Output("train", "reports/train/{arch}.json", "out"),
+    "history_csv": Output("train", "reports/history/{arch}.csv", "plot"),
+    "train_timing": Output("train", "reports/timings/{arch}.train.json", None),
+    # Every seed's scores and the model's size: what the report reads.
+    "evaluation_json": Output("evaluate", "reports/evaluation/{arch}.json", "out"),
     # The first seed's confusion matrix and most confidently wrong test digits.
-    "errors_json": Output("evaluate", "reports/errors/{arch}.json", False),
-    "metrics_json": Output("evaluate", "reports/metrics/{arch}.json", False),
-    "evaluate_timing": Output("evaluate", "reports/timings/{arch}.evaluate.json", False),
-    "report_md": Output("report", "reports/report.md", False),
-    "figures": Output("report", "reports/figures", False),
+    "errors_json": Output("evaluate", "reports/errors/{arch}.json", "out"),
+    # The first seed's label and prediction per test image: DVC's confusion-matrix plot.
+    "predictions_csv": Output("evaluate", "reports/predictions/{arch}.csv", "plot"),
+    "metrics_json": Output("evaluate", "reports/metrics/{arch}.json", "metric"),
+    "evaluate_timing": Output("evaluate", "reports/timings/{arch}.evaluate.json", None),
+    "report_md": Output("report", "reports/report.md", "committed"),
+    "figures": Output("report", "reports/figures", "committed"),
 }
 RAW_DIR = OUTPUTS["raw"].at()
 PREPARED_DIR = OUTPUTS["prepared"].at()
@@ -100,6 +114,13 @@ def timing_json(arch: str, stage: str) -> Path:
     return OUTPUTS[f"{stage}_timing"].at(arch)
 
 
+def stage_timing(stage: str) -> list[Path]:
+    """The timing record of a quick-study stage (``train@base``); none for any other."""
+    name, _, arch = stage.partition("@")
+    timing = OUTPUTS.get(f"{name}_timing")
+    return [timing.at(arch)] if timing and arch else []
+
+
 def metrics_json(arch: str) -> Path:
     return OUTPUTS["metrics_json"].at(arch)
 
@@ -108,11 +129,20 @@ def errors_json(arch: str) -> Path:
     return OUTPUTS["errors_json"].at(arch)
 
 
-def stage_outputs(stage: str) -> dict[Path, bool] | None:
-    """What a dvc.yaml stage (``train@base``) writes, each with whether DVC caches it; None for a stage this
-    pipeline does not have."""
+def evaluation_json(arch: str) -> Path:
+    return OUTPUTS["evaluation_json"].at(arch)
+
+
+def predictions_csv(arch: str) -> Path:
+    return OUTPUTS["predictions_csv"].at(arch)
+
+
+def stage_outputs(stage: str) -> dict[Path, str] | None:
+    """The DVC outputs of a dvc.yaml stage (``train@base``), each with how dvc.yaml declares it; None for a
+    stage this pipeline does not have."""
     name, _, arch = stage.partition("@")
-    outputs = {out.at(arch): out.cached for out in OUTPUTS.values() if out.stage == name and out.per_arch == bool(arch)}
+    outputs = {out.at(arch): out.declared for out in OUTPUTS.values()
+               if out.stage == name and out.per_arch == bool(arch) and out.declared}
     return outputs or None
 
 
@@ -134,10 +164,12 @@ def writer(path: Path) -> str | None:
 # The evidence pipeline (evidence/dvc.yaml): one record per stage, <kind>/<arch>/seed-<n>.json, so that
 # a stage can depend on one arch's folder of another kind.
 EVIDENCE = REPORTS / "evidence"
+EVIDENCE_TIMINGS = EVIDENCE / "timings"
 EVIDENCE_KINDS = ("range", "grid", "picks", "long", "long_rules")
 # The held-out networks (evidence.heldout) run the regret protocol's kinds under stages of their own names.
 HELDOUT_STAGES = {f"heldout_{kind}": kind for kind in ("range", "grid", "picks")}
 ANSWER_MD = REPORTS / "answer.md"
+ANSWER_JSON = REPORTS / "answer.json"  # the headline: the evidence's one metric
 ANSWER_FIGURES = REPORTS / "answer"
 
 
@@ -156,7 +188,7 @@ def evidence_curve_csv(arch: str, seed: int) -> Path:
 
 def evidence_timing(kind: str, arch: str, seed: int, rate: str | None = None) -> Path:
     """Kept apart from the records, so that a rerun with the same results changes nothing downstream."""
-    return EVIDENCE / "timings" / evidence_json(kind, arch, seed, rate).relative_to(EVIDENCE)
+    return EVIDENCE_TIMINGS / evidence_json(kind, arch, seed, rate).relative_to(EVIDENCE)
 
 def evidence_folders(arch: str) -> list[tuple[str, Path]]:
     """(kind, folder) of each folder the evidence stages write ``arch``'s files in: records and timings."""
