@@ -276,7 +276,8 @@ PREPARED_FIX = "`dvc checkout data/prepared` or rebuild with `dvc repro -f split
 MODEL = f"models/{ARCH}/seed-{SEED}.keras"
 MODEL_FIX = f"`dvc checkout models/{ARCH}` or retrain with `dvc repro -f train@{ARCH}`"
 TRAIN_JSON, LR_JSON = f"reports/train/{ARCH}.json", f"reports/lr_range/{ARCH}.json"
-EVALUATION, ERRORS, CURVE = f"reports/evaluation/{ARCH}.json", f"reports/errors/{ARCH}.json", f"reports/lr_range/{ARCH}.csv"
+EVALUATION, ERRORS = f"reports/evaluation/{ARCH}.json", f"reports/errors/{ARCH}.json"
+CURVE = f"reports/lr_range/{ARCH}.csv"
 EVALUATE_FIX, TRAIN_FIX, LR_RANGE_FIX = (f"`dvc repro -f {stage}@{ARCH}`"
                                         for stage in ("evaluate", "train", "lr_range"))
 
