@@ -300,7 +300,7 @@ def parse_args(argv: list[str]) -> tuple[int, list[str], list[str]]:
         if arg in ("-j", "--jobs"):
             value = next(args, "")
             if not (value.isascii() and value.isdigit() and int(value) >= 1):
-                raise StageError(f"{USAGE}: -j takes a number of lanes, 1 or more (got {value!r})")
+                raise StageError(f"{USAGE}: -j (make's JOBS) takes a number of lanes, 1 or more (got {value!r})")
             jobs = int(value)
         elif arg in ("-f", "--force", "--pull"):
             options.append(arg)

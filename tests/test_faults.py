@@ -402,7 +402,7 @@ FAULTS = {
                                          ("usage: python -m scripts.check_lock (got --now)",),
                                          fixed=("scripts.check_lock", "--help")),
     "lanes-with-no-lane": Fault(("scripts.lanes", "-j", "0"), nothing,
-                                ("-j takes a number of lanes, 1 or more (got '0')",),
+                                ("-j (make's JOBS) takes a number of lanes, 1 or more (got '0')",),
                                 fixed=("scripts.lanes", "--help")),
     "worker-with-a-shard-out-of-range": Fault(("scripts.worker", "--shard", "2/2"), nothing,
                                               ("--shard takes I/N with 0 <= I < N <= 1,000 (got '2/2')",),

@@ -47,7 +47,7 @@ def test_jobs_is_one_argument(venv, tmp_path, template, target):
     marker = tmp_path / "ran"
     done = make(venv, target, f"JOBS={template.format(marker=marker)}")
     assert not marker.exists(), "JOBS ran as shell code"
-    assert done.returncode != 0 and "-j takes a number of lanes, 1 or more" in done.stderr
+    assert done.returncode != 0 and "-j (make's JOBS) takes a number of lanes, 1 or more" in done.stderr
 
 
 @pytest.mark.parametrize("variable", ["SHARD", "STAGES", "PIPELINE"])
