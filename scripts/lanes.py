@@ -124,6 +124,33 @@ def prefixed(stage: str, line: str) -> str:
     return f"[{stage}] {line.rstrip()}\n"
 
 
+# What `dvc repro -s` prints after every stage, the same each time: left out, and its `git add` paths said once
+# at the end (CLOSING_HINT).
+DVC_BOILERPLATE = re.compile(r"(Updating lock file .*|To track the changes with git, run:|To enable auto staging, run:|"
+                             r"\s*dvc config core\.autostage true|Use `dvc push` to send your updates to remote "
+                             r"storage\.|Data and pipelines are up to date\.|\s*)")
+GIT_ADD = re.compile(r"\s*git add (.+)")
+# How DVC says what it did with a stage, and the word for it in the closing line.
+OUTCOMES = (("Running stage '", "ran"), ("is cached - skipping run", "restored from the run cache"),
+            ("didn't change, skipping", "unchanged"))
+CLOSING_HINT = "To track the changes with git: git add "
+
+
+def kept_line(line: str, to_add: set[str]) -> bool:
+    """Whether a line of `dvc repro -s` is the stage's own (or DVC's word on the stage) rather than boilerplate;
+    the paths of a `git add` hint go into ``to_add``."""
+    text = line.rstrip("\n")
+    hint = GIT_ADD.fullmatch(text)
+    if hint:
+        to_add.update(hint[1].split())
+        return False
+    return not DVC_BOILERPLATE.fullmatch(text)
+
+
+def outcome(line: str) -> str | None:
+    return next((word for said, word in OUTCOMES if said in line), None)
+
+
 # --- DVC: the plan -------------------------------------------------------------------------------------
 
 
@@ -221,13 +248,21 @@ class Lanes:
         self.most_at_once = 0
         self.events: queue.Queue[tuple[str, int]] = queue.Queue()
         self.printing = threading.Lock()
+        self.to_add: set[str] = set()  # what DVC's `git add` hints named
+        self.outcomes: dict[str, str] = {}
+        self.started_at: dict[str, float] = {}
 
     def say(self, text: str) -> None:
         with self.printing:
             self.out.write(text)
             self.out.flush()
 
+    def progress(self, stage: str) -> str:
+        return f"[{list(self.started_at).index(stage) + 1}/{len(self.plan.stages)}] {stage}"
+
     def start(self, stage: str) -> None:
+        self.started_at[stage] = time.perf_counter()
+        self.say(self.progress(stage) + "\n")
         proc = subprocess.Popen(self.command(stage), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                 text=True, encoding="utf-8", errors="backslashreplace", start_new_session=True)
@@ -239,8 +274,15 @@ class Lanes:
 
     def relay(self, stage: str, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
-            self.say(prefixed(stage, line))
+            if kept_line(line, self.to_add):
+                self.outcomes[stage] = outcome(line) or self.outcomes.get(stage, "done")
+                self.say(prefixed(stage, line))
         self.events.put((stage, proc.wait()))
+
+    def closing_line(self, stage: str, code: int) -> str:
+        took = f"{time.perf_counter() - self.started_at[stage]:.1f} s"
+        said = self.outcomes.get(stage, "done") if code == 0 else f"failed (exit {code})"
+        return f"{self.progress(stage)}: {said}, {took}\n"
 
     def run(self) -> None:
         waiting = list(self.plan.stages)
@@ -253,6 +295,7 @@ class Lanes:
                 break  # a stage failed: what waits on nothing more is not started
             stage, code = self.events.get()
             del self.running[stage]
+            self.say(self.closing_line(stage, code))
             (self.finished.add if code == 0 else self.failed.append)(stage)
 
     def stop(self) -> list[str]:
@@ -338,6 +381,8 @@ def main(argv: list[str]) -> None:
                          + "; fix the cause and rerun")
     print(f"lanes: {len(plan.stages)} stage{'s' * (len(plan.stages) != 1)} in {time.perf_counter() - started:.1f} s, "
           f"up to {lanes.most_at_once} at once")
+    if lanes.to_add:
+        print(CLOSING_HINT + " ".join(sorted(lanes.to_add)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import sys
 import time
@@ -112,6 +113,14 @@ def stand_in(script: str, events: Path):
     return lambda stage: [sys.executable, "-c", preamble + script, stage, str(events)]
 
 
+PROGRESS = re.compile(r"\[(\d+)/(\d+)\] ")
+
+
+def own(out: io.StringIO) -> list[str]:
+    """The stages' own lines, without lanes' [k/N] lines."""
+    return [line for line in out.getvalue().splitlines() if not PROGRESS.match(line)]
+
+
 def test_independent_stages_run_at_once_and_each_line_says_its_stage(tmp_path):
     # a and b each finish only once the other has started: that happens only if both run at once
     script = "(EVENTS / STAGE).touch(); print('started', STAGE); wait_for({'a': 'b', 'b': 'a'}.get(STAGE, STAGE))"
@@ -119,9 +128,15 @@ def test_independent_stages_run_at_once_and_each_line_says_its_stage(tmp_path):
     runner = Lanes(plan_of({"a": set(), "b": set(), "c": {"a", "b"}}), 2, stand_in(script, tmp_path), out)
     runner.run()
     assert runner.finished == {"a", "b", "c"} and runner.failed == [] and runner.most_at_once == 2
-    lines = out.getvalue().splitlines()
+    lines = own(out)
     assert sorted(lines) == ["[a] started a", "[b] started b", "[c] started c"]
     assert lines[-1] == "[c] started c"  # c only after both
+    progress = [line for line in out.getvalue().splitlines() if PROGRESS.match(line)]
+    starts = [line for line in progress if ":" not in line]
+    assert [PROGRESS.match(line).groups() for line in starts] == [("1", "3"), ("2", "3"), ("3", "3")]
+    assert starts[-1] == "[3/3] c"
+    assert progress[-1].startswith("[3/3] c: done, ") and progress[-1].endswith(" s")
+    assert len(progress) == 6  # a line as each stage starts, and one as it ends
 
 
 def test_one_lane_runs_one_stage_at_a_time_in_dependency_order(tmp_path):
@@ -130,7 +145,7 @@ def test_one_lane_runs_one_stage_at_a_time_in_dependency_order(tmp_path):
     runner = Lanes(plan_of({"a": set(), "b": {"a"}, "c": set()}, {"a": 1, "b": 1, "c": 5}), 1,
                    stand_in(script, tmp_path), out)
     runner.run()
-    assert out.getvalue().splitlines() == ["[c] c []", "[a] a ['c']", "[b] b ['a', 'c']"]
+    assert own(out) == ["[c] c []", "[a] a ['c']", "[b] b ['a', 'c']"]
     assert runner.most_at_once == 1
 
 
@@ -187,7 +202,7 @@ def test_stop_ctrl_cs_every_running_stage_and_waits_for_each_to_clean_up(tmp_pat
     runner = started(["polite-1", "polite-2"], tmp_path, out)
     assert runner.stop() == []  # both ended on their own, long before STOP_TIMEOUT_S
     assert [proc.returncode for proc in runner.running.values()] == [130, 130]
-    assert sorted(out.getvalue().splitlines()) == ["[polite-1] cleaned up", "[polite-2] cleaned up"]
+    assert sorted(own(out)) == ["[polite-1] cleaned up", "[polite-2] cleaned up"]
 
 
 def test_stop_kills_a_stage_that_ignores_ctrl_c_once_the_bound_is_past(tmp_path, monkeypatch):
@@ -208,3 +223,44 @@ def test_a_lock_cut_short_is_refused_before_dvc_reads_it(tmp_path, cut):
 
 def test_the_committed_locks_pass():
     lanes.check_locks([ROOT / "dvc.lock", ROOT / "evidence/dvc.lock"])
+
+
+DVC_STAGE_OUTPUT = """Running stage 'train@base':
+> python -m stages.train base
+train@base: up to 1 epoch(s)
+Updating lock file 'dvc.lock'
+
+To track the changes with git, run:
+
+\tgit add dvc.lock reports/train/.gitignore
+
+To enable auto staging, run:
+
+\tdvc config core.autostage true
+Use `dvc push` to send your updates to remote storage.
+"""
+
+
+def test_dvcs_lines_after_every_stage_are_left_out_and_its_git_add_paths_kept():
+    to_add: set[str] = set()
+    kept = [line for line in DVC_STAGE_OUTPUT.splitlines(keepends=True) if lanes.kept_line(line, to_add)]
+    assert kept == ["Running stage 'train@base':\n", "> python -m stages.train base\n",
+                    "train@base: up to 1 epoch(s)\n"]
+    assert to_add == {"dvc.lock", "reports/train/.gitignore"}
+    assert not lanes.kept_line("Data and pipelines are up to date.\n", to_add)
+
+
+def test_the_closing_line_says_what_dvc_did_with_the_stage():
+    assert lanes.outcome("Running stage 'report':") == "ran"
+    assert lanes.outcome("Stage 'train@base' is cached - skipping run, checking out outputs") == (
+        "restored from the run cache")
+    assert lanes.outcome("Stage 'split' didn't change, skipping") == "unchanged"
+    assert lanes.outcome("train@base: up to 1 epoch(s)") is None
+
+
+def test_a_failed_stage_closes_with_its_exit_code(tmp_path):
+    out = io.StringIO()
+    runner = Lanes(plan_of({"a": set()}), 1, stand_in("sys.exit(3)", tmp_path), out)
+    runner.run()
+    assert out.getvalue().splitlines()[0] == "[1/1] a"
+    assert re.fullmatch(r"\[1/1\] a: failed \(exit 3\), [\d.]+ s", out.getvalue().splitlines()[-1])

@@ -701,6 +701,14 @@ def test_make_repro_on_two_lanes_runs_every_stage_once_two_at_a_time_each_line_m
     stage_lines = [line for line in output.splitlines() if RUNNING.search(line)]
     assert all(line == f"[{stage}] Running stage '{stage}':" for line in stage_lines
                for stage in RUNNING.findall(line)), stage_lines
+    # quiet: DVC's lines after every stage are left out, their `git add` paths said once at the end
+    assert "auto staging" not in output and "dvc push" not in output and "up to date" not in output, output
+    hints = [line for line in output.splitlines() if "git add" in line]
+    assert len(hints) == 1 and hints[0].startswith("To track the changes with git: git add ") and \
+        "dvc.lock" in hints[0].split(), hints
+    closing = re.findall(rf"^\[(\d+)/{len(ALL_STAGES)}\] (\S+): ran, [\d.]+ s$", output, re.M)
+    assert sorted(stage for _, stage in closing) == sorted(ALL_STAGES), output
+    assert sorted(int(k) for k, _ in closing) == list(range(1, len(ALL_STAGES) + 1)), output
     assert p.status() == {}
     assert "Data and pipelines are up to date." in p.run("make", "repro", "JOBS=2")
 
