@@ -487,10 +487,10 @@ def snapshot(folder: Path) -> dict[str, bytes | None] | None:
             for p in sorted(folder.rglob("*"))}
 
 
-# The folders of what the quick study's stages make (paths.OUTPUTS) but for the timings and the report that
-# shows them: the same params give these the same bytes (but for the TensorBoard logs, whose names hold the time).
-RESULT_FOLDERS = sorted({out.at("x").parts[0] if out.cached else out.at("x").parent.as_posix()
-                         for out in paths.OUTPUTS.values() if out.stage != "report" and "timings" not in out.path})
+# The folders of the quick study's DVC outputs (paths.OUTPUTS) but the report's: the same params give these the
+# same bytes. Timings and TensorBoard logs are no DVC outputs (their bytes, and the logs' names, differ every run).
+RESULT_FOLDERS = sorted({out.at("x").parent.as_posix() if out.at("x").suffix else out.at("x").parts[0]
+                         for out in paths.OUTPUTS.values() if out.declared and out.stage != "report"})
 
 
 def results(p: Project) -> dict[str, bytes | None]:
