@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
+from scripts import up_to_date
 from stages.plumbing import paths
 from stages.plumbing.cli import run
 from stages.plumbing.errors import StageError
@@ -208,11 +209,20 @@ def make_plan(targets: list[str], force: bool) -> Plan:
             with repo.lock:
                 changed = {names[stage] for stage in order if force or stage.changed()}
             timings = timing_files(order)
+            if not changed:
+                up_to_date.record(targets, looked_at(order))
     except DvcException as err:
         raise StageError(f"dvc: {err}") from None
     stages = with_downstream(list(names.values()), upstream, changed)
     return Plan(tuple(stages), {s: upstream[s] & set(stages) for s in stages},
                 estimated_costs(stages, timings))
+
+
+def looked_at(stages) -> set[str]:
+    """Every file DVC compares to tell whether these stages changed: their deps, outs and pipeline files."""
+    return {os.path.relpath(path) for stage in stages
+            for path in (*(item.fs_path for item in (*stage.deps, *stage.outs)), stage.dvcfile.path,
+                         getattr(stage.dvcfile, "lockfile", stage.dvcfile.path))}
 
 
 def timing_files(stages) -> dict[str, list[Path]]:
@@ -356,6 +366,9 @@ def parse_args(argv: list[str]) -> tuple[int, list[str], list[str]]:
 
 def main(argv: list[str]) -> None:
     jobs, options, targets = parse_args(argv)
+    if not options and up_to_date.unchanged(targets):
+        print("Data and pipelines are up to date. (Nothing changed since DVC last said so.)")
+        return
     load_params()  # whole, before DVC reads it: a bad value is one line, and none reaches DVC's shell
     check_locks()
     plan = make_plan(targets, force=bool({"-f", "--force"} & set(options)))

@@ -712,6 +712,23 @@ def test_make_repro_on_two_lanes_runs_every_stage_once_two_at_a_time_each_line_m
     assert "Data and pipelines are up to date." in p.run("make", "repro", "JOBS=2")
 
 
+def test_a_no_op_make_repro_answers_without_dvc_once_dvc_said_so_and_asks_it_again_after_any_change(two_lanes):
+    p, _ = two_lanes
+    without_dvc = "Data and pipelines are up to date. (Nothing changed since DVC last said so.)"
+    p.run("make", "repro", "JOBS=2")  # DVC says up to date, and lanes records what DVC looked at
+    assert without_dvc in p.run("make", "repro", "JOBS=2")
+    params = p.root / "params.yaml"
+    text = params.read_text(encoding="utf-8")
+    params.write_text(text + "# a comment: no value changed\n", encoding="utf-8")
+    output = p.run("make", "repro", "JOBS=2")
+    assert "Data and pipelines are up to date." in output and without_dvc not in output, output
+    params.write_text(text, encoding="utf-8")
+    (p.root / "reports/report.md").unlink()
+    output = p.run("make", "repro", "JOBS=2")
+    assert re.search(r"\] report: (ran|restored from the run cache), ", output), output
+    assert without_dvc not in output and p.status() == {}
+
+
 def test_make_repro_gives_the_same_bytes_on_two_lanes_as_on_one(project, two_lanes):
     assert results(two_lanes[0]) == results(project)
     assert len(results(project)) > 20  # the results are there to compare
