@@ -55,7 +55,6 @@ def evidence_ran(root, arch, seeds=(1, 2), sources=("notebook", "grid_best")):
             for rate in sources if kind == "long_rules" else (None,):
                 record = paths.evidence_json(kind, arch, seed, rate)
                 files += [record, paths.evidence_timing(kind, arch, seed, rate)]
-                record.parent.mkdir(parents=True, exist_ok=True)
         for file in files:
             (root / file).parent.mkdir(parents=True, exist_ok=True)
             (root / file).write_text(json.dumps({"kind": file.parts[2], "arch": arch, "seed": seed}))
