@@ -42,7 +42,7 @@ repro: setup
 evidence: setup
 	python -m scripts.lanes -j $(call quote,$(JOBS)) evidence/dvc.yaml
 
-# Past one machine (README): `make worker SHARD=0/2` (or STAGES='train@base wide3') trains this machine's share
+# Past one machine (docs/workers.md): `make worker SHARD=0/2` (or STAGES='train@base wide3') trains this machine's share
 # and sends it to the default DVC remote; `make aggregate` brings everything back and makes the report.
 # PIPELINE=evidence/dvc.yaml does the same for the evidence.
 PIPELINE ?= dvc.yaml

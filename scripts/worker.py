@@ -40,7 +40,7 @@ USAGE = ("usage: python -m scripts.worker [-j N] [--pipeline FILE] (--shard I/N 
 PIPELINES = ("dvc.yaml", "evidence/dvc.yaml")
 SHARD = re.compile(r"(\d+)/(\d+)")
 NO_REMOTE = ("no default DVC remote: add the team's with `dvc remote add -d <name> <url>` and commit .dvc/config "
-             "(README: Past one machine)")
+             "(docs/workers.md: Past one machine)")
 
 
 # --- pure: who trains what --------------------------------------------------------------------------------

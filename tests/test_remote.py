@@ -1,5 +1,5 @@
-"""README's sharing recipe: a remote set to `verify` refuses an object whose bytes no longer match its hash,
-so a flipped byte on a shared remote fails `dvc pull` instead of landing silently in the workspace."""
+"""The sharing recipe of docs/comparing.md: a remote set to `verify` refuses an object whose bytes no longer match
+its hash, so a flipped byte on a shared remote fails `dvc pull` instead of landing silently in the workspace."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def git(cwd: Path, *args: str) -> None:
 
 @pytest.fixture
 def shared(tmp_path) -> tuple[Path, Path]:
-    """A repository whose tracked file was pushed to a folder remote set up as README says; and the remote."""
+    """A repo whose tracked file was pushed to a folder remote set up as docs/comparing.md says; and the remote."""
     repo, remote = tmp_path / "repo", tmp_path / "remote"
     repo.mkdir()
     git(repo, "init", "-q")

@@ -282,4 +282,4 @@ def test_a_worker_without_a_remote_says_how_to_add_one(tmp_path):
                           capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip() == "error: no default DVC remote: add the team's with `dvc remote add -d <name> " \
-                                  "<url>` and commit .dvc/config (README: Past one machine)"
+                                  "<url>` and commit .dvc/config (docs/workers.md: Past one machine)"
