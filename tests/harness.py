@@ -603,3 +603,28 @@ def shaping_imports(entry: Path) -> set[str]:
         seen.add(path)
         todo += imported_modules(path)
     return {path.as_posix() for path in seen}
+
+
+# --- the documentation's shell commands --------------------------------------------------------------------
+
+DOCS = Path("docs")
+COMPARING_DOC = DOCS / "comparing.md"
+# The first command of each ```bash block of COMPARING_DOC: tests/test_pipeline.py runs each block as written.
+COMPARING_BLOCKS = ("dvc metrics diff", "dvc exp run", "dvc remote add")
+
+
+@dataclass(frozen=True)
+class Command:
+    text: str  # the shell command, as the documentation writes it
+    comment: str  # what the documentation says it does (after `#`), or ""
+
+
+def bash_blocks(markdown: str) -> list[list[Command]]:
+    """The ```bash blocks of a Markdown text, one Command a line; comment lines are left out."""
+    blocks = []
+    for block in re.findall(r"^```bash\n(.*?)^```", markdown, re.M | re.S):
+        lines = [line.strip() for line in block.splitlines()]
+        matches = [re.fullmatch(r"(?P<text>.*?)(?:\s+#\s+(?P<comment>.*))?", line)
+                   for line in lines if line and not line.startswith("#")]
+        blocks.append([Command(m["text"], m["comment"] or "") for m in matches])
+    return blocks

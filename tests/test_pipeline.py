@@ -28,13 +28,17 @@ import numpy as np
 import pytest
 from harness import (
     COMMAND_TIMEOUT_S,
+    COMPARING_BLOCKS,
+    COMPARING_DOC,
     DVC,
     ROOT,
     RUNNING,
     VAL_SIZE,
     WITH_DEFAULT_SIGINT,
+    Command,
     Project,
     as_after_make_setup,
+    bash_blocks,
     kill_group,
     ran,
     read_until,
@@ -54,7 +58,7 @@ from stages.plumbing import paths
 
 pytestmark = pytest.mark.slow
 
-# base: the arch README's commands use, and example params' evidence.long_rules.arch
+# base: the arch docs/comparing.md's commands use, and example params' evidence.long_rules.arch
 ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
 N_TRAIN, N_TEST = 300, 100
 LR_RANGE = {"batch_size": 8, "epochs": 2, "factor": 1.15, "start_lr": 0.001}
@@ -400,46 +404,27 @@ def test_training_that_diverges_is_reported_as_failed_and_fails_the_pipeline(pro
     assert "report" in json.dumps(p.status())  # not marked done: the next repro says so again
 
 
-# --- the DVC workflows users came for, as README.md writes them -------------------------------
+# --- the DVC workflows users came for, as docs/comparing.md writes them -------------------------------
 
-README_SECTION = "## Comparing, experimenting, sharing"
-# The first command of each ```bash block of that section: one test runs each block.
-README_BLOCKS = ("dvc metrics diff", "dvc exp run", "dvc remote add")
 QUEUE_TIMEOUT_S = 240  # two tiny experiments, two at a time: 50 s here (10 s of it: idle workers stopping)
 
 
-@dataclass(frozen=True)
-class Command:
-    text: str  # the shell command, as README writes it
-    comment: str  # what README says it does (after `#`), or ""
+def comparing_doc() -> str:
+    return (ROOT / COMPARING_DOC).read_text(encoding="utf-8")
 
 
-def readme_section() -> str:
-    readme = (ROOT / "README.md").read_text()
-    assert README_SECTION in readme, f"README.md has no section {README_SECTION!r}"
-    return readme.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
-
-
-def readme_blocks() -> list[list[Command]]:
-    """The ```bash blocks of README's section on comparing, experimenting and sharing, one Command a line."""
-    blocks = []
-    for block in re.findall(r"^```bash\n(.*?)^```", readme_section(), re.M | re.S):
-        lines = [line.strip() for line in block.splitlines()]
-        matches = [re.fullmatch(r"(?P<text>.*?)(?:\s+#\s+(?P<comment>.*))?", line)
-                   for line in lines if line and not line.startswith("#")]
-        blocks.append([Command(m["text"], m["comment"] or "") for m in matches])
-    return blocks
-
-
-def readme_block(first: str) -> list[Command]:
-    blocks = [block for block in readme_blocks() if block and block[0].text.startswith(first)]
-    assert len(blocks) == 1, f"README's {README_SECTION!r}: expected one ```bash block starting with {first!r}"
+def doc_block(first: str) -> list[Command]:
+    """The ```bash block of docs/comparing.md whose first command starts with ``first`` (one of COMPARING_BLOCKS,
+    which tests/test_docs.py checks are all its blocks)."""
+    assert first in COMPARING_BLOCKS, f"{first!r} is not in COMPARING_BLOCKS"
+    blocks = [block for block in bash_blocks(comparing_doc()) if block and block[0].text.startswith(first)]
+    assert len(blocks) == 1, f"{COMPARING_DOC}: expected one ```bash block starting with {first!r}"
     return blocks[0]
 
 
 def substituted(block: list[Command], substitutions: dict[str, str]) -> list[Command]:
     """``block`` with what cannot run here (paths on another machine, installing) replaced; each
-    replacement must be used, so README's text and this test cannot drift apart unnoticed."""
+    replacement must be used, so the doc's text and this test cannot drift apart unnoticed."""
     out, unused = [], set(substitutions)
     for command in block:
         text = command.text
@@ -448,7 +433,7 @@ def substituted(block: list[Command], substitutions: dict[str, str]) -> list[Com
                 text = text.replace(old, new)
                 unused.discard(old)
         out.append(Command(text, command.comment))
-    assert not unused, f"README's {README_SECTION!r} no longer contains {sorted(unused)}: update this test"
+    assert not unused, f"{COMPARING_DOC} no longer contains {sorted(unused)}: update this test"
     return out
 
 
@@ -457,13 +442,7 @@ def shell(p: Project, command: Command) -> str:
 
 
 def uncovered(command: Command) -> None:
-    pytest.fail(f"README's {README_SECTION!r} has a command this test does not run: {command.text}")
-
-
-def test_every_block_of_the_readme_section_is_run():
-    firsts = [block[0].text if block else "" for block in readme_blocks()]
-    run = [next((start for start in README_BLOCKS if first.startswith(start)), None) for first in firsts]
-    assert sorted(run, key=str) == sorted(README_BLOCKS), f"blocks starting with {firsts}: update README_BLOCKS"
+    pytest.fail(f"{COMPARING_DOC} has a command this test does not run: {command.text}")
 
 
 def arch_of(path: str) -> str:
@@ -472,7 +451,7 @@ def arch_of(path: str) -> str:
 
 @pytest.fixture(scope="module")
 def branches(project, tmp_path_factory) -> Project:
-    """A copy of the project with README's branches: the results on `main`, and on `my-branch`
+    """A copy of the project with docs/comparing.md's branches: the results on `main`, and on `my-branch`
     base widened to [12] and rebuilt. Tests that write to it work on their own copy."""
     p = project.copy(tmp_path_factory.mktemp("branches") / "project")
     p.commit("results")
@@ -512,10 +491,10 @@ def test_branches_differing_in_one_arch_diff_only_that_arch(branches):
     assert not re.search(r"^\| b \|.*\| (test_accuracy|params) \|", comparison, re.M)
 
 
-def test_readme_comparison_commands_run_as_written(branches, tmp_path):
+def test_doc_comparison_commands_run_as_written(branches, tmp_path):
     p = branches.copy(tmp_path / "project")
     as_after_make_setup(p)
-    for command in readme_block("dvc metrics diff"):
+    for command in doc_block("dvc metrics diff"):
         output = shell(p, command)
         if command.text.startswith("dvc metrics diff "):
             # "only the archs whose results changed show up"
@@ -534,7 +513,7 @@ def test_readme_comparison_commands_run_as_written(branches, tmp_path):
 
 
 def run_queue(p: Project, command: Command) -> str:
-    """Run README's `dvc queue start` and wait until its workers are done; return `dvc queue status`.
+    """Run the doc's `dvc queue start` and wait until its workers are done; return `dvc queue status`.
 
     The workers inherit the command's stdout, so the pipe closes once the last one has exited,
     which a worker does after the queue has drained (and 10 s idle)."""
@@ -551,11 +530,11 @@ def run_queue(p: Project, command: Command) -> str:
     return p.dvc("queue", "status")
 
 
-def test_readme_experiment_commands_run_as_written(project, tmp_path):
+def test_doc_experiment_commands_run_as_written(project, tmp_path):
     p = project.copy(tmp_path / "project")
     p.commit("results")
     queued = 0
-    for command in readme_block("dvc exp run"):
+    for command in doc_block("dvc exp run"):
         if command.text.startswith("dvc exp run -S "):
             output = shell(p, command)  # "reruns only base's stages and the report"
             assert sorted(ran(output)) == ["evaluate@base", "lr_range@base", "report", "train@base"], output
@@ -581,11 +560,11 @@ def test_readme_experiment_commands_run_as_written(project, tmp_path):
     assert queued == 2
 
 
-def test_readme_sharing_commands_run_as_written(project, tmp_path):
+def test_doc_sharing_commands_run_as_written(project, tmp_path):
     p = project.copy(tmp_path / "project")
     p.commit("results")
     remote, colleague = tmp_path / "remote", Project(tmp_path / "colleague", p.env)
-    block = substituted(readme_block("dvc remote add"), {
+    block = substituted(doc_block("dvc remote add"), {
         "/mnt/team/mnist-lr-study": str(remote),
         "git clone <repo> && cd <repo>": f"git clone -q {p.root} {colleague.root}",
         " && make setup && source .venv/bin/activate": "",  # this test runs in the set-up venv
@@ -601,7 +580,7 @@ def test_readme_sharing_commands_run_as_written(project, tmp_path):
         else:
             output = shell(at, command)
             if command.text.startswith("dvc pull"):
-                assert "Data and pipelines are up to date." in output, output  # as README's comment says
+                assert "Data and pipelines are up to date." in output, output  # as the doc's comment says
             elif command.text.startswith("dvc remote add "):
                 assert remote.as_posix() in p.dvc("remote", "list")
             elif command.text.startswith("dvc remote modify shared verify true"):
@@ -610,11 +589,11 @@ def test_readme_sharing_commands_run_as_written(project, tmp_path):
                 assert any(remote.rglob("*")), "dvc push wrote nothing"
             elif not command.text.startswith("git add .dvc/config"):
                 uncovered(command)
-    assert at is colleague, "README no longer shows the colleague's side"
+    assert at is colleague, f"{COMPARING_DOC} no longer shows the colleague's side"
     for arch in ARCHS:
         assert snapshot(colleague.root / "models" / arch) == snapshot(p.root / "models" / arch), arch
 
-    assert "`dvc repro --pull` does both at once" in readme_section()
+    assert "`dvc repro --pull` does both at once" in comparing_doc()
     other = Project(tmp_path / "other", p.env)
     p.run("git", "clone", "-q", str(p.root), str(other.root))
     stages, output = other.repro("--pull")
