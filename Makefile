@@ -17,7 +17,7 @@ export DVC_NO_ANALYTICS := 1
 # told: each trains on one thread. `make repro JOBS=1` is plain `dvc repro`.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: setup repro evidence worker aggregate test test-fast lint check-lock compare bench prune clean
+.PHONY: setup repro evidence worker aggregate test test-fast lint check-lock compare plots bench prune clean
 
 setup: $(VENV)/.installed
 
@@ -81,6 +81,11 @@ prune: setup
 REV ?= main
 compare: setup
 	@python -m scripts.compare $(call quote,$(REV))
+
+# `dvc plots show` for a machine that reaches package registries but not DVC's CDN: the same Vega libraries, fetched
+# once with npm into dvc_plots/lib/. Some plots only: `python -m scripts.plots_html reports/history/base.csv`.
+plots: setup
+	@python -m scripts.plots_html
 
 # The notebook way against `dvc repro -f`, same machine, same data (needs data/raw);
 # then what compute.numerics and compute.threads cost.
