@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterable
 
 from scripts import lanes
+from stages.plumbing import paths
 from stages.plumbing.cli import run
 from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
@@ -49,14 +50,14 @@ NO_REMOTE = ("no default DVC remote: add the team's with `dvc remote add -d <nam
 def arch_of(stage: str, archs: Iterable[str], long_rules_arch: str) -> str | None:
     """The arch a stage trains or reads the training of, None for a stage of every arch (or none): the quick
     study's `train@base`, the evidence's `range@base-1` (`<kind>@<arch>-<seed>`), `long_rules@<source>-<seed>`
-    (evidence.long_rules.arch)."""
+    (paths.by_rate: evidence.long_rules.arch)."""
     pipeline, _, name = stage.rpartition(":")
     kind, _, item = name.partition("@")
     if not item:
         return None
     if pipeline:
         item = item.rpartition("-")[0]
-        if kind == "long_rules":
+        if paths.by_rate(kind):
             return long_rules_arch
     return item if item in set(archs) else None
 

@@ -12,7 +12,9 @@ import pytest
 import yaml
 from harness import ROOT, example_params
 
+from stages.lib import shapes
 from stages.plumbing import paths
+from stages.plumbing.params import parse_params
 from stages.plumbing.paths import left_alone, prunable, recorded_archs
 
 EVIDENCE_DVC_YAML = "evidence/dvc.yaml"
@@ -52,7 +54,7 @@ def evidence_ran(root, arch, seeds=(1, 2), sources=("notebook", "grid_best")):
     for seed in seeds:
         files = [paths.evidence_curve_csv(arch, seed)]
         for kind in paths.EVIDENCE_KINDS:
-            for rate in sources if kind == "long_rules" else (None,):
+            for rate in sources if paths.by_rate(kind) else (None,):
                 record = paths.evidence_json(kind, arch, seed, rate)
                 files += [record, paths.evidence_timing(kind, arch, seed, rate)]
         for file in files:
@@ -261,6 +263,40 @@ def evidence_stages() -> dict[str, dict]:
     return yaml.safe_load((ROOT / EVIDENCE_DVC_YAML).read_text())["stages"]
 
 
+def looked_up(value: str, params: dict) -> list:
+    """What a matrix entry of evidence/dvc.yaml (``${evidence.seeds}``) names in params.yaml."""
+    for key in value.removeprefix("${").removesuffix("}").split("."):
+        params = params[key]
+    return list(params)
+
+
+@pytest.mark.parametrize("kind", paths.EVIDENCE_KINDS)
+def test_the_registry_runs_each_kind_as_evidence_dvc_yaml_does(kind):
+    """Its stage module, its record's shape, and its stages (evidence_units) in the matrix's order: per (arch,
+    seed), or per (rate source, seed) for a by_rate kind; and over evidence.heldout too when it is heldout."""
+    raw = example_params()
+    params = parse_params(raw)
+    stage = evidence_stages()[kind]
+    assert stage["cmd"].startswith(f"python -m stages.evidence.{kind} ")
+    assert kind in shapes.EVIDENCE
+    spec = paths.EVIDENCE_KINDS[kind]
+    assert stage["matrix"]["seed"] == f"${{evidence.{spec.seeds}}}"
+    first = "rate" if paths.by_rate(kind) else "arch"
+    assert list(stage["matrix"]) == [first, "seed"]
+    matrix = [(value, seed) for value in looked_up(stage["matrix"][first], raw)
+              for seed in looked_up(stage["matrix"]["seed"], raw)]
+    units = paths.evidence_units(kind, params.evidence, params.archs)
+    assert [(unit.rate if paths.by_rate(kind) else unit.arch, unit.seed) for unit in units] == matrix
+    assert stage["matrix"][first] == ("${evidence.long_rules.rates}" if paths.by_rate(kind) else "${archs}")
+    assert {unit.arch for unit in units} == ({params.evidence.long_rules.arch} if paths.by_rate(kind) else
+                                             set(params.archs))
+    assert (f"heldout_{kind}" in evidence_stages()) == spec.heldout
+
+
+def test_every_record_shape_is_a_registered_kinds():
+    assert list(shapes.EVIDENCE) == list(paths.EVIDENCE_KINDS)
+
+
 def test_every_evidence_kind_is_a_matrix_stage_of_evidence_dvc_yaml():
     matrix = sorted(name for name, spec in evidence_stages().items() if "matrix" in spec)
     assert matrix == sorted((*paths.EVIDENCE_KINDS, *paths.HELDOUT_STAGES))
@@ -279,9 +315,9 @@ def test_a_heldout_stage_is_its_kinds_stage_over_evidence_heldout(stage):
 
 @pytest.mark.parametrize("kind", paths.EVIDENCE_KINDS)
 def test_each_evidence_stages_outputs_are_what_the_paths_helpers_name(kind):
-    rate = RATE if kind == "long_rules" else None
+    rate = RATE if paths.by_rate(kind) else None
     expected = [paths.evidence_json(kind, ARCH, SEED, rate), paths.evidence_timing(kind, ARCH, SEED, rate)]
-    if kind == "range":
+    if paths.EVIDENCE_KINDS[kind].curve:
         expected.append(paths.evidence_curve_csv(ARCH, SEED))
     declared = declared_outputs(evidence_stages()[kind], EVIDENCE_ITEMS)
     assert declared == {path.as_posix(): "plot" for path in expected}

@@ -58,15 +58,27 @@ def read(path: Path, spec: dict, fix: str = REBUILD) -> dict:
     return records.read(path, spec, fix)
 
 
-def read_unit(kind: str, arch: str, seed: int, spec: dict, rate: str | None = None) -> dict:
-    """One stage's record, which must say it is that stage's: kind, arch, seed."""
-    path = paths.evidence_json(kind, arch, seed, rate)
-    record = read(path, spec)
+def read_unit(unit: paths.Unit) -> dict:
+    """One stage's record, checked against its kind's shape; it must say it is that stage's: kind, arch, seed."""
+    path = paths.evidence_json(*unit)
+    record = read(path, EVIDENCE[unit.kind])
     wrong = [f"{key} is {record[key]!r}, not {value!r}" for key, value in
-             (("kind", kind), ("arch", arch), ("seed", seed)) if record[key] != value]
+             (("kind", unit.kind), ("arch", unit.arch), ("seed", unit.seed)) if record[key] != value]
     if wrong:
         raise damaged(path, "; ".join(wrong))
     return record
+
+
+def read_kind(kind: str, params: Params, networks: Iterable[str]) -> dict[str, dict[int, dict]]:
+    """Every record of ``kind`` for ``networks`` (a by_rate kind: of evidence.long_rules.arch), read with read_unit.
+
+    Returns:
+        network (a by_rate kind: rate source) -> seed -> record, in evidence/dvc.yaml's order.
+    """
+    out: dict[str, dict[int, dict]] = {}
+    for unit in paths.evidence_units(kind, params.evidence, networks):
+        out.setdefault(unit.rate or unit.arch, {})[unit.seed] = read_unit(unit)
+    return out
 
 
 def check_runs(path: Path, runs: list[dict]) -> None:
@@ -117,8 +129,7 @@ def check_seeds(params: Params) -> None:
 
 
 def read_ranges(params: Params, networks: Iterable[str]) -> dict[str, dict[int, dict]]:
-    ranges = {arch: {s: read_unit("range", arch, s, EVIDENCE["range"]) for s in params.evidence.range_seeds}
-              for arch in networks}
+    ranges = read_kind("range", params, networks)
     for arch, by_seed in ranges.items():
         for s, record in by_seed.items():
             missing = [rule for rule in RULES if rule not in record["picks"]]
@@ -130,9 +141,8 @@ def read_ranges(params: Params, networks: Iterable[str]) -> dict[str, dict[int, 
 def read_one_epoch(kind: str, params: Params, rates: dict[str, list[float]]) -> dict[str, dict[int, dict]]:
     """The grid or picks records of the networks ``rates`` names; each must have a run at every one of its
     network's ``rates``."""
-    out = {}
+    out = read_kind(kind, params, rates)
     for arch in rates:
-        out[arch] = {s: read_unit(kind, arch, s, EVIDENCE[kind]) for s in params.evidence.seeds}
         for s, record in out[arch].items():
             check_runs(paths.evidence_json(kind, arch, s), record["runs"])
             missing = sorted(set(rates[arch]) - {run["lr"] for run in record["runs"]})
@@ -144,10 +154,9 @@ def read_one_epoch(kind: str, params: Params, rates: dict[str, list[float]]) -> 
 
 def read_longs(params: Params, quick: dict[str, dict]) -> tuple[dict[str, dict[int, dict]], int]:
     """The long runs, each at the rate the quick study names now; and the number of test images."""
-    longs, tests = {}, set()
+    longs, tests = read_kind("long", params, params.archs), set()
     for arch, a in params.archs.items():
         lr, how = chosen_rate(a.lr, params.rule_for(a), quick[arch], arch)
-        longs[arch] = {s: read_unit("long", arch, s, EVIDENCE["long"]) for s in params.evidence.seeds}
         for s, record in longs[arch].items():
             check_runs(paths.evidence_json("long", arch, s), [record])
             check_rate(paths.evidence_json("long", arch, s), record, lr, how)
@@ -164,11 +173,9 @@ def read_long_rules(params: Params, quick: dict[str, dict], grids: dict[str, dic
     e = params.evidence
     arch = e.long_rules.arch
     best = grid_best(e.grid, list(grids[arch].values()))
-    out = {}
+    out = read_kind("long_rules", params, [arch])
     for source in e.long_rules.rates:
         lr = rate_for(source, quick[arch], e.grid, best)
-        out[source] = {s: read_unit("long_rules", arch, s, EVIDENCE["long_rules"], source)
-                       for s in e.long_rules.seeds}
         for s, record in out[source].items():
             check_runs(paths.evidence_json("long_rules", arch, s, source), [record])
             check_rate(paths.evidence_json("long_rules", arch, s, source), record, lr, source)
@@ -178,18 +185,14 @@ def read_long_rules(params: Params, quick: dict[str, dict], grids: dict[str, dic
 def read_timings(params: Params) -> dict[str, dict[str, list[dict]]]:
     """stage kind (heldout_range for a held-out network's range tests) -> network -> the timing record of each of
     its stages."""
-    e = params.evidence
-    seeds = {"range": e.range_seeds, "grid": e.seeds, "picks": e.seeds, "long": e.seeds}
-    units = {kind: [(kind, arch, s, None) for arch in params.archs for s in seeds[kind]] for kind in seeds}
-    units["long_rules"] = [("long_rules", e.long_rules.arch, s, source) for source in e.long_rules.rates
-                           for s in e.long_rules.seeds]
-    units |= {stage: [(kind, arch, s, None) for arch in e.heldout for s in seeds[kind]]
+    units = {kind: paths.evidence_units(kind, params.evidence, params.archs) for kind in paths.EVIDENCE_KINDS}
+    units |= {stage: paths.evidence_units(kind, params.evidence, params.evidence.heldout)
               for stage, kind in paths.HELDOUT_STAGES.items()}
     timings: dict[str, dict[str, list[dict]]] = {}
-    for stage, keys in units.items():
-        for kind, arch, s, source in keys:
-            record = read(paths.evidence_timing(kind, arch, s, source), EVIDENCE_TIMING)
-            timings.setdefault(stage, {}).setdefault(arch, []).append(record)
+    for stage, stage_units in units.items():
+        for unit in stage_units:
+            record = read(paths.evidence_timing(*unit), EVIDENCE_TIMING)
+            timings.setdefault(stage, {}).setdefault(unit.arch, []).append(record)
     return timings
 
 

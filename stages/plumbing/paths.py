@@ -4,11 +4,12 @@ and seed, and which leftovers of removed archs `make prune` may remove."""
 import json
 import re
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from stages.lib.lr_finder import RULES
-from stages.lib.schema import GRID_NEIGHBOURHOOD
+from stages.lib.schema import GRID_NEIGHBOURHOOD, EvidenceParams
 
 REPORTS = Path("reports")
 SEED_NAME = re.compile(r"seed-\d+")
@@ -165,9 +166,67 @@ def writer(path: Path) -> str | None:
 # a stage can depend on one arch's folder of another kind.
 EVIDENCE = REPORTS / "evidence"
 EVIDENCE_TIMINGS = EVIDENCE / "timings"
-EVIDENCE_KINDS = ("range", "grid", "picks", "long", "long_rules")
+
+
+@dataclass(frozen=True)
+class EvidenceKind:
+    """One kind of evidence stage: its matrix in evidence/dvc.yaml and the files it writes. Its record's shape is
+    stages.lib.shapes.EVIDENCE[kind] (a result, so it lives with the results' code)."""
+    seeds: str  # the evidence params' seed list its stages run over ("long_rules.seeds": evidence.long_rules.seeds)
+    heldout: bool = False  # the held-out networks (evidence.heldout) run it too, as stage heldout_<kind>
+    curve: bool = False  # a CSV curve beside each record (evidence_curve_csv)
+    by_rate: bool = False  # see by_rate()
+
+    def seeds_of(self, evidence: EvidenceParams) -> tuple[int, ...]:
+        return attrgetter(self.seeds)(evidence)
+
+
+# Every kind of evidence stage, once, in the order the answer lists what each cost: paths, the records' shapes
+# (stages.lib.shapes.EVIDENCE), the answer's readers and timings and the workers' shares derive from this table,
+# and tests/test_paths.py holds it against evidence/dvc.yaml. docs/adding-an-evidence-kind.md says how to add one.
+EVIDENCE_KINDS = {
+    "range": EvidenceKind("range_seeds", heldout=True, curve=True),  # LR range tests with other seeds
+    "grid": EvidenceKind("seeds", heldout=True),  # one epoch at every grid rate
+    "picks": EvidenceKind("seeds", heldout=True),  # one epoch at every rate a rule picked
+    "long": EvidenceKind("seeds"),  # the quick study's rate, until early stopping
+    "long_rules": EvidenceKind("long_rules.seeds", by_rate=True),  # every rule's pick, until early stopping
+}
 # The held-out networks (evidence.heldout) run the regret protocol's kinds under stages of their own names.
-HELDOUT_STAGES = {f"heldout_{kind}": kind for kind in ("range", "grid", "picks")}
+HELDOUT_STAGES = {f"heldout_{kind}": kind for kind, spec in EVIDENCE_KINDS.items() if spec.heldout}
+RATE_SOURCES = (*RULES, *GRID_NEIGHBOURHOOD)  # what evidence.long_rules.rates may name
+
+
+def by_rate(kind: str) -> bool:
+    """Whether the stages of ``kind`` (any stage name: `train` and `heldout_range` are not) run per (rate source,
+    seed) of evidence.long_rules, all for evidence.long_rules.arch, instead of per (arch, seed): long_rules. The
+    one question every place that tells such a kind apart asks (evidence_units, evidence_made, worker.arch_of)."""
+    spec = EVIDENCE_KINDS.get(kind)
+    return spec is not None and spec.by_rate
+
+
+class Unit(NamedTuple):
+    """One evidence stage, as its record names it: kind, arch and seed; the rate source of a by_rate kind."""
+    kind: str
+    arch: str
+    seed: int
+    rate: str | None = None
+
+
+def evidence_units(kind: str, evidence: EvidenceParams, archs: Iterable[str]) -> list[Unit]:
+    """Every stage of ``kind`` as evidence/dvc.yaml's matrix runs it, in its order.
+
+    Args:
+        kind: a key of EVIDENCE_KINDS.
+        evidence: params' evidence section: the seeds (and, for a by_rate kind, its arch and rate sources).
+        archs: the networks to run it for (params.archs, or evidence.heldout for the heldout_<kind> stages); a
+            by_rate kind ignores them and runs for evidence.long_rules.arch.
+    """
+    seeds = EVIDENCE_KINDS[kind].seeds_of(evidence)
+    if by_rate(kind):
+        return [Unit(kind, evidence.long_rules.arch, s, rate) for rate in evidence.long_rules.rates for s in seeds]
+    return [Unit(kind, arch, s) for arch in archs for s in seeds]
+
+
 ANSWER_MD = REPORTS / "answer.md"
 ANSWER_JSON = REPORTS / "answer.json"  # the headline: the evidence's one metric
 ANSWER_FIGURES = REPORTS / "answer"
@@ -178,7 +237,7 @@ def evidence_dir(kind: str, arch: str) -> Path:
 
 
 def evidence_json(kind: str, arch: str, seed: int, rate: str | None = None) -> Path:
-    """One stage's record; long_rules has one per (rate source, seed)."""
+    """One stage's record; a by_rate kind (long_rules) has one per (rate source, seed)."""
     return evidence_dir(kind, arch) / (f"{rate}-seed-{seed}.json" if rate else f"seed-{seed}.json")
 
 
@@ -241,14 +300,14 @@ def _plain_dir(path: Path) -> bool:
 
 def evidence_made(path: Path, kind: str, arch: str) -> bool:
     """Whether ``path``, in one of ``arch``'s evidence folders of ``kind``, is a file a stage of that kind
-    writes: named exactly as evidence_json (evidence_timing uses the same name) or, for range,
-    evidence_curve_csv name one; long_rules' names start with a rate source of evidence.long_rules.rates."""
+    writes: named exactly as evidence_json (evidence_timing uses the same name) or, for a kind with a curve,
+    evidence_curve_csv name one; a by_rate kind's names start with a rate source (RATE_SOURCES)."""
     seed = path.stem.rpartition("seed-")[2]
     if path.is_symlink() or not path.is_file() or not (seed.isascii() and seed.isdigit()):
         return False
-    rates = (*RULES, *GRID_NEIGHBOURHOOD) if kind == "long_rules" else (None,)
+    rates = RATE_SOURCES if by_rate(kind) else (None,)
     names = {evidence_json(kind, arch, int(seed), rate).name for rate in rates}
-    if kind == "range":
+    if EVIDENCE_KINDS[kind].curve:
         names.add(evidence_curve_csv(arch, int(seed)).name)
     return path.name in names
 
