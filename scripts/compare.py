@@ -13,6 +13,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from stages.lib.markdown import table
 from stages.plumbing import paths
 from stages.plumbing.cli import run
 from stages.plumbing.errors import StageError
@@ -22,8 +23,8 @@ USAGE = "usage: python -m scripts.compare [REV]"
 SHOWN_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "params", "lr", "lr_chosen_by")
 
 
-def metrics_rows(diff: dict) -> list[str]:
-    """Markdown rows from `dvc metrics diff --json`, per-arch metrics only."""
+def metrics_rows(diff: dict) -> list[list[str]]:
+    """Table rows from `dvc metrics diff --json`, per-arch metrics only."""
     rows = []
     for path, metrics in sorted(diff.items()):
         if Path(path).parent != paths.metrics_json("x").parent:
@@ -35,16 +36,14 @@ def metrics_rows(diff: dict) -> list[str]:
             change = metrics[key]
             delta = change.get("diff")
             delta_text = f"{delta:+.4g}" if isinstance(delta, (int, float)) else ""
-            rows.append(f"| {arch} | {key} | {_cell(change.get('old'))} | {_cell(change.get('new'))} | {delta_text} |")
+            rows.append([arch, key, _cell(change.get("old")), _cell(change.get("new")), delta_text])
     return rows
 
 
-def params_rows(diff: dict) -> list[str]:
-    """Markdown rows from `dvc params diff --json`."""
-    return [
-        f"| `{key}` | {_cell(change.get('old'))} | {_cell(change.get('new'))} |"
-        for file_changes in diff.values() for key, change in sorted(file_changes.items())
-    ]
+def params_rows(diff: dict) -> list[list[str]]:
+    """Table rows from `dvc params diff --json`."""
+    return [[f"`{key}`", _cell(change.get("old")), _cell(change.get("new"))]
+            for file_changes in diff.values() for key, change in sorted(file_changes.items())]
 
 
 def results_table(markdown: str | None) -> str:
@@ -58,11 +57,10 @@ def results_table(markdown: str | None) -> str:
 def render(rev: str, metrics_diff: dict, params_diff: dict, old_report: str | None, new_report: str | None) -> str:
     out = [f"# Workspace vs `{rev}`", "", "## Metrics that changed", ""]
     rows = metrics_rows(metrics_diff)
-    out += (["| arch | metric | " + rev + " | workspace | change |", "|---|---|---:|---:|---:|", *rows]
-            if rows else ["_none_"])
+    out += table(["arch", "metric", rev, "workspace", "change"], "llrrr", rows) if rows else ["_none_"]
     out += ["", "## Params that changed", ""]
     rows = params_rows(params_diff)
-    out += ["| param | " + rev + " | workspace |", "|---|---|---|", *rows] if rows else ["_none_"]
+    out += table(["param", rev, "workspace"], "lll", rows) if rows else ["_none_"]
     out += ["", f"## Results at `{rev}`", "", results_table(old_report),
             "", "## Results in the workspace", "", results_table(new_report)]
     return "\n".join(out) + "\n"

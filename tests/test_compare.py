@@ -24,11 +24,11 @@ REPORT = "# t\n\n## Results\n\n| arch | acc |\n|---|---|\n| base | 96 % |\n\n## 
 
 
 def test_metrics_rows_keep_only_per_arch_metrics_worth_reading():
-    assert metrics_rows(METRICS_DIFF) == ["| base | test_accuracy | 0.9651 | 0.9702 | +0.0051 |"]
+    assert metrics_rows(METRICS_DIFF) == [["base", "test_accuracy", "0.9651", "0.9702", "+0.0051"]]
 
 
 def test_params_rows_show_old_and_new_values():
-    assert params_rows(PARAMS_DIFF) == ["| `archs.base.hidden` | [300, 100] | [256, 128] |"]
+    assert params_rows(PARAMS_DIFF) == [["`archs.base.hidden`", "[300, 100]", "[256, 128]"]]
 
 
 def test_results_table_is_cut_from_the_report():
@@ -41,7 +41,9 @@ def test_render_puts_both_sides_together():
     assert md.startswith("# Workspace vs `main`")
     assert "| base | 96 % |" in md.split("## Results at `main`")[1].split("## Results in the workspace")[0]
     assert "| base | 97 % |" in md.split("## Results in the workspace")[1]
-    assert "`archs.base.hidden`" in md
+    assert ("| arch | metric | main | workspace | change |\n|---|---|---:|---:|---:|\n"
+            "| base | test_accuracy | 0.9651 | 0.9702 | +0.0051 |\n") in md
+    assert "| param | main | workspace |\n|---|---|---|\n| `archs.base.hidden` | [300, 100] | [256, 128] |\n" in md
 
 
 def test_render_says_none_when_nothing_changed():

@@ -21,6 +21,7 @@ from stages.lib.answer import (
     Target,
 )
 from stages.lib.lr_finder import RULES
+from stages.lib.markdown import table
 from stages.lib.schema import Params, count_params
 from stages.lib.stats import CONFIDENCE, POWER, Interval
 from stages.plumbing.clock import LOADED
@@ -59,12 +60,6 @@ def separated(i: Interval) -> str:
 
 def mean_epoch(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
-
-
-def table(header: list[str], align: list[str], rows: list[list[str]]) -> list[str]:
-    """A Markdown table; ``align``: "l" or "r" per column."""
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|",
-            *("| " + " | ".join(row) + " |" for row in rows)]
 
 
 def tukey(r: Ranking) -> str:
@@ -126,7 +121,7 @@ def long_section(params: Params, a: Answer, figures: dict[str, str]) -> list[str
         "",
         *table(["network", "hidden", "parameters", "rate (chosen by)", "most accurate epoch: validation", "test",
                 "epoch", "lowest-loss epoch: validation", "test", "epoch", "epochs run", "diverged runs"],
-               list("lllllllllrrr"), rows),
+               "lllllllllrrr", rows),
         "",
         "**Which epoch the headline reads, and why.** The question is which network learns best, and accuracy is "
         "what it asks about: the headline reads each run at its most accurate epoch on validation. Averaged over "
@@ -156,7 +151,7 @@ def long_section(params: Params, a: Answer, figures: dict[str, str]) -> list[str
         "it right, differenced); it measures the test set's sampling error for these trained models only, and "
         "says nothing about another seed. Test is recorded per image only at the lowest-loss epoch.",
         "",
-        *table(header, list("llll"), rows),
+        *table(header, "llll", rows),
         "",
         detectable(r, "network"),
         "",
@@ -203,7 +198,7 @@ def one_epoch_section(params: Params, a: Answer, figures: dict[str, str]) -> lis
         f"network's best grid rate is the one with the highest mean validation accuracy over the seeds; "
         f"validation and test at that rate, mean [{LEVEL} t interval over seeds]:",
         "",
-        *table(["network", "best grid rate", "validation", "test"], list("lrll"), rows),
+        *table(["network", "best grid rate", "validation", "test"], "lrll", rows),
         "",
         gaps_sentence(r, "network") + " Each value is also its network's maximum over the grid, picked on the same "
         "validation runs, so all of them lean high.",
@@ -256,7 +251,7 @@ def rules_section(params: Params, a: Answer, figures: dict[str, str]) -> list[st
         f"validation, each cell averaging its {len(e.seeds)} training seeds; sorted by held-out regret.",
         "",
         *table(["rule", f"in-sample regret [{LEVEL} t]", f"held-out regret [{LEVEL} t]", "wander, decades (network)",
-                "runs at its picks that diverged", "range tests without a pick"], list("lllrrr"), rows),
+                "runs at its picks that diverged", "range tests without a pick"], "lllrrr", rows),
         "",
         "The grid's best rate is the maximum of noisy means, picked on these same validation runs (winner's curse), "
         "so a regret slightly below 0 is possible; a pick between grid rates can also truly beat the grid. A run "
@@ -321,7 +316,7 @@ def budget_section(params: Params, a: Answer) -> list[str]:
         "accurate epoch and at its lowest-loss epoch:",
         "",
         *table(["rate source", "rate", "most accurate epoch: validation", "test", "epoch",
-                "lowest-loss epoch: validation", "test", "epoch", "diverged runs"], list("lrlllllll"), rows),
+                "lowest-loss epoch: validation", "test", "epoch", "diverged runs"], "lrlllllll", rows),
         "",
         *left_out_sentence(b),
         f"Highest mean at the most accurate epoch: **{r.best}**. " + gaps_sentence(r, "rate source"),
@@ -438,7 +433,7 @@ def cost_section(a: Answer) -> list[str]:
         "records:",
         "",
         *table(["stages", "count", "CPU time, h", "wall time, h", "other cores busy", "epochs trained"],
-               list("lrrrrr"), rows),
+               "lrrrrr", rows),
         "",
         "The machines that made these numbers (identical records grouped):",
         "",

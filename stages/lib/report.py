@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.lib.lr_finder import RULES
+from stages.lib.markdown import table
 from stages.lib.schema import Params
 from stages.lib.stats import CONFIDENCE, Interval, welch_interval
 from stages.plumbing import paths
@@ -156,12 +157,9 @@ def comparisons_table(comparisons: list[Pair]) -> list[str]:
     """Every pair: difference of mean validation accuracy, its Welch interval and what that says."""
     if not comparisons:
         return []
-    lines = [f"| pair | difference of mean val accuracy (points) | {LEVEL} Welch interval | reading |",
-             "|---|---:|---:|---|"]
-    for pair in comparisons:
-        lines.append(f"| {pair.a} − {pair.b} | {100 * pair.interval.estimate:+.2f} | {interval_text(pair.interval)} "
-                     f"| {reading(pair)} |")
-    return lines
+    return table(["pair", "difference of mean val accuracy (points)", f"{LEVEL} Welch interval", "reading"], "lrrl",
+                 ([f"{pair.a} − {pair.b}", f"{100 * pair.interval.estimate:+.2f}", interval_text(pair.interval),
+                   reading(pair)] for pair in comparisons))
 
 
 def _pick_cell(r: ArchResult) -> str:
@@ -175,41 +173,34 @@ def _layers(r: ArchResult) -> str:
 def results_table(results: list[ArchResult], n_seeds: int) -> list[str]:
     """One row per arch, highest mean validation accuracy first, failed archs last."""
     several = n_seeds > 1
-    lines = [
-        "| arch | hidden layers | learning rate (picked by) | epochs run | val accuracy | test accuracy | test loss |"
-        + (" val accuracy per seed |" if several else ""),
-        "|---|---|---|---|---:|---:|---:|" + ("---|" if several else ""),
-    ]
+    rows = []
     for r in by_validation(results):
         epochs = sorted({run["epochs_run"] for run in r.metrics["seeds"].values()})
         epochs_cell = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
-        scores = (f"— | **failed**: {failed(r)} | —" if failed(r) else
-                  f"{score_cell(r, 'val_accuracy', n_seeds)} | {score_cell(r, 'test_accuracy', n_seeds)} "
-                  f"| {r.metrics['test_loss']:.4f}")
-        row = f"| {r.name} | {_layers(r)} | {_pick_cell(r)} | {epochs_cell} | {scores} |"
-        if several:
-            row += " " + ", ".join(points(a) for a in per_seed(r, "val_accuracy")) + " |"
-        lines.append(row)
-    return lines
+        scores = (["—", f"**failed**: {failed(r)}", "—"] if failed(r) else
+                  [score_cell(r, "val_accuracy", n_seeds), score_cell(r, "test_accuracy", n_seeds),
+                   f"{r.metrics['test_loss']:.4f}"])
+        per_seed_cell = [", ".join(points(a) for a in per_seed(r, "val_accuracy"))] if several else []
+        rows.append([r.name, _layers(r), _pick_cell(r), epochs_cell, *scores, *per_seed_cell])
+    return table(["arch", "hidden layers", "learning rate (picked by)", "epochs run", "val accuracy", "test accuracy",
+                  "test loss", *(["val accuracy per seed"] if several else [])], "llllrrr" + "l" * several, rows)
 
 
 def cost_table(results: list[ArchResult]) -> list[str]:
     """The work each arch took, which is the same on every machine; times are not (reports/timings/)."""
-    lines = ["| arch | parameters | model file | range-test batches | epochs trained |", "|---|---:|---:|---:|---:|"]
+    rows = []
     for r in sorted(results, key=lambda r: r.metrics["params"]):
         m = r.metrics
         epochs = sum(run["epochs_run"] for run in m["seeds"].values())
-        lines.append(f"| {r.name} | {m['params']:,} | {m['size_bytes'] / 2**20:.2f} MiB | {r.lr_range['steps']:,} "
-                     f"| {epochs:,} |")
-    return lines
+        rows.append([r.name, f"{m['params']:,}", f"{m['size_bytes'] / 2**20:.2f} MiB", f"{r.lr_range['steps']:,}",
+                     f"{epochs:,}"])
+    return table(["arch", "parameters", "model file", "range-test batches", "epochs trained"], "lrrrr", rows)
 
 
 def rules_table(results: list[ArchResult]) -> list[str]:
     """Each sweep's stop and lowest point, and every rule's pick; in bold the rule the arch trained with, as its
     training recorded it (none for a rate fixed in params)."""
-    lines = ["| arch | batches | stopped because | lowest smoothed loss | at rate | "
-             + " | ".join(f"`{rule}`" for rule in RULES) + " |",
-             "|---|---:|---|---:|---:|" + "---:|" * len(RULES)]
+    rows = []
     for r in results:
         s, used = r.lr_range, r.metrics["lr_chosen_by"]
         picks = []
@@ -217,9 +208,11 @@ def rules_table(results: list[ArchResult]) -> list[str]:
             pick = s["picks"][rule]
             cell = "n/a" if "error" in pick else f"{pick['lr']:.3g}"
             picks.append(f"**{cell}**" if rule == used else cell)
-        lowest = "— | —" if s["min_smoothed_loss"] is None else f"{s['min_smoothed_loss']:.4f} | {s['lr_at_min']:.3g}"
-        lines.append(f"| {r.name} | {s['steps']} | {s['stop_reason']} | {lowest} | " + " | ".join(picks) + " |")
-    return lines
+        lowest = ["—", "—"] if s["min_smoothed_loss"] is None else [f"{s['min_smoothed_loss']:.4f}",
+                                                                     f"{s['lr_at_min']:.3g}"]
+        rows.append([r.name, str(s["steps"]), s["stop_reason"], *lowest, *picks])
+    return table(["arch", "batches", "stopped because", "lowest smoothed loss", "at rate",
+                  *(f"`{rule}`" for rule in RULES)], "lrlrr" + "r" * len(RULES), rows)
 
 
 def title(params: Params) -> str:
