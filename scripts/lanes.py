@@ -30,8 +30,8 @@ from typing import Callable, Iterable, TextIO
 
 from scripts import up_to_date
 from stages.plumbing import paths
-from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
+from stages.plumbing.cli import ArgumentParser, run
+from stages.plumbing.errors import StageError, UsageError
 from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m scripts.lanes [-j N] [-f] [--pull] [target ...]"
@@ -345,23 +345,21 @@ def _listing(stages: Iterable[str]) -> str:
     return ", ".join(stages)
 
 
+def lane_count(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and int(value) >= 1):
+        raise UsageError(f"{USAGE}: -j (make's JOBS) takes a number of lanes, 1 or more (got {value!r})")
+    return int(value)
+
+
 def parse_args(argv: list[str]) -> tuple[int, list[str], list[str]]:
-    """Lanes, the `dvc repro` options each stage gets (-f, --pull), targets."""
-    jobs, options, targets = len(os.sched_getaffinity(0)), [], []
-    args = iter(argv)
-    for arg in args:
-        if arg in ("-j", "--jobs"):
-            value = next(args, "")
-            if not (value.isascii() and value.isdigit() and int(value) >= 1):
-                raise StageError(f"{USAGE}: -j (make's JOBS) takes a number of lanes, 1 or more (got {value!r})")
-            jobs = int(value)
-        elif arg in ("-f", "--force", "--pull"):
-            options.append(arg)
-        elif arg.startswith("-"):
-            raise StageError(f"{USAGE} (got {arg!r})")
-        else:
-            targets.append(arg)
-    return jobs, options, targets or ["dvc.yaml"]
+    """Lanes, the `dvc repro` options each stage gets (-f, --force, --pull: as given), targets."""
+    parser = ArgumentParser(USAGE)
+    parser.add_argument("-j", "--jobs", type=lane_count, default=len(os.sched_getaffinity(0)))
+    for option in ("-f", "--force", "--pull"):
+        parser.add_argument(option, dest="options", action="append_const", const=option, default=[])
+    parser.add_argument("targets", nargs="*", default=["dvc.yaml"])
+    args = parser.parse(argv)
+    return args["jobs"], args["options"], args["targets"]
 
 
 def main(argv: list[str]) -> None:

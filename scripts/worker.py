@@ -32,12 +32,14 @@ from typing import Iterable
 
 from scripts import lanes
 from stages.plumbing import paths
-from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
+from stages.plumbing.cli import ArgumentParser, run
+from stages.plumbing.errors import StageError, UsageError
 from stages.plumbing.params import load_params
 
 USAGE = ("usage: python -m scripts.worker [-j N] [--pipeline FILE] (--shard I/N | --stages 'STAGE_OR_ARCH ...')\n"
          "       python -m scripts.worker --aggregate [--pipeline FILE]")
+USAGE_LINE = ("usage: python -m scripts.worker [-j N] [--pipeline FILE] (--shard I/N | --stages 'STAGE_OR_ARCH ...' | "
+              "--aggregate)")  # in one line, as a refusal names it
 PIPELINES = ("dvc.yaml", "evidence/dvc.yaml")
 SHARD = re.compile(r"(\d+)/(\d+)")
 NO_REMOTE = ("no default DVC remote: add the team's with `dvc remote add -d <name> <url>` and commit .dvc/config "
@@ -84,35 +86,35 @@ MAX_SHARDS = 1_000  # far more machines than the evidence has stages to share (i
 def parse_shard(text: str) -> tuple[int, int]:
     match = SHARD.fullmatch(text[:40])  # a longer text is no I/N anyone means: refused without parsing it
     if not match or len(text) > 40 or not int(match[1]) < int(match[2]) <= MAX_SHARDS:
-        raise StageError(f"--shard takes I/N with 0 <= I < N <= {MAX_SHARDS:,} (got {text[:40]!r}): for two "
+        raise UsageError(f"--shard takes I/N with 0 <= I < N <= {MAX_SHARDS:,} (got {text[:40]!r}): for two "
                          "machines, `make worker SHARD=0/2` on one and `make worker SHARD=1/2` on the other")
     return int(match[1]), int(match[2])
 
 
+def parse_pipeline(text: str) -> str:
+    if text not in PIPELINES:
+        raise UsageError(f"--pipeline takes one of {', '.join(PIPELINES)} (got {text!r})")
+    return text
+
+
+def parse_stages(text: str) -> list[str]:
+    if not text.split():
+        raise UsageError("--stages is empty: name stages (train@base) or archs (base)")
+    return text.split()
+
+
 def parse_args(argv: list[str]) -> dict:
-    args = {"jobs": None, "pipeline": PIPELINES[0], "shard": None, "stages": None, "aggregate": False}
-    rest = iter(argv)
-    for arg in rest:
-        if arg in ("-j", "--pipeline", "--shard", "--stages"):
-            value = next(rest, None)
-            if value is None:
-                raise StageError(f"{USAGE}\n{arg} takes a value")
-            args[{"-j": "jobs", "--pipeline": "pipeline", "--shard": "shard", "--stages": "stages"}[arg]] = value
-        elif arg == "--aggregate":
-            args["aggregate"] = True
-        else:
-            raise StageError(f"{USAGE}\n(got {arg!r})")
-    if args["pipeline"] not in PIPELINES:
-        raise StageError(f"--pipeline takes one of {', '.join(PIPELINES)} (got {args['pipeline']!r})")
-    chosen = [key for key in ("shard", "stages", "aggregate") if args[key]]
-    if len(chosen) != 1:
-        raise StageError(f"{USAGE}\n(give one of --shard, --stages, --aggregate)")
-    if args["shard"]:
-        args["shard"] = parse_shard(args["shard"])
-    if args["stages"] is not None:
-        args["stages"] = args["stages"].split()
-        if not args["stages"]:
-            raise StageError("--stages is empty: name stages (train@base) or archs (base)")
+    """jobs (passed to lanes as given), pipeline, shard (I, N), stages (stage or arch names) and aggregate, by name;
+    exactly one of shard, stages and aggregate is given."""
+    parser = ArgumentParser(USAGE_LINE)
+    parser.add_argument("-j", dest="jobs")
+    parser.add_argument("--pipeline", type=parse_pipeline, default=PIPELINES[0])
+    parser.add_argument("--shard", type=parse_shard)
+    parser.add_argument("--stages", type=parse_stages)
+    parser.add_argument("--aggregate", action="store_true")
+    args = parser.parse(argv)
+    if sum(args[key] not in (None, False) for key in ("shard", "stages", "aggregate")) != 1:
+        parser.error("give one of --shard, --stages, --aggregate")
     return args
 
 

@@ -145,6 +145,39 @@ def test_help_prints_the_usage_instead_of_running_main(flag):
     assert (result.returncode, result.stdout, result.stderr) == (0, "usage: python -m scripts.x [--dry-run]\n", "")
 
 
+SCRIPT = ("from stages.plumbing.cli import ArgumentParser, run\n"
+          "from stages.plumbing.errors import UsageError\n"
+          "def count(text):\n"
+          "    if not text.isdigit():\n"
+          "        raise UsageError(f'-n takes a count (got {text!r})')\n"
+          "    return int(text)\n"
+          "def main(argv):\n"
+          "    parser = ArgumentParser('usage: python -m scripts.x [-n N] [--dry-run] [target ...]')\n"
+          "    parser.add_argument('-n', type=count, default=1)\n"
+          "    parser.add_argument('--dry-run', action='store_true')\n"
+          "    parser.add_argument('targets', nargs='*')\n"
+          "    print(parser.parse(argv))\n"
+          "run(main)\n")
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--now"], "error: usage: python -m scripts.x [-n N] [--dry-run] [target ...] (got '--now')"),
+    (["a", "-n"], "error: usage: python -m scripts.x [-n N] [--dry-run] [target ...] (-n takes a value)"),
+    (["--dry-run=yes"], "error: usage: python -m scripts.x [-n N] [--dry-run] [target ...] (--dry-run takes no value)"),
+    (["-n", "two"], "error: -n takes a count (got 'two')"),
+])
+def test_a_script_refuses_bad_arguments_in_one_line_and_exits_2(argv, line):
+    result = subprocess.run([sys.executable, "-c", SCRIPT, *argv], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", line + "\n")
+
+
+def test_options_and_other_arguments_come_in_any_order():
+    result = subprocess.run([sys.executable, "-c", SCRIPT, "a", "--dry-run", "b", "-n3"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "{'n': 3, 'dry_run': True, 'targets': ['a', 'b']}\n")
+
+
 PARENT = """
 import subprocess, sys
 child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env={**__import__("os").environ, "DVC_STAGE": "x@y"},

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import json
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 from stages.lib.schema import ParamsError
 from stages.plumbing import paths
 from stages.plumbing.atomic import written_paths
-from stages.plumbing.errors import RESOURCE_ERRNOS, StageError, memory_message, resource_message
+from stages.plumbing.errors import RESOURCE_ERRNOS, StageError, UsageError, memory_message, resource_message
 
 
 def run(main: Callable[[list[str]], None], skip_teardown: bool = False, usage: str | None = None) -> None:
@@ -44,6 +45,8 @@ def run(main: Callable[[list[str]], None], skip_teardown: bool = False, usage: s
             os._exit(0)
     except ParamsError as err:
         _fail(str(err), stage, 2)
+    except UsageError as err:
+        _fail(f"error: {err}", stage, 2)
     except StageError as err:
         _fail(f"error: {err}", stage, 1)
     except FileNotFoundError as err:
@@ -140,6 +143,40 @@ def _caused_by_ctrl_c(err: BaseException | None) -> bool:
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that refuses the project's way: one line, the usage and what was wrong in brackets, raised as a
+    UsageError (run() prints it and exits 2), instead of argparse's usage block. Options and other arguments may
+    come in any order; -h and --help alone are run()'s (it prints the usage), so argparse adds no help option.
+
+    Args:
+        usage: the one-line usage each refusal starts with (``usage: python -m scripts.x [-j N]``).
+    """
+
+    def __init__(self, usage: str):
+        super().__init__(usage=usage, add_help=False, allow_abbrev=False, exit_on_error=False)
+        self._takes_value: dict[str, bool] = {}  # each option as argparse names it (-j/--jobs): whether it takes one
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self._takes_value["/".join(action.option_strings)] = action.nargs != 0
+        return action
+
+    def parse(self, argv: list[str]) -> dict:
+        """``argv`` parsed: each argument's value by its dest. A ``type`` function refuses a bad value by raising
+        UsageError itself, which argparse lets through with its message whole."""
+        try:
+            args, unknown = self.parse_known_intermixed_args(argv)
+        except argparse.ArgumentError as err:  # argparse's only refusal left: an option without its value, or a flag
+            # with one (--pull=x)
+            self.error(f"{err.argument_name} takes {'a' if self._takes_value[err.argument_name] else 'no'} value")
+        if unknown:
+            self.error(f"got {unknown[0]!r}")
+        return vars(args)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.usage} ({message})")
 
 
 def arch_name(argv: list[str], stage: str) -> str:

@@ -1,4 +1,4 @@
-"""The errors a user can fix. cli.run prints each as one line, `error: <message>`, and exits 1."""
+"""The errors a user can fix. cli.run prints each as one line, `error: <message>`, and exits 1 (2 for a UsageError)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ RESOURCE_ERRNOS = DISK_FULL | NO_PERMISSION | {errno.EROFS}
 
 class StageError(Exception):
     """A problem the user can fix; its message says how."""
+
+
+class UsageError(StageError):
+    """Arguments a script does not take; its message gives the usage. cli.run prints it and exits 2, as argparse and a
+    params.yaml error do."""
 
 
 def resource_message(err: OSError) -> str:
