@@ -30,7 +30,14 @@ RESTORED = re.compile(r"Stage '([^']+)' is cached - skipping run")
 
 def fresh_clone(root: Path, dest: Path, mnist: Path, remote: Path) -> Path:
     """A clone whose results are yet to be made, as after a change of params that touches every stage: no
-    dvc.lock (its committed results would be current, or come from the remote of whoever committed them)."""
+    dvc.lock (its committed results would be current, or come from the remote of whoever committed them).
+
+    Args:
+        root: the project to clone.
+        dest: where the clone goes.
+        mnist: a folder holding MNIST's four IDX files, put first among the clone's data sources.
+        remote: a folder, the clone's default DVC remote.
+    """
     subprocess.run(["git", "clone", "-q", str(root), str(dest)], check=True)
     (dest / "dvc.lock").unlink()
     params = load_raw(dest / "params.yaml")

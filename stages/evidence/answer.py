@@ -169,7 +169,15 @@ def read_longs(params: Params, quick: dict[str, dict]) -> tuple[dict[str, dict[i
 
 
 def read_long_rules(params: Params, quick: dict[str, dict], grids: dict[str, dict[int, dict]]) -> dict:
-    """The long budget's records, each at the rate its source names now."""
+    """The long budget's records, each at the rate its source names now.
+
+    Args:
+        quick: arch -> the quick study's range-test picks (what the rule sources name).
+        grids: arch -> seed -> grid record (what the grid sources name).
+
+    Returns:
+        rate source -> seed -> record.
+    """
     e = params.evidence
     arch = e.long_rules.arch
     best = grid_best(e.grid, list(grids[arch].values()))

@@ -235,7 +235,15 @@ def rule_regret(rule: str, grid: tuple[float, ...], grids: dict[str, dict[int, d
                 picks: dict[str, dict[int, dict]], ranges: dict[str, dict[int, dict]]) -> RuleRegret:
     """Regret of one rule: for each arch, range seed r and training seed s, validation accuracy at the
     arch's best grid rate minus validation accuracy at the rule's pick in range test r, both trained with
-    seed s for one epoch."""
+    seed s for one epoch.
+
+    Args:
+        rule: one of lr_finder.RULES.
+        grid: evidence.grid.
+        grids: arch -> training seed -> grid record.
+        picks: arch -> training seed -> picks record (a run at every rate any rule picked).
+        ranges: arch -> range seed -> range test record: the archs ``rule`` is measured on.
+    """
     cells, wander, diverged_runs, runs, no_pick = {}, {}, 0, 0, 0
     for arch, by_range_seed in ranges.items():
         best_lr = grid[grid_best(grid, list(grids[arch].values()))]
@@ -260,7 +268,8 @@ def rule_regret(rule: str, grid: tuple[float, ...], grids: dict[str, dict[int, d
 
 def rule_regrets(rules: Sequence[str], grid: tuple[float, ...], grids: dict[str, dict[int, dict]],
                  picks: dict[str, dict[int, dict]], ranges: dict[str, dict[int, dict]]) -> list[RuleRegret]:
-    """Every rule's regret, lowest mean first (a rule without an interval last)."""
+    """Every rule's regret (rule_regret, whose arguments these are), lowest mean first (a rule without an interval
+    last)."""
     table = [rule_regret(rule, grid, grids, picks, ranges) for rule in rules]
     return sorted(table, key=lambda t: (t.regret is None, t.regret.estimate if t.regret else 0.0))
 

@@ -29,7 +29,12 @@ def on_curve(curve: dict[str, np.ndarray], lr: float) -> float:
 
 
 def lr_range_figure(curves: dict[str, dict[str, np.ndarray]], picked: dict[str, float], path: Path) -> None:
-    """All archs' range-test curves on one log-x plot, the rate each trained with marked."""
+    """All archs' range-test curves on one log-x plot, the rate each trained with marked.
+
+    Args:
+        curves: arch -> its range test's CSV columns (lr, loss, smoothed_loss).
+        picked: arch -> the rate it trained with.
+    """
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for i, (name, c) in enumerate(curves.items()):
         color = f"C{i}"
@@ -58,8 +63,10 @@ def lr_rules_figure(curves: dict[str, dict[str, np.ndarray]], sweeps: dict[str, 
                     path: Path) -> None:
     """One panel per arch: raw and smoothed loss, where the sweep stopped, and every rule's pick.
 
-    ``sweeps`` holds each arch's lr_range JSON; ``used`` names the rule its training used
-    (highlighted), or something else when the rate was fixed.
+    Args:
+        curves: arch -> its range test's CSV columns (lr, loss, smoothed_loss).
+        sweeps: arch -> its lr_range JSON.
+        used: arch -> the rule its training used (highlighted), or something else when the rate was fixed.
     """
     n = len(curves)
     cols = min(n, 2)
@@ -261,7 +268,14 @@ def _fraction(points: float | np.ndarray) -> float | np.ndarray:
 def grid_figure(grid: list[float], curves: dict[str, list[tuple[float, float, float]]],
                 picks: dict[str, dict[str, list[tuple[float, float]]]], best: dict[str, float], path: Path) -> None:
     """One panel per arch: one-epoch validation accuracy against rate (mean over seeds and its 95 % band),
-    every rule's pick in every range test at the mean accuracy trained there, and the grid's best rate."""
+    every rule's pick in every range test at the mean accuracy trained there, and the grid's best rate.
+
+    Args:
+        grid: the rates, evidence.grid.
+        curves: arch -> per grid rate, (mean, low, high) validation accuracy over seeds, points.
+        picks: arch -> rule -> (its pick in each range test, the mean accuracy trained there, points).
+        best: arch -> its best grid rate.
+    """
     fig, axes = _panels(len(curves))
     for ax, (name, curve) in zip(axes, curves.items()):
         mean, low, high = (np.array(column) for column in zip(*curve))

@@ -105,7 +105,13 @@ def welch_method(n_pairs: int) -> str:
 
 
 def conclusion(results: list[ArchResult], comparisons: list[Pair], n_seeds: int, tie_margin: float) -> list[str]:
-    """The highest validation accuracy, what the seeds can and cannot tell; failed archs apart."""
+    """The highest validation accuracy, what the seeds can and cannot tell; failed archs apart.
+
+    Args:
+        comparisons: every pair of archs that did not fail (pairs), none with one seed.
+        tie_margin: report.tie_margin: archs this close to the best's validation accuracy (a fraction: 0.002 is
+            0.2 points) are named beside it.
+    """
     lines = [f"- **{r.name} failed**: {failed(r)}." for r in results if failed(r)]
     ranked = [r for r in by_validation(results) if not failed(r)]
     if not ranked:
@@ -273,7 +279,12 @@ def results_section(results: list[ArchResult], n_seeds: int) -> list[str]:
 
 def findings_section(results: list[ArchResult], n_seeds: int, tie_margin: float,
                      figures: dict[str, str]) -> list[str]:
-    """What the run shows, every pair's interval when there are several seeds, and the learning curves."""
+    """What the run shows, every pair's interval when there are several seeds, and the learning curves.
+
+    Args:
+        tie_margin: as conclusion's.
+        figures: figure key -> its path from the report (render_report's).
+    """
     comparisons = pairs(results, n_seeds)
     lines = ["## What this run shows", "", *conclusion(results, comparisons, n_seeds, tie_margin), ""]
     if comparisons:

@@ -20,10 +20,12 @@ from stages.plumbing.errors import RESOURCE_ERRNOS, StageError, UsageError, memo
 def run(main: Callable[[list[str]], None], skip_teardown: bool = False, usage: str | None = None) -> None:
     """Run a stage's main with clean errors, each saying what state the stage's outputs are in.
 
-    ``skip_teardown``: once main has returned (every output written and closed), end the
-    process without the interpreter's teardown, which TensorFlow makes take ~2 s.
-    ``usage``: what `-h` or `--help` prints instead of running main; by default, main's module docstring (a stage's
-    says what it does and how it is called).
+    Args:
+        main: the stage's main, given the command line's arguments.
+        skip_teardown: once main has returned (every output written and closed), end the process without the
+            interpreter's teardown, which TensorFlow makes take ~2 s.
+        usage: what `-h` or `--help` prints instead of running main; by default, main's module docstring (a
+            stage's says what it does and how it is called).
     """
     if sys.argv[1:] in (["-h"], ["--help"]):
         print(usage or (sys.modules[main.__module__].__doc__ or "").strip())

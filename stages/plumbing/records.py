@@ -124,6 +124,12 @@ def read_csv(path: Path, columns: dict[str, Callable[[str], Any]], min_rows: int
 
 
 def damaged(path: Path, what: str, fix: str | None = None) -> StageError:
+    """The one-line error for a file a reader cannot use.
+
+    Args:
+        what: what is wrong with it.
+        fix: what gets it back; by default, the command that reruns the stage that writes it.
+    """
     return StageError(f"{path}: {what}: the file is damaged or was not written by this pipeline; "
                       f"{fix or 'rebuild it with ' + rebuild_command(path)}")
 
