@@ -25,7 +25,15 @@ PER_EPOCH = "cpu_seconds_per_epoch"  # the estimate's measure
 
 
 def cost_line(name: str, epochs: int, steps: int, seeds: int, seconds_per_epoch: float | None) -> str:
-    """What this run will do, and how long it took last time: a long run never starts silently."""
+    """What this run will do, and how long it took last time: a long run never starts silently.
+
+    Args:
+        name: the arch.
+        epochs: train.epochs, the most each seed trains.
+        steps: batches per epoch.
+        seeds: how many seeds train.
+        seconds_per_epoch: CPU seconds per epoch of the last run's timing record; None when there is none.
+    """
     work = f"train@{name}: up to {epochs:,} epoch(s) × {steps:,} steps × {seeds:,} seed(s)"
     if seconds_per_epoch is None:
         return f"{work}; no time estimate yet (no usable {paths.timing_json(name, 'train')} from an earlier run)"

@@ -12,6 +12,13 @@ from stages.plumbing.clock import Stopwatch
 
 
 def train_rates(kind: str, params: Params, name: str, seed: int, rates: list[float]) -> None:
+    """Train ``name`` from ``seed`` for one epoch at each of ``rates``; write the record and timing.
+
+    Args:
+        kind: the stage's kind (grid or picks): where the record goes and the shape it must have.
+        name: the arch, one of params.archs or evidence.heldout.
+        rates: the rates to train at, one run each, recorded in this order.
+    """
     arch = params.arch(name, heldout=True)
     print(f"{kind}@{name}-{seed}: {len(rates)} rate(s), one epoch each", flush=True)
     keras_model = load_keras_model(params.compute)

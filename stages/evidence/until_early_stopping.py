@@ -13,6 +13,15 @@ from stages.plumbing.clock import Stopwatch
 
 def train_long(kind: str, params: Params, name: str, seed: int, lr: float, how: str, rate: str | None = None,
                detail: bool = False) -> None:
+    """Train ``name`` from ``seed`` at ``lr`` until early stopping decides; write its record and timing.
+
+    Args:
+        kind: the stage's kind (long or long_rules): where the record goes and the shape it must have.
+        name: the arch, one of params.archs.
+        how: what named ``lr`` (a rule, a rate source, "fixed in params"): the record's lr_chosen_by.
+        rate: the rate source a long_rules record is named after (paths.evidence_json); None for long.
+        detail: also record, for the test set, which images the kept model gets right and its confusion matrix.
+    """
     arch = params.arch(name)
     e = params.evidence
     print(f"{kind}@{name}-{seed}: lr {lr:.4g} ({how}), up to {e.max_epochs} epochs, patience {e.patience}",

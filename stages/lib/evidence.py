@@ -41,9 +41,14 @@ def run_record(lr: float, rows: list[dict], best_epoch: int | None, failure: str
                data: dict, detail: bool = False) -> dict[str, Any]:
     """One training run: its rate, epochs, per-epoch history, and the kept model's scores.
 
-    ``model`` is None when the kept weights are not finite: such a run has no scores. ``detail`` adds,
-    for the test set, which images the model gets right (for comparisons paired over images) and the
-    confusion matrix (for per-class accuracy).
+    Args:
+        rows: Keras' logs, one per epoch run (RUN_HISTORY_KEYS among them).
+        best_epoch: the kept epoch (0-based, what early stopping restored); None when none was kept.
+        failure: why training stopped short (keras_model.train's failure), else None.
+        model: the kept weights as an Mlp; None when they are not finite: such a run has no scores.
+        data: part (val, test) -> (images, labels), as data.load_prepared returns them.
+        detail: also record, for the test set, which images the model gets right (for comparisons paired over
+            images) and the confusion matrix (for per-class accuracy).
     """
     record: dict[str, Any] = {
         "lr": lr,
@@ -99,7 +104,14 @@ def val_accuracy(run: dict) -> float:
 
 def rate_for(source: str, quick_picks: dict, grid: tuple[float, ...], best: int) -> float:
     """The rate a long_rules source names: a rule's pick in the quick study's range test, or the grid's
-    best one-epoch rate (``best``, an index) or its lower or higher neighbour."""
+    best one-epoch rate or its lower or higher neighbour.
+
+    Args:
+        source: a rule (lr_finder.RULES) or a GRID_NEIGHBOURHOOD entry.
+        quick_picks: the quick study's range-test picks of the arch (its lr_range JSON's ``picks``).
+        grid: evidence.grid.
+        best: the index in ``grid`` of the best one-epoch rate (grid_best).
+    """
     if source in GRID_NEIGHBOURHOOD:
         step = GRID_NEIGHBOURHOOD.index(source) - 1
         return grid[min(max(best + step, 0), len(grid) - 1)]
@@ -110,7 +122,14 @@ def rate_for(source: str, quick_picks: dict, grid: tuple[float, ...], best: int)
 
 
 def unit(argv: list[str], stage: str, seeds: tuple[int, ...], first: str = "arch") -> tuple[str, int]:
-    """(first argument, seed) of `python -m stages.evidence.<stage> <first> <seed>`; the seed one of ``seeds``."""
+    """(first argument, seed) of `python -m stages.evidence.<stage> <first> <seed>`; the seed one of ``seeds``.
+
+    Args:
+        argv: the stage's command-line arguments.
+        stage: the stage module's name, for the usage line.
+        seeds: the seeds params.yaml lists for this kind.
+        first: what the first argument names, for the usage line: arch, or source (long_rules).
+    """
     usage = f"usage: python -m stages.evidence.{stage} <{first}> <seed>"
     if len(argv) != 2 or not argv[1].isascii() or not argv[1].isdigit():
         raise StageError(usage)

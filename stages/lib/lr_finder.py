@@ -175,7 +175,13 @@ def fastai_valley(curve: Curve) -> Suggestion:
 
 
 def fastai_slide(curve: Curve, lr_diff: int = 15, thresh: float = 0.005, adjust_value: float = 1.0) -> Suggestion:
-    """fastai's slide: walk left from the end until the loss gradient over lr_diff rows flattens."""
+    """fastai's slide: walk left from the end until the loss gradient over lr_diff rows flattens.
+
+    Args:
+        lr_diff: how many rows apart the two gradients compared are (fastai's default).
+        thresh: the largest difference of those gradients that counts as flat (fastai's default).
+        adjust_value: the factor the found rate is multiplied by (fastai's default: 1, none).
+    """
     lrs, losses, start = _fastai_rows(curve)
     _needs(len(losses), lr_diff + 1, f"after fastai's trimming of {start} rows at the start and "
                                      f"{FASTAI_SKIP_END} at the end")
@@ -287,7 +293,14 @@ def suggest_all(curve: Curve) -> dict[str, dict]:
 
 
 def chosen_rate(fixed_lr: float | None, rule: str, picks: dict, arch: str) -> tuple[float, str]:
-    """(rate, how it was chosen): an arch's fixed rate, else its rule's pick in its range test."""
+    """(rate, how it was chosen): an arch's fixed rate, else its rule's pick in its range test.
+
+    Args:
+        fixed_lr: the arch's rate fixed in params (Arch.lr), or None.
+        rule: the rule the arch uses (Params.rule_for).
+        picks: its range test's picks (sweep_record's ``picks``): rule -> {lr, step} or {error}.
+        arch: its name, for the message when the rule picked nothing.
+    """
     if fixed_lr is not None:
         return fixed_lr, "fixed in params"
     pick = picks[rule]
