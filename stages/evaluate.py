@@ -60,11 +60,11 @@ def unscored(trained: dict) -> dict[str, dict]:
 
 def main(argv: list[str]) -> None:
     name = arch_name(argv, "evaluate")
-    load_params().arch(name)
+    arch = load_params().arch(name)
     trained = records.read(paths.train_json(name), shapes.TRAIN)
     data = load_prepared(parts=("val", "test"))  # the 55,000 training images are not needed
     n_train = part_size("train")
-    models = {r["seed"]: load_mlp(paths.model_file(name, r["seed"])) for r in trained["runs"]}
+    models = {r["seed"]: load_mlp(paths.model_file(name, r["seed"]), arch.layers) for r in trained["runs"]}
     first = next(iter(models.values()))
     failed, per_seed, passes, errors, predictions = trained["failed"], unscored(trained), [], None, []
     # A failed arch has no result: no accuracy is written rather than a meaningless one.

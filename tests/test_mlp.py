@@ -24,10 +24,11 @@ from harness import ROOT, declare_huge_kernel, edit_config, edit_weights, rewrit
 from stages.lib import keras_model as km  # noqa: E402
 from stages.lib import mlp  # noqa: E402
 from stages.lib.mlp import ACTIVATION_FUNCTIONS, Mlp, ModelFileError, erfc, load_mlp  # noqa: E402
-from stages.lib.schema import ACTIVATIONS, MAX_HIDDEN_LAYERS, MAX_PARAMS, Arch, count_params  # noqa: E402
+from stages.lib.schema import ACTIVATIONS, MAX_PARAMS, Arch, Layer, count_params  # noqa: E402
 
 SEED = 3
 HIDDEN = (8, 6)
+BASE = Arch("base", HIDDEN, "relu")
 
 
 def images(n: int, seed: int = 0) -> np.ndarray:
@@ -42,8 +43,8 @@ def saved(folder: Path, arch: Arch, seed: int = SEED) -> tuple[keras.Model, Path
     return model, path
 
 
-def assert_matches_keras(model: keras.Model, path: Path, x: np.ndarray, **predict_kwargs) -> None:
-    mlp = load_mlp(path)
+def assert_matches_keras(model: keras.Model, arch: Arch, path: Path, x: np.ndarray, **predict_kwargs) -> None:
+    mlp = load_mlp(path, arch.layers)
     got = mlp.predict(x, **predict_kwargs)
     want = model.predict(x, verbose=0)
     assert got.dtype == np.float64 and got.shape == want.shape == (len(x), 10)
@@ -54,7 +55,7 @@ def assert_matches_keras(model: keras.Model, path: Path, x: np.ndarray, **predic
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory) -> tuple[keras.Model, Path]:
-    return saved(tmp_path_factory.mktemp("models"), Arch("base", HIDDEN, "relu"))
+    return saved(tmp_path_factory.mktemp("models"), BASE)
 
 
 # --- numbers -----------------------------------------------------------------------------------------------
@@ -62,9 +63,32 @@ def base_model(tmp_path_factory) -> tuple[keras.Model, Path]:
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_predict_matches_keras_for_every_activation(tmp_path, activation):
-    model, path = saved(tmp_path, Arch(f"net-{activation}", HIDDEN, activation))
-    assert_matches_keras(model, path, images(64))
-    assert load_mlp(path).layers[0][2] == activation
+    arch = Arch(f"net-{activation}", HIDDEN, activation)
+    model, path = saved(tmp_path, arch)
+    assert_matches_keras(model, arch, path, images(64))
+    assert load_mlp(path, arch.layers).layers[1].activation == activation
+
+
+def test_the_layer_list_keeps_the_keras_names_models_are_saved_under():
+    assert Arch("base", (300, 100)).layers == (
+        Layer("Flatten", "flatten"), Layer("Dense", "hidden_0", 300, "relu"), Layer("Dense", "hidden_1", 100, "relu"),
+        Layer("Dense", "output", 10, "softmax"))
+
+
+@pytest.mark.parametrize("arch", [BASE, Arch("deep", (12, 10, 8), "gelu")], ids=lambda arch: arch.name)
+def test_keras_and_numpy_forward_passes_agree_on_random_weights(arch):
+    """One layer list, two forward passes: Keras builds it, Mlp runs it, and they agree on any weights, not only
+    on the initial ones."""
+    model = km.build_model(arch, SEED)
+    built = [(type(layer).__name__, layer.name) for layer in model.layers]
+    assert built == [(layer.kind, layer.name) for layer in arch.layers]
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
+    x = images(50)
+    got = Mlp(arch.layers, km.layer_weights(model)).predict(x)
+    want = model.predict(x, verbose=0)
+    assert np.abs(got - want).max() < 1e-5
+    assert np.array_equal(got.argmax(axis=1), want.argmax(axis=1))
 
 
 def test_every_allowed_activation_is_supported():
@@ -94,13 +118,14 @@ def test_erfc_is_float32_accurate():
 
 
 def test_deeper_model_and_batches_that_do_not_divide_n(tmp_path):
-    model, path = saved(tmp_path, Arch("deep4", (12, 10, 8, 6), "tanh"))
+    arch = Arch("deep4", (12, 10, 8, 6), "tanh")
+    model, path = saved(tmp_path, arch)
     x = images(37, seed=1)
-    assert_matches_keras(model, path, x, batch_size=10)
-    mlp = load_mlp(path)
-    assert len(mlp.layers) == 5
-    assert [k.shape for k, _, _ in mlp.layers] == [(784, 12), (12, 10), (10, 8), (8, 6), (6, 10)]
-    assert [a for _, _, a in mlp.layers] == ["tanh"] * 4 + ["softmax"]
+    assert_matches_keras(model, arch, path, x, batch_size=10)
+    mlp = load_mlp(path, arch.layers)
+    assert [layer.kind for layer in mlp.layers] == ["Flatten"] + ["Dense"] * 5
+    assert [ws[0].shape for ws in mlp.weights[1:]] == [(784, 12), (12, 10), (10, 8), (8, 6), (6, 10)]
+    assert [layer.activation for layer in mlp.layers[1:]] == ["tanh"] * 4 + ["softmax"]
     whole = mlp.predict(x)  # BLAS may sum in another order for other batch sizes: equal to float32 rounding
     np.testing.assert_allclose(mlp.predict(x, batch_size=10), whole, rtol=0, atol=1e-6)
     np.testing.assert_allclose(mlp.predict(x, batch_size=1), whole, rtol=0, atol=1e-6)
@@ -108,29 +133,35 @@ def test_deeper_model_and_batches_that_do_not_divide_n(tmp_path):
 
 
 def test_single_hidden_layer(tmp_path):
-    model, path = saved(tmp_path, Arch("one", (8,), "gelu"))
-    assert_matches_keras(model, path, images(20, seed=2), batch_size=7)
+    arch = Arch("one", (8,), "gelu")
+    model, path = saved(tmp_path, arch)
+    assert_matches_keras(model, arch, path, images(20, seed=2), batch_size=7)
 
 
 def test_weights_come_from_the_layer_they_belong_to(base_model):
     """layers/dense, dense_1, ... in the h5 are the Dense layers in config order."""
     model, path = base_model
-    mlp = load_mlp(path)
-    for (kernel, bias, _), layer in zip(mlp.layers, model.layers[1:], strict=True):
+    mlp = load_mlp(path, BASE.layers)
+    for (kernel, bias), layer in zip(mlp.weights[1:], model.layers[1:], strict=True):
         assert np.array_equal(kernel, layer.kernel.numpy()) and np.array_equal(bias, layer.bias.numpy())
 
 
 def test_predict_rejects_images_of_the_wrong_size(base_model):
     with pytest.raises(ValueError, match="784"):
-        load_mlp(base_model[1]).predict(np.zeros((2, 27, 28), np.float32))
+        load_mlp(base_model[1], BASE.layers).predict(np.zeros((2, 27, 28), np.float32))
 
 
 def test_mlp_checks_its_layers():
-    k = np.zeros((4, 3), np.float32)
-    with pytest.raises(ValueError, match="does not take"):
-        Mlp(((k, np.zeros(3, np.float32), "relu"), (k, np.zeros(3, np.float32), "softmax")))
+    k, b = np.zeros((4, 3), np.float32), np.zeros(3, np.float32)
+    flatten = Layer("Flatten", "flatten")
+    with pytest.raises(ValueError, match="taking the 3 values before it"):
+        Mlp((flatten, Layer("Dense", "a", 3, "relu"), Layer("Dense", "b", 3, "softmax")), ((), (k, b), (k, b)))
     with pytest.raises(ValueError, match="unknown activation"):
-        Mlp(((k, np.zeros(3, np.float32), "mish"),))
+        Mlp((flatten, Layer("Dense", "a", 3, "mish")), ((), (k, b)))
+    with pytest.raises(ValueError, match="unknown kind 'Conv2D'"):
+        Mlp((Layer("Conv2D", "c"), Layer("Dense", "a", 3, "relu")), ((), (k, b)))
+    with pytest.raises(ValueError, match="1 weight tuples for 2 layers"):
+        Mlp((flatten, Layer("Dense", "a", 3, "relu")), ((k, b),))
 
 
 # --- damaged files -----------------------------------------------------------------------------------------
@@ -191,7 +222,7 @@ def test_damaged_file_says_how_to_restore_it(tmp_path, base_model, damage):
     path.parent.mkdir(parents=True, exist_ok=True)
     DAMAGE[damage](base_model[1], path)
     with pytest.raises(ModelFileError) as info:
-        load_mlp(path)
+        load_mlp(path, BASE.layers)
     message = str(info.value)
     assert message.startswith(f"{path}: cannot load model (")
     assert message.endswith(f"; restore it with `dvc checkout {path.parent}` or retrain with `dvc repro -f train@base`")
@@ -214,13 +245,13 @@ def test_messages_say_what_is_wrong(tmp_path, base_model):
         folder.mkdir()
         path = DAMAGE[damage](src, folder / "seed-1.keras")
         with pytest.raises(ModelFileError, match=expected.replace("(", r"\(").replace(")", r"\)")):
-            load_mlp(path)
+            load_mlp(path, BASE.layers)
 
 
 def test_intact_copy_still_loads(tmp_path, base_model):
     """The damage helpers themselves keep a good file good."""
     copy = rewrite(base_model[1], tmp_path / "base" / "seed-1.keras", lambda n, d: d)
-    assert load_mlp(copy).count_params() == base_model[0].count_params()
+    assert load_mlp(copy, BASE.layers).count_params() == base_model[0].count_params()
 
 
 # --- sizes are checked before anything is read --------------------------------------------------------------
@@ -246,38 +277,41 @@ def test_a_declared_huge_kernel_is_refused_before_it_is_read(tmp_path, base_mode
     assert path.stat().st_size < 1 << 20
     with pytest.raises(ModelFileError, match=rf"vars/0 of layer 'hidden_0' has shape \(784, {out_size}\); "
                                              rf"expected \(784, {HIDDEN[0]}\)") as info:
-        load_mlp(path)
+        load_mlp(path, BASE.layers)
     assert f"`dvc checkout {path.parent}`" in str(info.value)
     assert reads == []
 
 
 @pytest.mark.parametrize("units", [10**6, 10**9])
-def test_a_config_beyond_the_parameter_limit_is_refused_before_the_weights_are_read(tmp_path, base_model, reads,
-                                                                                     units, monkeypatch):
+def test_a_config_unlike_the_arch_is_refused_before_the_weights_are_read(tmp_path, base_model, reads, units,
+                                                                         monkeypatch):
+    """The arch's sizes are within params.yaml's limits: a file declaring others is refused from its config."""
     opened = []
     monkeypatch.setattr(h5py, "File", lambda *args, **kwargs: opened.append(args))
     path = edit_config(base_model[1], tmp_path / "base" / "seed-1.keras", set_dense("units", units))
-    declared = count_params([units, HIDDEN[1]])
-    assert declared > MAX_PARAMS
-    with pytest.raises(ModelFileError, match=f"config.json declares {declared:,} parameters, more than "
-                                             f"params.yaml allows \\({MAX_PARAMS:,}\\)"):
-        load_mlp(path)
+    with pytest.raises(ModelFileError, match=f"layer 2 after the Input is Dense 'hidden_0' \\(units={units}, "
+                                             f"activation='relu'\\) in config.json, Dense 'hidden_0' \\(units=8, "
+                                             f"activation='relu'\\) in params.yaml's arch"):
+        load_mlp(path, BASE.layers)
     assert opened == [] and reads == []
 
 
-def test_too_many_layers_in_the_config(tmp_path, base_model):
+def test_a_model_of_another_arch_is_refused(tmp_path, base_model):
     def deepen(layers):
-        layers[3:3] = [json.loads(json.dumps(layers[3])) for _ in range(MAX_HIDDEN_LAYERS)]
+        layers[3:3] = [json.loads(json.dumps(layers[3])) for _ in range(100)]
     path = edit_config(base_model[1], tmp_path / "base" / "seed-1.keras", deepen)
-    with pytest.raises(ModelFileError, match=f"{MAX_HIDDEN_LAYERS + 3} Dense layers, more than params.yaml allows"):
-        load_mlp(path)
+    with pytest.raises(ModelFileError, match="config.json has 104 layers after its Input, params.yaml's arch 4"):
+        load_mlp(path, BASE.layers)
+    with pytest.raises(ModelFileError, match="Dense 'hidden_0' \\(units=8, activation='relu'\\) in config.json, "
+                                             "Dense 'hidden_0' \\(units=8, activation='tanh'\\) in params.yaml's"):
+        load_mlp(base_model[1], Arch("base", HIDDEN, "tanh").layers)
 
 
 def test_a_weights_entry_bigger_than_the_biggest_allowed_model(tmp_path, base_model, monkeypatch):
     monkeypatch.setattr(mlp, "MAX_WEIGHTS_BYTES", 1000)
     with pytest.raises(ModelFileError, match="model.weights.h5 is [0-9,]+ bytes, more than any model params.yaml "
                                              "allows \\(1,000 bytes\\)"):
-        load_mlp(base_model[1])
+        load_mlp(base_model[1], BASE.layers)
 
 
 def test_float64_weights_are_refused(tmp_path, base_model):
@@ -287,7 +321,7 @@ def test_float64_weights_are_refused(tmp_path, base_model):
         h5["layers/dense/vars/0"] = kernel.astype(np.float64)
     path = edit_weights(base_model[1], tmp_path / "base" / "seed-1.keras", widen)
     with pytest.raises(ModelFileError, match="vars/0 of layer 'hidden_0' is float64, not float32"):
-        load_mlp(path)
+        load_mlp(path, BASE.layers)
 
 
 def test_the_largest_allowed_model_is_within_the_loaders_limits():
@@ -309,7 +343,9 @@ def test_importing_mlp_does_not_import_tensorflow():
 
 def test_loading_and_predicting_does_not_import_tensorflow(base_model):
     code = ("import sys, numpy as np; from pathlib import Path; from stages.lib.mlp import load_mlp; "
-            f"p = load_mlp(Path({str(base_model[1])!r})).predict(np.zeros((3, 28, 28), np.float32)); "
+            "from stages.lib.schema import Arch; "
+            f"p = load_mlp(Path({str(base_model[1])!r}), Arch('base', {HIDDEN}).layers)"
+            ".predict(np.zeros((3, 28, 28), np.float32)); "
             "assert p.shape == (3, 10); "
             "assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
@@ -321,8 +357,9 @@ BLAS_KERNELS = ("Prescott", "Sandybridge", "Haswell")
 PREDICT_IN_CHILD = """
 import sys, numpy as np
 from stages.lib.mlp import load_mlp
+from stages.lib.schema import Arch
 x = np.random.default_rng(0).random((300, 28, 28), dtype=np.float32)
-np.save(sys.argv[2], load_mlp(sys.argv[1]).predict(x))
+np.save(sys.argv[2], load_mlp(sys.argv[1], Arch("wide", (256, 128)).layers).predict(x))
 """
 
 

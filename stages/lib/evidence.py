@@ -13,19 +13,13 @@ from typing import Any
 import numpy as np
 
 from stages.lib.data import scale
-from stages.lib.mlp import OUTPUT_ACTIVATION, Mlp
+from stages.lib.mlp import Mlp
 from stages.lib.schema import GRID_NEIGHBOURHOOD, TrainParams
 from stages.lib.scoring import confusion_matrix, scores
 from stages.lib.shapes import RUN_HISTORY_KEYS
 from stages.plumbing.errors import StageError
 
 SCORE_DIGITS = 6
-
-
-def mlp_of(dense_weights: list[tuple[np.ndarray, np.ndarray]], activation: str) -> Mlp:
-    """The numpy twin of a trained Keras model, from its Dense layers' (kernel, bias)."""
-    activations = [activation] * (len(dense_weights) - 1) + [OUTPUT_ACTIVATION]
-    return Mlp(tuple((kernel, bias, act) for (kernel, bias), act in zip(dense_weights, activations)))
 
 
 def pack_bits(flags: np.ndarray) -> str:
@@ -138,11 +132,11 @@ def unit(argv: list[str], stage: str, seeds: tuple[int, ...], first: str = "arch
     return argv[0], int(argv[1])
 
 
-def test_scores(dense_weights: list[tuple[np.ndarray, np.ndarray]], activation: str, data: dict) -> dict[str, float]:
-    """test_loss and test_accuracy of these weights, in float64 as the kept model's scores (NaN when the outputs
+def test_scores(model: Mlp, data: dict) -> dict[str, float]:
+    """test_loss and test_accuracy of ``model``, in float64 as the kept model's scores (NaN when the outputs
     are not finite)."""
     x, y = data["test"]
-    probs = mlp_of(dense_weights, activation).predict(scale(x))
+    probs = model.predict(scale(x))
     if not np.all(np.isfinite(probs)):
         return {f"test_{key}": float("nan") for key in ("loss", "accuracy")}
     return {f"test_{key}": value for key, value in scores(probs, y).items()}
@@ -158,8 +152,8 @@ def train_run(keras_model, arch, lr: float, seed: int, data: dict, epochs: int, 
     """
     model = keras_model.build_model(arch, seed)
     run = keras_model.train(model, lr, data, TrainParams(epochs, batch_size, patience), seed, compute,
-                            epoch_scores=lambda m: test_scores(keras_model.dense_weights(m), arch.activation, data))
-    weights = keras_model.dense_weights(model)
-    finite = all(np.all(np.isfinite(w)) for pair in weights for w in pair)
-    return run_record(lr, run.rows, run.best_epoch, run.failure, mlp_of(weights, arch.activation) if finite else None,
+                            epoch_scores=lambda m: test_scores(Mlp(arch.layers, keras_model.layer_weights(m)), data))
+    weights = keras_model.layer_weights(model)
+    finite = all(np.all(np.isfinite(w)) for layer in weights for w in layer)
+    return run_record(lr, run.rows, run.best_epoch, run.failure, Mlp(arch.layers, weights) if finite else None,
                       data, detail)

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from stages.lib.lr_finder import Curve, Stopper, batch_sizes, exponential_lrs
-from stages.lib.schema import IMAGE_SHAPE, NUM_CLASSES, Arch, ComputeParams, LrRangeParams, TrainParams
+from stages.lib.schema import IMAGE_SHAPE, Arch, ComputeParams, LrRangeParams, TrainParams
 from stages.plumbing.atomic import atomic_path
 
 EVAL_BATCH_SIZE = 1000  # only speed depends on it: loss and accuracy are means over all images
@@ -37,11 +37,10 @@ def set_seed(seed: int) -> None:
 
 
 def build_model(arch: Arch, seed: int, image_shape: tuple[int, ...] = IMAGE_SHAPE) -> keras.Model:
-    """Flatten -> Dense(h, activation) per hidden layer -> Dense(NUM_CLASSES, softmax), seeded init."""
+    """The Keras layers arch.layers names (schema.Layer: Flatten, Dense, ...) after an Input, seeded init."""
     set_seed(seed)
-    layers = [keras.Input(image_shape), keras.layers.Flatten(name="flatten")]
-    layers += [keras.layers.Dense(h, activation=arch.activation, name=f"hidden_{i}") for i, h in enumerate(arch.hidden)]
-    layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax", name="output"))
+    layers = [keras.Input(image_shape)]
+    layers += [getattr(keras.layers, layer.kind)(**layer.options, name=layer.name) for layer in arch.layers]
     return keras.Sequential(layers, name=arch.name)
 
 
@@ -215,10 +214,9 @@ def training_failure(rows: list[dict], lr: float) -> str | None:
     return None
 
 
-def dense_weights(model: keras.Model) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(kernel, bias) of each Dense layer, input to output."""
-    return [(layer.kernel.numpy(), layer.bias.numpy()) for layer in model.layers
-            if isinstance(layer, keras.layers.Dense)]
+def layer_weights(model: keras.Model) -> tuple[tuple[np.ndarray, ...], ...]:
+    """Each layer's weights after the Input, in Keras' order (a Dense layer's kernel and bias): mlp.Mlp's weights."""
+    return tuple(tuple(weight.numpy() for weight in layer.weights) for layer in model.layers)
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -1,21 +1,21 @@
 """Saved models, scored without TensorFlow: read a .keras file with zipfile + json + h5py, predict in numpy.
 
 Importing TensorFlow costs seconds per process; the evaluate stage only needs the
-forward pass of our one model shape (see keras_model.build_model):
+forward pass of the layers schema.Arch.layers lists (keras_model.build_model builds the same list):
 
     Input((28, 28)) -> Flatten -> Dense(h, activation) per hidden layer -> Dense(10, softmax)
 
 A .keras file is a zip of config.json (the layers), metadata.json and
-model.weights.h5, where the i-th Dense layer of config.json keeps its kernel
-(in, out) and bias at ``layers/dense/vars/{0,1}``, ``layers/dense_1/vars/{0,1}``, ...
+model.weights.h5, where each layer keeps its weights (a Dense layer's kernel (in, out)
+and bias) at ``layers/<class>/vars/{0,1}``: ``layers/dense``, ``layers/dense_1``, ...
 (Keras names the groups after the layer class, numbered in order; the group's
 ``vars`` carries the layer's own name as an attribute, which is checked too).
 
 Loading only reads JSON and arrays: nothing is unpickled or deserialised into
-objects, so a file from a shared remote cannot run code. Anything that is not
-exactly that model shape is refused with ModelFileError rather than guessed at,
-and so is anything bigger than params.yaml allows (schema.MAX_PARAMS): sizes are
-checked from the config and the arrays' declared shapes before any array is read.
+objects, so a file from a shared remote cannot run code. A file whose layers are not
+exactly the arch's is refused with ModelFileError rather than guessed at; the arch's
+sizes are within what params.yaml allows, so they are checked from the config and the
+arrays' declared shapes before any array is read.
 
 The activations follow Keras 3.15 on the TensorFlow backend (its float32 constants),
 computed in float64 so that scores are the same on every CPU:
@@ -28,16 +28,18 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from stages.lib.schema import MAX_HIDDEN_LAYERS, MAX_PARAMS, count_params
+from stages.lib.schema import MAX_PARAMS, Layer
 from stages.plumbing.errors import StageError
 
 CONFIG_ENTRY = "config.json"
@@ -45,7 +47,6 @@ WEIGHTS_ENTRY = "model.weights.h5"
 # The biggest arch params.yaml allows, as float32, plus room for HDF5's own structures.
 MAX_WEIGHTS_BYTES = 4 * MAX_PARAMS + (16 << 20)
 MAX_CONFIG_BYTES = 1 << 20  # ~1 KB per layer
-OUTPUT_ACTIVATION = "softmax"
 SAVED_ALIASES = {"silu": "swish"}  # Keras saves activation="swish" as "silu", its function's own name
 
 _F32 = np.float32
@@ -147,33 +148,58 @@ ACTIVATION_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def _flatten(h: np.ndarray, layer: Layer, weights: tuple[np.ndarray, ...]) -> np.ndarray:
+    return h.reshape(len(h), math.prod(h.shape[1:]))  # -1 fails on an empty batch
+
+
+def _dense(h: np.ndarray, layer: Layer, weights: tuple[np.ndarray, ...]) -> np.ndarray:
+    kernel, bias = weights
+    h = h @ kernel
+    h += bias
+    return ACTIVATION_FUNCTIONS[layer.activation](h)
+
+
+# The forward pass of each schema.Layer kind, at inference.
+FORWARD: dict[str, Callable[[np.ndarray, Layer, tuple[np.ndarray, ...]], np.ndarray]] = {
+    "Flatten": _flatten,
+    "Dense": _dense,
+}
+
+
 @dataclass(frozen=True, eq=False)  # eq on arrays would be ambiguous: identity is what == means here
 class Mlp:
-    """Flatten, then Dense layers applied in order: activation(x @ kernel + bias)."""
+    """The layers of schema.Arch.layers with their weights, applied in order to images flattened by the first."""
 
-    layers: tuple[tuple[np.ndarray, np.ndarray, str], ...]  # (kernel (in, out), bias (out,), activation)
+    layers: tuple[Layer, ...]
+    # Per layer, in Keras' order: a Dense layer's kernel (in, out) and bias (out,); () for a layer without weights.
+    weights: tuple[tuple[np.ndarray, ...], ...]
 
     def __post_init__(self) -> None:
-        if not self.layers:
-            raise ValueError("no Dense layers")
-        width = None
-        for i, (kernel, bias, activation) in enumerate(self.layers):
-            if activation not in ACTIVATION_FUNCTIONS:
-                raise ValueError(f"layer {i}: unknown activation {activation!r}")
-            if kernel.ndim != 2 or kernel.dtype != _F32 or bias.dtype != _F32 or bias.shape != kernel.shape[1:]:
-                raise ValueError(f"layer {i}: kernel {kernel.shape} {kernel.dtype} and bias {bias.shape} "
-                                 f"{bias.dtype} are not float32 (in, out) and (out,)")
-            if width is not None and kernel.shape[0] != width:
-                raise ValueError(f"layer {i}: kernel {kernel.shape} does not take the {width} outputs before it")
-            width = kernel.shape[1]
+        if len(self.weights) != len(self.layers) or not any(self.weights):
+            raise ValueError(f"{len(self.weights)} weight tuples for {len(self.layers)} layers, or none with weights")
+        width = self.input_size
+        for i, (layer, weights) in enumerate(zip(self.layers, self.weights)):
+            if layer.kind not in FORWARD:
+                raise ValueError(f"layer {i}: unknown kind {layer.kind!r}")
+            if layer.activation is not None and layer.activation not in ACTIVATION_FUNCTIONS:
+                raise ValueError(f"layer {i}: unknown activation {layer.activation!r}")
+            shapes = layer.weight_shapes(width)
+            if tuple(w.shape for w in weights) != shapes or any(w.dtype != _F32 for w in weights):
+                raise ValueError(f"layer {i}: weights {[(w.shape, str(w.dtype)) for w in weights]} are not float32 "
+                                 f"{list(shapes)}, what a {layer.kind} layer taking the {width} values before it has")
+            width = layer.outputs(width)
 
     @property
     def input_size(self) -> int:
-        return int(self.layers[0][0].shape[0])
+        """Values per image: the rows of the first weights' kernel."""
+        return int(next(weights for weights in self.weights if weights)[0].shape[0])
 
     @property
     def output_size(self) -> int:
-        return int(self.layers[-1][0].shape[1])
+        width = self.input_size
+        for layer in self.layers:
+            width = layer.outputs(width)
+        return width
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Outputs (n, output_size) for images x (n, ...) in [0, 1], batch_size rows at a time.
@@ -189,31 +215,29 @@ class Mlp:
         size = math.prod(x.shape[1:])
         if size != self.input_size:
             raise ValueError(f"images of shape {x.shape[1:]} have {size} values; the model takes {self.input_size}")
-        layers = [(kernel.astype(np.float64), bias.astype(np.float64), activation)
-                  for kernel, bias, activation in self.layers]
+        weights = [tuple(w.astype(np.float64) for w in ws) for ws in self.weights]
         out = np.empty((n, self.output_size), dtype=np.float64)
         for start in range(0, n, batch_size):
-            h = x[start:start + batch_size].reshape(-1, size).astype(np.float64)
-            for kernel, bias, activation in layers:
-                h = h @ kernel
-                h += bias
-                h = ACTIVATION_FUNCTIONS[activation](h)
+            h = x[start:start + batch_size].astype(np.float64)
+            for layer, ws in zip(self.layers, weights):
+                h = FORWARD[layer.kind](h, layer, ws)
             out[start:start + batch_size] = h
         return out
 
     def count_params(self) -> int:
-        return sum(int(kernel.size + bias.size) for kernel, bias, _ in self.layers)
+        return sum(int(w.size) for ws in self.weights for w in ws)
 
 
 class _Bad(Exception):
     """What is wrong with the file, for ModelFileError."""
 
 
-def load_mlp(path: Path) -> Mlp:
-    """The model saved at path (models/<arch>/seed-<n>.keras), or ModelFileError saying how to restore it."""
+def load_mlp(path: Path, layers: tuple[Layer, ...]) -> Mlp:
+    """The model saved at path (models/<arch>/seed-<n>.keras), which must have ``layers`` (its schema.Arch.layers),
+    or ModelFileError saying how to restore it."""
     path = Path(path)
     try:
-        return _load(path)
+        return _load(path, layers)
     except _Bad as err:
         what = str(err)
     except RecursionError:
@@ -228,24 +252,25 @@ def load_mlp(path: Path) -> Mlp:
     )
 
 
-def _load(path: Path) -> Mlp:
+def _load(path: Path, expected: tuple[Layer, ...]) -> Mlp:
     with open(path, "rb") as f:  # FileNotFoundError, IsADirectoryError, ... are reported as they are
         if not zipfile.is_zipfile(f):
             raise _Bad("not a zip file, so not a .keras model")
         with zipfile.ZipFile(f) as archive:
             config = json.loads(_read_entry(archive, CONFIG_ENTRY, MAX_CONFIG_BYTES))
-            input_size, denses = _dense_configs(config)  # sizes checked before the weights are read
+            inputs, layers = _config_layers(config)
+            _check_layers(layers, expected)  # sizes are params.yaml's, so bounded, before the weights are read
             weights = _read_entry(archive, WEIGHTS_ENTRY, MAX_WEIGHTS_BYTES)
     with h5py.File(io.BytesIO(weights), "r") as h5:
-        layers = []
-        for i, dense in enumerate(denses):
-            layers.append(_dense_weights(h5, i, dense, layers[-1][0].shape[1] if layers else input_size))
-        known = {"flatten", *(_h5_name(i) for i in range(len(denses)))}
-        extra = sorted(set(_child(h5, "layers", h5py.Group).keys()) - known)
+        arrays, width = [], inputs
+        for layer, h5_name in zip(layers, _h5_names(layers)):
+            arrays.append(_layer_weights(h5, h5_name, layer, width))
+            width = layer.outputs(width)
+        extra = sorted(set(_child(h5, "layers", h5py.Group).keys()) - set(_h5_names(layers)))
         if extra:
             raise _Bad(f"{WEIGHTS_ENTRY} has weights for layers {', '.join(extra)} that config.json does not have")
     try:
-        return Mlp(tuple(layers))
+        return Mlp(layers, tuple(arrays))
     except ValueError as err:
         raise _Bad(str(err)) from None
 
@@ -261,63 +286,75 @@ def _read_entry(archive: zipfile.ZipFile, name: str, max_bytes: int) -> bytes:
     return archive.read(info)
 
 
-def _h5_name(i: int) -> str:
-    return "dense" if i == 0 else f"dense_{i}"
+def _h5_names(layers: tuple[Layer, ...]) -> list[str]:
+    """The groups of model.weights.h5 that hold each layer's weights: Keras names them after the layer's class in
+    snake case, numbered from the second of a class on (dense, dense_1, ...)."""
+    names, seen = [], Counter()
+    for layer in layers:
+        base = re.sub(r"(?<!^)(?=[A-Z])", "_", layer.kind).lower()
+        names.append(f"{base}_{seen[base]}" if seen[base] else base)
+        seen[base] += 1
+    return names
 
 
-def _dense_configs(config: object) -> tuple[int, list[dict]]:
-    """(values per image, the Dense layers' configs) of Input -> Flatten -> Dense ... -> Dense(softmax)."""
+def _config_layers(config: object) -> tuple[int, tuple[Layer, ...]]:
+    """(values per image, the layers after the Input) of config.json, as far as the numpy forward pass runs them."""
     if not isinstance(config, dict) or config.get("class_name") != "Sequential":
         raise _Bad("config.json is not a Sequential model")
     layers = config.get("config", {}).get("layers") if isinstance(config.get("config"), dict) else None
     if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
         raise _Bad("config.json has no list of layers")
     classes = [layer.get("class_name") for layer in layers]
-    for cls in classes:
-        if cls not in ("InputLayer", "Flatten", "Dense"):
-            raise _Bad(f"layer class {cls!r} in config.json; only InputLayer, Flatten and Dense are supported")
-    if len(classes) < 3 or classes[:2] != ["InputLayer", "Flatten"] or set(classes[2:]) != {"Dense"}:
-        raise _Bad(f"layers {classes} are not InputLayer, Flatten, then Dense layers")
-    input_config, flatten_config = (_layer_config(layer) for layer in layers[:2])
-    shape = input_config.get("batch_shape")
+    for cls in classes[1:]:
+        if cls not in FORWARD:
+            raise _Bad(f"layer class {cls!r} in config.json; only InputLayer, then {', '.join(FORWARD)} are supported")
+    if len(classes) < 2 or classes[0] != "InputLayer":
+        raise _Bad(f"layers {classes} do not start with an InputLayer")
+    shape = _layer_config(layers[0]).get("batch_shape")
     if not (isinstance(shape, list) and len(shape) >= 2 and shape[0] is None
             and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])):
         raise _Bad(f"input shape {shape!r} is not [null, positive sizes ...]")
-    if flatten_config.get("data_format") != "channels_last":
-        raise _Bad(f"Flatten data_format {flatten_config.get('data_format')!r} is not 'channels_last'")
-    denses = [_layer_config(layer) for layer in layers[2:]]
-    for i, dense in enumerate(denses):
-        name = dense.get("name")
-        activation = dense.get("activation")
-        activation = SAVED_ALIASES.get(activation, activation) if isinstance(activation, str) else activation
-        if activation not in ACTIVATION_FUNCTIONS:
-            raise _Bad(f"Dense layer {name!r} has activation {activation!r}; supported: "
-                       f"{', '.join(ACTIVATION_FUNCTIONS)}")
-        if dense.get("use_bias") is not True:
-            raise _Bad(f"Dense layer {name!r} has use_bias {dense.get('use_bias')!r}, not true")
-        for key in ("quantization_config", "lora_rank"):
-            if dense.get(key):
-                raise _Bad(f"Dense layer {name!r} has {key} {dense[key]!r}; only plain float layers are supported")
-        dtype = dense.get("dtype", "float32")
-        if isinstance(dtype, dict):
-            dtype = dtype.get("config").get("name") if isinstance(dtype.get("config"), dict) else None
-        if dtype != "float32":
-            raise _Bad(f"Dense layer {name!r} computes in {dtype!r}, not float32")
-        units = dense.get("units")
-        if not (isinstance(units, int) and not isinstance(units, bool) and units > 0):
-            raise _Bad(f"Dense layer {name!r} has units {units!r}")
-        denses[i] = {**dense, "activation": activation}
-    if denses[-1]["activation"] != OUTPUT_ACTIVATION:
-        raise _Bad(f"the output layer's activation is {denses[-1]['activation']!r}, not {OUTPUT_ACTIVATION!r}")
-    inputs = math.prod(shape[1:])
-    units = [dense["units"] for dense in denses]
-    if len(units) > MAX_HIDDEN_LAYERS + 1:
-        raise _Bad(f"{len(units)} Dense layers, more than params.yaml allows "
-                   f"({MAX_HIDDEN_LAYERS} hidden and the output)")
-    n = count_params(units[:-1], inputs, units[-1])
-    if n > MAX_PARAMS:
-        raise _Bad(f"config.json declares {n:,} parameters, more than params.yaml allows ({MAX_PARAMS:,})")
-    return inputs, denses
+    options = [f.name for f in fields(Layer)[2:]]
+    found = []
+    for cls, config in zip(classes[1:], map(_layer_config, layers[1:])):
+        name = config.get("name")
+        _check_plain(cls, name, config)
+        values = {key: config.get(key) for key in options}
+        if isinstance(values["activation"], str):
+            values["activation"] = SAVED_ALIASES.get(values["activation"], values["activation"])
+        found.append(Layer(cls, name, **values))
+    return math.prod(shape[1:]), tuple(found)
+
+
+def _check_plain(cls: str, name: object, config: dict) -> None:
+    """What the forward pass takes for granted: float32, a bias on every Dense layer, channels last."""
+    if cls == "Flatten" and config.get("data_format") != "channels_last":
+        raise _Bad(f"Flatten data_format {config.get('data_format')!r} is not 'channels_last'")
+    if cls == "Dense" and config.get("use_bias") is not True:
+        raise _Bad(f"Dense layer {name!r} has use_bias {config.get('use_bias')!r}, not true")
+    for key in ("quantization_config", "lora_rank"):
+        if config.get(key):
+            raise _Bad(f"{cls} layer {name!r} has {key} {config[key]!r}; only plain float layers are supported")
+    dtype = config.get("dtype", "float32")
+    if isinstance(dtype, dict):
+        dtype = dtype.get("config").get("name") if isinstance(dtype.get("config"), dict) else None
+    if dtype != "float32":
+        raise _Bad(f"{cls} layer {name!r} computes in {dtype!r}, not float32")
+
+
+def _check_layers(found: tuple[Layer, ...], expected: tuple[Layer, ...]) -> None:
+    """The file's layers are the arch's: anything else was trained for other params, or damaged."""
+    if len(found) != len(expected):
+        raise _Bad(f"config.json has {len(found)} layers after its Input, params.yaml's arch {len(expected)}")
+    for i, (file_layer, arch_layer) in enumerate(zip(found, expected)):
+        if file_layer != arch_layer:
+            raise _Bad(f"layer {i + 1} after the Input is {_describe(file_layer)} in config.json, "
+                       f"{_describe(arch_layer)} in params.yaml's arch")
+
+
+def _describe(layer: Layer) -> str:
+    options = ", ".join(f"{key}={value!r}" for key, value in layer.options.items())
+    return f"{layer.kind} {layer.name!r}" + (f" ({options})" if options else "")
 
 
 def _layer_config(layer: dict) -> dict:
@@ -343,29 +380,29 @@ def _child(parent: h5py.Group, name: str, kind: type) -> h5py.Group | h5py.Datas
     return node
 
 
-def _dense_weights(h5: h5py.File, i: int, dense: dict, inputs: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """(kernel, bias, activation) of the i-th Dense layer, which takes `inputs` values."""
-    name = dense.get("name")
-    key = f"layers/{_h5_name(i)}/vars"
-    group = _child(_child(_child(h5, "layers", h5py.Group), _h5_name(i), h5py.Group), "vars", h5py.Group)
+def _layer_weights(h5: h5py.File, h5_name: str, layer: Layer, inputs: int) -> tuple[np.ndarray, ...]:
+    """The weights of ``layer``, kept in group ``h5_name``, when it takes ``inputs`` values."""
+    key = f"layers/{h5_name}/vars"
+    group = _child(_child(_child(h5, "layers", h5py.Group), h5_name, h5py.Group), "vars", h5py.Group)
     saved_name = group.attrs.get("name")
     if isinstance(saved_name, bytes):
         saved_name = saved_name.decode()
-    if saved_name is not None and saved_name != name:
-        raise _Bad(f"{WEIGHTS_ENTRY} {key} belongs to layer {saved_name!r}, not {name!r}")
-    if sorted(group.keys()) != ["0", "1"]:
-        raise _Bad(f"{WEIGHTS_ENTRY} {key} holds {sorted(group.keys())}, not a kernel 0 and a bias 1")
-    units = dense["units"]
+    if saved_name is not None and saved_name != layer.name:
+        raise _Bad(f"{WEIGHTS_ENTRY} {key} belongs to layer {saved_name!r}, not {layer.name!r}")
+    shapes = layer.weight_shapes(inputs)
+    if sorted(group.keys()) != [str(i) for i in range(len(shapes))]:
+        raise _Bad(f"{WEIGHTS_ENTRY} {key} holds {sorted(group.keys())}, not the {len(shapes)} arrays of a "
+                   f"{layer.kind} layer")
     arrays = []
-    for part, shape in (("0", (inputs, units)), ("1", (units,))):
-        data = _child(group, part, h5py.Dataset)
+    for part, shape in enumerate(shapes):
+        data = _child(group, str(part), h5py.Dataset)
         # Declared shape and type first: reading an array allocates what it declares.
         if data.shape != shape:
-            raise _Bad(f"{WEIGHTS_ENTRY} {key}/{part} of layer {name!r} has shape {data.shape}; expected {shape}")
+            raise _Bad(f"{WEIGHTS_ENTRY} {key}/{part} of layer {layer.name!r} has shape {data.shape}; "
+                       f"expected {shape}")
         if data.dtype != _F32:
-            raise _Bad(f"{WEIGHTS_ENTRY} {key}/{part} of layer {name!r} is {data.dtype}, not float32")
-        arrays.append(data[()])
-    kernel, bias = arrays
-    kernel.setflags(write=False)
-    bias.setflags(write=False)
-    return kernel, bias, dense["activation"]
+            raise _Bad(f"{WEIGHTS_ENTRY} {key}/{part} of layer {layer.name!r} is {data.dtype}, not float32")
+        array = data[()]
+        array.setflags(write=False)
+        arrays.append(array)
+    return tuple(arrays)

@@ -147,6 +147,36 @@ class LongRulesParams:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """One layer of a network, after its Input: what stages.lib.keras_model builds and stages.lib.mlp checks a saved
+    model against and runs.
+
+    ``kind`` is its keras.layers class, ``name`` the Keras name its weights are saved under, and the fields after
+    them its constructor's arguments (None: not one of this kind's).
+    """
+    kind: str
+    name: str
+    units: int | None = None
+    activation: str | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Its constructor's arguments besides the name."""
+        return {f.name: getattr(self, f.name) for f in fields(self)[2:] if getattr(self, f.name) is not None}
+
+    def weight_shapes(self, inputs: int) -> tuple[tuple[int, ...], ...]:
+        """Its weights' shapes in Keras' order when it takes ``inputs`` values: a Dense layer's kernel and bias."""
+        return ((inputs, self.units), (self.units,)) if self.kind == "Dense" else ()
+
+    def outputs(self, inputs: int) -> int:
+        """Values it gives per image when it takes ``inputs`` (Flatten takes the image's values, flattened)."""
+        return self.units if self.kind == "Dense" else inputs
+
+
+OUTPUT_LAYER = Layer("Dense", "output", NUM_CLASSES, "softmax")
+
+
+@dataclass(frozen=True)
 class Arch:
     name: str
     hidden: tuple[int, ...] = param("hidden", "hidden layer sizes, like [300, 100]")
@@ -157,6 +187,12 @@ class Arch:
     batch_size: int | None = param(Range(True, 1, high=MAX_BATCH_SIZE, high_open=False),
                                    "images per step in its range tests and trainings (default: lr_range.batch_size "
                                    "and train.batch_size)", default=None)
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        """Its network after the Input: Flatten, a Dense layer per hidden size, then the softmax output."""
+        hidden = [Layer("Dense", f"hidden_{i}", units, self.activation) for i, units in enumerate(self.hidden)]
+        return (Layer("Flatten", "flatten"), *hidden, OUTPUT_LAYER)
 
 
 @dataclass(frozen=True)
