@@ -301,6 +301,20 @@ def test_training_that_blows_up_to_nan_fails_and_keeps_the_last_finite_epoch(spl
     assert km.evaluate(model, *split["val"])["loss"] == pytest.approx(val_losses[0], rel=1e-5)
 
 
+def test_training_with_dropout_drops_and_repeats_exactly(split):
+    dropped = Arch("tiny", ARCH.hidden, dropout=0.5)
+    x = split["train"][0][:20]
+    model = km.build_model(dropped, SEED)
+    assert np.array_equal(model(x, training=False), model.predict(x, verbose=0))
+    assert not np.allclose(model(x, training=True), model(x, training=False))  # it drops, in training only
+    runs = []
+    for _ in range(2):
+        model = km.build_model(dropped, SEED)
+        quiet_train(model, 0.1, split, TrainParams(epochs=1, batch_size=16, patience=20), SEED, compute(4))
+        runs.append(model.get_weights())
+    assert weights_equal(*runs)  # seeded: the same units are dropped each time
+
+
 # --- saving and loading ------------------------------------------------------------------------
 
 

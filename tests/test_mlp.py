@@ -75,7 +75,19 @@ def test_the_layer_list_keeps_the_keras_names_models_are_saved_under():
         Layer("Dense", "output", 10, "softmax"))
 
 
-@pytest.mark.parametrize("arch", [BASE, Arch("deep", (12, 10, 8), "gelu")], ids=lambda arch: arch.name)
+def test_dropout_adds_a_layer_after_each_hidden_one_and_a_rate_of_0_none():
+    assert Arch("base", (300, 100), dropout=0).layers == Arch("base", (300, 100), dropout=0.0).layers == (
+        Arch("base", (300, 100)).layers)
+    assert Arch("base", (300, 100), dropout=0.25).layers == (
+        Layer("Flatten", "flatten"), Layer("Dense", "hidden_0", 300, "relu"), Layer("Dropout", "dropout_0", rate=0.25),
+        Layer("Dense", "hidden_1", 100, "relu"), Layer("Dropout", "dropout_1", rate=0.25),
+        Layer("Dense", "output", 10, "softmax"))
+
+
+DROPPED = Arch("dropped", (12, 10), "tanh", dropout=0.5)
+
+
+@pytest.mark.parametrize("arch", [BASE, Arch("deep", (12, 10, 8), "gelu"), DROPPED], ids=lambda arch: arch.name)
 def test_keras_and_numpy_forward_passes_agree_on_random_weights(arch):
     """One layer list, two forward passes: Keras builds it, Mlp runs it, and they agree on any weights, not only
     on the initial ones."""
@@ -130,6 +142,16 @@ def test_deeper_model_and_batches_that_do_not_divide_n(tmp_path):
     np.testing.assert_allclose(mlp.predict(x, batch_size=10), whole, rtol=0, atol=1e-6)
     np.testing.assert_allclose(mlp.predict(x, batch_size=1), whole, rtol=0, atol=1e-6)
     assert mlp.predict(x[:0]).shape == (0, 10)
+
+
+def test_a_saved_model_with_dropout_loads_and_scores_as_keras_predicts(tmp_path):
+    """Dropout only acts in training: Keras' predict and the numpy pass both leave it out."""
+    model, path = saved(tmp_path, DROPPED)
+    assert_matches_keras(model, DROPPED, path, images(30, seed=4))
+    mlp = load_mlp(path, DROPPED.layers)
+    assert [layer.kind for layer in mlp.layers] == ["Flatten", "Dense", "Dropout", "Dense", "Dropout", "Dense"]
+    with pytest.raises(ModelFileError, match="config.json has 6 layers after its Input, params.yaml's arch 4"):
+        load_mlp(path, Arch("dropped", (12, 10), "tanh").layers)
 
 
 def test_single_hidden_layer(tmp_path):

@@ -149,6 +149,29 @@ def test_arch_options_are_parsed(raw):
     assert p.rule_for(p.archs["base"]) == "fastai_valley"
 
 
+def test_dropout_is_a_rate_per_arch_and_none_by_default(raw):
+    raw["archs"]["base"]["dropout"] = 0.2
+    raw["archs"]["deep3"]["dropout"] = 0
+    p = parse_params(raw)
+    assert p.archs["base"] == Arch("base", (300, 100), dropout=0.2)
+    assert p.archs["deep3"].dropout == 0.0 and isinstance(p.archs["deep3"].dropout, float)
+    assert p.archs["deep4"].dropout == 0.0
+
+
+@pytest.mark.parametrize("rate", [1, 1.0, 1.5, -0.1, float("inf")])
+def test_dropout_is_in_zero_one(raw, rate):
+    raw["archs"]["base"]["dropout"] = rate
+    assert_line(only_problem(raw), "archs.base.dropout", rate, "out of range")
+    assert only_problem(raw).endswith("expected a number >= 0 and < 1)")
+
+
+@pytest.mark.parametrize("rate", ["0.2", True, [0.2]])
+def test_dropout_is_a_number(raw, rate):
+    raw["evidence"]["heldout"]["deep6"]["dropout"] = rate
+    assert_line(only_problem(raw), "evidence.heldout.deep6.dropout", rate, "wrong type")
+    assert only_problem(raw).endswith("expected a number >= 0 and < 1)")
+
+
 def test_unknown_arch_lookup(raw):
     with pytest.raises(ParamsError, match="no architecture named 'nope'.*base, deep3, deep4, wide3"):
         parse_params(raw).arch("nope")

@@ -3,7 +3,7 @@
 Importing TensorFlow costs seconds per process; the evaluate stage only needs the
 forward pass of the layers schema.Arch.layers lists (keras_model.build_model builds the same list):
 
-    Input((28, 28)) -> Flatten -> Dense(h, activation) per hidden layer -> Dense(10, softmax)
+    Input((28, 28)) -> Flatten -> Dense(h, activation) [-> Dropout(rate)] per hidden layer -> Dense(10, softmax)
 
 A .keras file is a zip of config.json (the layers), metadata.json and
 model.weights.h5, where each layer keeps its weights (a Dense layer's kernel (in, out)
@@ -159,10 +159,15 @@ def _dense(h: np.ndarray, layer: Layer, weights: tuple[np.ndarray, ...]) -> np.n
     return ACTIVATION_FUNCTIONS[layer.activation](h)
 
 
-# The forward pass of each schema.Layer kind, at inference.
+def _identity(h: np.ndarray, layer: Layer, weights: tuple[np.ndarray, ...]) -> np.ndarray:
+    return h
+
+
+# The forward pass of each schema.Layer kind, at inference (where Dropout passes everything on).
 FORWARD: dict[str, Callable[[np.ndarray, Layer, tuple[np.ndarray, ...]], np.ndarray]] = {
     "Flatten": _flatten,
     "Dense": _dense,
+    "Dropout": _identity,
 }
 
 

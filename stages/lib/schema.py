@@ -158,6 +158,7 @@ class Layer:
     name: str
     units: int | None = None
     activation: str | None = None
+    rate: float | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -187,12 +188,19 @@ class Arch:
     batch_size: int | None = param(Range(True, 1, high=MAX_BATCH_SIZE, high_open=False),
                                    "images per step in its range tests and trainings (default: lr_range.batch_size "
                                    "and train.batch_size)", default=None)
+    dropout: float = param(Range(False, 0, high=1), "rate of a Dropout layer after each hidden layer; 0: none",
+                           default=0.0)
 
     @property
     def layers(self) -> tuple[Layer, ...]:
-        """Its network after the Input: Flatten, a Dense layer per hidden size, then the softmax output."""
-        hidden = [Layer("Dense", f"hidden_{i}", units, self.activation) for i, units in enumerate(self.hidden)]
-        return (Layer("Flatten", "flatten"), *hidden, OUTPUT_LAYER)
+        """Its network after the Input: Flatten, a Dense layer per hidden size (each followed by a Dropout layer when
+        dropout > 0; at 0, none, so a model without dropout stays what it was), then the softmax output."""
+        layers = [Layer("Flatten", "flatten")]
+        for i, units in enumerate(self.hidden):
+            layers.append(Layer("Dense", f"hidden_{i}", units, self.activation))
+            if self.dropout:
+                layers.append(Layer("Dropout", f"dropout_{i}", rate=self.dropout))
+        return (*layers, OUTPUT_LAYER)
 
 
 @dataclass(frozen=True)
