@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
     x, y = load_prepared(parts=("train",))["train"]
     model = keras_model.build_model(arch, params.seed)
     clock = Stopwatch()
-    sweep = keras_model.range_test(model, x, y, sweep_params, params.seed, params.compute)
+    sweep = keras_model.range_test(model, x, y, sweep_params, params.seed, params.compute, progress=f"lr_range@{name}")
     took = clock.took()
 
     write_csv(paths.lr_range_csv(name), CURVE_COLUMNS, curve_rows(sweep.curve))

@@ -77,7 +77,7 @@ def main(argv: list[str]) -> None:
         for seed in params.seeds:
             model = keras_model.build_model(arch, seed)
             run = keras_model.train(model, lr, data, train_params, seed, params.compute,
-                                    paths.tensorboard_dir(name, seed, logs))
+                                    paths.tensorboard_dir(name, seed, logs), progress=f"train@{name} seed {seed}")
             # Saved even when training failed: evaluate and DVC expect the file; the metrics say it failed.
             keras_model.save_model(model, paths.model_file(name, seed, folder))
             runs.append({"seed": seed, "epochs_run": len(run.rows), "best_epoch": run.best_epoch,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
+import re
 import time
 
 import keras
@@ -313,6 +314,76 @@ def test_training_with_dropout_drops_and_repeats_exactly(split):
         quiet_train(model, 0.1, split, TrainParams(epochs=1, batch_size=16, patience=20), SEED, compute(4))
         runs.append(model.get_weights())
     assert weights_equal(*runs)  # seeded: the same units are dropped each time
+
+
+# --- progress lines ------------------------------------------------------------------------------
+
+SWEEP_LINE = re.compile(r"^lr_range@tiny: batch (\d+)/(\d+), rate (\S+), loss (\S+)$")
+TRAIN_LINE = re.compile(r"^train@tiny seed 7: epoch (\d+)/2, batch (\d+)/(\d+), loss (\S+)$")
+
+
+def printed(run):
+    """(what ``run()`` returns, the lines it printed)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        result = run()
+    return result, out.getvalue().splitlines()
+
+
+def test_the_sweep_prints_a_line_per_tenth_with_its_batch_rate_and_own_loss(xy):
+    x, y = xy
+    p = sweep_params(0.01, 1.01)
+    quiet = km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, PLAIN).curve
+    sweep, lines = printed(lambda: km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, PLAIN,
+                                                 progress="lr_range@tiny"))
+    assert len(quiet.losses) == STEPS and np.array_equal(sweep.curve.losses, quiet.losses)  # the lines change nothing
+    matches = [SWEEP_LINE.match(line) for line in lines]
+    assert all(matches), lines
+    done = [int(m[1]) for m in matches]
+    assert done == [4, 8, 12, 16, 19, 23, 27, 31, 35]  # the first batch past each tenth of 38; none at the end
+    for m, batch in zip(matches, done):
+        assert int(m[2]) == STEPS
+        assert m[3] == f"{0.01 * 1.01 ** (batch - 1):.3g}" and m[4] == f"{quiet.losses[batch - 1]:.3g}"
+
+
+@pytest.mark.parametrize("spe", [4, 32])
+def test_with_several_batches_per_execution_the_lines_come_per_execution_within_the_sweep(xy, spe):
+    x, y = xy
+    p = sweep_params(0.01, 1.01, epochs=2)
+    _, lines = printed(lambda: km.range_test(km.build_model(ARCH, SEED), x, y, p, SEED, compute(spe),
+                                             progress="lr_range@tiny"))
+    done = [int(SWEEP_LINE.match(line)[1]) for line in lines]
+    # calls come after batches spe, 2 spe, ... of each epoch, the last partial one capped at the epoch's end
+    calls = [epoch * STEPS + min(k, STEPS) for epoch in range(2) for k in range(spe, STEPS + spe, spe)]
+    assert done and set(done) <= set(calls) and done == sorted(done) and max(done) < 2 * STEPS
+    tenths = [d * 10 // (2 * STEPS) for d in done]
+    assert len(set(tenths)) == len(tenths)  # at most one line per tenth
+    assert all(int(SWEEP_LINE.match(line)[2]) == 2 * STEPS for line in lines)
+
+
+def test_no_line_speaks_of_batches_run_after_the_sweep_stopped(xy):
+    """Within its last execution a sweep runs past its stop; those batches are not kept, and not shown."""
+    x, y = xy
+    sweep, lines = printed(lambda: km.range_test(km.build_model(ARCH, SEED), x, y, sweep_params(0.001, 1.5), SEED,
+                                                 compute(8), progress="lr_range@tiny"))
+    kept = len(sweep.curve.losses)
+    assert kept < STEPS and kept % 8  # it stopped inside an execution
+    done = [int(SWEEP_LINE.match(line)[1]) for line in lines]
+    assert done and max(done) <= kept and max(done) + 8 > kept  # every execution before the stop, not the last
+
+
+def test_training_prints_lines_per_epoch_and_trains_the_same(split):
+    params = TrainParams(epochs=2, batch_size=16, patience=20)
+    quiet = km.build_model(ARCH, SEED)
+    quiet_train(quiet, 0.1, split, params, SEED, PLAIN)
+    model = km.build_model(ARCH, SEED)
+    _, lines = printed(lambda: km.train(model, 0.1, split, params, SEED, PLAIN, progress="train@tiny seed 7"))
+    assert weights_equal(model.get_weights(), quiet.get_weights())
+    ours = [TRAIN_LINE.match(line) for line in lines if line.startswith("train@")]
+    steps = -(-(N_TRAIN - 50) // 16)  # 16 batches per epoch
+    assert [(int(m[1]), int(m[2])) for m in ours] == [(epoch, b) for epoch in (1, 2) for b in (2, 4, 5, 7, 8, 10, 12,
+                                                                                              13, 15)]
+    assert all(int(m[3]) == steps and float(m[4]) > 0 for m in ours)
 
 
 # --- saving and loading ------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def train_rates(kind: str, params: Params, name: str, seed: int, rates: list[flo
     runs, clock = [], Stopwatch()
     for lr in rates:
         runs.append(train_run(keras_model, arch, lr, seed, data, 1, params.evidence.patience,
-                              params.train_for(arch).batch_size, params.compute))
+                              params.train_for(arch).batch_size, params.compute,
+                              progress=f"{kind}@{name}-{seed} lr {lr:.4g}"))
         print(f"{kind}@{name}-{seed}: lr {lr:.4g}: val accuracy {runs[-1].get('val_accuracy')}", flush=True)
     took = clock.took()
     records.write_json(paths.evidence_json(kind, name, seed), {"kind": kind, "arch": name, "seed": seed, "runs": runs},

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
     x, y = load_prepared(parts=("train",))["train"]
     clock = Stopwatch()
     sweep = keras_model.range_test(keras_model.build_model(arch, seed), x, y, params.lr_range_for(arch), seed,
-                                   params.compute)
+                                   params.compute, progress=f"range@{name}-{seed}")
     took = clock.took()
     write_csv(paths.evidence_curve_csv(name, seed), CURVE_COLUMNS, curve_rows(sweep.curve))
     records.write_json(paths.evidence_json("range", name, seed),

@@ -30,7 +30,7 @@ def train_long(kind: str, params: Params, name: str, seed: int, lr: float, how: 
     data = load_prepared(parts=("train", "val", "test"))
     clock = Stopwatch()
     record = train_run(keras_model, arch, lr, seed, data, e.max_epochs, e.patience, params.train_for(arch).batch_size,
-                       params.compute, detail=detail)
+                       params.compute, detail=detail, progress=f"{kind}@{name}-{seed}")
     took = clock.took()
     records.write_json(paths.evidence_json(kind, name, seed, rate),
                        {"kind": kind, "arch": name, "seed": seed, "lr_chosen_by": how, **record},

@@ -143,16 +143,18 @@ def test_scores(model: Mlp, data: dict) -> dict[str, float]:
 
 
 def train_run(keras_model, arch, lr: float, seed: int, data: dict, epochs: int, patience: int, batch_size: int,
-              compute, detail: bool = False) -> dict:
+              compute, detail: bool = False, progress: str | None = None) -> dict:
     """Train a fresh model (``seed``: its init and its shuffling) at ``lr``; its record (run_record).
 
     Args:
         keras_model: the stages.lib.keras_model module that tf_runtime.load_keras_model returned.
         detail: also record, for the test set, which images the kept model gets right and its confusion matrix.
+        progress: the label of the progress lines printed while it trains (keras_model.Progress); None for none.
     """
     model = keras_model.build_model(arch, seed)
     run = keras_model.train(model, lr, data, TrainParams(epochs, batch_size, patience), seed, compute,
-                            epoch_scores=lambda m: test_scores(Mlp(arch.layers, keras_model.layer_weights(m)), data))
+                            epoch_scores=lambda m: test_scores(Mlp(arch.layers, keras_model.layer_weights(m)), data),
+                            progress=progress)
     weights = keras_model.layer_weights(model)
     finite = all(np.all(np.isfinite(w)) for layer in weights for w in layer)
     return run_record(lr, run.rows, run.best_epoch, run.failure, Mlp(arch.layers, weights) if finite else None,

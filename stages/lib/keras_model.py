@@ -120,6 +120,47 @@ class RangeTestCallback(keras.callbacks.Callback):
                 self.model.stop_training = True
 
 
+class Progress(keras.callbacks.Callback):
+    """A line each time a tenth more of the batches is done, for a fit that runs long in silence.
+
+    Training counts batches per epoch (``train@base seed 42: epoch 1/1, batch 200/422, loss 0.41``: the epoch's
+    running mean, as Keras' epoch line gives it); a sweep, given ``rate`` (its rate at a batch), counts them over
+    all its epochs, as its rate grows with each (``lr_range@base: batch 120/469, rate 0.031, loss 1.92``: that
+    batch's own loss). It reads only the logs Keras hands on and its counts: nothing is added to the train step,
+    so no number changes, and the lines depend on nothing but those counts.
+
+    With steps_per_execution > 1 Keras calls back once per execution, with the index of its last batch (which
+    the epoch's last, partial execution overshoots): a line comes at the first call past each tenth.
+    """
+
+    PARTS = 10
+
+    def __init__(self, label: str, loss_key: str = "loss", rate: Callable[[int], float] | None = None):
+        super().__init__()
+        self.label, self.loss_key, self.rate = label, loss_key, rate
+        self._epoch = 0
+        self._parts_shown = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if self.rate is None:
+            self._parts_shown = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = self.params["steps"]
+        if not steps or self.model.stop_training:
+            return  # a dataset of unknown length (not batches()'), or batches run after a stop, which are not kept
+        done = min(batch + 1, steps) + (self._epoch * steps if self.rate else 0)
+        total = steps * self.params["epochs"] if self.rate else steps
+        part = done * self.PARTS // total
+        if part <= self._parts_shown or part >= self.PARTS:  # the end has its own line: Keras' or the stage's
+            return
+        self._parts_shown = part
+        where = (f"batch {done}/{total}, rate {self.rate(done - 1):.3g}" if self.rate else
+                 f"epoch {self._epoch + 1}/{self.params['epochs']}, batch {done}/{total}")
+        print(f"{self.label}: {where}, loss {float(logs[self.loss_key]):.3g}", flush=True)
+
+
 @dataclass
 class Sweep:
     curve: Curve  # every batch run, the one the stop rule fired on last
@@ -127,8 +168,12 @@ class Sweep:
 
 
 def range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, p: LrRangeParams, seed: int,
-               compute: ComputeParams) -> Sweep:
-    """SGD with the rate growing by ``factor`` every batch; the schedule lives in the optimizer."""
+               compute: ComputeParams, progress: str | None = None) -> Sweep:
+    """SGD with the rate growing by ``factor`` every batch; the schedule lives in the optimizer.
+
+    Args:
+        progress: the label of the progress lines (Progress) printed while it runs; None for none.
+    """
     steps_per_epoch = -(-len(x) // p.batch_size)
     schedule = keras.optimizers.schedules.ExponentialDecay(p.start_lr, decay_steps=1, decay_rate=p.factor)
     recorder = BatchLossRecorder(steps_per_epoch)
@@ -136,7 +181,11 @@ def range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, p: LrRangeParam
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=[recorder],
                   steps_per_execution=compute.steps_per_execution)
     callback = RangeTestCallback(recorder, Stopper(p.smoothing, p.stop_factor))
-    model.fit(batches(x, y, p.batch_size, shuffle_seed=seed), epochs=p.epochs, callbacks=[callback],
+    callbacks = [callback]
+    if progress is not None:
+        callbacks.append(Progress(progress, recorder.name,
+                                  lambda step: exponential_lrs(p.start_lr, p.factor, step + 1)[-1]))
+    model.fit(batches(x, y, p.batch_size, shuffle_seed=seed), epochs=p.epochs, callbacks=callbacks,
               shuffle=False, verbose=0)  # the dataset shuffles itself
     n = len(callback.losses)
     curve = Curve(exponential_lrs(p.start_lr, p.factor, n), np.array(callback.losses), np.array(callback.smoothed),
@@ -165,8 +214,8 @@ class AfterEachEpoch(keras.callbacks.Callback):
 
 
 def train(model: keras.Model, lr: float, data: dict, p: TrainParams, seed: int, compute: ComputeParams,
-          log_dir: Path | None = None, epoch_scores: Callable[[keras.Model], dict[str, float]] | None = None
-          ) -> Training:
+          log_dir: Path | None = None, epoch_scores: Callable[[keras.Model], dict[str, float]] | None = None,
+          progress: str | None = None) -> Training:
     """Plain SGD at ``lr`` with early stopping on val_loss; the model ends at its best epoch.
 
     A NaN or infinite loss stops training at once and is reported as the failure.
@@ -175,6 +224,7 @@ def train(model: keras.Model, lr: float, data: dict, p: TrainParams, seed: int, 
         log_dir: where TensorBoard's logs go; None for none.
         epoch_scores: called with the model after every epoch; what it returns joins that epoch's row
             (the evidence's test scores per epoch: recorded, never used to choose).
+        progress: the label of the progress lines (Progress) printed within each epoch; None for none.
     """
     (x_train, y_train), (x_val, y_val) = data["train"], data["val"]
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr),
@@ -186,6 +236,8 @@ def train(model: keras.Model, lr: float, data: dict, p: TrainParams, seed: int, 
     ]
     if log_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0, write_graph=False))
+    if progress is not None:
+        callbacks.append(Progress(progress))
     after_epoch = AfterEachEpoch(epoch_scores or (lambda model: {}))
     callbacks.insert(0, after_epoch)  # first: EarlyStopping may restore the best weights in its own epoch end
     history = model.fit(batches(x_train, y_train, p.batch_size, shuffle_seed=seed), epochs=p.epochs,
