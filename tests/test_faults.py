@@ -340,8 +340,9 @@ FAULTS = {
     "model-declaring-a-313-GB-kernel": Fault(EVALUATE, for_evaluate, (MODEL, "has shape (784, 100000000)", MODEL_FIX),
                                              edit_model(lambda src, dst: edit_weights(src, dst,
                                                                                       declare_huge_kernel(10**8)))),
-    "model-config-beyond-the-parameter-limit": Fault(
-        EVALUATE, for_evaluate, (MODEL, "more than params.yaml allows (50,000,000)", MODEL_FIX),
+    "model-config-of-a-billion-units": Fault(
+        EVALUATE, for_evaluate, (MODEL, "(units=1000000000, activation='relu') in config.json, Dense 'hidden_0' "
+                                 "(units=8, activation='relu') in params.yaml's arch", MODEL_FIX),
         edit_model(lambda src, dst: edit_config(src, dst, set_dense("units", 10**9)))),
     # -- resources
     "disk-full-writing-metrics": Fault(
