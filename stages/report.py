@@ -74,7 +74,7 @@ def arch_result(params: Params, name: str) -> ArchResult:
     arch = params.arch(name)
     return ArchResult(name, arch.hidden, arch.activation, read_evaluation(paths.evaluation_json(name)),
                       records.read(paths.lr_range_json(name), LR_RANGE),
-                      records.read(paths.train_json(name), {"software": TRAIN["software"]})["software"])
+                      records.read(paths.train_json(name), {"software": TRAIN["software"]})["software"], arch.dropout)
 
 
 def main(argv: list[str]) -> None:

@@ -7,6 +7,7 @@ stages.lib.stats, and everything else is worked out by hand.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -181,6 +182,15 @@ def test_the_table_is_ordered_by_validation_not_test_accuracy(params):
     assert [row[0] for row in rows] == ["wide3", "base", "deep3"]
     assert rows[0][1:] == ["800 → 700 → 600", "0.05 (flat_center)", "1", "97.32 %", "96.00 %", "0.1234"]
     assert len(rows[0]) == 7  # one seed: no per-seed column
+
+
+def test_the_layers_cell_names_an_activation_other_than_relu_and_a_dropout_rate(params):
+    plain, tanh = result(**BASE, val=0.97), result(**{**BASE, "name": "slim", "activation": "tanh"}, val=0.96)
+    dropped = replace(result(**DEEP3, val=0.95), dropout=0.2)
+    both = replace(result(**{**WIDE3, "activation": "tanh"}, val=0.94), dropout=0.5)
+    rows = results_table(render(params, [plain, tanh, dropped, both]))
+    assert [row[1] for row in rows] == ["300 → 100", "300 → 100 (tanh)", "300 → 200 → 100 (dropout 0.2)",
+                                        "800 → 700 → 600 (tanh, dropout 0.5)"]
 
 
 def test_the_highest_validation_accuracy_is_named_with_its_test_accuracy_not_the_highest_test(params):

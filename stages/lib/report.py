@@ -32,6 +32,7 @@ class ArchResult:
     metrics: dict  # reports/evaluation/<arch>.json: every seed's scores, the model's size
     lr_range: dict  # reports/lr_range/<arch>.json
     software: dict  # the train record's: what trained it
+    dropout: float = 0.0  # its rate after each hidden layer (schema.Arch.dropout)
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,9 @@ def _pick_cell(r: ArchResult) -> str:
 
 
 def _layers(r: ArchResult) -> str:
-    return " → ".join(str(h) for h in r.hidden) + ("" if r.activation == "relu" else f" ({r.activation})")
+    notes = [r.activation] if r.activation != "relu" else []
+    notes += [f"dropout {r.dropout:g}"] if r.dropout else []
+    return " → ".join(str(h) for h in r.hidden) + (f" ({', '.join(notes)})" if notes else "")
 
 
 def results_table(results: list[ArchResult], n_seeds: int) -> list[str]:
