@@ -87,7 +87,7 @@ def fetch_missing(specs: list[tuple[str, str]]) -> None:
         packed = subprocess.run(
             ["npm", "pack", "--silent", "--json", "--pack-destination", scratch,
              *(f"{name}@{version}" for name, version in missing)],
-            capture_output=True, text=True, check=False)
+            capture_output=True, text=True, encoding="utf-8", check=False)
         if packed.returncode != 0:
             last = (packed.stderr.strip().splitlines() or ["no message"])[-1]
             raise StageError(f"npm pack failed ({last}): check that npm reaches its registry, then rerun")
@@ -97,6 +97,9 @@ def fetch_missing(specs: list[tuple[str, str]]) -> None:
 
 
 def main(argv: list[str]) -> None:
+    option = next((arg for arg in argv if arg.startswith("-")), None)
+    if option is not None:
+        raise StageError(f"{USAGE} (got {option!r}): targets only; for DVC's own options run `dvc plots show`")
     specs = script_specs(VegaRenderer.SCRIPTS)
     fetch_missing(specs)
     write_text(TEMPLATE, page_template(specs))
