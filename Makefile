@@ -17,7 +17,7 @@ export DVC_NO_ANALYTICS := 1
 # told: each trains on one thread. `make repro JOBS=1` is plain `dvc repro`.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: setup repro evidence worker aggregate test test-fast lint check-lock compare plots bench prune clean
+.PHONY: setup repro evidence worker aggregate slurm slurm-status test test-fast lint check-lock compare plots bench prune clean
 
 setup: $(VENV)/.installed
 
@@ -52,6 +52,17 @@ worker: setup
 
 aggregate: setup
 	python -m scripts.worker --aggregate --pipeline $(call quote,$(PIPELINE))
+
+# The same on a SLURM cluster (docs/slurm.md): `make slurm WORKERS=4` submits the workers as a job array of 4, CPUS
+# cores each, then `make aggregate` here once all have succeeded; ONLY=1,3 submits only those shares (and the
+# aggregator). `make slurm-status [JOB=<array id>]`: how each share ended, and what reruns the failed ones.
+CPUS ?= 1
+slurm: setup
+	python -m scripts.slurm --workers $(call quote,$(WORKERS)) --pipeline $(call quote,$(PIPELINE)) \
+		--cpus $(call quote,$(CPUS)) --venv $(call quote,$(VENV)) $(if $(ONLY),--only $(call quote,$(ONLY)))
+
+slurm-status: setup
+	@python -m scripts.slurm --status $(if $(JOB),$(call quote,$(JOB)))
 
 test: setup
 	python -m pytest

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import io
 import json
 import os
@@ -20,6 +21,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -545,6 +547,32 @@ def read_until(proc: subprocess.Popen, is_event: Callable[[str], bool], event: s
         watchdog.join()  # a watchdog that fired has killed and reaped the process once this returns
     why = f"no {event} within {timeout:g} s: killed" if fired.is_set() else f"exited {proc.wait()} before {event}"
     pytest.fail(f"{' '.join(map(str, proc.args))}: {why}; its output:\n{''.join(seen)[-3000:]}")
+
+
+# --- remotes and servers ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def remote_is_whole(folder: Path, killed: bool = False) -> None:
+    """Every object on a folder-layout remote (what the SSH remote holds) hashes to its name. DVC uploads each
+    under a temporary name and renames it once whole (dvc_ssh.spec.SSHFileSystem._put_file): a worker killed
+    mid-upload may leave such a temporary file (never read as an object), else none is left."""
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    assert files
+    for path in files:
+        rel = path.relative_to(folder).parts
+        if path.suffix == ".tmp" and killed:
+            continue
+        if rel[:2] == ("files", "md5"):
+            digest = hashlib.md5(path.read_bytes()).hexdigest()
+            assert (rel[2] + rel[3]).removesuffix(".dir") == digest, path
+        else:
+            assert rel[0] == "runs" and path.suffix != ".tmp", path  # the run cache: <stage key>/<entry>
 
 
 # --- waiting for an event ------------------------------------------------------------------------------------

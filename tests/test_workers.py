@@ -7,7 +7,6 @@ aggregator with an empty cache that must train nothing; and a worker killed with
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -23,9 +22,11 @@ from harness import (
     COMMAND_TIMEOUT_S,
     Project,
     example_params,
+    free_port,
     kill_group,
     ran,
     read_until,
+    remote_is_whole,
     results,
     tiny_mnist,
     tiny_params,
@@ -91,12 +92,6 @@ class Sshd:
 
     def url(self, name: str) -> str:
         return f"ssh://127.0.0.1:{self.port}{self.root / name}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -179,23 +174,6 @@ def finished(proc: subprocess.Popen) -> str:
         kill_group(proc)
     assert proc.returncode == 0, output
     return output
-
-
-def remote_is_whole(folder: Path, killed: bool = False) -> None:
-    """Every object on a folder-layout remote (what the SSH remote holds) hashes to its name. DVC uploads each
-    under a temporary name and renames it once whole (dvc_ssh.spec.SSHFileSystem._put_file): a worker killed
-    mid-upload may leave such a temporary file (never read as an object), else none is left."""
-    files = [path for path in folder.rglob("*") if path.is_file()]
-    assert files
-    for path in files:
-        rel = path.relative_to(folder).parts
-        if path.suffix == ".tmp" and killed:
-            continue
-        if rel[:2] == ("files", "md5"):
-            digest = hashlib.md5(path.read_bytes()).hexdigest()
-            assert (rel[2] + rel[3]).removesuffix(".dir") == digest, path
-        else:
-            assert rel[0] == "runs" and path.suffix != ".tmp", path  # the run cache: <stage key>/<entry>
 
 
 @pytest.mark.slow
