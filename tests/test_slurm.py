@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,11 +133,10 @@ class Team:
     env: dict[str, str]
 
 
-def team_project(base: Path, archs: dict) -> Project:
+def team_project(base: Path, archs: dict, epochs: int) -> Project:
     sums = write_idx_folder(base / "mnist", tiny_mnist(n_train=300, n_test=100))
     p = tiny_project(base, tiny_params(base / "mnist", sums, archs, lr_range={"epochs": 2},
-                                      # long enough to be cancelled while training: about a second per 10 epochs
-                                      train={"epochs": 40, "patience": 40}))
+                                      train={"epochs": epochs, "patience": epochs}))
     as_after_make_setup(p)
     shutil.copytree(ROOT / "deploy", p.root / "deploy")
     with open(p.root / ".gitignore", "a") as f:
@@ -150,7 +148,7 @@ def team_project(base: Path, archs: dict) -> Project:
 @pytest.fixture(scope="module")
 def team(tmp_path_factory) -> Team:
     base = tmp_path_factory.mktemp("team")
-    p = team_project(base, ARCHS)
+    p = team_project(base, ARCHS, epochs=40)  # long enough to be cancelled while training: 10 epochs a second
     single = p.copy(base / "single")
     single.dvc("repro")
     return Team(p.root, single, p.env)
@@ -225,14 +223,14 @@ def test_two_tasks_at_once_then_the_aggregator_after_both_trains_nothing(team, c
 def test_a_failed_share_keeps_the_aggregator_from_running_and_the_status_says_how_to_rerun_it(cluster, tmp_path):
     broken = {**ARCHS, "b": {"hidden": [6, 4], "batch_size": 60_000}}  # more than the images: its range test fails
     (tmp_path / "team").mkdir()
-    template = team_project(tmp_path / "team", broken)
+    template = team_project(tmp_path / "team", broken, epochs=1)
     p = project(template.root, template.env, cluster, tmp_path / "project")
     _, array, aggregator = submit(p, "WORKERS=2")
     wait_until(lambda: not queued(cluster, array, aggregator), "the jobs to end")
 
     assert not (p.root / LOGS / f"{aggregator}.exit").exists()  # it never ran
     logs = {i: log(p, f"{array}_{i}") for i in range(2)}
-    (failed,) = [i for i, text in logs.items() if "lr_range@b" in text]
+    (failed,) = [i for i, text in logs.items() if "[lr_range@b]" in text]
     assert "lr_range: 250 training images in batches of 60,000" in logs[failed], logs[failed]
     assert f"job {array}_{failed} failed (exit 2): `make slurm-status` names the command that reruns only what " \
            "failed" in logs[failed]
@@ -245,28 +243,28 @@ def test_a_failed_share_keeps_the_aggregator_from_running_and_the_status_says_ho
 
 
 @pytest.mark.slow
-def test_a_share_cancelled_mid_training_is_resubmitted_and_finishes_with_nothing_half_written(team, cluster,
-                                                                                             tmp_path):
+def test_a_share_cancelled_mid_training_is_resubmitted_alone_and_finishes_with_nothing_half_written(team, cluster,
+                                                                                                   tmp_path):
     p = project(team.template, team.env, cluster, tmp_path / "project")
-    _, array, aggregator = submit(p, "WORKERS=1")
+    _, array, aggregator = submit(p, "WORKERS=2")
     task_log = p.root / LOGS / f"{array}_0.out"
     wait_until(lambda: task_log.exists() and re.search(r"^\[train@\S+\] Epoch 3/", task_log.read_text(errors="replace"),
                                                        re.M), "training under way")
-    cluster.run("scancel", array)
-    wait_until(lambda: not queued(cluster, array, aggregator), "the cancelled jobs to end")
+    cluster.run("scancel", f"{array}_0")
+    wait_until(lambda: not queued(cluster, array, aggregator), "the other share to end, the aggregator cancelled")
     remote = tmp_path / "project-remote"
-    if remote.exists():
-        remote_is_whole(remote, killed=True)
+    remote_is_whole(remote, killed=True)  # share 1's results, whole; nothing of share 0 half-written
     status = p.run("make", "-s", "slurm-status").splitlines()
-    assert status[0].startswith(f"share 0/1 (job {array}_0): ended without an exit status: cancelled"), status
-    assert status[-1] == "rerun only share 0, then aggregate: make slurm WORKERS=1 ONLY=0"
+    assert status[0].startswith(f"share 0/2 (job {array}_0): ended without an exit status: cancelled"), status
+    assert status[1:] == [f"share 1/2 (job {array}_1): done", f"aggregate (job {aggregator}): did not run: a share "
+                          "failed", "rerun only share 0, then aggregate: make slurm WORKERS=2 ONLY=0"]
     assert not list(Path(p.env["TMPDIR"]).glob("mnist-lr-*"))  # the cancelled task's clone is gone too
 
-    _, array, aggregator = submit(p, "WORKERS=1", "ONLY=0")
+    _, array, aggregator = submit(p, "WORKERS=2", "ONLY=0")
     wait_until(lambda: not queued(cluster, array, aggregator), "the resubmitted jobs to end")
     assert "worker: done" in log(p, f"{array}_0")
-    assert ran(log(p, aggregator)) == ["report"], log(p, aggregator)
+    assert ran(log(p, aggregator)) == ["report"], log(p, aggregator)  # share 1's stages came from the remote
     remote_is_whole(remote, killed=True)
     assert results(p) == results(team.single)
-    done = subprocess.run(["make", "-s", "slurm-status"], cwd=p.root, env=p.env, capture_output=True, text=True)
-    assert done.stdout.splitlines()[-1] == f"aggregate (job {aggregator}): done: the results are in this folder"
+    assert p.run("make", "-s", "slurm-status").splitlines() == [
+        f"share 0/2 (job {array}_0): done", f"aggregate (job {aggregator}): done: the results are in this folder"]
