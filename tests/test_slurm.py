@@ -268,3 +268,14 @@ def test_a_share_cancelled_mid_training_is_resubmitted_alone_and_finishes_with_n
     assert results(p) == results(team.single)
     assert p.run("make", "-s", "slurm-status").splitlines() == [
         f"share 0/2 (job {array}_0): done", f"aggregate (job {aggregator}): done: the results are in this folder"]
+
+
+def test_the_projection_finds_the_longest_chain_and_schedules_longest_chain_first():
+    from bench.slurm_projection import chain, list_schedule
+
+    upstream = {"split": frozenset(), "range": frozenset({"split"}), "grid": frozenset({"split"}),
+                "long": frozenset({"range"}), "answer": frozenset({"long", "grid"})}
+    cost = {"split": 1.0, "range": 2.0, "grid": 5.0, "long": 4.0, "answer": 1.0}
+    assert chain(upstream, cost) == (8.0, ["split", "range", "long", "answer"])
+    assert list_schedule(upstream, cost, 1) == sum(cost.values())
+    assert list_schedule(upstream, cost, 2) == 8.0  # range, then long, beside grid: the chain bounds it
