@@ -138,7 +138,8 @@ def team_project(base: Path, archs: dict, epochs: int) -> Project:
     p = tiny_project(base, tiny_params(base / "mnist", sums, archs, lr_range={"epochs": 2},
                                       train={"epochs": epochs, "patience": epochs}))
     as_after_make_setup(p)
-    shutil.copytree(ROOT / "deploy", p.root / "deploy")
+    for folder in ("deploy", "bench"):
+        shutil.copytree(ROOT / folder, p.root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     with open(p.root / ".gitignore", "a") as f:
         f.write("/slurm-logs/\n")
     p.commit("the Makefile and the SLURM task")
@@ -268,6 +269,19 @@ def test_a_share_cancelled_mid_training_is_resubmitted_alone_and_finishes_with_n
     assert results(p) == results(team.single)
     assert p.run("make", "-s", "slurm-status").splitlines() == [
         f"share 0/2 (job {array}_0): done", f"aggregate (job {aggregator}): done: the results are in this folder"]
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_make_repro_and_make_slurm_and_says_what_slurm_adds(cluster, tmp_path):
+    (tmp_path / "team").mkdir()
+    p = team_project(tmp_path / "team", ARCHS, epochs=1)
+    p = Project(p.root, {**p.env, **cluster.env})
+    p.dvc("repro", "download")  # the benchmark copies data/raw in as a local source
+    p.commit("MNIST downloaded")
+    output = p.run("python", "-m", "bench.slurm")
+    assert re.search(r"^make slurm WORKERS=2, then the aggregator +\d+\.\d s +ratio \d+\.\d\d$", output, re.M), output
+    for line in ("make repro (JOBS=", "submit to the first task's start", "last task's end to the aggregator's start"):
+        assert line in output, output
 
 
 def test_the_projection_finds_the_longest_chain_and_schedules_longest_chain_first():
