@@ -196,6 +196,12 @@ def log(p: Project, job: str) -> str:
 @pytest.mark.slow
 def test_two_tasks_at_once_then_the_aggregator_after_both_trains_nothing(team, cluster, tmp_path):
     p = project(team.template, team.env, cluster, tmp_path / "project")
+    (p.root / "params.yaml").write_text(p.read("params.yaml") + "# edited\n")
+    refused = p.call("make", "-s", "slurm", "WORKERS=2")  # the tasks would clone HEAD, without the edit
+    assert refused.returncode != 0 and refused.stderr.splitlines()[0] == (
+        "error: the workers run a clone of HEAD, which lacks your changes to params.yaml: commit them (or `git "
+        "stash`), then rerun"), refused.stderr
+    p.run("git", "checkout", "--", "params.yaml")
     output, array, aggregator = submit(p, "WORKERS=2")
     assert f"slurm: logs: slurm-logs/{array}_<share>.out and slurm-logs/{aggregator}.out" in output
     assert f"squeue -j {array},{aggregator}" in output and f"make slurm-status JOB={array}" in output
