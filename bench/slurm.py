@@ -117,12 +117,18 @@ def main(argv: list[str]) -> None:
         first_start = min(running[task] for task in tasks)
         last_end = max(ended[task] for task in tasks)
 
-    print(f"\nmake repro (JOBS={len(os.sched_getaffinity(0))})                 {repro_s:7.1f} s")
-    print(f"make slurm WORKERS=2, then the aggregator  {slurm_s:7.1f} s   ratio {repro_s / slurm_s:.2f}")
-    print(f"  submit to the first task's start          {first_start:7.1f} s")
-    print(f"  tasks: {', '.join(f'{ended[t] - running[t]:.1f} s' for t in tasks)}")
-    print(f"  last task's end to the aggregator's start  {running[aggregator] - last_end:7.1f} s")
-    print(f"  aggregator                                  {ended[aggregator] - running[aggregator]:7.1f} s")
+    print()
+    row(f"make repro (JOBS={len(os.sched_getaffinity(0))})", repro_s)
+    row("make slurm WORKERS=2, then the aggregator", slurm_s, f"ratio {repro_s / slurm_s:.2f}")
+    row("  submit to the first task's start", first_start)
+    for task in tasks:
+        row(f"  task {task} (its clone included)", ended[task] - running[task])
+    row("  last task's end to the aggregator's start", running[aggregator] - last_end)
+    row("  aggregator", ended[aggregator] - running[aggregator])
+
+
+def row(label: str, seconds: float, note: str = "") -> None:
+    print(f"{label:<46}{seconds:8.1f} s   {note}".rstrip())
 
 
 if __name__ == "__main__":
