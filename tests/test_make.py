@@ -59,6 +59,20 @@ def test_worker_variables_are_one_argument(venv, tmp_path, template, variable):
     assert done.returncode != 0 and "error: " in done.stderr  # the worker refused it, before any work
 
 
+@pytest.mark.parametrize("target, variable", [*(("slurm", v) for v in ("WORKERS", "CPUS", "ONLY", "PIPELINE")),
+                                               ("slurm-status", "JOB")])
+@pytest.mark.parametrize("template", INJECTIONS)
+def test_slurm_variables_are_one_argument(venv, tmp_path, template, target, variable):
+    marker = tmp_path / "ran"
+    # make reads `$(touch ...)` as a variable, empty: an empty ONLY means every share, so WORKERS=0 there keeps
+    # anything from being submitted.
+    workers = {"WORKERS": [], "JOB": [], "ONLY": ["WORKERS=0"]}.get(variable, ["WORKERS=2"])
+    done = make(venv, target, *workers, f"{variable}={template.format(marker=marker)}")
+    assert not marker.exists(), f"{variable} ran as shell code"
+    if not (variable == "JOB" and template.startswith("$(")):  # an empty JOB: the last submission's status, if any
+        assert done.returncode != 0 and "error: " in done.stderr  # refused before anything is submitted
+
+
 @pytest.mark.parametrize("template", INJECTIONS)
 def test_python_and_venv_are_never_shell_code(tmp_path, template):
     marker = tmp_path / "ran"
