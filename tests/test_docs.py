@@ -12,9 +12,9 @@ from harness import COMPARING_BLOCKS, COMPARING_DOC, DOCS, ROOT, bash_blocks
 README = Path("README.md")
 README_MAX_LINES = 150
 COMMANDS_WITHIN_LINES = 25
-# Code blocks are ```bash (commands, checked below) or ```yaml (params.yaml, a Kubernetes Job): a command in a
-# block of another kind would escape the check.
-FENCES = {"bash", "yaml"}
+# Code blocks are ```bash (commands, checked below), ```yaml (params.yaml, a Kubernetes Job) or ```text (what a
+# command prints): a command in a block of another kind would escape the check.
+FENCES = {"bash", "yaml", "text"}
 
 # The ```bash blocks no test runs as written, by file and first command, and why. The rest are COMPARING_BLOCKS.
 NOT_RUN = {
@@ -29,7 +29,11 @@ NOT_RUN = {
                                                     "runs the same workers and aggregator against a local sshd",
     (DOCS / "workers.md", "dvc remote add -d shared ssh://"): "needs an SSH host; tests/test_workers.py adds an "
                                                               "SSH remote on a local sshd",
-    (DOCS / "workers.md", "jid=$(sbatch"): "needs a SLURM cluster",
+    (DOCS / "slurm.md", "make slurm WORKERS=4"): "needs a SLURM cluster and real MNIST; tests/test_slurm.py runs "
+                                                  "`make slurm WORKERS=2` on a tiny project against a one-node cluster",
+    (DOCS / "slurm.md", "squeue -j 12,13"): "job ids of a real submission; tests/test_slurm.py runs make slurm-status",
+    (DOCS / "slurm.md", "make slurm-status"): "needs a failed share on a cluster; tests/test_slurm.py makes one, "
+                                              "reads make slurm-status and reruns a share with ONLY",
 }
 
 
@@ -72,10 +76,10 @@ def test_every_doc_is_linked_from_readme():
     assert not unlinked, f"README.md links none of {unlinked}"
 
 
-def test_code_blocks_are_bash_or_yaml():
+def test_code_blocks_are_bash_yaml_or_text():
     others = sorted(f"{path}: ```{info}" for path in markdown_files()
                     for info in re.findall(r"^```(\S*)$", text(path), re.M)[::2] if info not in FENCES)
-    assert not others, f"code blocks neither ```bash nor ```yaml: {others}"
+    assert not others, f"code blocks neither ```bash, ```yaml nor ```text: {others}"
 
 
 def test_every_bash_block_is_run_by_a_test_or_says_why_not():
