@@ -29,7 +29,7 @@ from harness import (
     write_idx_folder,
 )
 
-from scripts.check_lock import EVIDENCE_FIX
+from scripts.check_lock import EVIDENCE_FIX, ROOT_FIX
 from stages.lib.evidence import distinct_picks, grid_best, rate_for
 from stages.lib.lr_finder import CURVE_COLUMNS, RULES
 from stages.lib.shapes import RUN_HISTORY_KEYS
@@ -353,4 +353,19 @@ def test_check_lock_fails_on_a_stale_stage_naming_the_fix(project):
     code, out, err = check_lock(project)
     assert code == 1
     assert f"evidence: grid@{ARCH}-1: stale: params.yaml: evidence.grid modified" in out
-    assert err == [f"error: {EVIDENCE_FIX}"]
+    assert len(err) == 1 and err[0].startswith("error: evidence/dvc.lock is stale (") and err[0].endswith(
+        f"; listed above): {EVIDENCE_FIX}"), err
+
+
+def test_check_lock_names_every_stale_stage_of_a_fresh_clone_with_no_data(project, tmp_path):
+    clone = Project(tmp_path / "clone", project.env)
+    project.run("git", "clone", "-q", str(project.root), str(clone.root))
+    write_param(clone, "train", epochs=3)
+    code, out, err = check_lock(clone)
+    assert code == 1
+    stale = [f"train@{ARCH}", "report"]  # the stages whose params include train; nothing runs to find them
+    assert [line.partition(": stale: ")[0] for line in out if ": stale: " in line] == [
+        f"quick study: {stage}" for stage in stale], out
+    assert all(line.endswith("params.yaml: train modified") for line in out if ": stale: " in line), out
+    assert not any("such file" in line for line in out + err), out + err
+    assert err == [f"error: dvc.lock is stale (2 stages: {', '.join(stale)}; listed above): {ROOT_FIX}"]
