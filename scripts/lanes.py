@@ -194,7 +194,8 @@ def _lock_problem(data) -> str | None:
 
 def make_plan(targets: list[str], force: bool) -> Plan:
     """What `dvc repro [-f] <targets>` would run, with the graph among those stages. DVC's own collection and
-    order (the same functions `dvc repro` calls), so what runs is never a guess of ours."""
+    order (the same functions `dvc repro` calls), so what runs is never a guess of ours. Refuses when a stage that
+    runs has a folder output holding files a user put there: DVC would delete them with the folder."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
     from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
@@ -209,11 +210,15 @@ def make_plan(targets: list[str], force: bool) -> Plan:
             with repo.lock:
                 changed = {names[stage] for stage in order if force or stage.changed()}
             timings = timing_files(order)
+            stages = with_downstream(list(names.values()), upstream, changed)
+            foreign = {(names[stage], folder): files for stage in order if names[stage] in stages
+                       for folder, files in foreign_files(stage).items()}
             if not changed:
                 up_to_date.record(targets, looked_at(order))
     except DvcException as err:
         raise StageError(f"dvc: {err}") from None
-    stages = with_downstream(list(names.values()), upstream, changed)
+    if foreign:
+        raise StageError(foreign_files_message(foreign))
     return Plan(tuple(stages), {s: upstream[s] & set(stages) for s in stages},
                 estimated_costs(stages, timings))
 
@@ -223,6 +228,43 @@ def looked_at(stages) -> set[str]:
     return {os.path.relpath(path) for stage in stages
             for path in (*(item.fs_path for item in (*stage.deps, *stage.outs)), stage.dvcfile.path,
                          getattr(stage.dvcfile, "lockfile", stage.dvcfile.path))}
+
+
+def foreign_files(stage) -> dict[Path, list[Path]]:
+    """The files a user put in each folder output of a DVC stage, which `dvc repro` deletes with the folder before
+    it runs the stage (paths.foreign_files); the lock's record of the folder is read from the cache, if there."""
+    found = {}
+    for out in stage.outs:
+        folder = Path(os.path.relpath(out.fs_path))
+        if out.persist or folder.is_symlink() or not folder.is_dir():
+            continue
+        files = paths.foreign_files(folder, recorded_files(out))
+        if files:
+            found[folder] = files
+    return found
+
+
+def recorded_files(out) -> set[str]:
+    """The files (relative paths) of a folder output as its lock entry records it: its .dir object in the cache;
+    none when the cache does not have it (a fresh clone)."""
+    if not (out.hash_info and out.hash_info.isdir):
+        return set()
+    try:
+        manifest = json.loads(Path(out.cache.oid_to_path(out.hash_info.value)).read_text(encoding="utf-8"))
+        return {entry["relpath"] for entry in manifest}
+    except (OSError, ValueError, TypeError, KeyError):
+        return set()
+
+
+def foreign_files_message(found: dict[tuple[str, Path], list[Path]]) -> str:
+    """One line: each stage's folder output holding a user's files, the first few of them, and where they go."""
+    parts = []
+    for (stage, folder), files in found.items():
+        listed = ", ".join(path.as_posix() for path in files[:5]) + (
+            f" and {len(files) - 5}{'+' * (len(files) >= paths.MAX_FOREIGN)} more" if len(files) > 5 else "")
+        parts.append(f"{folder} holds {listed}, which {stage} does not write, and `dvc repro` deletes {folder} "
+                     f"whole before {stage} runs")
+    return "; ".join(parts) + ": move these files to a folder no stage writes (such as notes/), then rerun"
 
 
 def timing_files(stages) -> dict[str, list[Path]]:

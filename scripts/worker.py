@@ -205,6 +205,8 @@ def aggregate(args: dict) -> None:
     """`dvc repro --pull`, its output passed through; then which training stages it had to run itself."""
     default_remote()
     params = load_params()
+    lanes.check_locks()
+    lanes.make_plan([args["pipeline"]], force=False)  # refuses to start when DVC would delete a user's files
     proc = subprocess.Popen([*lanes.DVC, "repro", "--pull", args["pipeline"]],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
                             errors="backslashreplace")

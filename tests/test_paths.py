@@ -333,3 +333,37 @@ def test_each_evidence_stages_reports_deps_are_what_the_paths_helpers_name(kind)
         for old, new in EVIDENCE_ITEMS.items():
             dep = dep.replace(old, new)
         assert dep in named, f"{kind}: dep {dep} is not named by stages/plumbing/paths.py"
+
+
+def test_the_names_in_each_folder_output_are_those_its_stage_writes():
+    from stages.evidence.answer import FIGURES
+    from stages.lib.data import PARTS
+    from stages.lib.idx import IDX_FILES
+    from stages.report import FIGURE_FILES
+
+    folders = {out.path for out in paths.OUTPUTS.values() if out.declared and not Path(out.path).suffix}
+    assert set(paths.FOLDER_FILES) == folders | {paths.ANSWER_FIGURES.as_posix()}
+    named = {folder: {name for name in names if paths.stage_wrote(Path(folder.format(arch=ARCH)), name)}
+             for folder, names in (("data/raw", IDX_FILES),
+                                   ("data/prepared", [f"{k}_{part}.npy" for k in "xy" for part in PARTS]),
+                                   ("reports/figures", FIGURE_FILES.values()),
+                                   ("reports/answer", FIGURES.values()))}
+    assert named == {"data/raw": set(IDX_FILES), "data/prepared": {f"{k}_{p}.npy" for k in "xy" for p in PARTS},
+                     "reports/figures": set(FIGURE_FILES.values()), "reports/answer": set(FIGURES.values())}
+    assert set(paths.REPORT_FIGURE_NAMES) == set(FIGURE_FILES.values())
+    assert set(paths.ANSWER_FIGURE_NAMES) == set(FIGURES.values())
+
+
+def test_a_users_files_in_a_folder_output_are_found_the_stages_and_dvcs_are_not(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = Path(f"models/{ARCH}")
+    make(tmp_path, f"models/{ARCH}/seed-42.keras", f"models/{ARCH}/.seed-43.keras.k2j4_x.tmp",
+         f"models/{ARCH}/notes.txt", f"models/{ARCH}/old/seed-1.keras", f"models/{ARCH}/recorded.bin",
+         f"models/{ARCH}/seed-42.keras.bak")
+    (folder / "elsewhere").symlink_to(tmp_path, target_is_directory=True)
+    assert paths.foreign_files(folder, {"recorded.bin"}) == [
+        folder / "elsewhere", folder / "notes.txt", folder / "seed-42.keras.bak", folder / "old/seed-1.keras"]
+    # a folder no table knows: only DVC's record of it says what is the stage's
+    make(tmp_path, "reports/other/a.png", "reports/other/b.png")
+    assert paths.foreign_files(Path("reports/other"), {"a.png"}) == [Path("reports/other/b.png")]
+    assert paths.foreign_files(Path("reports/figures"), set()) == []  # no folder: nothing to lose

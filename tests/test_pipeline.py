@@ -749,3 +749,31 @@ def test_ctrl_c_stops_every_lane_and_each_stage_says_what_became_of_its_outputs(
         assert re.search(rf"^\[train@{arch}\] interrupted: `dvc repro` removed train@{arch}'s outputs", output,
                          re.MULTILINE), output
         assert not (p.root / f"models/{arch}").exists()
+
+
+def test_lanes_stop_before_dvc_deletes_files_a_user_put_in_a_folder_output(project, tmp_path):
+    p = committed_copy(project, tmp_path / "project")
+    mine = [p.root / "reports/figures/my plot.png", p.root / "reports/figures/notes/draft.png"]
+    mine[1].parent.mkdir()
+    for path in mine:
+        path.write_bytes(b"a user's figure")
+    stale_figure = p.root / "reports/figures/.digits.png.x1y2z3.tmp"  # what a killed write leaves: the stage's
+    stale_figure.write_bytes(b"half a figure")
+    params = p.read_params()
+    params["report"]["tie_margin"] = 0.01  # report reruns, nothing else
+    p.write_params(params)
+    # only the stages that run are looked at: train@base is current, and report does not run
+    assert p.run(sys.executable, "-m", "scripts.lanes", "-j", "2", "train@base").splitlines() == [
+        "Data and pipelines are up to date."]
+    done = p.call(sys.executable, "-m", "scripts.lanes", "-j", "2")
+    assert done.returncode == 1 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "error: reports/figures holds reports/figures/my plot.png, reports/figures/notes/draft.png, which report "
+        "does not write, and `dvc repro` deletes reports/figures whole before report runs: move these files to a "
+        "folder no stage writes (such as notes/), then rerun"]
+    assert all(path.read_bytes() == b"a user's figure" for path in mine) and stale_figure.exists()
+    assert set(p.status()) == {"report"}  # nothing ran
+    for path in mine:
+        path.unlink()
+    p.run(sys.executable, "-m", "scripts.lanes", "-j", "2")
+    assert p.status() == {} and not stale_figure.exists()

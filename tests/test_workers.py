@@ -261,3 +261,21 @@ def test_a_worker_without_a_remote_says_how_to_add_one(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip() == "error: no default DVC remote: add the team's with `dvc remote add -d <name> " \
                                   "<url>` and commit .dvc/config (docs/workers.md: Past one machine)"
+
+
+@pytest.mark.slow
+def test_the_aggregator_stops_before_dvc_deletes_a_users_files_in_a_folder_output(tmp_path):
+    p = tiny_project(tmp_path, example_params())
+    p.dvc("remote", "add", "-d", "store", str(tmp_path / "remote"))
+    p.dvc("remote", "modify", "store", "verify", "true")
+    mine = p.root / "reports/figures/mine.png"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"a user's figure")
+    done = subprocess.run([sys.executable, "-m", "scripts.worker", "--aggregate"], cwd=p.root, env=p.env,
+                          capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    assert done.returncode == 1 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "error: reports/figures holds reports/figures/mine.png, which report does not write, and `dvc repro` "
+        "deletes reports/figures whole before report runs: move these files to a folder no stage writes (such as "
+        "notes/), then rerun"]
+    assert mine.read_bytes() == b"a user's figure" and not (p.root / "data/raw").exists()  # nothing ran

@@ -2,12 +2,14 @@
 and seed, and which leftovers of removed archs `make prune` may remove."""
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
+from stages.lib.idx import IDX_FILES
 from stages.lib.lr_finder import RULES
 from stages.lib.schema import GRID_NEIGHBOURHOOD, EvidenceParams
 
@@ -230,6 +232,58 @@ def evidence_units(kind: str, evidence: EvidenceParams, archs: Iterable[str]) ->
 ANSWER_MD = REPORTS / "answer.md"
 ANSWER_JSON = REPORTS / "answer.json"  # the headline: the evidence's one metric
 ANSWER_FIGURES = REPORTS / "answer"
+
+
+# The names of the files each folder output's stage writes in it (every other output is one file). Any other file
+# there is one a user put there, which `dvc repro` would delete with the folder before the stage runs: lanes and the
+# workers stop first (foreign_files). tests/test_paths.py holds these against the stages that write them.
+REPORT_FIGURE_NAMES = ("lr_range.png", "lr_range_rules.png", "digits.png", "confusion.png", "confident_errors.png",
+                       "learning_curves.png")
+ANSWER_FIGURE_NAMES = ("gaps.png", "long_curves.png", "long_losses.png", "cost.png", "per_class.png", "grid.png",
+                       "rule_picks.png")
+
+
+def _names(names: Iterable[str]) -> re.Pattern:
+    return re.compile("|".join(map(re.escape, names)))
+
+
+FOLDER_FILES = {
+    OUTPUTS["raw"].path: _names(IDX_FILES),
+    OUTPUTS["prepared"].path: _names(f"{kind}_{part}.npy" for kind in "xy" for part in ("train", "val", "test")),
+    OUTPUTS["models"].path: SEED_FILE,
+    OUTPUTS["figures"].path: _names(REPORT_FIGURE_NAMES),
+    ANSWER_FIGURES.as_posix(): _names(ANSWER_FIGURE_NAMES),
+}
+# What stages/plumbing/atomic.py leaves beside a file <name> when a write of it is killed.
+ATOMIC_LEFTOVER = re.compile(r"\.(.+)\.[^.]+\.(?:tmp|old)")
+MAX_FOREIGN = 1_000  # a folder holding more user files than this is not walked further: these are enough to say so
+
+
+def stage_wrote(folder: Path, name: str) -> bool:
+    """Whether ``name`` (relative to ``folder``, a folder output) is a file its stage writes there (FOLDER_FILES),
+    or what a killed write of one left."""
+    names = next((pattern for template, pattern in FOLDER_FILES.items()
+                  if re.fullmatch(re.escape(template).replace(re.escape("{arch}"), "[^/]+"), folder.as_posix())), None)
+    leftover = ATOMIC_LEFTOVER.fullmatch(name)
+    return names is not None and bool(names.fullmatch(name) or leftover and names.fullmatch(leftover[1]))
+
+
+def foreign_files(folder: Path, recorded: set[str]) -> list[Path]:
+    """The files (or symlinks) inside ``folder``, a stage's folder output, that are neither in DVC's record of it
+    (``recorded``: paths relative to it, from the lock's .dir object in the cache) nor named as its stage writes
+    them: a user's, which `dvc repro` would delete with the folder. At most MAX_FOREIGN."""
+    found: list[Path] = []
+    for where, folders, files in os.walk(folder):
+        entries = [*files, *(name for name in folders if os.path.islink(os.path.join(where, name)))]
+        for name in sorted(entries):
+            relative = Path(where, name).relative_to(folder).as_posix()
+            if relative not in recorded and not stage_wrote(folder, relative):
+                found.append(Path(where, name))
+                if len(found) == MAX_FOREIGN:
+                    return found
+        folders.sort()
+    return found
+
 
 
 def evidence_dir(kind: str, arch: str) -> Path:
