@@ -298,7 +298,9 @@ class Lanes:
         self.finished: set[str] = set()
         self.failed: list[str] = []
         self.most_at_once = 0
-        self.events: queue.Queue[tuple[str, int]] = queue.Queue()
+        # (stage, exit code) as each stage ends; None when SIGINT or SIGTERM asks to stop (stop_requested). A
+        # SimpleQueue: its put is safe in a signal handler.
+        self.events: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
         self.printing = threading.Lock()
         self.to_add: set[str] = set()  # what DVC's `git add` hints named
         self.outcomes: dict[str, str] = {}
@@ -336,7 +338,14 @@ class Lanes:
         said = self.outcomes.get(stage, "done") if code == 0 else f"failed (exit {code})"
         return f"{self.progress(stage)}: {said}, {took}\n"
 
+    def stop_requested(self, signum, frame) -> None:
+        """The handler of SIGINT and SIGTERM while lanes run: run() raises KeyboardInterrupt when it next waits,
+        never in the middle of its bookkeeping; any later signal (make passes on the SIGTERM its process group
+        got too, a second Ctrl-C) is ignored, so that it cannot cut the stopping short."""
+        self.events.put(None)
+
     def run(self) -> None:
+        """The stages to the end, ``jobs`` at once; KeyboardInterrupt when stop_requested (if it is installed)."""
         waiting = list(self.plan.stages)
         while waiting or self.running:
             if not self.failed:
@@ -345,7 +354,10 @@ class Lanes:
                     self.start(stage)
             if not self.running:
                 break  # a stage failed: what waits on nothing more is not started
-            stage, code = self.events.get()
+            event = self.events.get()
+            if event is None:
+                raise KeyboardInterrupt
+            stage, code = event
             del self.running[stage]
             self.say(self.closing_line(stage, code))
             (self.finished.add if code == 0 else self.failed.append)(stage)
@@ -415,7 +427,15 @@ def main(argv: list[str]) -> None:
     if not plan.stages:
         print("Data and pipelines are up to date.")
         return
-    lanes = Lanes(plan, jobs, lambda stage: dvc_command(stage, options))
+    run_plan(plan, jobs, lambda stage: dvc_command(stage, options))
+
+
+def run_plan(plan: Plan, jobs: int, command: Callable[[str], list[str]]) -> None:
+    """The plan's stages on ``jobs`` lanes, each the process ``command`` gives, and the closing lines: what ran,
+    what failed, or what Ctrl-C or SIGTERM stopped."""
+    lanes = Lanes(plan, jobs, command)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lanes.stop_requested)  # for the rest of this process: the stopping included
     started = time.perf_counter()
     try:
         lanes.run()

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from harness import ROOT
+from harness import COMMAND_TIMEOUT_S, ROOT, kill_group, wait_for
 
 from scripts import lanes
 from scripts.lanes import Lanes, Plan, chain_lengths, estimated_costs, parse_args, ready, with_downstream
@@ -264,3 +266,53 @@ def test_a_failed_stage_closes_with_its_exit_code(tmp_path):
     runner.run()
     assert out.getvalue().splitlines()[0] == "[1/1] a"
     assert re.fullmatch(r"\[1/1\] a: failed \(exit 3\), [\d.]+ s", out.getvalue().splitlines()[-1])
+
+
+# lanes as `make repro` runs them (scripts.lanes.run_plan under cli.run), with stand-ins for the stages
+RUN_PLAN = ("import sys\n"
+            "from scripts import lanes\n"
+            "from stages.plumbing.cli import run\n"
+            "plan = lanes.Plan(('a', 'b'), {'a': frozenset(), 'b': frozenset()}, {'a': 1.0, 'b': 1.0})\n"
+            "events, script = sys.argv[1:]\n"
+            "run(lambda argv: lanes.run_plan(plan, 2, lambda stage: [sys.executable, '-c', script, stage, events]))\n")
+# Each stage stops only once the test says so: lanes are then inside their stopping.
+SLOW_TO_STOP = ("try:\n"
+                "    (EVENTS / STAGE).touch()\n"
+                "    wait_for('never')\n"
+                "except KeyboardInterrupt:\n"
+                "    (EVENTS / f'{STAGE}-stopping').touch()\n"
+                "    wait_for('go')\n"
+                "    print('cleaned up'); sys.exit(130)\n")
+
+
+def delivered(pid: int, signum: int) -> bool:
+    """Whether no ``signum`` sent to process ``pid`` is pending any more (the kernel has handed it over)."""
+    pending = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("ShdPnd"))
+    return not int(pending.split()[1], 16) & (1 << (signum - 1))
+
+
+@pytest.mark.parametrize("first, second", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT),
+                                           (signal.SIGINT, signal.SIGINT)],
+                         ids=["group-SIGTERM-then-make's", "SIGTERM-then-Ctrl-C", "Ctrl-C-twice"])
+def test_a_second_signal_while_lanes_stop_cuts_nothing_short(tmp_path, first, second):
+    """SIGTERM to make's process group reaches lanes twice: from the group, and from make, which passes it on to
+    its child. The second came while lanes were stopping the stages, once in four runs, and ended them without
+    their closing line. Here it comes exactly then, every time."""
+    script = stand_in(SLOW_TO_STOP, tmp_path)("-")[2]
+    proc = subprocess.Popen([sys.executable, "-c", RUN_PLAN, str(tmp_path), script], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_files(tmp_path / "a", tmp_path / "b")
+        os.kill(proc.pid, first)
+        wait_for_files(tmp_path / "a-stopping", tmp_path / "b-stopping")  # lanes wait for the stages to stop
+        os.kill(proc.pid, second)
+        wait_for(lambda: delivered(proc.pid, second), "the second signal to reach lanes")
+        (tmp_path / "go").touch()
+        output, _ = proc.communicate(timeout=COMMAND_TIMEOUT_S)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 130, output
+    lines = output.splitlines()
+    assert sorted(line for line in lines if line.endswith("cleaned up")) == ["[a] cleaned up", "[b] cleaned up"]
+    assert lines[-1] == ("interrupted: stopped a, b (each says above what became of its outputs); no stage had "
+                         "finished; rerun the same command to do the rest"), output
