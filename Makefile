@@ -17,7 +17,7 @@ export DVC_NO_ANALYTICS := 1
 # told: each trains on one thread. `make repro JOBS=1` is plain `dvc repro`.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: setup repro evidence worker aggregate slurm slurm-status test test-fast lint check-lock compare plots bench prune clean
+.PHONY: setup repro evidence worker aggregate slurm slurm-status test test-fast lint check-lock compare plots bench prune prune-remote clean
 
 setup: $(VENV)/.installed
 
@@ -63,6 +63,11 @@ slurm: setup
 
 slurm-status: setup
 	@python -m scripts.slurm --status $(if $(JOB),$(call quote,$(JOB)))
+
+# Partial uploads (.<22 characters>.tmp) older than a day that a push cut short left on the default remote (a
+# folder or SSH): DVC never removes them. `python -m scripts.prune_remote --dry-run` lists them.
+prune-remote: setup
+	python -m scripts.prune_remote
 
 test: setup
 	python -m pytest

@@ -24,11 +24,15 @@ Usage: python -m scripts.worker [-j N] [--pipeline FILE] (--shard I/N | --stages
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Iterable
+
+from ruamel.yaml import YAML
 
 from scripts import lanes
 from stages.plumbing import paths
@@ -44,6 +48,11 @@ PIPELINES = ("dvc.yaml", "evidence/dvc.yaml")
 SHARD = re.compile(r"(\d+)/(\d+)")
 NO_REMOTE = ("no default DVC remote: add the team's with `dvc remote add -d <name> <url>` and commit .dvc/config "
              "(docs/workers.md: Past one machine)")
+# DVC uploads a file under a temporary name and renames it once whole: an upload cut short (a full remote, a lost
+# connection) leaves that temporary file on the remote.
+CUT_SHORT = ("a push cut short may leave partial .tmp files on the remote: `make prune-remote` removes those older "
+             "than a day")
+UNABLE_TO_PULL = re.compile(r"Unable to pull data for stage: '([^']+)'")  # how `dvc repro --pull` says it
 
 
 # --- pure: who trains what --------------------------------------------------------------------------------
@@ -125,15 +134,24 @@ def dvc(*args: str) -> None:
     """A dvc command of the venv's own dvc, its output passed through; a failure ends the worker."""
     if subprocess.run([*lanes.DVC, *args]).returncode != 0:
         raise StageError(f"`dvc {' '.join(args)}` failed (its output is above); fix that and run the worker again: "
-                         "what it finished is kept")
+                         "what it finished is kept" + (f"; {CUT_SHORT}" if args[0] == "push" else ""))
 
 
 def default_remote() -> str:
-    done = subprocess.run([*lanes.DVC, "remote", "default"], capture_output=True, text=True,
-                          encoding="utf-8")
-    if done.returncode != 0 or not done.stdout.strip():
+    """The default remote's name, once it is known to verify what it downloads: without `verify`, DVC takes an
+    object whose bytes were damaged on the remote as it is, and a damaged model reaches the workspace."""
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        name = repo.config["core"].get("remote")
+        verify = repo.config["remote"].get(name, {}).get("verify") if name else None
+    if not name:
         raise StageError(NO_REMOTE)
-    return done.stdout.strip()
+    if verify is not True:
+        raise StageError(f"the default DVC remote {name!r} does not verify what it downloads, so a damaged object "
+                         f"on it would reach the workspace: `dvc remote modify {name} verify true`, then commit "
+                         ".dvc/config (docs/workers.md: Past one machine)")
+    return name
 
 
 def pipeline_stages(pipeline: str) -> dict[str, list[Path]]:
@@ -181,7 +199,7 @@ def push_uncached(stages: list[str]) -> None:
         failed = repo.cloud.push(hashes).failed
     if failed:
         raise StageError(f"{len(failed)} `cache: false` output(s) could not be pushed (DVC said why above); run the "
-                         "worker again")
+                         f"worker again; {CUT_SHORT}")
 
 
 def work(args: dict) -> None:
@@ -201,22 +219,77 @@ def work(args: dict) -> None:
     print(f"worker: done; {len(stages)} stages are on the remote")
 
 
+def recorded_outputs(pipeline: str) -> dict[str, dict[str, str]]:
+    """Each stage's outputs as its pipeline's lock records them: path and hash, by the stage's name as `dvc repro`
+    gives it (an evidence stage with its pipeline's prefix)."""
+    lock = Path(pipeline).with_suffix(".lock")
+    prefix = "" if pipeline == PIPELINES[0] else f"{pipeline}:"
+    entries = (YAML(typ="safe").load(lock) or {}).get("stages", {}) if lock.is_file() else {}
+    return {f"{prefix}{stage}": {out["path"]: out["md5"] for out in entry.get("outs") or [] if "md5" in out}
+            for stage, entry in entries.items()}
+
+
+def damaged_on_remote(outputs: dict[str, str]) -> list[tuple[str, str]]:
+    """(output, object's path on the remote) for each of ``outputs`` (path: hash), or file of a folder output, whose
+    object the default remote holds with bytes that no longer match its hash. Read on the remote, not pulled; a
+    missing object is no damage."""
+    from dvc.repo import Repo
+
+    damaged = []
+    with Repo(".") as repo:
+        odb = repo.cloud.get_remote_odb()
+        for output, oid in outputs.items():
+            intact, manifest = _remote_object(odb, oid, keep=oid.endswith(".dir"))
+            if intact is False:
+                damaged.append((output, odb.oid_to_path(oid)))
+            elif intact and oid.endswith(".dir"):
+                damaged += [(f"{output}/{entry['relpath']}", odb.oid_to_path(entry["md5"]))
+                            for entry in json.loads(manifest) if _remote_object(odb, entry["md5"])[0] is False]
+    return damaged
+
+
+def _remote_object(odb, oid: str, keep: bool = False) -> tuple[bool | None, bytes]:
+    """Whether an object on the remote hashes to its name (None: the remote does not have it), and its bytes if
+    ``keep`` (a folder's list of files). Read in chunks: a data file may be large."""
+    digest, kept = hashlib.md5(), []
+    try:
+        with odb.fs.open(odb.oid_to_path(oid), "rb") as f:
+            for chunk in iter(lambda: f.read(2**20), b""):
+                digest.update(chunk)
+                if keep:
+                    kept.append(chunk)
+    except FileNotFoundError:
+        return None, b""
+    return digest.hexdigest() == oid.removesuffix(".dir"), b"".join(kept)
+
+
 def aggregate(args: dict) -> None:
-    """`dvc repro --pull`, its output passed through; then which training stages it had to run itself."""
+    """`dvc repro --pull`, its output passed through; then which training stages it had to run itself, and why
+    when the remote's copy of their results is damaged."""
     default_remote()
     params = load_params()
     lanes.check_locks()
     lanes.make_plan([args["pipeline"]], force=False)  # refuses to start when DVC would delete a user's files
+    recorded = recorded_outputs(args["pipeline"])  # before this run records its own
     proc = subprocess.Popen([*lanes.DVC, "repro", "--pull", args["pipeline"]],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
                             errors="backslashreplace")
-    trained = []
+    trained, unpulled = [], []
     for line in proc.stdout:
         print(line, end="", flush=True)
         trained += [stage for stage in lanes.RUNNING.findall(line)
                     if arch_of(stage, params.networks, params.evidence.long_rules.arch) is not None]
+        unpulled += UNABLE_TO_PULL.findall(line)
     if proc.wait() != 0:
         raise StageError(f"`dvc repro --pull {args['pipeline']}` failed (its output is above)")
+    damaged = damaged_on_remote({path: oid for stage in unpulled for path, oid in recorded.get(stage, {}).items()})
+    if damaged:
+        objects = ", ".join(f"{where} ({output})" for output, where in damaged[:5]) + (
+            f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+        raise StageError(f"the remote's copy of {len(damaged)} object{'s are' if len(damaged) > 1 else ' is'} "
+                         f"damaged (its bytes no longer match its hash): {objects}; this run made those outputs anew "
+                         "here, so the damage stayed out of the workspace: delete the damaged objects on the remote, "
+                         "then `dvc push` from a good copy (here, or the worker that made them)")
     if trained:
         print(f"aggregate: ran {', '.join(trained)} itself: neither a worker nor the remote had their results for "
               "this commit (workers push what they make; results committed in dvc.lock come from the `dvc push` of "

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from harness import ROOT
 
 pytestmark = pytest.mark.slow  # real dvc commands
 
@@ -65,3 +68,50 @@ def test_a_flipped_byte_on_the_remote_is_refused(shared, tmp_path):
 
     assert done.returncode != 0
     assert not (tmp_path / "colleague" / "data.bin").exists()  # nothing damaged reached the workspace
+
+
+PARTIAL = ".AbCdEfGhIjKlMnOpQrStUv.tmp"  # how DVC names a file it is still uploading (tmp_fname: 22 characters)
+
+
+def prune_remote(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "scripts.prune_remote", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_prune_remote_removes_only_partial_uploads_older_than_a_day(shared):
+    repo, remote = shared
+    day_and_more = time.time() - 24 * 3600 - 60
+    (obj,) = [path for path in remote.rglob("*") if path.is_file()]
+    old = [obj.parent / PARTIAL, remote / "runs" / "ab" / PARTIAL.replace("A", "B")]
+    young = obj.parent / PARTIAL.replace("A", "C")
+    other = [obj.parent / "notes.tmp", obj.parent / f"{PARTIAL}.keep", obj.parent / ".short.tmp"]
+    for path in (*old, young, *other):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half an upload")
+    for path in (*old, *other, obj):
+        os.utime(path, (day_and_more, day_and_more))
+
+    listed = prune_remote(repo, "--dry-run")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0] == "prune-remote: would remove 2 partial upload(s) older than a day from " \
+                                            "remote 'shared'"
+    assert sorted(listed.stdout.splitlines()[1:]) == sorted(f"  {path}" for path in old)
+    assert all(path.exists() for path in old)
+
+    done = prune_remote(repo)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "prune-remote: removed 2 partial upload(s) older than a day from remote " \
+                                          "'shared'"
+    assert not any(path.exists() for path in old)
+    assert all(path.exists() for path in (young, *other, obj))  # nothing else, nothing younger
+    assert clone_and_pull(repo, repo.parent / "colleague").returncode == 0
+
+
+def test_prune_remote_refuses_a_remote_it_cannot_list(shared):
+    repo, _ = shared
+    assert dvc(repo, "remote", "add", "-f", "-d", "cloud", "s3://bucket/path").returncode == 0
+    done = prune_remote(repo)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == ("error: remote 'cloud' (s3://bucket/path) is neither a folder nor SSH: remove its partial "
+                           "uploads (.<22 characters>.tmp) with that storage's own tools\n")

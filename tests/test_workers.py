@@ -7,6 +7,8 @@ aggregator with an empty cache that must train nothing; and a worker killed with
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from harness import (
     COMMAND_TIMEOUT_S,
     Project,
@@ -158,6 +161,7 @@ def clone(team: Team, sshd: Sshd, dest: Path, remote: str) -> Project:
     p = Project(dest, team.env)
     p.dvc("remote", "add", "-d", "shared", sshd.url(remote))
     p.dvc("remote", "modify", "shared", "user", sshd.user)
+    p.dvc("remote", "modify", "shared", "verify", "true")  # as README's recipe: the workers refuse a remote without
     p.dvc("remote", "modify", "--local", "shared", "keyfile", str(sshd.key))
     return p
 
@@ -279,3 +283,73 @@ def test_the_aggregator_stops_before_dvc_deletes_a_users_files_in_a_folder_outpu
         "deletes reports/figures whole before report runs: move these files to a folder no stage writes (such as "
         "notes/), then rerun"]
     assert mine.read_bytes() == b"a user's figure" and not (p.root / "data/raw").exists()  # nothing ran
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [["--shard", "0/2"], ["--aggregate"]])
+def test_a_remote_that_does_not_verify_what_it_downloads_is_refused_by_name(tmp_path, how):
+    p = tiny_project(tmp_path, example_params())
+    p.dvc("remote", "add", "-d", "store", str(tmp_path / "remote"))  # the ordinary way: no verify
+    done = subprocess.run([sys.executable, "-m", "scripts.worker", *how], cwd=p.root, env=p.env,
+                          capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    assert done.returncode == 1 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "error: the default DVC remote 'store' does not verify what it downloads, so a damaged object on it would "
+        "reach the workspace: `dvc remote modify store verify true`, then commit .dvc/config (README: Past one "
+        "machine)"]
+
+
+def pushed(team: Team, where: Path, remote: Path) -> Project:
+    """The single machine's results committed and pushed to a folder remote set to verify, as README says."""
+    p = team.single.copy(where)
+    p.dvc("remote", "add", "-d", "store", str(remote))
+    p.dvc("remote", "modify", "store", "verify", "true")
+    p.commit("results and remote")
+    p.dvc("push")
+    return p
+
+
+@pytest.mark.slow
+def test_the_aggregator_names_a_damaged_object_on_the_remote_and_how_to_repair_it(team, tmp_path):
+    remote = tmp_path / "remote"
+    source = pushed(team, tmp_path / "source", remote)
+    aggregator = Project(tmp_path / "aggregator", team.env)
+    source.run("git", "clone", "-q", str(source.root), str(aggregator.root))
+    lock = yaml.safe_load(source.read("dvc.lock"))
+    (folder,) = [out["md5"] for out in lock["stages"]["train@base"]["outs"] if out["path"] == "models/base"]
+    manifest = json.loads((remote / "files/md5" / folder[:2] / folder[2:]).read_text())
+    model = next(entry for entry in manifest if entry["relpath"].endswith(".keras"))
+    damaged = remote / "files/md5" / model["md5"][:2] / model["md5"][2:]
+    damaged.chmod(0o644)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    damaged.write_bytes(bytes(data))
+
+    done = subprocess.run([sys.executable, "-m", "scripts.worker", "--aggregate"], cwd=aggregator.root,
+                          env=aggregator.env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"error: the remote's copy of 1 object is damaged (its bytes no longer match its hash): {damaged} "
+        f"(models/base/{model['relpath']}); this run made those outputs anew here, so the damage stayed out of the "
+        "workspace: delete the damaged objects on the remote, then `dvc push` from a good copy (here, or the "
+        "worker that made them)"), done.stderr
+    assert "neither a worker nor the remote had their results" not in done.stdout
+    assert "train@base" in ran(done.stdout)
+    assert results(aggregator) == results(team.single)  # what was made anew, not the damage
+
+
+@pytest.mark.slow
+def test_a_failed_push_says_what_a_push_cut_short_leaves_on_the_remote_and_how_to_clean_it(team, tmp_path):
+    (tmp_path / "a file").write_text("no folder for a remote")
+    p = Project(tmp_path / "worker", team.env)
+    shutil.copytree(team.template, p.root, symlinks=True)
+    p.dvc("remote", "add", "-d", "store", str(tmp_path / "a file" / "remote"))
+    p.dvc("remote", "modify", "store", "verify", "true")
+    done = subprocess.run([sys.executable, "-m", "scripts.worker", "--stages", "download"], cwd=p.root, env=p.env,
+                          capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "error: `dvc push --with-deps download` failed (its output is above); fix that and run the worker again: "
+        "what it finished is kept; a push cut short may leave partial .tmp files on the remote: `make prune-remote` "
+        "removes those older than a day"), done.stderr
+
