@@ -33,9 +33,10 @@ ifneq ($(shell cat $(call quote,$(VENV)/.installed) 2>/dev/null),$(PY_VERSION))
 .PHONY: $(VENV)/.installed
 endif
 
-# params.yaml is checked whole before DVC reads it: DVC passes each stage's command to a shell.
+# What lanes check before they start DVC (scripts/preflight.py), JOBS=1 checks before plain `dvc repro`: params.yaml
+# whole (DVC passes each stage's command to a shell), the lock files, a user's files in a folder output.
 repro: setup
-	$(if $(filter 1,$(JOBS)),python -m stages.plumbing.params && dvc repro,python -m scripts.lanes -j $(call quote,$(JOBS)))
+	$(if $(filter 1,$(JOBS)),python -m scripts.preflight && dvc repro,python -m scripts.lanes -j $(call quote,$(JOBS)))
 
 # The evidence (evidence/dvc.yaml; hours), with the quick-study stages it reads (data/prepared, the range
 # tests). Then commit reports/evidence, reports/answer.md, reports/answer/ and evidence/dvc.lock.

@@ -416,14 +416,20 @@ def parse_args(argv: list[str]) -> tuple[int, list[str], list[str]]:
     return args["jobs"], args["options"], args["targets"]
 
 
+def preflight(targets: list[str], force: bool = False) -> Plan:
+    """What runs, once nothing stands in the way: params.yaml whole (a bad value is one line, and none reaches DVC's
+    shell), undamaged lock files, no user's file in a folder output of a stage that runs."""
+    load_params()
+    check_locks()
+    return make_plan(targets, force)
+
+
 def main(argv: list[str]) -> None:
     jobs, options, targets = parse_args(argv)
     if not options and up_to_date.unchanged(targets):
         print("Data and pipelines are up to date. (Nothing changed since DVC last said so.)")
         return
-    load_params()  # whole, before DVC reads it: a bad value is one line, and none reaches DVC's shell
-    check_locks()
-    plan = make_plan(targets, force=bool({"-f", "--force"} & set(options)))
+    plan = preflight(targets, force=bool({"-f", "--force"} & set(options)))
     if not plan.stages:
         print("Data and pipelines are up to date.")
         return

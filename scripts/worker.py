@@ -267,9 +267,8 @@ def aggregate(args: dict) -> None:
     """`dvc repro --pull`, its output passed through; then which training stages it had to run itself, and why
     when the remote's copy of their results is damaged."""
     default_remote()
+    lanes.preflight([args["pipeline"]])  # as lanes checks before it starts DVC
     params = load_params()
-    lanes.check_locks()
-    lanes.make_plan([args["pipeline"]], force=False)  # refuses to start when DVC would delete a user's files
     recorded = recorded_outputs(args["pipeline"])  # before this run records its own
     proc = subprocess.Popen([*lanes.DVC, "repro", "--pull", args["pipeline"]],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",

@@ -777,3 +777,15 @@ def test_lanes_stop_before_dvc_deletes_files_a_user_put_in_a_folder_output(proje
         path.unlink()
     p.run(sys.executable, "-m", "scripts.lanes", "-j", "2")
     assert p.status() == {} and not stale_figure.exists()
+
+
+def test_make_repro_on_one_lane_checks_what_lanes_check_before_plain_dvc_repro(two_lanes, tmp_path):
+    p = committed_copy(two_lanes[0], tmp_path / "project")
+    mine = p.root / "reports/figures/mine.png"
+    mine.write_bytes(b"a user's figure")
+    done = p.call("make", "repro", "JOBS=1")
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert ("error: reports/figures holds reports/figures/mine.png, which report does not write, and `dvc repro` "
+            "deletes reports/figures whole before report runs: move these files to a folder no stage writes (such "
+            "as notes/), then rerun") in done.stderr.splitlines(), done.stderr
+    assert mine.read_bytes() == b"a user's figure" and set(p.status()) == {"report"}  # nothing ran
