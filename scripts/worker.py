@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -202,6 +203,18 @@ def push_uncached(stages: list[str]) -> None:
                          f"worker again; {CUT_SHORT}")
 
 
+def lanes_to_the_end(argv: list[str]) -> int:
+    """Lanes' exit code. A Ctrl-C or SIGTERM that reaches this process is passed on to lanes (one sent to the whole
+    group reaches it too; it takes the second as nothing new) and lanes waited for, while it stops the stages and
+    says so: subprocess.run would kill it, and its dvc processes would go on running."""
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.lanes", *argv])
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+
+
 def work(args: dict) -> None:
     default_remote()
     stages = chosen_stages(args)
@@ -210,7 +223,7 @@ def work(args: dict) -> None:
         return
     print(f"worker: {len(stages)} stages: {' '.join(stages)}", flush=True)
     jobs = ["-j", args["jobs"]] if args["jobs"] else []
-    code = subprocess.run([sys.executable, "-m", "scripts.lanes", *jobs, "--pull", *stages]).returncode
+    code = lanes_to_the_end([*jobs, "--pull", *stages])
     if code != 0:
         raise SystemExit(code)  # lanes said what failed, or what Ctrl-C stopped
     dvc("push", "--with-deps", *stages)

@@ -47,6 +47,7 @@ from harness import (
     tiny_mnist,
     tiny_params,
     tiny_project,
+    wait_for,
     write_idx_folder,
 )
 
@@ -777,6 +778,42 @@ def test_lanes_stop_before_dvc_deletes_files_a_user_put_in_a_folder_output(proje
         path.unlink()
     p.run(sys.executable, "-m", "scripts.lanes", "-j", "2")
     assert p.status() == {} and not stale_figure.exists()
+
+
+LANES_STOPPED = re.compile(r"interrupted: stopped train@\w+, train@\w+ \(each says above what became of its "
+                           r"outputs\); no stage had finished; rerun the same command to do the rest")
+
+
+def test_sigterm_to_make_repros_process_group_waits_for_lanes_closing_line(two_lanes, tmp_path):
+    """A scheduler's cancel: SIGTERM to every process of make's group. lanes gets it twice: from the group, and from
+    make, which passes it on to its child (lanes: no shell between them) and waits for it. The second one used to
+    come while lanes stopped the stages and, once in four runs, ended them without lanes' closing line
+    (tests/test_lanes.py sends it exactly then)."""
+    p = committed_copy(two_lanes[0], tmp_path / "project")
+    params = p.read_params()
+    params["train"].update(repeats=3, epochs=100_000, patience=100_000)  # still training when the signal comes
+    p.write_params(params)
+    log = tmp_path / "make.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["make", "repro", "JOBS=2"], cwd=p.root, env=p.env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: all(re.search(rf"^\[train@{arch}\] .*val_loss", log.read_text(), re.M) for arch in ARCHS),
+                 "epoch lines of both trainings", TRAINING_STARTED_S)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(COMMAND_TIMEOUT_S)
+        at_makes_end = log.read_text()
+    finally:
+        try:  # lanes, stopping the stages, may outlive make: leave nothing running
+            wait_for(lambda: LANES_STOPPED.search(log.read_text()), "lanes' closing line", COMMAND_TIMEOUT_S)
+        finally:
+            kill_group(proc)
+    lines = [line for line in at_makes_end.splitlines() if not line.startswith("make: ")]  # make's own error line
+    assert LANES_STOPPED.fullmatch(lines[-1]), at_makes_end
+    assert "Traceback" not in at_makes_end
+    for arch in ARCHS:
+        assert re.search(rf"^\[train@{arch}\] interrupted: `dvc repro` removed train@{arch}'s outputs", at_makes_end,
+                         re.M), at_makes_end
 
 
 def test_make_repro_on_one_lane_checks_what_lanes_check_before_plain_dvc_repro(two_lanes, tmp_path):

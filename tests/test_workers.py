@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -353,3 +354,20 @@ def test_a_failed_push_says_what_a_push_cut_short_leaves_on_the_remote_and_how_t
         "what it finished is kept; a push cut short may leave partial .tmp files on the remote: `make prune-remote` "
         "removes those older than a day"), done.stderr
 
+
+@pytest.mark.slow
+def test_sigterm_to_the_worker_alone_stops_its_lanes_and_their_stages_and_says_so(team, sshd, tmp_path):
+    p = clone(team, sshd, tmp_path / "worker", "stopped")
+    proc = worker(p, "--shard", "0/1")
+    try:
+        seen = read_until(proc, lambda line: line.startswith("[train@") and "Epoch 3/" in line, "training under way",
+                          COMMAND_TIMEOUT_S)
+        os.kill(proc.pid, signal.SIGTERM)  # as a process manager stops a service: the worker, not its group
+        rest, _ = proc.communicate(timeout=COMMAND_TIMEOUT_S)
+    finally:
+        kill_group(proc)
+    output = "".join(seen) + rest
+    assert proc.returncode == 130, output
+    # lanes was told, not killed: it stopped every stage (none had to be killed) and said so
+    assert re.fullmatch(r"interrupted: stopped \S.* \(each says above what became of its outputs\); .*; rerun the "
+                        r"same command to do the rest", output.splitlines()[-1]), output
