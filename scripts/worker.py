@@ -54,6 +54,7 @@ NO_REMOTE = ("no default DVC remote: add the team's with `dvc remote add -d <nam
 CUT_SHORT = ("a push cut short may leave partial .tmp files on the remote: `make prune-remote` removes those older "
              "than a day")
 UNABLE_TO_PULL = re.compile(r"Unable to pull data for stage: '([^']+)'")  # how `dvc repro --pull` says it
+FROM_RUN_CACHE = re.compile(r"Stage '([^']+)' is cached - skipping run")  # and that it restores from the run cache
 
 
 # --- pure: who trains what --------------------------------------------------------------------------------
@@ -242,16 +243,45 @@ def recorded_outputs(pipeline: str) -> dict[str, dict[str, str]]:
             for stage, entry in entries.items()}
 
 
-def damaged_on_remote(outputs: dict[str, str]) -> list[tuple[str, str]]:
-    """(output, object's path on the remote) for each of ``outputs`` (path: hash), or file of a folder output, whose
+def run_cache_outputs(stages: list[str]) -> set[tuple[str, str]]:
+    """The outputs (path, hash) that the default remote's run-cache entries for ``stages``, as they are now (the
+    deps this run saw), record: what a worker that ran them pushed, and `dvc repro --pull` could not restore."""
+    from dvc.repo import Repo
+    from dvc.stage.cache import _can_hash, _get_stage_hash
+
+    outputs: set[tuple[str, str]] = set()
+    if not stages:
+        return outputs
+    with Repo(".") as repo:
+        remote = repo.cloud.get_remote()
+        for stage in repo.index.stages:
+            if stage.addressing not in stages or not _can_hash(stage):
+                continue
+            key = _get_stage_hash(stage)
+            folder = remote.fs.join(remote.path, "runs", key[:2], key)
+            for entry in remote.fs.ls(folder, detail=False) if remote.fs.exists(folder) else []:
+                with remote.fs.open(entry, "r", encoding="utf-8") as f:
+                    record = YAML(typ="safe").load(f.read(MAX_RUN_ENTRY_CHARS)) or {}
+                outputs |= {(out["path"], out["md5"]) for out in record.get("outs") or []
+                            if isinstance(out, dict) and {"path", "md5"} <= set(out)}
+    return outputs
+
+
+MAX_RUN_ENTRY_CHARS = 2**20  # one stage's run-cache entry: its deps and outs, a few KB
+
+
+def damaged_on_remote(outputs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(output, object's path on the remote) for each of ``outputs`` (path, hash), or file of a folder output, whose
     object the default remote holds with bytes that no longer match its hash. Read on the remote, not pulled; a
     missing object is no damage."""
     from dvc.repo import Repo
 
-    damaged = []
+    damaged: list[tuple[str, str]] = []
+    if not outputs:
+        return damaged
     with Repo(".") as repo:
         odb = repo.cloud.get_remote_odb()
-        for output, oid in outputs.items():
+        for output, oid in sorted(set(outputs)):
             intact, manifest = _remote_object(odb, oid, keep=oid.endswith(".dir"))
             if intact is False:
                 damaged.append((output, odb.oid_to_path(oid)))
@@ -286,22 +316,28 @@ def aggregate(args: dict) -> None:
     proc = subprocess.Popen([*lanes.DVC, "repro", "--pull", args["pipeline"]],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
                             errors="backslashreplace")
-    trained, unpulled = [], []
+    ran, unpulled, restoring = [], [], []
     for line in proc.stdout:
         print(line, end="", flush=True)
-        trained += [stage for stage in lanes.RUNNING.findall(line)
-                    if arch_of(stage, params.networks, params.evidence.long_rules.arch) is not None]
+        ran += lanes.RUNNING.findall(line)
         unpulled += UNABLE_TO_PULL.findall(line)
-    if proc.wait() != 0:
-        raise StageError(f"`dvc repro --pull {args['pipeline']}` failed (its output is above)")
-    damaged = damaged_on_remote({path: oid for stage in unpulled for path, oid in recorded.get(stage, {}).items()})
+        restoring += FROM_RUN_CACHE.findall(line)
+    failed = proc.wait() != 0
+    trained = [stage for stage in ran if arch_of(stage, params.networks, params.evidence.long_rules.arch) is not None]
+    # what it could not pull, by the lock's record or by the remote's run cache (and a failed restore ends the run)
+    damaged = damaged_on_remote([*((path, oid) for stage in unpulled for path, oid in recorded.get(stage, {}).items()),
+                                 *run_cache_outputs(ran + (restoring[-1:] if failed else []))])
     if damaged:
         objects = ", ".join(f"{where} ({output})" for output, where in damaged[:5]) + (
             f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+        kept_out = ("`dvc repro --pull` stopped (its output is above) and kept the damage out of the workspace"
+                    if failed else "this run made those outputs anew here, so the damage stayed out of the workspace")
         raise StageError(f"the remote's copy of {len(damaged)} object{'s are' if len(damaged) > 1 else ' is'} "
-                         f"damaged (its bytes no longer match its hash): {objects}; this run made those outputs anew "
-                         "here, so the damage stayed out of the workspace: delete the damaged objects on the remote, "
-                         "then `dvc push` from a good copy (here, or the worker that made them)")
+                         f"damaged (its bytes no longer match its hash): {objects}; {kept_out}: delete the damaged "
+                         "objects on the remote, then `dvc push` from a good copy (" + ("" if failed else "here, or ")
+                         + "the worker that made them)")
+    if failed:
+        raise StageError(f"`dvc repro --pull {args['pipeline']}` failed (its output is above)")
     if trained:
         print(f"aggregate: ran {', '.join(trained)} itself: neither a worker nor the remote had their results for "
               "this commit (workers push what they make; results committed in dvc.lock come from the `dvc push` of "

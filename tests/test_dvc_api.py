@@ -15,6 +15,9 @@ PINNED = {
     "dvc.repo.reproduce.collect_stages": ["repo", "targets", "recursive", "glob"],
     "dvc.repo.reproduce.get_active_graph": ["graph"],
     "dvc.repo.reproduce.plan_repro": ["graph", "stages", "pipeline", "downstream"],
+    # the aggregator: a stage's run-cache key, to read what the remote's run cache holds of it
+    "dvc.stage.cache._can_hash": ["stage"],
+    "dvc.stage.cache._get_stage_hash": ["stage"],
 }
 
 
@@ -37,3 +40,16 @@ def test_what_lanes_reads_of_a_stage_and_the_repo():
     assert isinstance(inspect.getattr_static(Stage, "addressing"), property) and callable(Stage.changed)
     assert inspect.getattr_static(Index, "graph", None) is not None
     assert "self.lock = " in inspect.getsource(Repo.__init__)
+
+
+def test_what_lanes_and_the_aggregator_read_of_an_output_and_the_remote():
+    """An output's recorded hash, folder, persist flag and cache (lanes: a user's files in a folder output); the
+    default remote's file system and object paths (the aggregator: damaged objects)."""
+    from dvc.data_cloud import DataCloud
+    from dvc.output import Output
+
+    assert "persist" in inspect.signature(Output.__init__).parameters
+    assert isinstance(inspect.getattr_static(Output, "cache"), property)
+    assert all(f"self.{name} = " in inspect.getsource(Output.__init__) for name in ("hash_info", "fs_path", "persist"))
+    assert list(inspect.signature(DataCloud.get_remote).parameters)[:2] == ["self", "name"]
+    assert list(inspect.signature(DataCloud.get_remote_odb).parameters)[:2] == ["self", "name"]

@@ -371,3 +371,33 @@ def test_sigterm_to_the_worker_alone_stops_its_lanes_and_their_stages_and_says_s
     # lanes was told, not killed: it stopped every stage (none had to be killed) and said so
     assert re.fullmatch(r"interrupted: stopped \S.* \(each says above what became of its outputs\); .*; rerun the "
                         r"same command to do the rest", output.splitlines()[-1]), output
+
+
+@pytest.mark.slow
+def test_the_aggregator_names_a_damaged_object_a_worker_pushed(team, sshd, tmp_path):
+    pusher = clone(team, sshd, tmp_path / "worker", "damaged")
+    finished(worker(pusher, "--shard", "0/1"))
+    lock = yaml.safe_load(pusher.read("dvc.lock"))
+    (folder,) = [out["md5"] for out in lock["stages"]["train@base"]["outs"] if out["path"] == "models/base"]
+    remote = sshd.root / "damaged" / "files" / "md5"
+    model = next(entry for entry in json.loads((remote / folder[:2] / folder[2:]).read_text())
+                 if entry["relpath"].endswith(".keras"))
+    damaged = remote / model["md5"][:2] / model["md5"][2:]
+    damaged.chmod(0o644)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    damaged.write_bytes(bytes(data))
+
+    aggregator = clone(team, sshd, tmp_path / "aggregator", "damaged")
+    proc = worker(aggregator, "--aggregate")
+    try:
+        output, _ = proc.communicate(timeout=COMMAND_TIMEOUT_S)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 1, output
+    last = output.splitlines()[-1]
+    assert last.startswith(f"error: the remote's copy of 1 object is damaged (its bytes no longer match its hash): "
+                           f"{damaged} (models/base/{model['relpath']}); "), output
+    assert last.endswith(": delete the damaged objects on the remote, then `dvc push` from a good copy (here, or the "
+                         "worker that made them)"), output
+    assert "neither a worker nor the remote had their results" not in output
