@@ -14,7 +14,7 @@ LOCK := requirements/py$(if $(filter 3.10,$(PY_VERSION)),3.10,3.11-3.13).txt
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 # Stages that do not depend on each other run at once, JOBS at a time (scripts/lanes.py), one per core unless
-# told: each trains on one thread. `make repro JOBS=1` is plain `dvc repro`.
+# told: each trains on one thread. `make repro JOBS=1` is plain `dvc repro`, after the same checks.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: setup repro evidence worker aggregate slurm slurm-status test test-fast lint check-lock compare plots bench prune prune-remote clean

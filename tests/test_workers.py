@@ -7,7 +7,6 @@ aggregator with an empty cache that must train nothing; and a worker killed with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
