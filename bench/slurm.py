@@ -52,7 +52,7 @@ def make(folder: Path, venv: Path, *args: str) -> str:
 def states(jobs: list[str]) -> dict[str, str]:
     """squeue's state of each of ``jobs``' tasks it still has ("123_0" for an array's task)."""
     done = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(jobs), "-o", "%i %T"], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, encoding="utf-8", timeout=60)
     return dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
 
 
@@ -111,7 +111,7 @@ def main(argv: list[str]) -> None:
         running, ended = watch([array, aggregator], started)
         slurm_s = time.monotonic() - started
         aggregated = team / LOGS / f"{aggregator}.exit"
-        if not aggregated.is_file() or aggregated.read_text().strip() != "0":
+        if not aggregated.is_file() or aggregated.read_text(encoding="utf-8").strip() != "0":
             print(make(team, venv, "slurm-status", f"JOB={array}"))
             raise StageError(f"the SLURM run did not finish (status above; logs in {team / LOGS})")
         first_start = min(running[task] for task in tasks)

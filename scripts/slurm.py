@@ -62,7 +62,7 @@ def bounded_int(name: str, low: int, high: int, example: str):
     def parse(text: str) -> int:
         if not (len(text) <= 20 and text.isascii() and text.isdigit() and low <= int(text) <= high):
             raise argparse.ArgumentTypeError(f"{name} takes a whole number from {low} to {high:,} (got {text[:20]!r}):"
-                                             f" for example {example}")
+                                             f" for example `{example}`")
         return int(text)
     return parse
 
@@ -71,14 +71,14 @@ def share_list(text: str) -> list[int]:
     parts = text[:10_000].split(",")
     if len(text) > 10_000 or not all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts):
         raise argparse.ArgumentTypeError(f"ONLY takes share numbers separated by commas (got {text[:40]!r}): for "
-                                         "example ONLY=1,3")
+                                         "example `make slurm WORKERS=4 ONLY=1,3`")
     return sorted({int(p) for p in parts})
 
 
 def pipeline(text: str) -> str:
     if text not in PIPELINES:
         raise argparse.ArgumentTypeError(f"PIPELINE takes {' or '.join(PIPELINES)} (got {text[:40]!r}): for example "
-                                         f"make slurm WORKERS=4 PIPELINE={PIPELINES[1]}")
+                                         f"`make slurm WORKERS=4 PIPELINE={PIPELINES[1]}`")
     return text
 
 
@@ -93,16 +93,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.status is not None:
         if args.workers is not None or args.only is not None:
-            raise StageError("--status takes no --workers or --only: for example make slurm-status JOB=12")
+            raise StageError("--status takes no --workers or --only: for example `make slurm-status JOB=12`")
         if args.status and not JOB_ID.fullmatch(args.status[:21]):
             raise StageError(f"JOB takes the array's job id that `make slurm` printed (got {args.status[:40]!r}): for "
-                             "example make slurm-status JOB=12")
+                             "example `make slurm-status JOB=12`")
         return args
     if args.workers is None:
-        raise StageError("WORKERS is missing: for example make slurm WORKERS=4")
+        raise StageError("WORKERS is missing: for example `make slurm WORKERS=4`")
     if args.only is not None and not all(i < args.workers for i in args.only):
         raise StageError(f"ONLY takes shares from 0 to {args.workers - 1} of WORKERS={args.workers} (got "
-                         f"{','.join(map(str, args.only))[:40]}): for example make slurm WORKERS={args.workers} ONLY=0")
+                         f"{','.join(map(str, args.only))[:40]}): for example "
+                         f"`make slurm WORKERS={args.workers} ONLY=0`")
     return args
 
 

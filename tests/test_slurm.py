@@ -44,7 +44,7 @@ POLL_S = 0.05
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "WORKERS is missing: for example make slurm WORKERS=4"),
+    ([], "WORKERS is missing: for example `make slurm WORKERS=4`"),
     (["--workers", "0"], "WORKERS takes a whole number from 1 to 1,000 (got '0')"),
     (["--workers", "1001"], "WORKERS takes a whole number from 1 to 1,000"),
     (["--workers", "9" * 100_000], "WORKERS takes a whole number from 1 to 1,000 (got '99999999999999999999')"),
