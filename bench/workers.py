@@ -43,8 +43,9 @@ def fresh_clone(root: Path, dest: Path, mnist: Path, remote: Path) -> Path:
     params = load_raw(dest / "params.yaml")
     params["data"]["sources"].insert(0, {"local": str(mnist)})
     (dest / "params.yaml").write_text(dump_raw(params), encoding="utf-8")
-    subprocess.run([*DVC, "remote", "add", "-q", "-d", "bench", str(remote)], cwd=dest,
-                   check=True)
+    subprocess.run([*DVC, "remote", "add", "-q", "-d", "bench", str(remote)], cwd=dest, check=True)
+    # the workers refuse a remote that does not verify what it downloads
+    subprocess.run([*DVC, "remote", "modify", "bench", "verify", "true"], cwd=dest, check=True)
     return dest
 
 

@@ -160,6 +160,7 @@ def project(template: Path, env: dict[str, str], cluster: Cluster, dest: Path) -
     shutil.copytree(template, dest, symlinks=True)
     p = Project(dest, {**env, **cluster.env})
     p.dvc("remote", "add", "-d", "shared", str(dest.parent / f"{dest.name}-remote"))
+    p.dvc("remote", "modify", "shared", "verify", "true")  # the workers refuse a remote without it
     p.commit("the team's remote")
     return p
 

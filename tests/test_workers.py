@@ -295,8 +295,8 @@ def test_a_remote_that_does_not_verify_what_it_downloads_is_refused_by_name(tmp_
     assert done.returncode == 1 and done.stdout == "", done.stdout + done.stderr
     assert done.stderr.splitlines() == [
         "error: the default DVC remote 'store' does not verify what it downloads, so a damaged object on it would "
-        "reach the workspace: `dvc remote modify store verify true`, then commit .dvc/config (README: Past one "
-        "machine)"]
+        "reach the workspace: `dvc remote modify store verify true`, then commit .dvc/config "
+        "(docs/workers.md: Past one machine)"]
 
 
 def pushed(team: Team, where: Path, remote: Path) -> Project:
