@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from scripts import up_to_date
+from stages.ground.errors import StageError
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 
 ROUNDS = 5
 LANES = [sys.executable, "-m", "scripts.lanes"]

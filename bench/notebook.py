@@ -14,9 +14,10 @@ started = time.perf_counter()
 
 import numpy as np  # noqa: E402
 
+from stages.ground.errors import StageError  # noqa: E402
 from stages.lib.data import read_raw, split_train_val  # noqa: E402
+from stages.plumbing import paths  # noqa: E402
 from stages.plumbing.cli import run  # noqa: E402
-from stages.plumbing.errors import StageError  # noqa: E402
 from stages.plumbing.params import load_params  # noqa: E402
 
 USAGE = "usage: python -m bench.notebook"
@@ -48,7 +49,7 @@ def notebook() -> None:
                                  keras.layers.Dense(10, activation="softmax")])
 
     params = load_params()
-    full_train, test = read_raw()
+    full_train, test = read_raw(paths.RAW_DIR)
     train, val = split_train_val(full_train, params.data.val_size)
     x_train, x_val, x_test = (part.x / 255.0 for part in (train, val, test))  # float64, as in the notebook
     for name, arch in params.archs.items():

@@ -14,8 +14,8 @@ import json
 import subprocess
 import sys
 
+from stages.ground.errors import StageError
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m bench.numerics [ARCH] [EPOCHS] [ROUNDS]"
@@ -24,6 +24,7 @@ SETTINGS = [("portable", 1), ("portable", 2), ("native", 1), ("native", 2)]
 CHILD = """
 import dataclasses, hashlib, json, sys, time
 from stages.lib.data import load_prepared
+from stages.plumbing import paths
 from stages.plumbing.params import load_params
 from stages.lib.tf_runtime import load_keras_model
 cfg = json.loads(sys.argv[1])
@@ -31,7 +32,7 @@ params = load_params()
 compute = dataclasses.replace(params.compute, numerics=cfg["numerics"], threads=cfg["threads"])
 train = dataclasses.replace(params.train, epochs=cfg["epochs"], patience=cfg["epochs"])
 km = load_keras_model(compute)
-data = load_prepared(parts=("train", "val"))
+data = load_prepared(paths.PREPARED_DIR, parts=("train", "val"))
 model = km.build_model(params.archs[cfg["arch"]], params.seed)
 started = time.perf_counter()
 run = km.train(model, 0.1, data, train, params.seed, compute)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from bench.workers import fresh_clone
 from scripts.slurm import LOGS
+from stages.ground.errors import StageError
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 from stages.plumbing.paths import RAW_DIR
 

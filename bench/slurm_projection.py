@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 
 from scripts import lanes, worker
+from stages.ground.errors import StageError
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m bench.slurm_projection [WORKERS]"

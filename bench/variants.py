@@ -39,9 +39,10 @@ if "inter" in cfg:
 import keras
 from stages.lib import keras_model as km
 from stages.lib.data import load_prepared
+from stages.plumbing import paths
 from stages.plumbing.params import load_params
 params = load_params()
-(x, y), = load_prepared(parts=("train",)).values()
+(x, y), = load_prepared(paths.PREPARED_DIR, parts=("train",)).values()
 model = km.build_model(params.archs[cfg["arch"]], params.seed)
 model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
               steps_per_execution=cfg["spe"], jit_compile=cfg.get("jit", False))

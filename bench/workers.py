@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from scripts.lanes import DVC, RUNNING
+from stages.ground.errors import StageError
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import dump_raw, load_params, load_raw
 from stages.plumbing.paths import RAW_DIR
 

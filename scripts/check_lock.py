@@ -20,9 +20,9 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from scripts.lanes import DVC
+from stages.ground.errors import StageError
 from stages.plumbing import paths
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 
 USAGE = "usage: python -m scripts.check_lock"
 ROOT_DVC_YAML = Path("dvc.yaml")

@@ -13,10 +13,10 @@ import json
 import subprocess
 from pathlib import Path
 
+from stages.ground.errors import StageError
 from stages.lib.markdown import table
 from stages.plumbing import paths
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import MAX_BYTES, ParamsError, load_params, parse_params, raw_from
 
 USAGE = "usage: python -m scripts.compare [REV]"

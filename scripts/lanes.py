@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
 from scripts import up_to_date
+from stages.ground.errors import StageError, UsageError
 from stages.plumbing import paths
 from stages.plumbing.cli import ArgumentParser, run
-from stages.plumbing.errors import StageError, UsageError
 from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m scripts.lanes [-j N] [-f] [--pull] [target ...]"

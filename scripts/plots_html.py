@@ -21,9 +21,9 @@ from pathlib import Path
 from dvc_render.vega import VegaRenderer
 
 from scripts.lanes import DVC
-from stages.plumbing.atomic import write_bytes, write_text
+from stages.ground.atomic import write_bytes, write_text
+from stages.ground.errors import StageError
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 
 USAGE = "usage: python -m scripts.plots_html [TARGET ...]"
 OUT_DIR = Path("dvc_plots")

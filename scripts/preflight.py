@@ -7,8 +7,8 @@ Usage: python -m scripts.preflight
 from __future__ import annotations
 
 from scripts import lanes
+from stages.ground.errors import StageError
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 
 USAGE = "usage: python -m scripts.preflight"
 

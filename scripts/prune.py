@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import shutil
 
+from stages.ground.errors import StageError
 from stages.plumbing import paths
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m scripts.prune [--dry-run]"

@@ -14,8 +14,8 @@ import re
 import time
 from urllib.parse import urlparse
 
+from stages.ground.errors import StageError
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 
 USAGE = "usage: python -m scripts.prune_remote [--dry-run]"
 PARTIAL = re.compile(r"\.[A-Za-z0-9_-]{22}\.tmp")  # dvc_objects' and dvc_ssh's tmp_fname()

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from scripts.worker import MAX_SHARDS, PIPELINES, default_remote
+from stages.ground.errors import StageError
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 
 USAGE = ("usage: python -m scripts.slurm --workers N [--pipeline FILE] [--cpus C] [--only I,J] [--venv DIR]\n"
          "       python -m scripts.slurm --status [ARRAY_ID]")

@@ -36,9 +36,9 @@ from typing import Iterable
 from ruamel.yaml import YAML
 
 from scripts import lanes
+from stages.ground.errors import StageError, UsageError
 from stages.plumbing import paths
 from stages.plumbing.cli import ArgumentParser, run
-from stages.plumbing.errors import StageError, UsageError
 from stages.plumbing.params import load_params
 
 USAGE = ("usage: python -m scripts.worker [-j N] [--pipeline FILE] (--shard I/N | --stages 'STAGE_OR_ARCH ...')\n"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from stages.ground.atomic import atomic_dir
+from stages.ground.errors import StageError
 from stages.lib.sources import SourceError, describe, fetch, verify
-from stages.plumbing.atomic import atomic_dir
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 from stages.plumbing.paths import RAW_DIR
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from stages.ground.atomic import write_csv
+from stages.ground.clock import Stopwatch, Took
 from stages.lib import shapes
 from stages.lib.data import load_prepared, part_size, scale
 from stages.lib.mlp import Mlp, load_mlp
 from stages.lib.scoring import confident_errors, confusion_matrix, scores, summarize
 from stages.plumbing import machine, paths, records
-from stages.plumbing.atomic import write_csv
 from stages.plumbing.cli import arch_name, run
-from stages.plumbing.clock import Stopwatch, Took
 from stages.plumbing.params import load_params
 
 CONFIDENT_ERRORS = 8  # per arch, shown in the report
@@ -62,8 +62,8 @@ def main(argv: list[str]) -> None:
     name = arch_name(argv, "evaluate")
     arch = load_params().arch(name)
     trained = records.read(paths.train_json(name), shapes.TRAIN)
-    data = load_prepared(parts=("val", "test"))  # the 55,000 training images are not needed
-    n_train = part_size("train")
+    data = load_prepared(paths.PREPARED_DIR, parts=("val", "test"))  # the 55,000 training images are not needed
+    n_train = part_size("train", paths.PREPARED_DIR)
     models = {r["seed"]: load_mlp(paths.model_file(name, r["seed"]), arch.layers) for r in trained["runs"]}
     first = next(iter(models.values()))
     failed, per_seed, passes, errors, predictions = trained["failed"], unscored(trained), [], None, []

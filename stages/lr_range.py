@@ -5,15 +5,15 @@ Usage: python -m stages.lr_range <arch>
 
 from __future__ import annotations
 
+from stages.ground.atomic import write_csv
+from stages.ground.clock import Stopwatch
+from stages.ground.errors import StageError
 from stages.lib import shapes
 from stages.lib.data import load_prepared, part_size
 from stages.lib.lr_finder import CURVE_COLUMNS, MIN_POINTS, SKIP_END, SKIP_START, curve_rows, sweep_record
 from stages.lib.tf_runtime import load_keras_model
 from stages.plumbing import machine, paths, records
-from stages.plumbing.atomic import write_csv
 from stages.plumbing.cli import arch_name, run
-from stages.plumbing.clock import Stopwatch
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 
 
@@ -32,10 +32,10 @@ def main(argv: list[str]) -> None:
     params = load_params()
     arch = params.arch(name)
     sweep_params = params.lr_range_for(arch)
-    check_sweep_length(part_size("train"), sweep_params.batch_size, sweep_params.epochs)
+    check_sweep_length(part_size("train", paths.PREPARED_DIR), sweep_params.batch_size, sweep_params.epochs)
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params and data are known good
 
-    x, y = load_prepared(parts=("train",))["train"]
+    x, y = load_prepared(paths.PREPARED_DIR, parts=("train",))["train"]
     model = keras_model.build_model(arch, params.seed)
     clock = Stopwatch()
     sweep = keras_model.range_test(model, x, y, sweep_params, params.seed, params.compute, progress=f"lr_range@{name}")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.ground.atomic import write_text
+from stages.ground.errors import StageError
 from stages.lib.data import load_split
 from stages.lib.figures import (
     confident_errors_figure,
@@ -20,9 +22,7 @@ from stages.lib.report import ArchResult, render_report
 from stages.lib.schema import Params
 from stages.lib.shapes import ERRORS, EVALUATION, HISTORY_COLUMNS, LR_RANGE, TRAIN
 from stages.plumbing import paths, records
-from stages.plumbing.atomic import write_text
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 
 SAMPLE_DIGITS = 20
@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
         print(f"report: {len(leftovers)} output(s) of architectures no longer in params.yaml are still in "
               "models/ and reports/; `make prune` lists and removes them")
     # Everything is read and checked before anything is drawn or written: a damaged input fails fast.
-    x_test, y_test = load_split("test")
+    x_test, y_test = load_split("test", paths.PREPARED_DIR)
     results = [arch_result(params, name) for name in params.archs]
     curves = {name: read_curve(paths.lr_range_csv(name)) for name in params.archs}
     check_against_curves(results, curves)
@@ -110,7 +110,8 @@ def main(argv: list[str]) -> None:
         learning_curves_figure(histories, paths.FIGURES / figures["curves"])
     remove_unused_figures(set(figures.values()))
 
-    markdown = render_report(params, results, {key: f"figures/{name}" for key, name in figures.items()})
+    markdown = render_report(params, results, {key: f"figures/{name}" for key, name in figures.items()},
+                             paths.ANSWER_FROM_REPORT)
     write_text(paths.REPORT_MD, markdown)
     print(f"report: {paths.REPORT_MD} with {len(results)} architecture(s)")
     failures = [f"{r.name}: {r.metrics['failed']}" for r in results if r.metrics["failed"]]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from stages.ground.atomic import atomic_dir
+from stages.ground.errors import StageError
 from stages.lib.data import DataError, read_raw, save_prepared, split_train_val
 from stages.lib.idx import IdxError, sha256_file
 from stages.lib.schema import ParamsError
-from stages.plumbing.atomic import atomic_dir
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 from stages.plumbing.paths import PREPARED_DIR, RAW_DIR
 
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
     params = load_params()
     check_raw_sums(params.data.sha256)
     try:
-        full_train, test = read_raw()
+        full_train, test = read_raw(RAW_DIR)
     except (DataError, IdxError, OSError) as err:
         raise StageError(f"{err}\n(restore data/raw with `dvc checkout data/raw` or `dvc repro -f download`)") from None
     try:

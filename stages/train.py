@@ -9,15 +9,16 @@ Usage: python -m stages.train <arch>
 
 from __future__ import annotations
 
+from stages.ground.atomic import atomic_dir, write_csv
+from stages.ground.clock import Stopwatch
+from stages.ground.errors import StageError
+from stages.ground.spec import POSITIVE
 from stages.lib import shapes
 from stages.lib.data import load_prepared, part_size
 from stages.lib.lr_finder import chosen_rate
 from stages.lib.tf_runtime import load_keras_model
 from stages.plumbing import machine, paths, records
-from stages.plumbing.atomic import atomic_dir, write_csv
 from stages.plumbing.cli import arch_name, run
-from stages.plumbing.clock import Stopwatch
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 
 HISTORY_HEADER = list(shapes.HISTORY_COLUMNS)
@@ -53,7 +54,7 @@ def last_seconds_per_epoch(name: str) -> float | None:
     """CPU seconds per epoch, what load inflates least (scripts.lanes orders stages by the same measure), from
     this workspace's previous run (timings are not DVC outputs: DVC leaves them, git ignores them)."""
     try:
-        return records.read(paths.timing_json(name, "train"), {PER_EPOCH: records.POSITIVE})[PER_EPOCH]
+        return records.read(paths.timing_json(name, "train"), {PER_EPOCH: POSITIVE})[PER_EPOCH]
     except StageError:
         return None  # none yet, or damaged: this run rewrites it
 
@@ -67,11 +68,11 @@ def main(argv: list[str]) -> None:
     needed = {"picks": {rule: shapes.LR_RANGE["picks"][rule]}} if arch.lr is None else {}
     lr, how = chosen_rate(arch.lr, rule, records.read(paths.lr_range_json(name), needed).get("picks"), name)
     train_params = params.train_for(arch)
-    steps = -(-part_size("train") // train_params.batch_size)
+    steps = -(-part_size("train", paths.PREPARED_DIR) // train_params.batch_size)
     print(cost_line(name, train_params.epochs, steps, len(params.seeds), last_seconds_per_epoch(name)), flush=True)
     keras_model = load_keras_model(params.compute)  # TensorFlow only once params are known good
 
-    data = load_prepared(parts=("train", "val"))
+    data = load_prepared(paths.PREPARED_DIR, parts=("train", "val"))
     runs, history, clock = [], [], Stopwatch()
     with atomic_dir(paths.model_dir(name)) as folder, atomic_dir(paths.logs_dir(name)) as logs:
         for seed in params.seeds:

@@ -590,19 +590,21 @@ def wait_for(happened: Callable[[], bool], what: str, bound: float = EVENT_WAIT_
 
 # --- the imports a stage makes -----------------------------------------------------------------------
 
-# Imported by stages but never among their deps: stages/plumbing/ (its __init__ says why). The walk stops there,
-# so editing plumbing reruns nothing.
-PLUMBING = Path("stages/plumbing")
+# Imported by stages but never among their deps: stages/ground/ and stages/plumbing/ (their __init__ says why).
+# The walk stops there, so editing them reruns nothing.
+UNTRACKED = (Path("stages/ground"), Path("stages/plumbing"))
+CODE = ("stages", "scripts", "bench")  # the packages of the project's own code
 
 
-def plumbing_modules() -> set[str]:
-    return {path.relative_to(ROOT).as_posix() for path in (ROOT / PLUMBING).glob("*.py") if path.stem != "__init__"}
+def untracked_modules() -> set[str]:
+    return {path.relative_to(ROOT).as_posix() for folder in UNTRACKED for path in (ROOT / folder).glob("*.py")
+            if path.stem != "__init__"}
 
 
 def module_file(name: str) -> Path | None:
     """stages.lib.x -> stages/lib/x.py (relative to ROOT), None for packages and other code."""
     path = Path(*name.split(".")).with_suffix(".py")
-    return path if name.startswith("stages.") and (ROOT / path).is_file() else None
+    return path if name.partition(".")[0] in CODE and (ROOT / path).is_file() else None
 
 
 def imported_modules(path: Path) -> set[Path]:
@@ -621,12 +623,12 @@ def imported_modules(path: Path) -> set[Path]:
 
 
 def shaping_imports(entry: Path) -> set[str]:
-    """``entry`` and every module reachable from it through imports, stopping at plumbing; and what
+    """``entry`` and every module reachable from it through imports, stopping at UNTRACKED; and what
     stages/__init__.py imports, which `python -m stages.<stage>` runs first."""
     seen, todo = set(), [entry, *imported_modules(Path("stages/__init__.py"))]
     while todo:
         path = todo.pop()
-        if path.parent == PLUMBING or path in seen:
+        if path.parent in UNTRACKED or path in seen:
             continue
         seen.add(path)
         todo += imported_modules(path)

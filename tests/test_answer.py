@@ -18,6 +18,7 @@ from harness import ROOT, example_params, shaping_imports
 from scipy import stats
 
 from stages.evidence import answer as stage
+from stages.ground.errors import StageError
 from stages.lib.answer import (
     CHANCE,
     LongBudget,
@@ -37,7 +38,6 @@ from stages.lib.schema import ParamsError
 from stages.lib.shapes import RUN_HISTORY_KEYS
 from stages.lib.stats import Interval, detectable_difference
 from stages.plumbing import paths
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 
 # The synthetic study: two archs, three grid rates, three training seeds, two range tests.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from harness import ROOT
 
-from stages.plumbing.atomic import atomic_dir, atomic_path, write_bytes, write_csv, write_json, write_text
+from stages.ground.atomic import atomic_dir, atomic_path, write_bytes, write_csv, write_json, write_text
 
 CHILD_TIMEOUT_S = 60  # a child Python or git that writes a file or two
 
@@ -154,7 +154,7 @@ def test_folders_get_umask_permissions_not_0700(tmp_path):
 KILLED_MID_WRITE = """
 import os, signal, sys
 from pathlib import Path
-from stages.plumbing.atomic import atomic_dir, atomic_path
+from stages.ground.atomic import atomic_dir, atomic_path
 root = Path(sys.argv[1])
 with atomic_dir(root / "models" / "base") as folder, atomic_path(root / "reports" / "base.json") as tmp:
     (folder / "seed-42.keras").write_bytes(b"half")

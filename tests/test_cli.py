@@ -49,7 +49,7 @@ def test_errors_keep_their_exit_codes_when_the_teardown_is_skipped():
 def test_outside_dvc_an_interruption_names_what_this_run_had_already_replaced(tmp_path):
     result = run_stage_code(
         "from pathlib import Path\n"
-        "from stages.plumbing.atomic import write_text\n"
+        "from stages.ground.atomic import write_text\n"
         f"out = Path({str(tmp_path)!r})\n"
         "def main(argv):\n"
         "    write_text(out / 'a.csv', 'new')\n"
@@ -62,7 +62,7 @@ def test_outside_dvc_an_interruption_names_what_this_run_had_already_replaced(tm
 
 def test_under_dvc_a_failure_says_which_outputs_dvc_removed_and_how_to_get_each_back():
     result = subprocess.run(
-        [sys.executable, "-c", "from stages.plumbing.cli import run\nfrom stages.plumbing.errors import StageError\n"
+        [sys.executable, "-c", "from stages.plumbing.cli import run\nfrom stages.ground.errors import StageError\n"
          "def main(argv):\n    raise StageError('data/prepared/x_train.npy is damaged: rebuild it')\nrun(main)\n"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(ROOT), "DVC_STAGE": "train@zz9"})
     assert result.returncode == 1
@@ -146,7 +146,7 @@ def test_help_prints_the_usage_instead_of_running_main(flag):
 
 
 SCRIPT = ("from stages.plumbing.cli import ArgumentParser, run\n"
-          "from stages.plumbing.errors import UsageError\n"
+          "from stages.ground.errors import UsageError\n"
           "def count(text):\n"
           "    if not text.isdigit():\n"
           "        raise UsageError(f'-n takes a count (got {text!r})')\n"

@@ -1,10 +1,10 @@
-"""stages.plumbing.clock: wall and CPU seconds, and how busy the rest of the machine was meanwhile."""
+"""stages.ground.clock: wall and CPU seconds, and how busy the rest of the machine was meanwhile."""
 
 from __future__ import annotations
 
 import pytest
 
-from stages.plumbing import clock
+from stages.ground import clock
 
 
 def test_the_others_load_is_the_machines_minus_this_process():

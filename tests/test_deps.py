@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import ROOT, imported_modules, module_file, plumbing_modules, shaping_imports
+from harness import CODE, ROOT, imported_modules, module_file, shaping_imports, untracked_modules
 
 STAGE_MODULE = re.compile(r"python -m (stages(?:\.\w+)+)")
 PIPELINES = ("dvc.yaml", "evidence/dvc.yaml")  # the quick study and the evidence
@@ -51,16 +51,17 @@ def test_the_walk_sees_imports_inside_functions_and_from_packages():
     train = shaping_imports(Path("stages/train.py"))
     assert {"stages/lib/tf_runtime.py", "stages/lib/keras_model.py", "stages/lib/schema.py"} <= train
     assert "stages/plumbing/paths.py" not in train  # `from stages.plumbing import machine, paths`: seen, and left out
+    assert "stages/ground/errors.py" not in train  # the ground floor too
 
 
-def test_every_plumbing_module_is_imported_by_some_stage():
+def test_every_untracked_module_is_imported_by_some_stage():
     imported = set()
     for module, _ in stages().values():
         imported |= {p.as_posix() for p in imported_modules(module_file(module))}
         imported |= {p.as_posix() for dep in shaping_imports(module_file(module)) for p in imported_modules(Path(dep))}
-    assert len(plumbing_modules()) >= 7
-    for path in plumbing_modules():
-        assert path in imported, f"{path} is plumbing but no stage imports it"
+    assert len(untracked_modules()) >= 9
+    for path in untracked_modules():
+        assert path in imported, f"{path} is in stages/ground/ or stages/plumbing/ but no stage imports it"
 
 
 def test_every_module_of_stages_lib_is_a_dep_of_some_stage():
@@ -69,3 +70,39 @@ def test_every_module_of_stages_lib_is_a_dep_of_some_stage():
     lib = {path.relative_to(ROOT).as_posix() for path in (ROOT / "stages" / "lib").glob("*.py")
            if path.stem != "__init__"}
     assert lib - deps == set(), "in stages/lib/ but no stage lists it: plumbing belongs in stages/plumbing/"
+
+
+# The floors of the code, bottom up (docs/layout.md): a module imports from its own floor or those below it, never
+# from one above. Stage modules (stages/*.py, stages/evidence/*.py) are the floor "stages".
+FLOORS = ("stages/ground", "stages/lib", "stages/plumbing", "stages", "scripts", "bench")
+
+
+def floor(path: Path) -> int:
+    """The index in FLOORS of the deepest floor holding ``path``."""
+    folder = path.parent.as_posix()
+    return FLOORS.index(max((name for name in FLOORS if folder == name or folder.startswith(name + "/")), key=len))
+
+
+def upward(arrows: set[tuple[Path, Path]]) -> list[str]:
+    """The imports (importer, imported) that run from a lower floor to a higher one."""
+    return sorted(f"{a} ({FLOORS[floor(a)]}) imports {b} ({FLOORS[floor(b)]}), a floor above it"
+                  for a, b in arrows if floor(b) > floor(a))
+
+
+def code_arrows() -> set[tuple[Path, Path]]:
+    files = [path.relative_to(ROOT) for package in CODE for path in (ROOT / package).rglob("*.py")]
+    return {(path, target) for path in files for target in imported_modules(path) if target != path}
+
+
+def test_no_import_runs_up_a_floor():
+    arrows = code_arrows()
+    assert len(arrows) > 200  # the walk sees the code
+    assert upward(arrows) == [], "move the code down a floor, or pass the value in (docs/layout.md)"
+
+
+def test_an_upward_import_is_seen():
+    lib, paths = Path("stages/lib/data.py"), Path("stages/plumbing/paths.py")
+    assert upward({(paths, lib)}) == []
+    assert upward({(lib, paths)}) == [
+        "stages/lib/data.py (stages/lib) imports stages/plumbing/paths.py (stages/plumbing), a floor above it"]
+    assert floor(Path("stages/evidence/long.py")) == FLOORS.index("stages")

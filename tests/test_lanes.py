@@ -21,7 +21,7 @@ from harness import COMMAND_TIMEOUT_S, ROOT, kill_group, wait_for
 
 from scripts import lanes
 from scripts.lanes import Lanes, Plan, chain_lengths, estimated_costs, parse_args, ready, with_downstream
-from stages.plumbing.errors import StageError
+from stages.ground.errors import StageError
 
 WAIT_S = 60  # every wait of a stand-in stage: far beyond what starting a Python process takes
 

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from upstream import source_fastai_lr_find_rows, source_pick
 
+from stages.ground.errors import StageError
 from stages.lib.lr_finder import (
     MIN_POINTS,
     RULES,
@@ -44,7 +45,6 @@ from stages.lib.lr_finder import (
     suggest_all,
     sweep_record,
 )
-from stages.plumbing.errors import StageError
 
 START, FACTOR = 1e-3, 1.05
 

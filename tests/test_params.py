@@ -19,6 +19,7 @@ import pytest
 import yaml
 from harness import EXAMPLE_PARAMS, ROOT, example_params
 
+from stages.ground import atomic
 from stages.lib.lr_finder import RULES
 from stages.lib.schema import (
     GRID_NEIGHBOURHOOD,
@@ -39,7 +40,7 @@ from stages.lib.schema import (
     ParamsError,
     count_params,
 )
-from stages.plumbing import atomic, paths
+from stages.plumbing import paths
 from stages.plumbing.params import (
     MAX_BYTES,
     MAX_NODES,

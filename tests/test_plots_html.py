@@ -11,7 +11,7 @@ from dvc_render.html import HTML
 from dvc_render.vega import VegaRenderer
 
 from scripts.plots_html import lib_name, minified_build, page_template, script_specs
-from stages.plumbing.errors import StageError
+from stages.ground.errors import StageError
 
 
 def test_the_libraries_are_the_versions_dvc_loads():

@@ -13,11 +13,12 @@ import pytest
 from harness import ROOT
 
 from stages import report
+from stages.ground import spec
+from stages.ground.errors import StageError
+from stages.ground.spec import INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe, Wrong, check
 from stages.lib import shapes
 from stages.lib.lr_finder import RULES
 from stages.plumbing import machine, paths, records
-from stages.plumbing.errors import StageError
-from stages.plumbing.records import INT, NUMBER, PICK, POSITIVE, STR, ListOf, MapOf, Maybe, Wrong, check
 
 
 @pytest.mark.parametrize("path, command", [
@@ -69,7 +70,7 @@ def test_json_with_a_non_finite_number_is_damaged_whatever_the_spec(tmp_path, te
     path = tmp_path / "x.json"
     path.write_text(text)
     with pytest.raises(StageError) as info:
-        records.read(path, records.ANY)
+        records.read(path, spec.ANY)
     assert str(info.value).startswith(f"{path}: {where}, which is not a JSON number: the file is damaged")
 
 
@@ -81,9 +82,9 @@ def committed(pattern: str) -> list[Path]:
 
 def test_the_committed_results_pass_every_readers_checks():
     """What the pipeline wrote and git holds reads clean, each record against its one declared shape."""
-    for pattern, spec in (("reports/lr_range/*.json", shapes.LR_RANGE), ("reports/metrics/*.json", shapes.METRICS)):
+    for pattern, shape in (("reports/lr_range/*.json", shapes.LR_RANGE), ("reports/metrics/*.json", shapes.METRICS)):
         for path in committed(pattern):
-            records.read(path, spec)
+            records.read(path, shape)
     for path in committed("reports/lr_range/*.csv"):
         report.read_curve(path)
     for path in committed("reports/history/*.csv"):
@@ -148,15 +149,15 @@ def test_confidently_wrong_digits_are_test_images_that_exist(index, fine):
         report.check_against_test_set(errors, 100)
 
 
-@pytest.mark.parametrize("spec, good, bad", [
-    (records.FRACTION, [0, 0.5, 1], [-0.1, 1.01, 98.3]),
-    (records.NONNEGATIVE, [0, 2.5], [-1e-9, -3]),
-    (records.COUNT, [1, 7], [0, -1, 1.5]),
-    (records.INDEX, [0, 3], [-1, 0.5]),
+@pytest.mark.parametrize("shape, good, bad", [
+    (spec.FRACTION, [0, 0.5, 1], [-0.1, 1.01, 98.3]),
+    (spec.NONNEGATIVE, [0, 2.5], [-1e-9, -3]),
+    (spec.COUNT, [1, 7], [0, -1, 1.5]),
+    (spec.INDEX, [0, 3], [-1, 0.5]),
 ])
-def test_numbers_are_bounded_by_what_they_mean(spec, good, bad):
+def test_numbers_are_bounded_by_what_they_mean(shape, good, bad):
     for value in good:
-        records.check(value, spec, "x")
+        check(value, shape, "x")
     for value in bad:
-        with pytest.raises(records.Wrong, match=rf"^x is {value!r}, not {spec.name}$"):
-            records.check(value, spec, "x")
+        with pytest.raises(Wrong, match=rf"^x is {value!r}, not {shape.name}$"):
+            check(value, shape, "x")

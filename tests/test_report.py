@@ -15,9 +15,10 @@ from harness import example_params
 from scipy import stats as scipy_stats
 
 from stages import report as report_stage
+from stages.ground.errors import StageError
 from stages.lib.lr_finder import RULES
 from stages.lib.report import ArchResult, conclusion, pairs, render_report
-from stages.plumbing.errors import StageError
+from stages.plumbing import paths
 from stages.plumbing.params import parse_params
 
 FIGURES = {"lr_range": "figures/lr_range.png", "lr_rules": "figures/lr_range_rules.png",
@@ -82,7 +83,7 @@ def failed_result(**arch) -> ArchResult:
 
 
 def render(params, results, **kwargs) -> str:
-    return render_report(params, results, FIGURES, **kwargs)
+    return render_report(params, results, FIGURES, paths.ANSWER_FROM_REPORT, **kwargs)
 
 
 def seeds_in(results: list[ArchResult]) -> int:
@@ -91,7 +92,8 @@ def seeds_in(results: list[ArchResult]) -> int:
 
 
 def conclude(results: list[ArchResult], tie_margin: float = 0.005) -> list[str]:
-    return conclusion(results, pairs(results, seeds_in(results)), seeds_in(results), tie_margin)
+    return conclusion(results, pairs(results, seeds_in(results)), seeds_in(results), tie_margin,
+                      paths.ANSWER_FROM_REPORT)
 
 
 # hidden sizes of the example params; parameter counts of Dense 784 -> hidden... -> 10
@@ -153,7 +155,8 @@ def test_every_figure_is_linked(params):
 
 
 def test_learning_curves_are_linked_when_given(params):
-    md = render_report(params, [result(**BASE, val=0.97)], {**FIGURES, "curves": "figures/learning_curves.png"})
+    md = render_report(params, [result(**BASE, val=0.97)], {**FIGURES, "curves": "figures/learning_curves.png"},
+                       paths.ANSWER_FROM_REPORT)
     assert "![Learning curves](figures/learning_curves.png)" in md
 
 
@@ -260,7 +263,7 @@ def test_a_failed_arch_is_shown_as_failed_and_left_out(params):
 
 def test_when_every_arch_failed_it_says_so(params):
     no_mistakes = {key: path for key, path in FIGURES.items() if key not in ("confusion", "errors")}
-    md = render_report(params, [failed_result(**BASE)], no_mistakes)
+    md = render_report(params, [failed_result(**BASE)], no_mistakes, paths.ANSWER_FROM_REPORT)
     assert shown_lines(md) == ["- **base failed**: training loss became nan in epoch 1.",
                                "- No architecture produced a result."]
     assert "## Mistakes" not in md

@@ -33,7 +33,7 @@ from slurm_cluster import Cluster, Unavailable, start, stop
 
 from scripts import slurm
 from scripts.slurm import LOGS, Submission, aggregator_argv, describe, parse_args, worker_command, workers_argv
-from stages.plumbing.errors import StageError
+from stages.ground.errors import StageError
 
 ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
 TRAINING = {f"{kind}@{arch}" for kind in ("lr_range", "train", "evaluate") for arch in ARCHS}

@@ -38,7 +38,7 @@ from harness import (
 )
 
 from scripts.worker import arch_of, deal, parse_args, share
-from stages.plumbing.errors import StageError
+from stages.ground.errors import StageError
 
 ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
 TRAINING = {f"{kind}@{arch}" for kind in ("lr_range", "train", "evaluate") for arch in ARCHS}

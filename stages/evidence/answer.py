@@ -10,6 +10,8 @@ from typing import Iterable
 
 import numpy as np
 
+from stages.ground.atomic import write_text
+from stages.ground.errors import StageError
 from stages.lib.answer import (
     Answer,
     OneEpochRecords,
@@ -36,9 +38,7 @@ from stages.lib.schema import Params, ParamsError, count_params
 from stages.lib.shapes import ANSWER_METRICS, EVIDENCE, EVIDENCE_TIMING, LR_RANGE, SCORE_KEYS
 from stages.lib.stats import Interval
 from stages.plumbing import paths, records
-from stages.plumbing.atomic import write_text
 from stages.plumbing.cli import run
-from stages.plumbing.errors import StageError
 from stages.plumbing.params import load_params
 
 REBUILD = "rebuild it with `dvc repro evidence/dvc.yaml`"

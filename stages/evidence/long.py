@@ -8,8 +8,9 @@ from __future__ import annotations
 from stages.evidence.until_early_stopping import train_long
 from stages.lib.evidence import unit
 from stages.lib.lr_finder import chosen_rate
-from stages.plumbing import paths
-from stages.plumbing.cli import read_json, run
+from stages.lib.shapes import LR_RANGE
+from stages.plumbing import paths, records
+from stages.plumbing.cli import run
 from stages.plumbing.params import load_params
 
 
@@ -18,7 +19,7 @@ def main(argv: list[str]) -> None:
     name, seed = unit(argv, "long", params.evidence.seeds)
     arch = params.arch(name)
     rule = params.rule_for(arch)
-    picks = read_json(paths.lr_range_json(name))["picks"] if arch.lr is None else {}
+    picks = records.read(paths.lr_range_json(name), {"picks": LR_RANGE["picks"]})["picks"] if arch.lr is None else {}
     lr, how = chosen_rate(arch.lr, rule, picks, name)
     train_long("long", params, name, seed, lr, how, detail=True)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from stages.ground.clock import Stopwatch
 from stages.lib import shapes
 from stages.lib.data import load_prepared
 from stages.lib.evidence import train_run
 from stages.lib.schema import Params
 from stages.lib.tf_runtime import load_keras_model
 from stages.plumbing import machine, paths, records
-from stages.plumbing.clock import Stopwatch
 
 
 def train_rates(kind: str, params: Params, name: str, seed: int, rates: list[float]) -> None:
@@ -22,7 +22,7 @@ def train_rates(kind: str, params: Params, name: str, seed: int, rates: list[flo
     arch = params.arch(name, heldout=True)
     print(f"{kind}@{name}-{seed}: {len(rates)} rate(s), one epoch each", flush=True)
     keras_model = load_keras_model(params.compute)
-    data = load_prepared(parts=("train", "val", "test"))
+    data = load_prepared(paths.PREPARED_DIR, parts=("train", "val", "test"))
     runs, clock = [], Stopwatch()
     for lr in rates:
         runs.append(train_run(keras_model, arch, lr, seed, data, 1, params.evidence.patience,

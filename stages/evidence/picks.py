@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from stages.evidence.one_epoch import train_rates
 from stages.lib.evidence import distinct_picks, unit
-from stages.plumbing import paths
-from stages.plumbing.cli import read_json, run
+from stages.lib.shapes import EVIDENCE
+from stages.plumbing import paths, records
+from stages.plumbing.cli import run
 from stages.plumbing.params import load_params
 
 
@@ -17,7 +18,8 @@ def main(argv: list[str]) -> None:
     params = load_params()
     name, seed = unit(argv, "picks", params.evidence.seeds)
     params.arch(name, heldout=True)
-    ranges = [read_json(paths.evidence_json("range", name, s)) for s in params.evidence.range_seeds]
+    ranges = [records.read(paths.evidence_json("range", name, s), EVIDENCE["range"])
+              for s in params.evidence.range_seeds]
     train_rates("picks", params, name, seed, distinct_picks(ranges))
 
 

@@ -6,15 +6,15 @@ Usage: python -m stages.evidence.range <arch> <seed>
 
 from __future__ import annotations
 
+from stages.ground.atomic import write_csv
+from stages.ground.clock import Stopwatch
 from stages.lib import shapes
 from stages.lib.data import load_prepared
 from stages.lib.evidence import unit
 from stages.lib.lr_finder import CURVE_COLUMNS, curve_rows, sweep_record
 from stages.lib.tf_runtime import load_keras_model
 from stages.plumbing import machine, paths, records
-from stages.plumbing.atomic import write_csv
 from stages.plumbing.cli import run
-from stages.plumbing.clock import Stopwatch
 from stages.plumbing.params import load_params
 
 
@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     arch = params.arch(name, heldout=True)
     keras_model = load_keras_model(params.compute)
 
-    x, y = load_prepared(parts=("train",))["train"]
+    x, y = load_prepared(paths.PREPARED_DIR, parts=("train",))["train"]
     clock = Stopwatch()
     sweep = keras_model.range_test(keras_model.build_model(arch, seed), x, y, params.lr_range_for(arch), seed,
                                    params.compute, progress=f"range@{name}-{seed}")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from stages.ground.clock import Stopwatch
 from stages.lib import shapes
 from stages.lib.data import load_prepared
 from stages.lib.evidence import train_run
 from stages.lib.schema import Params
 from stages.lib.tf_runtime import load_keras_model
 from stages.plumbing import machine, paths, records
-from stages.plumbing.clock import Stopwatch
 
 
 def train_long(kind: str, params: Params, name: str, seed: int, lr: float, how: str, rate: str | None = None,
@@ -27,7 +27,7 @@ def train_long(kind: str, params: Params, name: str, seed: int, lr: float, how: 
     print(f"{kind}@{name}-{seed}: lr {lr:.4g} ({how}), up to {e.max_epochs} epochs, patience {e.patience}",
           flush=True)
     keras_model = load_keras_model(params.compute)
-    data = load_prepared(parts=("train", "val", "test"))
+    data = load_prepared(paths.PREPARED_DIR, parts=("train", "val", "test"))
     clock = Stopwatch()
     record = train_run(keras_model, arch, lr, seed, data, e.max_epochs, e.patience, params.train_for(arch).batch_size,
                        params.compute, detail=detail, progress=f"{kind}@{name}-{seed}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stages.ground.clock import LOADED
 from stages.lib.answer import (
     POINTS,
     TARGET,
@@ -24,7 +25,6 @@ from stages.lib.lr_finder import RULES
 from stages.lib.markdown import table
 from stages.lib.schema import Params, count_params
 from stages.lib.stats import CONFIDENCE, POWER, Interval
-from stages.plumbing.clock import LOADED
 
 LEVEL = f"{100 * CONFIDENCE:g} %"
 # External yardsticks for the 300-100 network (TARGET_ARCH).

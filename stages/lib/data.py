@@ -10,11 +10,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from stages.ground.atomic import atomic_path
+from stages.ground.errors import StageError
 from stages.lib.idx import IDX_FILES, parse_idx
 from stages.lib.schema import IMAGE_SHAPE, NUM_CLASSES
-from stages.plumbing.atomic import atomic_path
-from stages.plumbing.errors import StageError
-from stages.plumbing.paths import PREPARED_DIR, RAW_DIR
 
 PARTS = ("train", "val", "test")
 IMAGES_SHAPE = f"(n, {', '.join(map(str, IMAGE_SHAPE))})"  # of every images array, as messages say it
@@ -29,7 +28,7 @@ class DataError(StageError):
     """Missing or damaged data files; the message says how to restore them."""
 
 
-def read_raw(raw_dir: Path = RAW_DIR) -> tuple[Split, Split]:
+def read_raw(raw_dir: Path) -> tuple[Split, Split]:
     """The original (train, test) sets from the four IDX files."""
     arrays = [parse_idx((raw_dir / name).read_bytes(), str(raw_dir / name)) for name in IDX_FILES]
     x_train, y_train, x_test, y_test = arrays
@@ -62,7 +61,7 @@ def save_prepared(parts: dict[str, Split], folder: Path) -> None:
                 np.save(f, array, allow_pickle=False)
 
 
-def load_split(part: str, folder: Path = PREPARED_DIR) -> Split:
+def load_split(part: str, folder: Path) -> Split:
     """One prepared part as stored: uint8 images and labels, checked."""
     x, y = (_load_npy(folder / f"{kind}_{part}.npy") for kind in ("x", "y"))
     if x.shape[1:] != IMAGE_SHAPE or x.dtype != np.uint8 or y.shape != (len(x),):
@@ -76,13 +75,12 @@ def load_split(part: str, folder: Path = PREPARED_DIR) -> Split:
     return Split(x, y)
 
 
-def part_size(part: str, folder: Path = PREPARED_DIR) -> int:
+def part_size(part: str, folder: Path) -> int:
     """Number of labels in a prepared part, without reading its images."""
     return len(_load_npy(folder / f"y_{part}.npy"))
 
 
-def load_prepared(folder: Path = PREPARED_DIR,
-                  parts: tuple[str, ...] = PARTS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_prepared(folder: Path, parts: tuple[str, ...] = PARTS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The requested parts as (uint8 images, int32 labels); a stage loads only what it uses.
 
     Images stay uint8 (a quarter of float32's memory) until a batch is used: see ``scale``.

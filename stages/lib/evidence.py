@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from stages.ground.errors import StageError
 from stages.lib.data import scale
 from stages.lib.mlp import Mlp
 from stages.lib.schema import GRID_NEIGHBOURHOOD, TrainParams
 from stages.lib.scoring import confusion_matrix, scores
 from stages.lib.shapes import RUN_HISTORY_KEYS
-from stages.plumbing.errors import StageError
 
 SCORE_DIGITS = 6
 

@@ -13,8 +13,8 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
+from stages.ground.atomic import atomic_path  # noqa: E402
 from stages.lib.schema import NUM_CLASSES  # noqa: E402
-from stages.plumbing.atomic import atomic_path  # noqa: E402
 
 
 def save(fig: plt.Figure, path: Path) -> None:

@@ -18,9 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from stages.ground.atomic import atomic_path
 from stages.lib.lr_finder import Curve, Stopper, batch_sizes, exponential_lrs
 from stages.lib.schema import IMAGE_SHAPE, Arch, ComputeParams, LrRangeParams, TrainParams
-from stages.plumbing.atomic import atomic_path
 
 EVAL_BATCH_SIZE = 1000  # only speed depends on it: loss and accuracy are means over all images
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed entry date: same weights, same bytes

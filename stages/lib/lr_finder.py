@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from stages.plumbing.errors import StageError
+from stages.ground.errors import StageError
 
 # flat_center, like fastai and Lightning, ignores the first and last few points: the start is
 # dominated by the random init, the end by the blow-up the sweep stopped on.

@@ -39,8 +39,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from stages.ground.errors import StageError
 from stages.lib.schema import MAX_PARAMS, Layer
-from stages.plumbing.errors import StageError
 
 CONFIG_ENTRY = "config.json"
 WEIGHTS_ENTRY = "model.weights.h5"

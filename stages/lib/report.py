@@ -16,11 +16,7 @@ from stages.lib.lr_finder import RULES
 from stages.lib.markdown import table
 from stages.lib.schema import Params
 from stages.lib.stats import CONFIDENCE, Interval, welch_interval
-from stages.plumbing import paths
 
-# answer.md, the evidence pipeline's report, as report.md links it (both are in reports/).
-ANSWER_LINK = paths.ANSWER_MD.relative_to(paths.REPORT_MD.parent).as_posix()
-ANSWER = f"[{ANSWER_LINK}]({ANSWER_LINK})"
 LEVEL = f"{100 * CONFIDENCE:g} %"  # of every interval the report gives
 
 
@@ -50,6 +46,10 @@ def pct(x: float) -> str:
 
 def points(x: float) -> str:
     return f"{100 * x:.2f}"
+
+
+def link(path: str) -> str:
+    return f"[{path}]({path})"
 
 
 def failed(result: ArchResult) -> str | None:
@@ -105,13 +105,15 @@ def welch_method(n_pairs: int) -> str:
             f"interval is {LEVEL} on its own, not adjusted for the {n_pairs} pairs: one of them may miss by chance.")
 
 
-def conclusion(results: list[ArchResult], comparisons: list[Pair], n_seeds: int, tie_margin: float) -> list[str]:
+def conclusion(results: list[ArchResult], comparisons: list[Pair], n_seeds: int, tie_margin: float,
+               answer: str) -> list[str]:
     """The highest validation accuracy, what the seeds can and cannot tell; failed archs apart.
 
     Args:
         comparisons: every pair of archs that did not fail (pairs), none with one seed.
         tie_margin: report.tie_margin: archs this close to the best's validation accuracy (a fraction: 0.002 is
             0.2 points) are named beside it.
+        answer: answer.md's path from the report (render_report's).
     """
     lines = [f"- **{r.name} failed**: {failed(r)}." for r in results if failed(r)]
     ranked = [r for r in by_validation(results) if not failed(r)]
@@ -124,7 +126,7 @@ def conclusion(results: list[ArchResult], comparisons: list[Pair], n_seeds: int,
         return [head, *_within_margin(best, ranked, tie_margin), *lines,
                 "- One seed ranks nothing: one run per architecture cannot tell these differences from seed-to-seed "
                 "noise, and another seed may order them otherwise. With `train.repeats` of 2 or more every "
-                f"difference gets a {LEVEL} interval; the answer, over many seeds, is in {ANSWER}."]
+                f"difference gets a {LEVEL} interval; the answer, over many seeds, is in {link(answer)}."]
     head = (f"- Highest mean validation accuracy over {n_seeds} seeds: **{best.name}**, "
             f"{score_cell(best, 'val_accuracy', n_seeds)} (its test accuracy: "
             f"{score_cell(best, 'test_accuracy', n_seeds)}; "
@@ -139,7 +141,7 @@ def conclusion(results: list[ArchResult], comparisons: list[Pair], n_seeds: int,
         body.append(f"- Separated from it (the interval excludes 0): {', '.join(separated)}.")
     if not_separated:
         body.append(f"- Not separated from it at this number of seeds: {', '.join(not_separated)}.")
-    return [*body, *lines, f"- {welch_method(len(comparisons))} The answer, over many seeds, is in {ANSWER}."]
+    return [*body, *lines, f"- {welch_method(len(comparisons))} The answer, over many seeds, is in {link(answer)}."]
 
 
 def _within_margin(best: ArchResult, ranked: list[ArchResult], tie_margin: float) -> list[str]:
@@ -249,8 +251,8 @@ def provenance_section(params: Params, results: list[ArchResult]) -> list[str]:
                     "timing record, `reports/timings/`, which git ignores: they differ on every run.", ""]
 
 
-def intro_section(params: Params, results: list[ArchResult], figures: dict[str, str]) -> list[str]:
-    """What ran, on what data, and how choices are made."""
+def intro_section(params: Params, results: list[ArchResult], figures: dict[str, str], answer: str) -> list[str]:
+    """What ran, on what data, and how choices are made; ``answer`` as conclusion's."""
     m0 = results[0].metrics
     lr, tr, seeds = params.lr_range, params.train, params.seeds
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}, one run each"
@@ -261,7 +263,7 @@ def intro_section(params: Params, results: list[ArchResult], figures: dict[str, 
         "",
         f"This is a quick check, not the answer: each architecture trains {runs} for {epochs}, at the rate one "
         f"rule picked from one LR range test. The answer, over many seeds and with training until early stopping, "
-        f"is in {ANSWER}, the evidence pipeline's report (`make evidence`).",
+        f"is in {link(answer)}, the evidence pipeline's report (`make evidence`).",
         "",
         f"MNIST: {m0['n_train']:,} training, {params.data.val_size:,} validation and {m0['n_test']:,} test images "
         f"(a sample below). Each architecture gets an LR range test (SGD, batch {lr.batch_size}, rate from "
@@ -281,15 +283,16 @@ def results_section(results: list[ArchResult], n_seeds: int) -> list[str]:
 
 
 def findings_section(results: list[ArchResult], n_seeds: int, tie_margin: float,
-                     figures: dict[str, str]) -> list[str]:
+                     figures: dict[str, str], answer: str) -> list[str]:
     """What the run shows, every pair's interval when there are several seeds, and the learning curves.
 
     Args:
         tie_margin: as conclusion's.
         figures: figure key -> its path from the report (render_report's).
+        answer: as conclusion's.
     """
     comparisons = pairs(results, n_seeds)
-    lines = ["## What this run shows", "", *conclusion(results, comparisons, n_seeds, tie_margin), ""]
+    lines = ["## What this run shows", "", *conclusion(results, comparisons, n_seeds, tie_margin, answer), ""]
     if comparisons:
         lines += ["Every pair (the first named has the higher mean validation accuracy):", "",
                   *comparisons_table(comparisons), ""]
@@ -355,14 +358,15 @@ def lr_range_section(results: list[ArchResult], figures: dict[str, str]) -> list
     ]
 
 
-def render_report(params: Params, results: list[ArchResult], figures: dict[str, str]) -> str:
+def render_report(params: Params, results: list[ArchResult], figures: dict[str, str], answer: str) -> str:
     """The whole report. ``figures`` maps lr_range, lr_rules, digits, confusion and errors (unless every
-    arch failed) and curves (when training runs more than one epoch) to their relative paths."""
+    arch failed) and curves (when training runs more than one epoch) to their paths relative to the report;
+    ``answer`` is answer.md's (the evidence pipeline's report, which it links to)."""
     n_seeds = len(params.seeds)
     lines = [
-        *intro_section(params, results, figures),
+        *intro_section(params, results, figures, answer),
         *results_section(results, n_seeds),
-        *findings_section(results, n_seeds, params.report.tie_margin, figures),
+        *findings_section(results, n_seeds, params.report.tie_margin, figures, answer),
         *cost_section(results),
         *mistakes_section(figures),
         *lr_range_section(results, figures),

@@ -1,4 +1,4 @@
-"""What each record the stages write holds: its shape, declared once (stages.plumbing.records explains the
+"""What each record the stages write holds: its shape, declared once (stages.ground.spec explains the
 notation). The stage that writes a record checks it against its shape before writing (records.write_json), and
 every reader checks what it reads (records.read): all of it, or the part it uses, taken from here (one rule's
 pick: ``{"picks": {rule: LR_RANGE["picks"][rule]}}``). The keys here decide what the writers write, so every
@@ -7,9 +7,7 @@ stage that writes or reads a record lists this module among its deps.
 
 from __future__ import annotations
 
-from stages.lib.lr_finder import RULES
-from stages.lib.schema import NUM_CLASSES
-from stages.plumbing.records import (
+from stages.ground.spec import (
     ANY,
     COUNT,
     FRACTION,
@@ -24,6 +22,8 @@ from stages.plumbing.records import (
     MapOf,
     Maybe,
 )
+from stages.lib.lr_finder import RULES
+from stages.lib.schema import NUM_CLASSES
 
 # The quick study (dvc.yaml)
 MACHINE = Maybe({"cpu": STR, "isa": STR, "cores": Maybe(INT)})  # machine.record(); files from before it have none
@@ -46,7 +46,7 @@ METRICS = {key: EVALUATION[key] for key in METRIC_KEYS}
 PREDICTIONS_COLUMNS = {"actual": int, "predicted": int}  # the first seed's, per test image
 ERRORS = {"seed": Maybe(INT), "confusion": Maybe(CONFUSION),
           "confident_errors": ListOf({"index": INDEX, "label": INDEX, "predicted": INDEX, "confidence": FRACTION})}
-# What every timing holds (stages.plumbing.clock): wall and CPU seconds, and the load beside them.
+# What every timing holds (stages.ground.clock): wall and CPU seconds, and the load beside them.
 CLOCK = {"seconds": NONNEGATIVE, "cpu_seconds": NONNEGATIVE, "other_cores_busy": Maybe(NONNEGATIVE)}
 TIMINGS = {  # per stage, apart from the results
     "lr_range": {**CLOCK, "machine": MACHINE},

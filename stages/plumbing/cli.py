@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
+from stages.ground.atomic import written_paths
+from stages.ground.errors import RESOURCE_ERRNOS, StageError, UsageError, memory_message, resource_message
 from stages.lib.schema import ParamsError
 from stages.plumbing import paths
-from stages.plumbing.atomic import written_paths
-from stages.plumbing.errors import RESOURCE_ERRNOS, StageError, UsageError, memory_message, resource_message
 
 
 def run(main: Callable[[list[str]], None], skip_teardown: bool = False, usage: str | None = None) -> None:
@@ -187,13 +186,3 @@ def arch_name(argv: list[str], stage: str) -> str:
     return argv[0]
 
 
-def read_json(path: Path, fix: str | None = None) -> dict:
-    """A JSON file an earlier stage wrote; a missing or damaged one says how to get it back (``fix``, if given)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StageError(f"{path} is missing: {fix or 'restore it with `dvc checkout` or rebuild it with `dvc repro`'}"
-                         ) from None
-    except json.JSONDecodeError as err:
-        raise StageError(f"{path} is not valid JSON ({err}): "
-                         f"{fix or 'rebuild it with `dvc repro -f` on the stage that writes it'}") from None

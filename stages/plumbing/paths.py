@@ -232,6 +232,7 @@ def evidence_units(kind: str, evidence: EvidenceParams, archs: Iterable[str]) ->
 ANSWER_MD = REPORTS / "answer.md"
 ANSWER_JSON = REPORTS / "answer.json"  # the headline: the evidence's one metric
 ANSWER_FIGURES = REPORTS / "answer"
+ANSWER_FROM_REPORT = ANSWER_MD.relative_to(REPORT_MD.parent).as_posix()  # the link in report.md
 
 
 # The names of the files each folder output's stage writes in it (every other output is one file). Any other file
@@ -254,7 +255,7 @@ FOLDER_FILES = {
     OUTPUTS["figures"].path: _names(REPORT_FIGURE_NAMES),
     ANSWER_FIGURES.as_posix(): _names(ANSWER_FIGURE_NAMES),
 }
-# What stages/plumbing/atomic.py leaves beside a file <name> when a write of it is killed.
+# What stages/ground/atomic.py leaves beside a file <name> when a write of it is killed.
 ATOMIC_LEFTOVER = re.compile(r"\.(.+)\.[^.]+\.(?:tmp|old)")
 MAX_FOREIGN = 1_000  # a folder holding more user files than this is not walked further: these are enough to say so
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from stages.plumbing.errors import RESOURCE_ERRNOS
+from stages.ground.errors import RESOURCE_ERRNOS
 
 # mkstemp/mkdtemp create owner-only entries; outputs should get the usual permissions.
 _UMASK = os.umask(0)
