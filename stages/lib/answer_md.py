@@ -15,6 +15,7 @@ from stages.lib.answer import (
     TARGET_ARCH,
     Answer,
     KindCost,
+    LongAnswer,
     LongBudget,
     Ranking,
     RuleRegret,
@@ -99,7 +100,13 @@ def answer_paragraph(params: Params, a: Answer) -> list[str]:
 
 
 def long_section(params: Params, a: Answer, figures: dict[str, str]) -> list[str]:
-    la = a.long
+    return [*long_runs(params, a.long), *long_gaps(a.long), *diverged_note(a.long.summaries),
+            *long_figures(a.long, figures)]
+
+
+def long_runs(params: Params, la: LongAnswer) -> list[str]:
+    """Each network's long runs at the two epochs they are read at, which one the headline reads and why, and
+    both rankings."""
     r, k = la.ranking_acc, la.ranking
     rows = []
     for arch in r.order:
@@ -135,6 +142,12 @@ def long_section(params: Params, a: Answer, figures: dict[str, str]) -> list[str
         f"{', '.join(k.order)}. The order among networks that are not separated is not evidence.",
         "",
     ]
+    return lines
+
+
+def long_gaps(la: LongAnswer) -> list[str]:
+    """Every network's gaps to the best, with intervals that allow for the best having been picked."""
+    r, k = la.ranking_acc, la.ranking
     header = [f"{r.best} minus", f"validation, most accurate epoch [Tukey {LEVEL}]",
               f"validation, lowest-loss epoch [Tukey {LEVEL}]" if k.best == r.best else
               f"validation, lowest-loss epoch ({k.best} best there) [Tukey {LEVEL}]",
@@ -144,7 +157,7 @@ def long_section(params: Params, a: Answer, figures: dict[str, str]) -> list[str
         kept = k.gaps[arch] if k.best == r.best else None
         image = la.image_gaps.get(arch) if k.best == r.best else None
         rows.append([arch, gap(r.gaps[arch]), "–" if kept is None else gap(kept), "–" if image is None else gap(image)])
-    lines += [
+    return [
         f"Gaps to {r.best}, points. The validation columns are {tukey(r)} networks: together they hold for every "
         f"pair, so they allow for {r.best} having been picked from these runs. The test column pairs the two "
         f"networks over the same {la.n_test:,} test images (per image, the fraction of the {r.n} seeds that got "
@@ -155,7 +168,11 @@ def long_section(params: Params, a: Answer, figures: dict[str, str]) -> list[str
         "",
         detectable(r, "network"),
         "",
-        *diverged_note(la.summaries),
+    ]
+
+
+def long_figures(la: LongAnswer, figures: dict[str, str]) -> list[str]:
+    return [
         f"![Gaps to the best, with their intervals]({figures['gaps']})",
         "",
         f"![Validation accuracy per epoch, every seed]({figures['curves']})",
@@ -164,12 +181,12 @@ def long_section(params: Params, a: Answer, figures: dict[str, str]) -> list[str
         "",
         f"![Accuracy against cost]({figures['cost']})",
         "",
-        f"Per digit, test accuracy at the lowest-loss epoch from each long run's confusion matrix ({r.n} seeds):",
+        f"Per digit, test accuracy at the lowest-loss epoch from each long run's confusion matrix "
+        f"({la.ranking_acc.n} seeds):",
         "",
         f"![Per-digit test accuracy]({figures['classes']})",
         "",
     ]
-    return lines
 
 
 def diverged_note(summaries: dict[str, Summary]) -> list[str]:
