@@ -16,7 +16,7 @@ from pathlib import Path
 
 from scripts import up_to_date
 from stages.ground.errors import StageError
-from stages.plumbing.cli import run
+from stages.plumbing.cli import refuse, run
 
 ROUNDS = 5
 LANES = [sys.executable, "-m", "scripts.lanes"]
@@ -44,7 +44,7 @@ def median_of(cmd: list[str], expect: str | None = None) -> float:
 
 def main(argv: list[str]) -> None:
     if argv:
-        raise StageError("usage: python -m bench.noop (no arguments; run it in an up-to-date workspace)")
+        raise refuse("usage: python -m bench.noop", argv, "no arguments; run it in an up-to-date workspace")
     dvc = str(Path(sys.executable).parent / "dvc")
     load_before = os.getloadavg()[0]
     dvc_s = median_of([dvc, "repro"], expect="Data and pipelines are up to date.")

@@ -14,10 +14,9 @@ started = time.perf_counter()
 
 import numpy as np  # noqa: E402
 
-from stages.ground.errors import StageError  # noqa: E402
 from stages.lib.data import read_raw, split_train_val  # noqa: E402
 from stages.plumbing import paths  # noqa: E402
-from stages.plumbing.cli import run  # noqa: E402
+from stages.plumbing.cli import refuse, run  # noqa: E402
 from stages.plumbing.params import load_params  # noqa: E402
 
 USAGE = "usage: python -m bench.notebook"
@@ -25,7 +24,7 @@ USAGE = "usage: python -m bench.notebook"
 
 def main(argv: list[str]) -> None:
     if argv:
-        raise StageError(f"{USAGE}: no arguments (got {' '.join(argv)})")
+        raise refuse(USAGE, argv, "no arguments")
     notebook()
 
 

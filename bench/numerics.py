@@ -14,8 +14,7 @@ import json
 import subprocess
 import sys
 
-from stages.ground.errors import StageError
-from stages.plumbing.cli import run
+from stages.plumbing.cli import refuse, run
 from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m bench.numerics [ARCH] [EPOCHS] [ROUNDS]"
@@ -44,7 +43,7 @@ print(json.dumps({"seconds_per_epoch": seconds / len(run.rows), "weights": diges
 
 def main(argv: list[str]) -> None:
     if len(argv) > 3 or not all(arg.isdigit() and int(arg) > 0 for arg in argv[1:]):
-        raise StageError(f"{USAGE}, EPOCHS and ROUNDS whole numbers > 0 (got {' '.join(argv)})")
+        raise refuse(USAGE, argv, "EPOCHS and ROUNDS whole numbers > 0")
     params = load_params()
     arch = params.arch(argv[0]).name if argv else next(iter(params.archs))
     epochs = int(argv[1]) if len(argv) > 1 else 2

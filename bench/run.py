@@ -26,7 +26,7 @@ from pathlib import Path
 
 from scripts.lanes import RUNNING, estimated_costs
 from stages.ground.errors import StageError
-from stages.plumbing.cli import run
+from stages.plumbing.cli import refuse, run
 from stages.plumbing.params import dump_raw, load_params, load_raw
 from stages.plumbing.paths import RAW_DIR, timing_json
 
@@ -96,7 +96,7 @@ def evidence_range_tests(clone: Path, jobs: int) -> float:
 
 def main(argv: list[str]) -> None:
     if argv not in ([], ["--pipeline-only"]):
-        raise StageError(f"{USAGE} (got {' '.join(argv)})")
+        raise refuse(USAGE, argv)
     root = Path.cwd()
     if not all((RAW_DIR / name).is_file() for name in load_params().data.sha256):
         raise StageError(f"MNIST is not in {RAW_DIR}/: run `dvc repro download` first")

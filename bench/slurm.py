@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.workers import fresh_clone
 from scripts.slurm import LOGS
 from stages.ground.errors import StageError
-from stages.plumbing.cli import run
+from stages.plumbing.cli import refuse, run
 from stages.plumbing.params import load_params
 from stages.plumbing.paths import RAW_DIR
 
@@ -82,7 +82,7 @@ def watch(jobs: list[str], started: float) -> tuple[dict[str, float], dict[str, 
 
 def main(argv: list[str]) -> None:
     if argv:
-        raise StageError(f"{USAGE} (got {' '.join(argv)})")
+        raise refuse(USAGE, argv)
     if shutil.which("sbatch") is None:
         raise StageError("sbatch not found: run this where SLURM jobs are submitted, on the node they run on")
     root = Path.cwd()

@@ -19,8 +19,7 @@ import json
 from pathlib import Path
 
 from scripts import lanes, worker
-from stages.ground.errors import StageError
-from stages.plumbing.cli import run
+from stages.plumbing.cli import refuse, run
 from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m bench.slurm_projection [WORKERS]"
@@ -68,7 +67,7 @@ def hours(seconds: float) -> str:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1 or (argv and not (argv[0].isdigit() and 1 <= int(argv[0]) <= worker.MAX_SHARDS)):
-        raise StageError(f"{USAGE}: WORKERS from 1 to {worker.MAX_SHARDS:,} (got {' '.join(argv)[:40]!r})")
+        raise refuse(USAGE, argv, f"WORKERS from 1 to {worker.MAX_SHARDS:,}")
     workers = int(argv[0]) if argv else DEFAULT_WORKERS
     params = load_params()
     plan = lanes.make_plan([PIPELINE], force=True)  # every stage `dvc repro -f` would run, with its upstream

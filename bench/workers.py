@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scripts.lanes import DVC, RUNNING
 from stages.ground.errors import StageError
-from stages.plumbing.cli import run
+from stages.plumbing.cli import refuse, run
 from stages.plumbing.params import dump_raw, load_params, load_raw
 from stages.plumbing.paths import RAW_DIR
 
@@ -67,7 +67,7 @@ def timed(commands: list[tuple[list[str], Path]]) -> tuple[float, str]:
 
 def main(argv: list[str]) -> None:
     if argv:
-        raise StageError(f"{USAGE} (got {' '.join(argv)})")
+        raise refuse(USAGE, argv)
     root = Path.cwd()
     if not all((RAW_DIR / name).is_file() for name in load_params().data.sha256):
         raise StageError(f"MNIST is not in {RAW_DIR}/: run `dvc repro download` first")

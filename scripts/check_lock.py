@@ -22,7 +22,7 @@ from ruamel.yaml import YAML
 from scripts.lanes import DVC
 from stages.ground.errors import StageError
 from stages.plumbing import paths
-from stages.plumbing.cli import run
+from stages.plumbing.cli import refuse, run
 
 USAGE = "usage: python -m scripts.check_lock"
 ROOT_DVC_YAML = Path("dvc.yaml")
@@ -136,7 +136,7 @@ def stale_message(lock: Path, stale: list[str], fix: str) -> str:
 
 def main(argv: list[str]) -> None:
     if argv:
-        raise StageError(f"{USAGE} (got {' '.join(argv)})")
+        raise refuse(USAGE, argv)
     fixes = []
     for name, pipeline, lock, fix, allow_not_yet_run in (
             ("quick study", ROOT_DVC_YAML, ROOT_LOCK, ROOT_FIX, False),

@@ -13,10 +13,10 @@ import json
 import subprocess
 from pathlib import Path
 
-from stages.ground.errors import StageError
+from stages.ground.errors import StageError, UsageError, shown
 from stages.lib.markdown import table
 from stages.plumbing import paths
-from stages.plumbing.cli import run
+from stages.plumbing.cli import refuse, run
 from stages.plumbing.params import MAX_BYTES, ParamsError, load_params, parse_params, raw_from
 
 USAGE = "usage: python -m scripts.compare [REV]"
@@ -116,10 +116,10 @@ def check_params_at(rev: str) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1 or (argv and argv[0].startswith("-")):
-        raise StageError(f"{USAGE} (got {' '.join(argv)})")
+        raise refuse(USAGE, argv)
     rev = argv[0] if argv else "main"
     if not _is_commit(rev):
-        raise StageError(f"{rev!r} is not a git branch, tag or commit here: {USAGE}")
+        raise UsageError(f"{shown(rev)} is not a git branch, tag or commit here: {USAGE}")
     load_params()
     check_params_at(rev)
     new = paths.REPORT_MD.read_text(encoding="utf-8") if paths.REPORT_MD.exists() else None

@@ -22,7 +22,7 @@ from dvc_render.vega import VegaRenderer
 
 from scripts.lanes import DVC
 from stages.ground.atomic import write_bytes, write_text
-from stages.ground.errors import StageError
+from stages.ground.errors import StageError, UsageError, shown
 from stages.plumbing.cli import run
 
 USAGE = "usage: python -m scripts.plots_html [TARGET ...]"
@@ -99,14 +99,14 @@ def fetch_missing(specs: list[tuple[str, str]]) -> None:
 def main(argv: list[str]) -> None:
     option = next((arg for arg in argv if arg.startswith("-")), None)
     if option is not None:
-        raise StageError(f"{USAGE} (got {option!r}): targets only; for DVC's own options run `dvc plots show`")
+        raise UsageError(f"{USAGE} (got {shown(option)}): targets only; for DVC's own options run `dvc plots show`")
     specs = script_specs(VegaRenderer.SCRIPTS)
     fetch_missing(specs)
     write_text(TEMPLATE, page_template(specs))
-    shown = subprocess.run([*DVC, "plots", "show", "--html-template", str(TEMPLATE), "-o", str(OUT_DIR), "--", *argv],
-                           check=False)
-    if shown.returncode != 0:
-        raise StageError(f"`dvc plots show` failed (exit {shown.returncode}): its message is above")
+    rendered = subprocess.run([*DVC, "plots", "show", "--html-template", str(TEMPLATE), "-o", str(OUT_DIR), "--",
+                               *argv], check=False)
+    if rendered.returncode != 0:
+        raise StageError(f"`dvc plots show` failed (exit {rendered.returncode}): its message is above")
 
 
 if __name__ == "__main__":

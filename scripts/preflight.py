@@ -7,15 +7,14 @@ Usage: python -m scripts.preflight
 from __future__ import annotations
 
 from scripts import lanes
-from stages.ground.errors import StageError
-from stages.plumbing.cli import run
+from stages.plumbing.cli import refuse, run
 
 USAGE = "usage: python -m scripts.preflight"
 
 
 def main(argv: list[str]) -> None:
     if argv:
-        raise StageError(f"{USAGE} (got {' '.join(argv)})")
+        raise refuse(USAGE, argv)
     lanes.preflight(["dvc.yaml"])
 
 

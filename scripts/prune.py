@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import shutil
 
-from stages.ground.errors import StageError
 from stages.plumbing import paths
-from stages.plumbing.cli import run
+from stages.plumbing.cli import refuse, run
 from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m scripts.prune [--dry-run]"
@@ -24,7 +23,7 @@ USAGE = "usage: python -m scripts.prune [--dry-run]"
 
 def main(argv: list[str]) -> None:
     if argv not in ([], ["--dry-run"]):
-        raise StageError(f"{USAGE} (got {' '.join(argv)})")
+        raise refuse(USAGE, argv)
     archs = load_params().networks
     leftovers, kept = paths.prunable(archs), paths.left_alone(archs)
     if not leftovers:

@@ -15,7 +15,7 @@ import time
 from urllib.parse import urlparse
 
 from stages.ground.errors import StageError
-from stages.plumbing.cli import run
+from stages.plumbing.cli import refuse, run
 
 USAGE = "usage: python -m scripts.prune_remote [--dry-run]"
 PARTIAL = re.compile(r"\.[A-Za-z0-9_-]{22}\.tmp")  # dvc_objects' and dvc_ssh's tmp_fname()
@@ -42,7 +42,7 @@ def partial_files(fs, root: str, now: float, max_entries: int = MAX_ENTRIES) -> 
 
 def main(argv: list[str]) -> None:
     if argv not in ([], ["--dry-run"]):
-        raise StageError(f"{USAGE} (got {' '.join(argv)})")
+        raise refuse(USAGE, argv)
     from dvc.repo import Repo
 
     with Repo(".") as repo:

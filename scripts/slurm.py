@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from scripts.worker import MAX_SHARDS, PIPELINES, default_remote
-from stages.ground.errors import StageError
-from stages.plumbing.cli import run
+from stages.ground.errors import StageError, UsageError
+from stages.plumbing.cli import ArgumentParser, run
 
 USAGE = ("usage: python -m scripts.slurm --workers N [--pipeline FILE] [--cpus C] [--only I,J] [--venv DIR]\n"
          "       python -m scripts.slurm --status [ARRAY_ID]")
@@ -50,19 +50,11 @@ def aggregate_command(pipeline: str) -> str:
 # --- pure: arguments and sbatch lines ---------------------------------------------------------------------
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse, its errors one line (cli.run prints a StageError so): ours say the fix, argparse's get the usage."""
-
-    def error(self, message: str):
-        message = re.sub(r"^argument [^:]+: ", "", message)
-        raise StageError(message if "for example" in message else f"{message}; {USAGE.splitlines()[0]}")
-
-
 def bounded_int(name: str, low: int, high: int, example: str):
     def parse(text: str) -> int:
         if not (len(text) <= 20 and text.isascii() and text.isdigit() and low <= int(text) <= high):
-            raise argparse.ArgumentTypeError(f"{name} takes a whole number from {low} to {high:,} (got {text[:20]!r}):"
-                                             f" for example `{example}`")
+            raise UsageError(f"{name} takes a whole number from {low} to {high:,} (got {text[:20]!r}): for example "
+                             f"`{example}`")
         return int(text)
     return parse
 
@@ -70,38 +62,38 @@ def bounded_int(name: str, low: int, high: int, example: str):
 def share_list(text: str) -> list[int]:
     parts = text[:10_000].split(",")
     if len(text) > 10_000 or not all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts):
-        raise argparse.ArgumentTypeError(f"ONLY takes share numbers separated by commas (got {text[:40]!r}): for "
-                                         "example `make slurm WORKERS=4 ONLY=1,3`")
+        raise UsageError(f"ONLY takes share numbers separated by commas (got {text[:40]!r}): for example "
+                         "`make slurm WORKERS=4 ONLY=1,3`")
     return sorted({int(p) for p in parts})
 
 
 def pipeline(text: str) -> str:
     if text not in PIPELINES:
-        raise argparse.ArgumentTypeError(f"PIPELINE takes {' or '.join(PIPELINES)} (got {text[:40]!r}): for example "
-                                         f"`make slurm WORKERS=4 PIPELINE={PIPELINES[1]}`")
+        raise UsageError(f"PIPELINE takes {' or '.join(PIPELINES)} (got {text[:40]!r}): for example "
+                         f"`make slurm WORKERS=4 PIPELINE={PIPELINES[1]}`")
     return text
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = Parser(prog="python -m scripts.slurm", add_help=False)
+    parser = ArgumentParser(USAGE.splitlines()[0])
     parser.add_argument("--workers", type=bounded_int("WORKERS", 1, MAX_SHARDS, "make slurm WORKERS=4"))
     parser.add_argument("--pipeline", default=PIPELINES[0], type=pipeline)
     parser.add_argument("--cpus", type=bounded_int("CPUS", 1, MAX_CPUS, "make slurm WORKERS=4 CPUS=2"), default=1)
     parser.add_argument("--only", type=share_list)
     parser.add_argument("--venv", default=".venv")
     parser.add_argument("--status", nargs="?", const="", default=None)
-    args = parser.parse_args(argv)
+    args = argparse.Namespace(**parser.parse(argv))
     if args.status is not None:
         if args.workers is not None or args.only is not None:
-            raise StageError("--status takes no --workers or --only: for example `make slurm-status JOB=12`")
+            raise UsageError("--status takes no --workers or --only: for example `make slurm-status JOB=12`")
         if args.status and not JOB_ID.fullmatch(args.status[:21]):
-            raise StageError(f"JOB takes the array's job id that `make slurm` printed (got {args.status[:40]!r}): for "
+            raise UsageError(f"JOB takes the array's job id that `make slurm` printed (got {args.status[:40]!r}): for "
                              "example `make slurm-status JOB=12`")
         return args
     if args.workers is None:
-        raise StageError("WORKERS is missing: for example `make slurm WORKERS=4`")
+        raise UsageError("WORKERS is missing: for example `make slurm WORKERS=4`")
     if args.only is not None and not all(i < args.workers for i in args.only):
-        raise StageError(f"ONLY takes shares from 0 to {args.workers - 1} of WORKERS={args.workers} (got "
+        raise UsageError(f"ONLY takes shares from 0 to {args.workers - 1} of WORKERS={args.workers} (got "
                          f"{','.join(map(str, args.only))[:40]}): for example "
                          f"`make slurm WORKERS={args.workers} ONLY=0`")
     return args

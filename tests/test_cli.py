@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from harness import ROOT, wait_for
 
+from stages.ground.errors import UsageError
+from stages.plumbing.cli import refuse
+
 
 def run_stage_code(body: str) -> subprocess.CompletedProcess:
     code = "from stages.plumbing.cli import run\nfrom stages.lib.schema import ParamsError\n" + body
@@ -216,3 +219,9 @@ def test_help_says_what_a_stage_does_instead_of_running_it(module):
                           encoding="utf-8", timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("Stage "), done.stdout + done.stderr
     assert "no architecture named" not in done.stdout + done.stderr
+
+
+def test_a_refusal_quotes_what_it_got_cut_short():
+    err = refuse("usage: python -m scripts.x", ["--now", "x" * 100_000], "no arguments")
+    assert isinstance(err, UsageError)
+    assert str(err).startswith("usage: python -m scripts.x: no arguments (got '--now xxx") and len(str(err)) < 120

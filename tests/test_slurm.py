@@ -33,7 +33,7 @@ from slurm_cluster import Cluster, Unavailable, start, stop
 
 from scripts import slurm
 from scripts.slurm import LOGS, Submission, aggregator_argv, describe, parse_args, worker_command, workers_argv
-from stages.ground.errors import StageError
+from stages.ground.errors import StageError, UsageError
 
 ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
 TRAINING = {f"{kind}@{arch}" for kind in ("lr_range", "train", "evaluate") for arch in ARCHS}
@@ -53,12 +53,15 @@ POLL_S = 0.05
     (["--workers", "2", "--only", "2"], "ONLY takes shares from 0 to 1 of WORKERS=2 (got 2)"),
     (["--workers", "2", "--only", "1;rm"], "ONLY takes share numbers separated by commas"),
     (["--workers", "2", "--pipeline", "x.yaml"], "PIPELINE takes dvc.yaml or evidence/dvc.yaml (got 'x.yaml')"),
-    (["--workers", "2", "--now"], "unrecognized arguments: --now; usage: python -m scripts.slurm"),
+    (["--workers", "2", "--now"], "usage: python -m scripts.slurm --workers N [--pipeline FILE] [--cpus C] "
+                                  "[--only I,J] [--venv DIR] (got '--now')"),
+    (["--workers"], "usage: python -m scripts.slurm --workers N [--pipeline FILE] [--cpus C] [--only I,J] "
+                    "[--venv DIR] (--workers takes a value)"),
     (["--status", "12;x"], "JOB takes the array's job id"),
     (["--status", "12", "--workers", "2"], "--status takes no --workers"),
 ])
 def test_bad_arguments_say_what_is_allowed_in_one_line(argv, message):
-    with pytest.raises(StageError) as err:
+    with pytest.raises(UsageError) as err:
         parse_args(argv)
     assert message in str(err.value) and "\n" not in str(err.value)
 

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import errno
+import reprlib
+from typing import Any
 
 # Failures that the user fixes outside this project: free space, permissions, a read-only mount.
 # cli.run turns an OSError with one of these into one line naming the file (see resource_message).
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 NO_PERMISSION = frozenset({errno.EACCES, errno.EPERM})
 RESOURCE_ERRNOS = DISK_FULL | NO_PERMISSION | {errno.EROFS}
+
+
+MAX_SHOWN = 60  # characters of a bad value a message quotes
+_SHORT = reprlib.Repr()  # (Python 3.12 takes these as arguments; 3.10 does not)
+_SHORT.maxlevel, _SHORT.maxtuple, _SHORT.maxlist, _SHORT.maxdict = 3, 6, 6, 4
+_SHORT.maxstring = _SHORT.maxother = MAX_SHOWN
+
+
+def shown(value: Any) -> str:
+    """A value as a message quotes it: its repr cut to MAX_SHOWN characters (a long list costs no more than a short
+    one), every character past ASCII escaped, so that a look-alike shows: '\\u0430', not 'а'."""
+    text = _SHORT.repr(value).encode("ascii", "backslashreplace").decode("ascii")
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…"
 
 
 class StageError(Exception):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from stages.ground.atomic import written_paths
-from stages.ground.errors import RESOURCE_ERRNOS, StageError, UsageError, memory_message, resource_message
+from stages.ground.errors import RESOURCE_ERRNOS, StageError, UsageError, memory_message, resource_message, shown
 from stages.lib.schema import ParamsError
 from stages.plumbing import paths
 
@@ -178,6 +178,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.usage} ({message})")
+
+
+def refuse(usage: str, argv: list[str], allowed: str = "") -> UsageError:
+    """The refusal of arguments a script does not take, for a script with no ArgumentParser: its usage, what it
+    allows (``allowed``, if the usage does not say), and what it got, cut short as messages quote a value. run()
+    prints it and exits 2."""
+    return UsageError(f"{usage}{': ' + allowed if allowed else ''} (got {shown(' '.join(argv))})")
 
 
 def arch_name(argv: list[str], stage: str) -> str:

@@ -15,7 +15,6 @@ import difflib
 import io
 import math
 import re
-import reprlib
 from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
+from stages.ground.errors import MAX_SHOWN, shown
 from stages.lib.idx import IDX_FILES
 from stages.lib.lr_finder import RULES
 from stages.lib.schema import (
@@ -57,7 +57,6 @@ PARAMS_FILE = Path("params.yaml")
 # aliases that expand it past MAX_NODES, is refused by name at once instead of parsed for minutes or out of memory.
 MAX_BYTES = 256 * 1024
 MAX_NODES = 100_000
-MAX_SHOWN = 60  # characters of a bad value a message quotes
 # Names become file names and scope names: no leading "-" (command lines would read an option) and no leading "_"
 # (Keras refuses it as a model's scope name, DVC as a stage's).
 ARCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -164,18 +163,6 @@ class _Checker:
             elif isinstance(allowed, Choice):
                 values[f.name] = self.choice(mapping, f.name, path, allowed.names, default=default)
         return values
-
-
-_SHORT = reprlib.Repr()  # (Python 3.12 takes these as arguments; 3.10 does not)
-_SHORT.maxlevel, _SHORT.maxtuple, _SHORT.maxlist, _SHORT.maxdict = 3, 6, 6, 4
-_SHORT.maxstring = _SHORT.maxother = MAX_SHOWN
-
-
-def shown(value: Any) -> str:
-    """A value as a message quotes it: its repr cut to MAX_SHOWN characters (a long list costs no more than a short
-    one), every character past ASCII escaped, so that a look-alike shows: '\\u0430', not 'а'."""
-    text = _SHORT.repr(value).encode("ascii", "backslashreplace").decode("ascii")
-    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…"
 
 
 def escaped(key: str) -> str:
