@@ -5,12 +5,14 @@ How a stage reports a damaged file, end to end, is in tests/test_faults.py.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import ROOT
+import yaml
+from harness import ROOT, example_params
 
 from stages import report
 from stages.ground import spec
@@ -161,3 +163,29 @@ def test_numbers_are_bounded_by_what_they_mean(shape, good, bad):
     for value in bad:
         with pytest.raises(Wrong, match=rf"^x is {value!r}, not {shape.name}$"):
             check(value, shape, "x")
+
+
+FIRST_RULE = next(iter(RULES))  # the first a record's picks are checked for
+
+
+@pytest.mark.parametrize("module, argv, damaged", [
+    ("picks", ["base", "1"], ("reports/evidence/range/base/seed-1.json", f"picks.{FIRST_RULE} is missing")),
+    ("long", ["base", "1"], ("reports/lr_range/base.json", f"picks.{FIRST_RULE} is {{'lr': 'fast', 'step': 3}}")),
+    ("long_rules", ["notebook", "101"], ("reports/lr_range/base.json", f"picks.{FIRST_RULE} is {{'lr': 'fast'")),
+])
+def test_the_evidence_stages_check_what_they_read_before_training(tmp_path, monkeypatch, module, argv, damaged):
+    """What picks, long and long_rules read of earlier stages' records goes through records.read and its shape."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(example_params(), sort_keys=False))
+    range_record = {"arch": "base", "kind": "range", "seed": 1, "picks": {}, "steps": 10, "stop_step": None,
+                    "stop_reason": "end", "min_smoothed_loss": None, "lr_at_min": None}
+    lr_range = {"arch": "base", "picks": {rule: {"lr": "fast", "step": 3} for rule in RULES}}
+    for path, record in ((paths.evidence_json("range", "base", 1), range_record),
+                         (paths.lr_range_json("base"), lr_range)):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(json.dumps(record))
+    monkeypatch.chdir(tmp_path)
+    stage = importlib.import_module(f"stages.evidence.{module}")
+    with pytest.raises(StageError) as err:
+        stage.main(argv)
+    path, what = damaged
+    assert str(err.value).startswith(f"{path}: {what}") and "damaged" in str(err.value)
