@@ -485,6 +485,9 @@ def test_branches_differing_in_one_arch_diff_only_that_arch(branches):
     curve = plots["data"]["reports/lr_range/base.csv"][0]["content"]
     assert curve["encoding"]["x"]["scale"] == {"type": "log"}  # the committed log-x template
     assert {row["rev"] for row in curve["data"]["values"]} == {"main", "my-branch"}
+    confusion = plots["data"]["reports/predictions/base.csv"][0]["content"]
+    # the committed template: a symlog colour scale, so that off-diagonal cells are not lost against the diagonal
+    assert confusion["spec"]["layer"][0]["encoding"]["color"]["scale"]["type"] == "symlog"
 
     comparison = p.run(sys.executable, "-m", "scripts.compare", "main")
     assert "| `archs.base.hidden` | [8] | [12] |" in comparison
