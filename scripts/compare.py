@@ -55,6 +55,13 @@ def results_table(markdown: str | None) -> str:
 
 
 def render(rev: str, metrics_diff: dict, params_diff: dict, old_report: str | None, new_report: str | None) -> str:
+    """The comparison, in Markdown.
+
+    Args:
+        rev: the git revision the workspace is compared with.
+        metrics_diff, params_diff: `dvc metrics diff --json` and `dvc params diff --json` against it.
+        old_report, new_report: reports/report.md at ``rev`` and in the workspace; None where there is none.
+    """
     out = [f"# Workspace vs `{rev}`", "", "## Metrics that changed", ""]
     rows = metrics_rows(metrics_diff)
     out += table(["arch", "metric", rev, "workspace", "change"], "llrrr", rows) if rows else ["_none_"]

@@ -82,7 +82,13 @@ def chain_lengths(upstream: dict[str, frozenset[str]], cost: dict[str, float]) -
 
 
 def ready(plan: Plan, waiting: Iterable[str], finished: set[str], priority: dict[str, float]) -> list[str]:
-    """The ``waiting`` stages whose upstream has all finished, longest chain first (ties in plan order)."""
+    """The ``waiting`` stages whose upstream has all finished, longest chain first (ties in plan order).
+
+    Args:
+        plan: the stages to run and each one's upstream.
+        finished: the stages that have ended well.
+        priority: each stage's chain_lengths: its cost plus that of the longest chain waiting for it.
+    """
     position = {stage: i for i, stage in enumerate(plan.stages)}
     free = [stage for stage in waiting if plan.upstream[stage] <= finished]
     return sorted(free, key=lambda stage: (-priority[stage], position[stage]))

@@ -26,7 +26,12 @@ LISTABLE = ("", "file", "ssh")  # URL schemes of remotes whose files can be list
 
 def partial_files(fs, root: str, now: float, max_entries: int = MAX_ENTRIES) -> tuple[list[str], bool]:
     """The partial uploads under ``root`` on ``fs`` older than MIN_AGE_S, and whether the walk stopped at
-    ``max_entries`` entries before the end."""
+    ``max_entries`` entries before the end.
+
+    Args:
+        fs: the remote's filesystem (DVC's fsspec one: local folder or SSH).
+        now: the time to age files against, in the remote's clock (seconds since the epoch).
+    """
     found, seen = [], 0
     for folder, _, files in fs.walk(root, detail=True):
         for name, info in files.items():

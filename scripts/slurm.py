@@ -124,6 +124,15 @@ def array_spec(shares: list[int]) -> str:
 
 
 def workers_argv(root: Path, venv: Path, workers: int, shares: list[int], pipeline: str, cpus: int) -> list[str]:
+    """The sbatch command of the workers' job array.
+
+    Args:
+        root: the project; the tasks clone it and write their logs in its LOGS folder.
+        venv: the virtual environment the tasks run make with.
+        workers: N of `make worker SHARD=i/N`; ``shares``: the i to run (all, or those to rerun).
+        pipeline: the dvc.yaml the workers run (one of PIPELINES).
+        cpus: cores per task, and the worker's lanes.
+    """
     logs = root / LOGS
     return ["sbatch", "--parsable", f"--job-name={JOB_NAME}-worker", f"--array={array_spec(shares)}",
             f"--cpus-per-task={cpus}", f"--output={logs}/%A_%a.out", f"--chdir={root}", str(root / TASK),

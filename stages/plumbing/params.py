@@ -109,6 +109,15 @@ class _Checker:
     def number(self, mapping: dict, key: str, path: str, *, integer: bool, low: float,
                low_open: bool = False, high: float | None = None, high_open: bool = True,
                default: Any = ..., ) -> Any:
+        """``mapping[key]`` once it is a number in range, else None (reported).
+
+        Args:
+            path: where ``mapping`` sits in params.yaml (``archs.base``), for messages.
+            integer: whether only whole numbers are allowed (a bool never is).
+            low, high: the range's ends (``high`` None: no upper end).
+            low_open, high_open: whether that end is excluded.
+            default: what a missing key gives; none given, a missing key is reported.
+        """
         full = f"{path}.{key}" if path else key
         if key not in mapping:
             if default is not ...:
@@ -136,6 +145,8 @@ class _Checker:
         return text
 
     def choice(self, mapping: dict, key: str, path: str, allowed: tuple[str, ...], default: Any = ...) -> Any:
+        """``mapping[key]`` once it is one of ``allowed``, else None (reported); ``path`` and ``default`` as
+        number's."""
         full = f"{path}.{key}" if path else key
         if key not in mapping:
             if default is not ...:
