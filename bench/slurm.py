@@ -18,12 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.workers import fresh_clone
+from bench.workers import fresh_clone, mnist_copy
 from scripts.slurm import LOGS
 from stages.ground.errors import StageError
 from stages.plumbing.cli import refuse, run
-from stages.plumbing.params import load_params
-from stages.plumbing.paths import RAW_DIR
 
 USAGE = "usage: python -m bench.slurm"
 POLL_S = 0.1
@@ -87,12 +85,9 @@ def main(argv: list[str]) -> None:
         raise StageError("sbatch not found: run this where SLURM jobs are submitted, on the node they run on")
     root = Path.cwd()
     venv = root / os.environ.get("VENV", ".venv")
-    if not all((RAW_DIR / name).is_file() for name in load_params().data.sha256):
-        raise StageError(f"MNIST is not in {RAW_DIR}/: run `dvc repro download` first")
     with tempfile.TemporaryDirectory(prefix="bench.") as tmp:
         base = Path(tmp)
-        mnist = base / "mnist"
-        shutil.copytree(RAW_DIR, mnist)
+        mnist = mnist_copy(base)
         alone = clone(root, base / "repro", mnist, base / "unused-remote")
         print("bench.slurm: make repro ...", flush=True)
         started = time.monotonic()

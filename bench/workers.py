@@ -28,6 +28,16 @@ USAGE = "usage: python -m bench.workers"
 RESTORED = re.compile(r"Stage '([^']+)' is cached - skipping run")
 
 
+def mnist_copy(folder: Path) -> Path:
+    """A copy of this workspace's data/raw as ``folder``/mnist, for clones to take as a local source (the network
+    is not timed)."""
+    if not all((RAW_DIR / name).is_file() for name in load_params().data.sha256):
+        raise StageError(f"MNIST is not in {RAW_DIR}/: run `dvc repro download` first")
+    mnist = folder / "mnist"
+    shutil.copytree(RAW_DIR, mnist)
+    return mnist
+
+
 def fresh_clone(root: Path, dest: Path, mnist: Path, remote: Path) -> Path:
     """A clone whose results are yet to be made, as after a change of params that touches every stage: no
     dvc.lock (its committed results would be current, or come from the remote of whoever committed them).
@@ -69,13 +79,10 @@ def main(argv: list[str]) -> None:
     if argv:
         raise refuse(USAGE, argv)
     root = Path.cwd()
-    if not all((RAW_DIR / name).is_file() for name in load_params().data.sha256):
-        raise StageError(f"MNIST is not in {RAW_DIR}/: run `dvc repro download` first")
     worker = [sys.executable, "-m", "scripts.worker", "-j", "1"]
     with tempfile.TemporaryDirectory(prefix="bench.") as tmp:
         base = Path(tmp)
-        mnist = base / "mnist"
-        shutil.copytree(RAW_DIR, mnist)
+        mnist = mnist_copy(base)
         alone = fresh_clone(root, base / "alone", mnist, base / "remote-alone")
         print("bench.workers: one worker ...", flush=True)
         one_s, _ = timed([([*worker, "--shard", "0/1"], alone)])
