@@ -95,6 +95,29 @@ def evidence_range_tests(clone: Path, jobs: int) -> float:
     return seconds
 
 
+def bench_clone(root: Path, tmp: Path) -> Path:
+    """A clone of ``root`` in ``tmp`` with its results and MNIST, the data already downloaded: its download stage
+    copies and verifies a local copy instead of going to the network, which would time the network."""
+    local = mnist_copy(tmp)
+    clone = tmp / "project"
+    subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
+    shutil.copytree(RAW_DIR, clone / RAW_DIR)
+    params = load_raw(clone / "params.yaml")
+    params["data"]["sources"].insert(0, {"local": str(local)})
+    (clone / "params.yaml").write_text(dump_raw(params), encoding="utf-8")
+    return clone
+
+
+def one_arch_change(clone: Path, dvc: str) -> tuple[str, float]:
+    """The first arch widened by 8 units per layer, and the seconds `dvc repro` then takes."""
+    params = load_raw(clone / "params.yaml")
+    first = next(iter(params["archs"]))
+    params["archs"][first]["hidden"] = [h + 8 for h in params["archs"][first]["hidden"]]
+    (clone / "params.yaml").write_text(dump_raw(params), encoding="utf-8")
+    seconds, _, _ = measured([dvc, "repro"], clone)
+    return first, seconds
+
+
 def main(argv: list[str]) -> None:
     if argv not in ([], ["--pipeline-only"]):
         raise refuse(USAGE, argv)
@@ -103,16 +126,8 @@ def main(argv: list[str]) -> None:
     cores = len(os.sched_getaffinity(0))
     lanes = [sys.executable, "-m", "scripts.lanes", "-j", str(cores)]
     with tempfile.TemporaryDirectory(prefix="bench.") as tmp:
-        # "Data already downloaded": the download stage copies and verifies a local copy
-        # instead of going to the network, which would time the network.
-        local = mnist_copy(Path(tmp))
-        clone = Path(tmp) / "project"
-        subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
-        shutil.copytree(RAW_DIR, clone / RAW_DIR)
-        params = load_raw(clone / "params.yaml")
-        params["data"]["sources"].insert(0, {"local": str(local)})
-        (clone / "params.yaml").write_text(dump_raw(params), encoding="utf-8")
-        archs = list(params["archs"])
+        clone = bench_clone(root, Path(tmp))
+        archs = list(load_raw(clone / "params.yaml")["archs"])
         lanes_costs = estimated_costs([f"train@{arch}" for arch in archs],
                                       {f"train@{arch}": [clone / timing_json(arch, "train")] for arch in archs})
 
@@ -140,11 +155,7 @@ def main(argv: list[str]) -> None:
         range_1_s = evidence_range_tests(clone, 1)
         range_n_s = evidence_range_tests(clone, cores)
 
-        first = archs[0]
-        params = load_raw(clone / "params.yaml")
-        params["archs"][first]["hidden"] = [h + 8 for h in params["archs"][first]["hidden"]]
-        (clone / "params.yaml").write_text(dump_raw(params), encoding="utf-8")
-        one_s, _, _ = measured([dvc, "repro"], clone)
+        first, one_s = one_arch_change(clone, dvc)
 
     path_s, path_arch = critical_path(times, archs)
     limit = serial_s / together_s
