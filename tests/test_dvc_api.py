@@ -1,6 +1,7 @@
-"""The private DVC API scripts/lanes.py and scripts/worker.py lean on, pinned by name and signature: there is no
-public `dvc repro -j` (treeverse/dvc#755 open, PR #10922 closed), so lanes plans with DVC's own functions. An upgrade
-of DVC that moves them fails here first, saying what to adapt, not in the middle of `make repro`."""
+"""The private DVC API scripts/lanes.py, scripts/worker.py and scripts/prune.py lean on, pinned by name and
+signature: there is no public `dvc repro -j` (treeverse/dvc#755 open, PR #10922 closed), so lanes plans with DVC's
+own functions. An upgrade of DVC that moves them fails here first, saying what to adapt, not in the middle of
+`make repro`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import inspect
 
 import pytest
 
-ADAPT = ("DVC {version} changed {name}: adapt scripts/lanes.py's make_plan (and scripts/worker.py) to it, or keep "
-         "dvc pinned at 3.67.1 (requirements/)")
+ADAPT = ("DVC {version} changed {name}: adapt the script that calls it (`grep -rn {function} scripts/`) to it, or "
+         "keep dvc pinned at 3.67.1 (requirements/)")
 # name -> the parameters lanes and the worker pass, in order
 PINNED = {
     "dvc.repo.reproduce.collect_stages": ["repo", "targets", "recursive", "glob"],
@@ -18,6 +19,9 @@ PINNED = {
     # the aggregator: a stage's run-cache key, to read what the remote's run cache holds of it
     "dvc.stage.cache._can_hash": ["stage"],
     "dvc.stage.cache._get_stage_hash": ["stage"],
+    # make prune: drops a removed stage's lock entry, writing the lock as DVC's own lock writes do
+    "dvc.utils.serialize.modify_yaml": ["path", "fs"],
+    "dvc.utils.serialize.load_yaml": ["path", "fs", "kwargs"],
 }
 
 
@@ -27,8 +31,9 @@ def test_the_private_dvc_functions_lanes_uses_are_there_as_lanes_calls_them(name
 
     module, _, function = name.rpartition(".")
     found = getattr(__import__(module, fromlist=[function]), function, None)
-    assert found is not None, ADAPT.format(version=dvc.__version__, name=name)
-    assert list(inspect.signature(found).parameters) == PINNED[name], ADAPT.format(version=dvc.__version__, name=name)
+    adapt = ADAPT.format(version=dvc.__version__, name=name, function=function)
+    assert found is not None, adapt
+    assert list(inspect.signature(found).parameters) == PINNED[name], adapt
 
 
 def test_what_lanes_reads_of_a_stage_and_the_repo():

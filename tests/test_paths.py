@@ -192,7 +192,7 @@ def test_make_prune_lists_and_removes_exactly_the_leftovers(tmp_path):
 
 def test_prune_refuses_unknown_arguments(tmp_path):
     done = prune(tmp_path, "--all")
-    assert done.returncode == 1 and done.stderr.startswith("error: usage:") and "Traceback" not in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("error: usage:") and "Traceback" not in done.stderr
 
 
 ARCH, SEED, RATE = "zz9", 7, "notebook"  # stand-ins for a matrix stage's ${item.*}

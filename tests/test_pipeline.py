@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from harness import (
     COMMAND_TIMEOUT_S,
     COMPARING_BLOCKS,
@@ -308,8 +309,18 @@ def test_removing_an_arch_drops_it_from_the_report(project, tmp_path):
     b_outputs = [path.as_posix() for path in paths.arch_outputs("b")]
     assert all((p.root / rel).exists() for rel in b_outputs)
     assert "`make prune` lists and removes them" in output
-    pruned = p.run(sys.executable, "-m", "scripts.prune")
-    assert sorted(line.removeprefix("prune: removed ") for line in pruned.splitlines()) == sorted(b_outputs)
+    b_stages = [f"{stage}@b" for stage in ("evaluate", "lr_range", "train")]
+    assert set(b_stages) <= set(yaml.safe_load(p.read("dvc.lock"))["stages"])  # DVC keeps them (treeverse/dvc#5293)
+    lock_before = p.read("dvc.lock")
+    pruned = p.run(sys.executable, "-m", "scripts.prune").splitlines()
+    assert pruned[-1] == ("prune: removed dvc.lock's entries of 3 stage(s) its pipeline no longer has: "
+                          f"{', '.join(b_stages)}")
+    assert sorted(line.removeprefix("prune: removed ") for line in pruned[:-1]) == sorted(b_outputs)
+    # only those entries went, the rest of the lock line for line as DVC wrote it
+    before, after = yaml.safe_load(lock_before)["stages"], yaml.safe_load(p.read("dvc.lock"))["stages"]
+    assert after == {stage: entry for stage, entry in before.items() if stage not in b_stages}
+    lines = iter(lock_before.splitlines())
+    assert all(line in lines for line in p.read("dvc.lock").splitlines())  # in order, none changed
     assert not any((p.root / rel).exists() for rel in b_outputs)
     assert (p.root / f"models/base/seed-{SEED}.keras").is_file()
     assert p.repro()[0] == ["report"]  # its deps are the reports/ folders, as `make prune` knows
