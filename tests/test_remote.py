@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import ROOT
+from harness import DVC, ROOT
 
 pytestmark = pytest.mark.slow  # real dvc commands
 
@@ -19,7 +19,7 @@ DATA = b"what a stage wrote\n" * 100
 
 def dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([DVC, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 def git(cwd: Path, *args: str) -> None:
