@@ -70,8 +70,10 @@ slurm-status: setup
 prune-remote: setup
 	python -m scripts.prune_remote
 
+# One worker per core. Tests that share a module's costly build, a SLURM cluster or an sshd carry one xdist_group
+# mark, so that each such group runs whole on one worker; the other tests go to whichever worker is free.
 test: setup
-	python -m pytest
+	python -m pytest -n auto --dist loadgroup
 
 # The edit-test loop: only the tests that start no dvc or TensorFlow subprocess.
 test-fast: setup
