@@ -97,6 +97,10 @@ class Sshd:
         return f"ssh://127.0.0.1:{self.port}{self.root / name}"
 
 
+# The tests that use the module's sshd or team project run on one xdist worker, which makes each once.
+ON_THE_TEAM = pytest.mark.xdist_group("workers")
+
+
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     binary = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -180,13 +184,20 @@ def finished(proc: subprocess.Popen) -> str:
     return output
 
 
-@pytest.mark.slow
-def test_two_workers_at_once_then_an_aggregator_that_trains_nothing(team, sshd, tmp_path):
-    workers = [clone(team, sshd, tmp_path / f"worker{i}", "two") for i in range(2)]
+@pytest.fixture(scope="module")
+def two_pushed(team, sshd, tmp_path_factory) -> list[str]:
+    """Two workers at once, each with its half, both pushing to the sshd's remote `two`; their outputs."""
+    base = tmp_path_factory.mktemp("two")
+    workers = [clone(team, sshd, base / f"worker{i}", "two") for i in range(2)]
     procs = [worker(p, "--shard", f"{i}/2") for i, p in enumerate(workers)]
-    outputs = [finished(proc) for proc in procs]
-    trained = [set(ran(output)) & TRAINING for output in outputs]
-    assert trained[0] and trained[1] and not trained[0] & trained[1], outputs  # each its own half
+    return [finished(proc) for proc in procs]
+
+
+@pytest.mark.slow
+@ON_THE_TEAM
+def test_two_workers_at_once_then_an_aggregator_that_trains_nothing(team, sshd, two_pushed, tmp_path):
+    trained = [set(ran(output)) & TRAINING for output in two_pushed]
+    assert trained[0] and trained[1] and not trained[0] & trained[1], two_pushed  # each its own half
     remote_is_whole(sshd.root / "two")
 
     aggregator = clone(team, sshd, tmp_path / "aggregator", "two")
@@ -224,6 +235,7 @@ def descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
+@ON_THE_TEAM
 def test_a_worker_killed_mid_training_leaves_nothing_half_pushed_and_its_rerun_finishes_the_job(team, sshd,
                                                                                                  tmp_path):
     p = clone(team, sshd, tmp_path / "worker", "killed")
@@ -310,6 +322,7 @@ def pushed(team: Team, where: Path, remote: Path) -> Project:
 
 
 @pytest.mark.slow
+@ON_THE_TEAM
 def test_the_aggregator_names_a_damaged_object_on_the_remote_and_how_to_repair_it(team, tmp_path):
     remote = tmp_path / "remote"
     source = pushed(team, tmp_path / "source", remote)
@@ -339,6 +352,7 @@ def test_the_aggregator_names_a_damaged_object_on_the_remote_and_how_to_repair_i
 
 
 @pytest.mark.slow
+@ON_THE_TEAM
 def test_a_failed_push_says_what_a_push_cut_short_leaves_on_the_remote_and_how_to_clean_it(team, tmp_path):
     (tmp_path / "a file").write_text("no folder for a remote")
     p = Project(tmp_path / "worker", team.env)
@@ -355,6 +369,7 @@ def test_a_failed_push_says_what_a_push_cut_short_leaves_on_the_remote_and_how_t
 
 
 @pytest.mark.slow
+@ON_THE_TEAM
 def test_sigterm_to_the_worker_alone_stops_its_lanes_and_their_stages_and_says_so(team, sshd, tmp_path):
     p = clone(team, sshd, tmp_path / "worker", "stopped")
     proc = worker(p, "--shard", "0/1")
@@ -373,10 +388,13 @@ def test_sigterm_to_the_worker_alone_stops_its_lanes_and_their_stages_and_says_s
 
 
 @pytest.mark.slow
-def test_the_aggregator_names_a_damaged_object_a_worker_pushed(team, sshd, tmp_path):
-    pusher = clone(team, sshd, tmp_path / "worker", "damaged")
-    finished(worker(pusher, "--shard", "0/1"))
-    lock = yaml.safe_load(pusher.read("dvc.lock"))
+@ON_THE_TEAM
+def test_the_aggregator_names_a_damaged_object_a_worker_pushed(team, sshd, two_pushed, tmp_path):
+    """On a copy of what the two workers above pushed over SSH (the same objects, the same modes), one object
+    damaged."""
+    shutil.copytree(sshd.root / "two", sshd.root / "damaged")
+    # the workers' results are byte for byte the single machine's: so is the hash of models/base
+    lock = yaml.safe_load(team.single.read("dvc.lock"))
     (folder,) = [out["md5"] for out in lock["stages"]["train@base"]["outs"] if out["path"] == "models/base"]
     remote = sshd.root / "damaged" / "files" / "md5"
     model = next(entry for entry in json.loads((remote / folder[:2] / folder[2:]).read_text())
