@@ -43,6 +43,8 @@ from stages.ground.errors import StageError
 ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
 TRAINING = {f"{kind}@{arch}" for kind in ("lr_range", "train", "evaluate") for arch in ARCHS}
 SSHD_START_S = 30
+# free_port() only proposes a port: a process on another xdist worker may bind it before sshd does
+SSHD_PORT_TRIES = 3
 PROCESSES_GONE_S = 60  # for init to reap what SIGKILL ended: milliseconds
 
 
@@ -101,6 +103,32 @@ class Sshd:
 ON_THE_TEAM = pytest.mark.xdist_group("workers")
 
 
+def start_sshd(binary: str, base: Path, port: int) -> subprocess.Popen | None:
+    """sshd on ``port``, once it answers there as an SSH server; None if another process had taken the port."""
+    (base / "sshd_config").write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {base / 'host_key'}",
+        f"AuthorizedKeysFile {base / 'authorized_keys'}", "PubkeyAuthentication yes", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no",
+        f"PidFile {base / 'sshd.pid'}", "Subsystem sftp internal-sftp", ""]))
+    proc = subprocess.Popen([binary, "-D", "-e", "-f", str(base / "sshd_config")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + SSHD_START_S
+    while True:  # until it answers with SSH's banner (an event; not some other server on the port), bounded
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                if conn.recv(4) == b"SSH-":
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            kill_group(proc)
+            why = proc.stderr.read()
+            if "Address already in use" in why:
+                return None
+            pytest.fail(f"sshd did not start: {why}")
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     binary = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -111,26 +139,15 @@ def sshd(tmp_path_factory):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / name)], check=True)
     (base / "authorized_keys").write_text((base / "user_key.pub").read_text())
     (base / "authorized_keys").chmod(0o600)
-    port = free_port()
-    (base / "sshd_config").write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {base / 'host_key'}",
-        f"AuthorizedKeysFile {base / 'authorized_keys'}", "PubkeyAuthentication yes", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no",
-        f"PidFile {base / 'sshd.pid'}", "Subsystem sftp internal-sftp", ""]))
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", exist_ok=True)  # its privilege separation folder, as the package's service makes
-    proc = subprocess.Popen([binary, "-D", "-e", "-f", str(base / "sshd_config")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + SSHD_START_S
-    while True:  # until it accepts connections (an event), bounded
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    for _ in range(SSHD_PORT_TRIES):
+        port = free_port()
+        proc = start_sshd(binary, base, port)
+        if proc is not None:
             break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                kill_group(proc)
-                pytest.fail(f"sshd did not start: {proc.stderr.read()}")
-            time.sleep(0.05)
+    else:
+        pytest.fail(f"sshd found each of {SSHD_PORT_TRIES} free ports taken by the time it bound it")
     (base / "remotes").mkdir()
     try:
         yield Sshd(port, os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True,
