@@ -70,10 +70,11 @@ slurm-status: setup
 prune-remote: setup
 	python -m scripts.prune_remote
 
-# One worker per core. Tests that share a module's costly build, a SLURM cluster or an sshd carry one xdist_group
-# mark, so that each such group runs whole on one worker; the other tests go to whichever worker is free.
+# One worker per core; each test module runs whole on one worker, so that its module-scoped fixtures (tiny projects
+# built with dvc, the SLURM cluster, the sshd) are made once and never twice side by side. The modules go out in the
+# order tests/conftest.py gives them: the longest first.
 test: setup
-	python -m pytest -n auto --dist loadgroup
+	python -m pytest -n auto --dist loadscope --no-loadscope-reorder
 
 # The edit-test loop: only the tests that start no dvc or TensorFlow subprocess.
 test-fast: setup

@@ -35,8 +35,7 @@ from stages.lib.lr_finder import CURVE_COLUMNS, RULES
 from stages.lib.shapes import RUN_HISTORY_KEYS
 from stages.plumbing import paths
 
-# slow; and one xdist worker runs the whole module, so that `built` (`make evidence`: minutes) is made once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("evidence_pipeline")]
+pytestmark = pytest.mark.slow
 
 PIPELINE = "evidence/dvc.yaml"
 N_TRAIN, N_TEST = 300, 100

@@ -58,8 +58,7 @@ from stages.lib.lr_finder import RULES, exponential_lrs
 from stages.lib.shapes import METRIC_KEYS
 from stages.plumbing import paths
 
-# slow; and one xdist worker runs the whole module, so that each module-scoped project is built once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
+pytestmark = pytest.mark.slow
 
 # base: the arch docs/comparing.md's commands use, and example params' evidence.long_rules.arch
 ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}

@@ -99,10 +99,6 @@ class Sshd:
         return f"ssh://127.0.0.1:{self.port}{self.root / name}"
 
 
-# The tests that use the module's sshd or team project run on one xdist worker, which makes each once.
-ON_THE_TEAM = pytest.mark.xdist_group("workers")
-
-
 def start_sshd(binary: str, base: Path, port: int) -> subprocess.Popen | None:
     """sshd on ``port``, once it answers there as an SSH server; None if another process had taken the port."""
     (base / "sshd_config").write_text("\n".join([
@@ -211,7 +207,6 @@ def two_pushed(team, sshd, tmp_path_factory) -> list[str]:
 
 
 @pytest.mark.slow
-@ON_THE_TEAM
 def test_two_workers_at_once_then_an_aggregator_that_trains_nothing(team, sshd, two_pushed, tmp_path):
     trained = [set(ran(output)) & TRAINING for output in two_pushed]
     assert trained[0] and trained[1] and not trained[0] & trained[1], two_pushed  # each its own half
@@ -252,7 +247,6 @@ def descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-@ON_THE_TEAM
 def test_a_worker_killed_mid_training_leaves_nothing_half_pushed_and_its_rerun_finishes_the_job(team, sshd,
                                                                                                  tmp_path):
     p = clone(team, sshd, tmp_path / "worker", "killed")
@@ -339,7 +333,6 @@ def pushed(team: Team, where: Path, remote: Path) -> Project:
 
 
 @pytest.mark.slow
-@ON_THE_TEAM
 def test_the_aggregator_names_a_damaged_object_on_the_remote_and_how_to_repair_it(team, tmp_path):
     remote = tmp_path / "remote"
     source = pushed(team, tmp_path / "source", remote)
@@ -369,7 +362,6 @@ def test_the_aggregator_names_a_damaged_object_on_the_remote_and_how_to_repair_i
 
 
 @pytest.mark.slow
-@ON_THE_TEAM
 def test_a_failed_push_says_what_a_push_cut_short_leaves_on_the_remote_and_how_to_clean_it(team, tmp_path):
     (tmp_path / "a file").write_text("no folder for a remote")
     p = Project(tmp_path / "worker", team.env)
@@ -386,7 +378,6 @@ def test_a_failed_push_says_what_a_push_cut_short_leaves_on_the_remote_and_how_t
 
 
 @pytest.mark.slow
-@ON_THE_TEAM
 def test_sigterm_to_the_worker_alone_stops_its_lanes_and_their_stages_and_says_so(team, sshd, tmp_path):
     p = clone(team, sshd, tmp_path / "worker", "stopped")
     proc = worker(p, "--shard", "0/1")
@@ -405,7 +396,6 @@ def test_sigterm_to_the_worker_alone_stops_its_lanes_and_their_stages_and_says_s
 
 
 @pytest.mark.slow
-@ON_THE_TEAM
 def test_the_aggregator_names_a_damaged_object_a_worker_pushed(team, sshd, two_pushed, tmp_path):
     """On a copy of what the two workers above pushed over SSH (the same objects, the same modes), one object
     damaged."""
