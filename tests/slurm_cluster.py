@@ -117,14 +117,17 @@ def start(root: Path) -> Cluster:
         line = hardware.stdout.splitlines()[0]
         (root / "slurm.conf").write_text(slurm_conf(root, host, line.partition(" ")[2], socket_path, free_port(),
                                                     free_port()))
+        daemons = []
         for daemon in (["slurmctld", "-D"], ["slurmd", "-D", "-N", host]):
             with open(root / "log" / f"{daemon[0]}.out", "w") as out:
-                proc = subprocess.Popen([*daemon, "-f", str(root / "slurm.conf")], stdin=subprocess.DEVNULL,
-                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-            cluster.procs[daemon[0]] = proc.pid
+                daemons.append(subprocess.Popen([*daemon, "-f", str(root / "slurm.conf")], stdin=subprocess.DEVNULL,
+                                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            cluster.procs[daemon[0]] = daemons[-1].pid
         idle = lambda: "idle" in cluster.run("sinfo", "-h", "-N", "-o", "%T", check=False).split()  # noqa: E731
-        if not _wait(idle, START_S):
-            raise Unavailable(f"the node was not idle {START_S} s after the daemons started:\n{cluster.logs()}")
+        # a daemon that exited (a port taken meanwhile, say) never makes the node idle: no use waiting for it
+        if not _wait(lambda: idle() or any(proc.poll() is not None for proc in daemons), START_S) or not idle():
+            raise Unavailable(f"the node was not idle within {START_S} s of the daemons' start, or one of them "
+                              f"exited:\n{cluster.logs()}")
     except (Unavailable, subprocess.SubprocessError, OSError) as err:
         stop(cluster)
         raise Unavailable(str(err) if isinstance(err, Unavailable) else f"{err}\n{cluster.logs()}") from None
