@@ -8,8 +8,10 @@ then resubmitted.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,26 @@ def test_each_task_runs_the_worker_of_its_share_with_its_logs_in_the_logs_folder
     assert "--dependency=afterok:12" in aggregate and "--kill-on-invalid-dep=yes" in aggregate
     assert f"--output={tmp_path / LOGS}/%j.out" in aggregate
     assert aggregate[-3:] == ["here", str(venv), "make aggregate PIPELINE=dvc.yaml"]
+
+
+@pytest.mark.parametrize("command, code, status", [
+    ("exit 0", 0, "0\n"),
+    ("exit 2", 2, "2\n"),
+    # ended by SIGTERM (scancel, the time limit) before the task script's own trap ran: no status, as when the
+    # trap runs first, so that slurm-status says cancelled, not failed
+    ("kill -TERM $$", 143, None),
+])
+def test_the_task_records_an_exit_status_only_for_a_command_that_ended_on_its_own(tmp_path, command, code, status):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    done = subprocess.run(["bash", str(ROOT / "deploy/slurm/task.sbatch"), str(logs), "here", str(tmp_path / "venv"),
+                           command], cwd=tmp_path, env={**os.environ, "SLURM_JOB_ID": "7"}, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == code, done.stderr
+    exit_file = logs / "7.exit"
+    assert (exit_file.read_text() if exit_file.exists() else None) == status
+    if status is None:
+        assert done.stderr.endswith("job 7 stopped by signal 15\n"), done.stderr
 
 
 def test_the_kubernetes_job_runs_the_command_of_the_slurm_tasks():
