@@ -504,6 +504,34 @@ def results(p: Project) -> dict[str, bytes | None]:
             for name, content in made.items()}
 
 
+# --- a team's project: what the worker and the SLURM tests share ----------------------------------------------
+
+TEAM_ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
+TEAM_TRAINING = {f"{kind}@{arch}" for kind in ("lr_range", "train", "evaluate") for arch in TEAM_ARCHS}
+
+
+@dataclass
+class Team:
+    template: Path  # a committed project, its remote not yet set
+    single: Project  # the same project built on one machine with `dvc repro`
+    env: dict[str, str]
+
+
+def team_project(base: Path, archs: dict = TEAM_ARCHS, epochs: int = 40) -> Project:
+    """A committed tiny project of two archs; 40 epochs last long enough (about a second per 10) to be stopped
+    in the middle of a training."""
+    sums = write_idx_folder(base / "mnist", tiny_mnist(n_train=300, n_test=100))
+    return tiny_project(base, tiny_params(base / "mnist", sums, archs, lr_range={"epochs": 2},
+                                         train={"epochs": epochs, "patience": epochs}))
+
+
+def team_of(p: Project) -> Team:
+    """``p`` as a team's template, beside the same project built on one machine."""
+    single = p.copy(p.root.parent / "single")
+    single.dvc("repro")
+    return Team(p.root, single, p.env)
+
+
 # --- bounded waits on subprocesses ------------------------------------------------------------------
 
 # A process started from one that ignores SIGINT inherits SIG_IGN: so does every job a non-interactive shell

@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,16 @@ import yaml
 from harness import (
     COMMAND_TIMEOUT_S,
     ROOT,
+    TEAM_ARCHS,
+    TEAM_TRAINING,
     Project,
+    Team,
     as_after_make_setup,
     ran,
     remote_is_whole,
     results,
-    tiny_mnist,
-    tiny_params,
-    tiny_project,
-    write_idx_folder,
+    team_of,
+    team_project,
 )
 from slurm_cluster import Cluster, Unavailable, start, stop
 
@@ -37,8 +37,6 @@ from scripts import slurm
 from scripts.slurm import LOGS, Submission, aggregator_argv, describe, parse_args, worker_command, workers_argv
 from stages.ground.errors import StageError, UsageError
 
-ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
-TRAINING = {f"{kind}@{arch}" for kind in ("lr_range", "train", "evaluate") for arch in ARCHS}
 POLL_S = 0.05
 
 
@@ -161,17 +159,9 @@ def cluster(tmp_path_factory):
         stop(running)
 
 
-@dataclass
-class Team:
-    template: Path  # a committed project with the Makefile and deploy/, its remote not yet set
-    single: Project  # the same project made on one machine with `dvc repro`
-    env: dict[str, str]
-
-
-def team_project(base: Path, archs: dict, epochs: int) -> Project:
-    sums = write_idx_folder(base / "mnist", tiny_mnist(n_train=300, n_test=100))
-    p = tiny_project(base, tiny_params(base / "mnist", sums, archs, lr_range={"epochs": 2},
-                                      train={"epochs": epochs, "patience": epochs}))
+def slurm_team_project(base: Path, archs: dict = TEAM_ARCHS, epochs: int = 40) -> Project:
+    """team_project with the Makefile, deploy/ and bench/, committed."""
+    p = team_project(base, archs, epochs)
     as_after_make_setup(p)
     for folder in ("deploy", "bench"):
         shutil.copytree(ROOT / folder, p.root / folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -183,11 +173,7 @@ def team_project(base: Path, archs: dict, epochs: int) -> Project:
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory) -> Team:
-    base = tmp_path_factory.mktemp("team")
-    p = team_project(base, ARCHS, epochs=40)  # long enough to be cancelled while training: 10 epochs a second
-    single = p.copy(base / "single")
-    single.dvc("repro")
-    return Team(p.root, single, p.env)
+    return team_of(slurm_team_project(tmp_path_factory.mktemp("team")))  # 40 epochs: cancelled while training
 
 
 def project(template: Path, env: dict[str, str], cluster: Cluster, dest: Path) -> Project:
@@ -245,13 +231,13 @@ def test_two_tasks_at_once_then_the_aggregator_after_both_trains_nothing(team, c
     wait_until(lambda: not queued(cluster, array, aggregator), "the jobs to end")
 
     tasks = [log(p, f"{array}_{i}") for i in range(2)]
-    trained = [set(ran(task)) & TRAINING for task in tasks]
+    trained = [set(ran(task)) & TEAM_TRAINING for task in tasks]
     assert trained[0] and trained[1] and not trained[0] & trained[1], tasks  # each its own share
-    assert trained[0] | trained[1] == TRAINING
+    assert trained[0] | trained[1] == TEAM_TRAINING
     remote_is_whole(tmp_path / "project-remote")
     aggregated = log(p, aggregator)
     assert ran(aggregated) == ["report"], aggregated
-    for stage in TRAINING:
+    for stage in TEAM_TRAINING:
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in aggregated, aggregated
     assert times(cluster, aggregator)[0] >= max(times(cluster, f"{array}_{i}")[1] for i in range(2))
     assert results(p) == results(team.single)
@@ -264,9 +250,9 @@ def test_two_tasks_at_once_then_the_aggregator_after_both_trains_nothing(team, c
 
 @pytest.mark.slow
 def test_a_failed_share_keeps_the_aggregator_from_running_and_the_status_says_how_to_rerun_it(cluster, tmp_path):
-    broken = {**ARCHS, "b": {"hidden": [6, 4], "batch_size": 60_000}}  # more than the images: its range test fails
+    broken = {**TEAM_ARCHS, "b": {"hidden": [6, 4], "batch_size": 60_000}}  # more than the images: its range test fails
     (tmp_path / "team").mkdir()
-    template = team_project(tmp_path / "team", broken, epochs=1)
+    template = slurm_team_project(tmp_path / "team", broken, epochs=1)
     p = project(template.root, template.env, cluster, tmp_path / "project")
     _, array, aggregator = submit(p, "WORKERS=2")
     wait_until(lambda: not queued(cluster, array, aggregator), "the jobs to end")
@@ -316,7 +302,7 @@ def test_a_share_cancelled_mid_training_is_resubmitted_alone_and_finishes_with_n
 @pytest.mark.slow
 def test_the_benchmark_runs_make_repro_and_make_slurm_and_says_what_slurm_adds(cluster, tmp_path):
     (tmp_path / "team").mkdir()
-    p = team_project(tmp_path / "team", ARCHS, epochs=1)
+    p = slurm_team_project(tmp_path / "team", epochs=1)
     p = Project(p.root, {**p.env, **cluster.env})
     p.dvc("repro", "download")  # the benchmark copies data/raw in as a local source
     p.commit("MNIST downloaded")

@@ -23,7 +23,9 @@ import pytest
 import yaml
 from harness import (
     COMMAND_TIMEOUT_S,
+    TEAM_TRAINING,
     Project,
+    Team,
     example_params,
     free_port,
     kill_group,
@@ -31,17 +33,14 @@ from harness import (
     read_until,
     remote_is_whole,
     results,
-    tiny_mnist,
-    tiny_params,
+    team_of,
+    team_project,
     tiny_project,
-    write_idx_folder,
 )
 
 from scripts.worker import arch_of, deal, parse_args, share
 from stages.ground.errors import StageError
 
-ARCHS = {"base": {"hidden": [8]}, "b": {"hidden": [6, 4]}}
-TRAINING = {f"{kind}@{arch}" for kind in ("lr_range", "train", "evaluate") for arch in ARCHS}
 SSHD_START_S = 30
 # free_port() only proposes a port: a process on another xdist worker may bind it before sshd does
 SSHD_PORT_TRIES = 3
@@ -153,23 +152,9 @@ def sshd(tmp_path_factory):
         kill_group(proc)
 
 
-@dataclass
-class Team:
-    template: Path  # a committed project, its remote not yet set
-    single: Project  # the same project built on one machine with `dvc repro`
-    env: dict[str, str]
-
-
 @pytest.fixture(scope="module")
 def team(tmp_path_factory) -> Team:
-    base = tmp_path_factory.mktemp("team")
-    sums = write_idx_folder(base / "mnist", tiny_mnist(n_train=300, n_test=100))
-    p = tiny_project(base, tiny_params(base / "mnist", sums, ARCHS, lr_range={"epochs": 2},
-                                      # long enough to be killed while training: about a second per 10 epochs
-                                      train={"epochs": 40, "patience": 40}))
-    single = p.copy(base / "single")
-    single.dvc("repro")
-    return Team(p.root, single, p.env)
+    return team_of(team_project(tmp_path_factory.mktemp("team")))
 
 
 def clone(team: Team, sshd: Sshd, dest: Path, remote: str) -> Project:
@@ -208,14 +193,14 @@ def two_pushed(team, sshd, tmp_path_factory) -> list[str]:
 
 @pytest.mark.slow
 def test_two_workers_at_once_then_an_aggregator_that_trains_nothing(team, sshd, two_pushed, tmp_path):
-    trained = [set(ran(output)) & TRAINING for output in two_pushed]
+    trained = [set(ran(output)) & TEAM_TRAINING for output in two_pushed]
     assert trained[0] and trained[1] and not trained[0] & trained[1], two_pushed  # each its own half
     remote_is_whole(sshd.root / "two")
 
     aggregator = clone(team, sshd, tmp_path / "aggregator", "two")
     output = finished(worker(aggregator, "--aggregate"))
     assert ran(output) == ["report"], output
-    for stage in TRAINING | {"download", "split"}:
+    for stage in TEAM_TRAINING | {"download", "split"}:
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in output, output
     assert results(aggregator) == results(team.single)
     assert aggregator.status() == {}
