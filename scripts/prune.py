@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from scripts.check_lock import few
+from scripts.check_lock import EVIDENCE_DVC_YAML, EVIDENCE_LOCK, ROOT_DVC_YAML, ROOT_LOCK, few, locked_stages
 from scripts.lanes import DVC
 from stages.ground.errors import StageError
 from stages.plumbing import paths
@@ -27,7 +27,7 @@ from stages.plumbing.cli import refuse, run
 from stages.plumbing.params import load_params
 
 USAGE = "usage: python -m scripts.prune [--dry-run]"
-LOCKS = {Path("dvc.yaml"): Path("dvc.lock"), Path("evidence/dvc.yaml"): Path("evidence/dvc.lock")}
+LOCKS = {ROOT_DVC_YAML: ROOT_LOCK, EVIDENCE_DVC_YAML: EVIDENCE_LOCK}
 
 
 def pipeline_stages(pipeline: Path) -> set[str]:
@@ -38,13 +38,6 @@ def pipeline_stages(pipeline: Path) -> set[str]:
         raise StageError(f"`dvc stage list {pipeline}` failed: {listed.stderr.strip()[-300:]}: fix what it names, "
                          "then rerun `make prune`")
     return {line.rpartition(":")[2] for line in listed.stdout.splitlines() if line.strip()}
-
-
-def stale_entries(lock: Path, current: set[str]) -> list[str]:
-    """The stages ``lock`` has an entry for that are not in ``current``."""
-    from dvc.utils.serialize import load_yaml
-
-    return sorted(set((load_yaml(lock) or {}).get("stages", {})) - current) if lock.is_file() else []
 
 
 def drop_entries(lock: Path, stages: list[str]) -> None:
@@ -61,7 +54,7 @@ def main(argv: list[str]) -> None:
     archs = load_params().networks
     leftovers, kept = paths.prunable(archs), paths.left_alone(archs)
     stale = {lock: entries for pipeline, lock in LOCKS.items()
-             if pipeline.is_file() and (entries := stale_entries(lock, pipeline_stages(pipeline)))}
+             if pipeline.is_file() and (entries := sorted(locked_stages(lock) - pipeline_stages(pipeline)))}
     if not leftovers and not stale:
         print("prune: nothing to remove")
     for path in leftovers:

@@ -21,7 +21,6 @@ PINNED = {
     "dvc.stage.cache._get_stage_hash": ["stage"],
     # make prune: drops a removed stage's lock entry, writing the lock as DVC's own lock writes do
     "dvc.utils.serialize.modify_yaml": ["path", "fs"],
-    "dvc.utils.serialize.load_yaml": ["path", "fs", "kwargs"],
 }
 
 
